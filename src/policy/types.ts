@@ -1,0 +1,119 @@
+/**
+ * Compiled trust policies (contract section 3). Everything here is built once
+ * at load by `compilePolicies`; evaluation only compares.
+ */
+export type ProviderName = 'jwt' | 'aws' | 'gcp';
+export type Effect = 'allow' | 'deny';
+export type ConditionOperator = 'equals' | 'in' | 'glob' | 'regex' | 'exists' | 'audience';
+
+/** The outcome of one condition, as explain shows it. */
+export interface ConditionResult {
+  /** Claim name, or a JSON Pointer starting with `/`; `aud` for the audience condition. */
+  key: string;
+  operator: ConditionOperator;
+  /** Human form of what was required, e.g. `refs/heads/main`, `[push, workflow_dispatch]`, `glob acme/*`. */
+  expected: string;
+  /** The claim's value in the token; undefined when absent. */
+  actual: unknown;
+  matched: boolean;
+}
+
+/** A `${claim}` template split into parts at load. */
+export interface Template {
+  /** The template as written. */
+  readonly source: string;
+  /**
+   * Renders with claim values inserted literally (never re-expanded).
+   * @throws TemplateError when a referenced claim is absent, null, or not a scalar.
+   */
+  render(claims: Readonly<Record<string, unknown>>): string;
+}
+
+export class TemplateError extends Error {
+  constructor(readonly claim: string, message: string) {
+    super(message);
+    this.name = 'TemplateError';
+  }
+}
+
+export interface JwtGrant {
+  provider: 'jwt';
+  maxDurationSeconds: number;
+  audience: Template;
+  /** Extra claims of the broker-signed token; registered claims (iss, sub, aud, exp, nbf, iat, jti) are refused at load. */
+  claims: Record<string, Template>;
+}
+
+/** Grants are a tagged union on `provider`; issue 3 adds aws and gcp. */
+export type Grant = JwtGrant;
+
+export interface CompiledPolicy {
+  name: string;
+  description: string | undefined;
+  /** Path of the file it came from. */
+  file: string;
+  /** Hex SHA-256 of the file's bytes as loaded. */
+  sha256: string;
+  /** Config name of the issuer. */
+  issuer: string;
+  effect: Effect;
+  /** Optional narrowing: the token's `aud` must contain it. */
+  audience: string | undefined;
+  allowTokenReuse: boolean;
+  /** Evaluates every condition (AND); pure, never throws. */
+  evaluate(claims: Readonly<Record<string, unknown>>, audiences: readonly string[]): ConditionResult[];
+  /** Absent on deny policies. */
+  grant: Grant | undefined;
+}
+
+export interface PolicySet {
+  /** Allow and deny policies by name. */
+  readonly byName: ReadonlyMap<string, CompiledPolicy>;
+  /** Deny policies indexed by issuer name, so a decision never scans unrelated policies. */
+  readonly denyByIssuer: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  readonly size: number;
+}
+
+/** One policy file as read from disk. */
+export interface PolicyFile {
+  path: string;
+  text: string;
+}
+
+/** What the compiler needs to know about the running config. */
+export interface CompileContext {
+  /** Configured issuers by name, with their accepted audiences. */
+  issuers: ReadonlyMap<string, { audiences: readonly string[] }>;
+  /** Providers this broker can issue from. */
+  providers: ReadonlySet<ProviderName>;
+}
+
+export interface PolicyIssue {
+  file: string;
+  /** 1-based; absent when the problem is not at one place (e.g. a duplicate name across files). */
+  line?: number | undefined;
+  /** Dotted key path inside the file, e.g. `claims.ref.glob`; empty for the whole file. */
+  keyPath: string;
+  message: string;
+  hint?: string | undefined;
+}
+
+export type CompileResult = { ok: true; set: PolicySet } | { ok: false; issues: PolicyIssue[] };
+
+export interface PolicyEvaluation {
+  policy: string;
+  effect: Effect;
+  /** True when every condition held. */
+  matched: boolean;
+  conditions: ConditionResult[];
+}
+
+export interface Decision {
+  allowed: boolean;
+  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `issuer_mismatch`. */
+  reason: string;
+  /** Sentence safe to return to the caller: names the failing claims, never another policy's values. */
+  message: string;
+  /** The named policy's evaluation, then every deny policy of the issuer. */
+  evaluations: PolicyEvaluation[];
+}
