@@ -1,0 +1,43 @@
+import type { Command } from 'commander';
+import { ConfigError, loadConfig, resolveConfigPath } from '../config.js';
+import { listen } from '../http/server.js';
+import { createLogger } from '../logger.js';
+import { createBroker, PolicyLoadError } from '../main.js';
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('Start the HTTP server.')
+    .option('-c, --config <file>', 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)')
+    .action(async (options: { config?: string }) => {
+      const logger = createLogger();
+      let running;
+      try {
+        const config = await loadConfig(resolveConfigPath(options.config));
+        logger.info('config loaded', { source: config.source });
+        const broker = await createBroker(config, { logger });
+        running = await listen(broker, { host: config.server.host, port: config.server.port, logger });
+      } catch (err) {
+        if (err instanceof ConfigError || err instanceof PolicyLoadError) {
+          logger.error('cannot start', { error: err.message });
+          process.stderr.write(`oidc-broker: cannot start:\n${err.message}\n`);
+          process.exitCode = 1;
+          return;
+        }
+        throw err;
+      }
+      const server = running;
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals) => {
+          logger.info('signal received', { signal });
+          server.shutdown().then(resolve, (err: unknown) => {
+            logger.error('shutdown failed', { error: err instanceof Error ? err.message : String(err) });
+            process.exitCode = 1;
+            resolve();
+          });
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+}

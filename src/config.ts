@@ -1,0 +1,257 @@
+import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { LineCounter, parseDocument, isScalar, isMap, isSeq, type Document, type Node as YamlNode } from 'yaml';
+import { z } from 'zod';
+import { isAllowedOutboundUrl } from './oidc/url-policy.js';
+import type { IssuerConfig } from './oidc/types.js';
+
+/** The validated, normalised configuration (contract section 2). */
+export interface BrokerConfig {
+  /** Where the config came from: a file path, or `built-in defaults`. */
+  source: string;
+  server: { host: string; port: number; publicUrl: string };
+  issuers: IssuerConfig[];
+  policies: { dir: string };
+  audit: { url: string };
+  replay: { url: string };
+  providers: {
+    jwt: { signingKeyFile: string };
+  };
+  auditors: { name: string; tokenSha256: string }[];
+}
+
+/** A config that cannot be used; the message names the file, the key path and what was expected. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const DEFAULT_ALGORITHMS = ['RS256', 'ES256'];
+const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+const outboundUrl = z
+  .string()
+  .url('expected a URL')
+  .refine(isAllowedOutboundUrl, 'expected an https:// URL (http:// is accepted only for loopback hosts)');
+
+const issuerSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+    issuer: outboundUrl,
+    audiences: z.array(z.string().min(1)).min(1, 'expected at least one audience'),
+    jwks_uri: outboundUrl.optional(),
+    jwks_file: z.string().min(1).optional(),
+    algorithms: z
+      .array(z.enum(ASYMMETRIC_ALGORITHMS, { message: `expected asymmetric algorithms among ${ASYMMETRIC_ALGORITHMS.join(', ')} (none and HMAC are never accepted)` }))
+      .min(1)
+      .optional(),
+    clock_skew_seconds: z.number().int().min(0).max(300).default(60),
+    max_token_age_seconds: z.number().int().positive().optional(),
+  })
+  .refine((i) => !(i.jwks_uri && i.jwks_file), { message: 'set jwks_uri or jwks_file, not both' });
+
+const fileSchema = z.strictObject({
+  server: z
+    .strictObject({
+      host: z.string().min(1).default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(8080),
+      public_url: outboundUrl.optional(),
+    })
+    .default({ host: '127.0.0.1', port: 8080 }),
+  issuers: z.array(issuerSchema).default([]),
+  policies: z.strictObject({ dir: z.string().min(1).default('./policies') }).default({ dir: './policies' }),
+  audit: z
+    .strictObject({
+      url: z
+        .string()
+        .refine((u) => u.startsWith('sqlite:'), 'expected sqlite:<path> (PostgreSQL arrives with the auditor work)')
+        .default('sqlite:./data/audit.db'),
+    })
+    .default({ url: 'sqlite:./data/audit.db' }),
+  replay: z
+    .strictObject({ url: z.string().refine((u) => u === 'memory:', 'expected memory: (Redis arrives with the multi-replica work)').default('memory:') })
+    .default({ url: 'memory:' }),
+  providers: z
+    .strictObject({
+      jwt: z.strictObject({ signing_key_file: z.string().min(1).default('./data/signing-key.jwk') }).default({ signing_key_file: './data/signing-key.jwk' }),
+    })
+    .default({ jwt: { signing_key_file: './data/signing-key.jwk' } }),
+  auditors: z
+    .array(
+      z.strictObject({
+        name: z.string().min(1),
+        token_sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected the lowercase hex SHA-256 of the bearer token (64 characters)'),
+      }),
+    )
+    .default([]),
+});
+
+type FileConfig = z.infer<typeof fileSchema>;
+
+/**
+ * Built-in development defaults (contract section 1): loopback only, a local
+ * dev issuer (see `oidc-broker dev issuer`) and GitHub Actions with the
+ * broker's own URL as audience.
+ */
+export const DEVELOPMENT_DEFAULTS = {
+  server: { host: '127.0.0.1', port: 8080 },
+  issuers: [
+    { name: 'local', issuer: 'http://127.0.0.1:8081', audiences: ['http://127.0.0.1:8080'] },
+    { name: 'github', issuer: 'https://token.actions.githubusercontent.com', audiences: ['http://127.0.0.1:8080'] },
+  ],
+};
+
+/**
+ * Finds the config file (contract section 1): `--config`, else `BROKER_CONFIG`,
+ * else `./broker.yaml`, else none (built-in defaults).
+ */
+export function resolveConfigPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (explicit) return explicit;
+  if (env.BROKER_CONFIG) return env.BROKER_CONFIG;
+  if (existsSync('broker.yaml')) return 'broker.yaml';
+  return undefined;
+}
+
+/**
+ * Reads, substitutes `${ENV}` and validates the config.
+ * @throws ConfigError naming the file, the key path, the line and what was expected.
+ */
+export async function loadConfig(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
+  if (!configPath) return normalise(fileSchema.parse(DEVELOPMENT_DEFAULTS), 'built-in defaults', process.cwd(), env);
+  let text: string;
+  try {
+    text = await readFile(configPath, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${configPath}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return parseConfig(text, configPath, env);
+}
+
+/** Validates config text; relative paths in it resolve against the file's directory. */
+export async function parseConfig(text: string, configPath: string, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, lineCounter });
+  const lineOf = (offset: number) => lineCounter.linePos(offset).line;
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0]!;
+    throw new ConfigError(`${configPath}:${lineOf(first.pos[0])}: invalid YAML: ${first.message.split('\n')[0]}`);
+  }
+  const raw = substituteEnv(doc.toJS() ?? {}, [], configPath, env, doc, lineOf);
+  const parsed = fileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const keyPath = formatKeyPath(issue.path);
+      const line = lineOfPath(doc, issue.path, lineOf);
+      return `${configPath}${line ? `:${line}` : ''}: ${keyPath || '(top level)'}: ${describeIssue(issue)}`;
+    });
+    throw new ConfigError(problems.join('\n'));
+  }
+  return normalise(parsed.data, configPath, path.dirname(path.resolve(configPath)), env);
+}
+
+async function normalise(file: FileConfig, source: string, baseDir: string, env: NodeJS.ProcessEnv): Promise<BrokerConfig> {
+  const port = env.PORT !== undefined ? parsePort(env.PORT) : file.server.port;
+  const publicUrl = (file.server.public_url ?? `http://${hostForUrl(file.server.host)}:${port}`).replace(/\/+$/, '');
+  const names = new Set<string>();
+  const issuers: IssuerConfig[] = [];
+  for (const [index, issuer] of file.issuers.entries()) {
+    if (names.has(issuer.name)) throw new ConfigError(`${source}: issuers[${index}].name: duplicate issuer name '${issuer.name}'`);
+    names.add(issuer.name);
+    issuers.push({
+      name: issuer.name,
+      issuer: issuer.issuer,
+      audiences: issuer.audiences,
+      jwksUri: issuer.jwks_uri,
+      jwks: issuer.jwks_file ? await readJwksFile(path.resolve(baseDir, issuer.jwks_file), `${source}: issuers[${index}].jwks_file`) : undefined,
+      algorithms: issuer.algorithms ?? DEFAULT_ALGORITHMS,
+      clockSkewSeconds: issuer.clock_skew_seconds,
+      maxTokenAgeSeconds: issuer.max_token_age_seconds,
+    });
+  }
+  const resolveSqlite = (url: string) => `sqlite:${path.resolve(baseDir, url.slice('sqlite:'.length))}`;
+  return {
+    source,
+    server: { host: file.server.host, port, publicUrl },
+    issuers,
+    policies: { dir: path.resolve(baseDir, file.policies.dir) },
+    audit: { url: resolveSqlite(file.audit.url) },
+    replay: { url: file.replay.url },
+    providers: { jwt: { signingKeyFile: path.resolve(baseDir, file.providers.jwt.signing_key_file) } },
+    auditors: file.auditors.map((a) => ({ name: a.name, tokenSha256: a.token_sha256 })),
+  };
+}
+
+async function readJwksFile(file: string, where: string): Promise<{ keys: Record<string, unknown>[] }> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`${where}: cannot read a JSON Web Key Set from ${file} (${err instanceof SyntaxError ? 'not JSON' : ((err as NodeJS.ErrnoException).code ?? 'error')})`);
+  }
+  const keys = (parsed as { keys?: unknown }).keys;
+  if (!Array.isArray(keys) || keys.length === 0 || !keys.every((k) => typeof k === 'object' && k !== null)) {
+    throw new ConfigError(`${where}: ${file} must be a JWKS: {"keys": [ ...at least one key... ]}`);
+  }
+  if (keys.some((k) => 'd' in k || k.kty === 'oct')) {
+    throw new ConfigError(`${where}: ${file} holds private or symmetric key material; give only the issuer's public keys`);
+  }
+  return { keys };
+}
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`environment PORT: expected an integer 0..65535, got '${value}'`);
+  return port;
+}
+
+function hostForUrl(host: string): string {
+  if (host === '0.0.0.0' || host === '::') return '127.0.0.1';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/** Replaces `${NAME}` in every string value; a missing variable is an error naming the key. */
+function substituteEnv(value: unknown, keyPath: (string | number)[], file: string, env: NodeJS.ProcessEnv, doc: Document, lineOf: (offset: number) => number): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_match, name: string) => {
+      const replacement = env[name];
+      if (replacement === undefined) {
+        const line = lineOfPath(doc, keyPath, lineOf);
+        throw new ConfigError(`${file}${line ? `:${line}` : ''}: ${formatKeyPath(keyPath)}: environment variable ${name} is not set`);
+      }
+      return replacement;
+    });
+  }
+  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, [...keyPath, i], file, env, doc, lineOf));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...keyPath, k], file, env, doc, lineOf)]));
+  }
+  return value;
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === 'unrecognized_keys') return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+  if (issue.code === 'invalid_type') return `expected ${issue.expected}${issue.input === undefined ? ' (missing)' : ''}`;
+  return issue.message;
+}
+
+function formatKeyPath(keyPath: readonly PropertyKey[]): string {
+  return keyPath.reduce<string>((acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)), '');
+}
+
+function lineOfPath(doc: Document, keyPath: readonly PropertyKey[], lineOf: (offset: number) => number): number | undefined {
+  // Walk down as far as the document goes: a missing key reports its parent's line.
+  let node: unknown = doc.contents;
+  let offset: number | undefined = (node as YamlNode | null)?.range?.[0];
+  for (const key of keyPath) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isScalar(p.key) && p.key.value === key);
+      if (!pair) break;
+      offset = (pair.key as YamlNode).range?.[0] ?? offset;
+      node = pair.value;
+    } else if (isSeq(node) && typeof key === 'number') {
+      node = node.items[key];
+      offset = (node as YamlNode | undefined)?.range?.[0] ?? offset;
+    } else break;
+  }
+  return offset === undefined ? undefined : lineOf(offset);
+}

@@ -1,0 +1,303 @@
+import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { newAuditId } from './audit/record.js';
+import type { AuditDecision, AuditEntry, AuditStore } from './audit/types.js';
+import {
+  AuditUnavailableError,
+  BrokerError,
+  InvalidRequestError,
+  InvalidTokenError,
+  TokenReplayedError,
+  AccessDeniedError,
+  toBrokerError,
+  type ErrorCode,
+} from './errors.js';
+import type { Logger } from './logger.js';
+import type { BrokerMetrics } from './metrics.js';
+import { readUnverifiedIdentity } from './oidc/verify.js';
+import type { TokenVerifier, VerifiedToken } from './oidc/types.js';
+import { evaluate, lookupPolicy } from './policy/evaluate.js';
+import type { CompiledPolicy, Grant, PolicySet, ProviderName } from './policy/types.js';
+import type { IssuedCredential, Provider } from './providers/types.js';
+import type { ReplayStore } from './replay/types.js';
+
+/** One provider per grant kind; a kind without a provider here cannot be granted. */
+export type ProviderRegistry = { [P in ProviderName]?: Provider<Extract<Grant, { provider: P }>> };
+
+export interface ExchangeDeps {
+  verifier: TokenVerifier;
+  /** The current policy set; read once per request so a reload never splits one decision. */
+  policies: () => PolicySet;
+  replay: ReplayStore;
+  providers: ProviderRegistry;
+  audit: AuditStore;
+  metrics: BrokerMetrics;
+  logger: Logger;
+}
+
+/** Where a request came from; goes to the audit record and the log. */
+export interface RequestContext {
+  requestId: string;
+  clientIp: string | null;
+  userAgent: string | null;
+}
+
+/** The caller's input, as loosely typed as it arrived: the exchange validates it so refusals are audited. */
+export interface ExchangeInput extends RequestContext {
+  token: string | undefined;
+  policy: unknown;
+  durationSeconds: unknown;
+}
+
+export interface ExchangeResult {
+  issuanceId: string;
+  policy: string;
+  provider: ProviderName;
+  expiresAt: Date;
+  credentials: Record<string, string>;
+  env: [name: string, value: string][];
+}
+
+const MAX_REQUESTED_DURATION_SECONDS = 43_200;
+// Kept past `exp` so a token still inside the verifier's clock skew cannot be replayed.
+const REPLAY_MARGIN_MS = 5 * 60_000;
+
+/**
+ * The exchange pipeline (contract sections 3-5): verify the token, look up the
+ * named policy, evaluate it (deny policies first to last), claim the token
+ * against replay, issue, and commit exactly one audit record. Nothing is
+ * returned unless that record is durable.
+ *
+ * @throws BrokerError: the refusal, already audited; or AuditUnavailableError
+ *   when the record could not be committed (no credential leaves then).
+ */
+export async function exchange(deps: ExchangeDeps, input: ExchangeInput): Promise<ExchangeResult> {
+  const startedMs = performance.now();
+  const entry = newAuditEntry(input, 'issued');
+  const claimedReplayKey: { key?: string } = {};
+  let outcome: ExchangeResult | BrokerError;
+  try {
+    outcome = await authorizeAndIssue(deps, input, entry, claimedReplayKey);
+  } catch (err) {
+    outcome = toBrokerError(err);
+    recordRefusal(entry, outcome, input.token);
+  }
+
+  try {
+    await commitRecord(deps, entry);
+  } catch (err) {
+    // The credential (if any) is dropped: it was never delivered, so the token may try again.
+    if (claimedReplayKey.key) await deps.replay.release(claimedReplayKey.key).catch(() => undefined);
+    observe(deps, entry, 'error', startedMs);
+    throw err;
+  }
+  observe(deps, entry, entry.decision, startedMs);
+  logDecision(deps.logger, entry, outcome);
+  if (outcome instanceof BrokerError) {
+    if (claimedReplayKey.key) await deps.replay.release(claimedReplayKey.key).catch(() => undefined);
+    throw outcome;
+  }
+  return outcome;
+}
+
+async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry: AuditEntry, claimed: { key?: string }): Promise<ExchangeResult> {
+  const { policyName, durationSeconds, token: rawToken } = validateInput(input);
+
+  const token = await deps.verifier.verify(rawToken);
+  recordToken(entry, token);
+
+  const policies = deps.policies();
+  const policy = lookupPolicy(policies, policyName);
+  entry.policy = policy.name;
+  entry.policy_sha256 = policy.sha256;
+
+  const decision = evaluate(policies, policy, token);
+  if (!decision.allowed) throw new AccessDeniedError(decision.message, { reason: decision.reason });
+  const grant = policy.grant;
+  if (!grant) throw new AccessDeniedError(`Policy '${policy.name}' grants nothing.`, { reason: 'not_an_allow_policy' });
+  entry.provider = grant.provider;
+
+  if (!policy.allowTokenReuse) {
+    const key = replayKey(policy, token);
+    if (!(await deps.replay.claim(key, token.expiresAt * 1000 + REPLAY_MARGIN_MS))) {
+      throw new TokenReplayedError(`This token was already exchanged for policy '${policy.name}'; request a fresh ID token.`, { reason: 'token_replayed' });
+    }
+    claimed.key = key;
+  }
+
+  const issued = await issueWith(deps.providers, grant, policy, token, durationSeconds, entry.id);
+  recordIssued(entry, issued);
+  return {
+    issuanceId: entry.id,
+    policy: policy.name,
+    provider: issued.provider,
+    expiresAt: issued.expiresAt,
+    credentials: issued.credentials,
+    env: issued.env,
+  };
+}
+
+function validateInput(input: ExchangeInput): { token: string; policyName: string; durationSeconds: number | undefined } {
+  if (input.token === undefined || input.token === '') {
+    throw new InvalidTokenError('A CI OIDC token is required: send it as "Authorization: Bearer <token>".', { reason: 'missing_token' });
+  }
+  if (typeof input.policy !== 'string' || input.policy === '') {
+    throw new InvalidRequestError('The request body must name a policy: {"policy": "<name>"}.', { reason: 'missing_policy' });
+  }
+  const duration = input.durationSeconds;
+  if (duration !== undefined && duration !== null) {
+    if (typeof duration !== 'number' || !Number.isInteger(duration) || duration < 1 || duration > MAX_REQUESTED_DURATION_SECONDS) {
+      throw new InvalidRequestError(`duration_seconds must be an integer from 1 to ${MAX_REQUESTED_DURATION_SECONDS}.`, { reason: 'bad_duration' });
+    }
+  }
+  return { token: input.token, policyName: input.policy, durationSeconds: typeof duration === 'number' ? duration : undefined };
+}
+
+async function issueWith(
+  providers: ProviderRegistry,
+  grant: Grant,
+  policy: CompiledPolicy,
+  token: VerifiedToken,
+  requestedDurationSeconds: number | undefined,
+  issuanceId: string,
+): Promise<IssuedCredential> {
+  const request = { policy, token, requestedDurationSeconds, issuanceId };
+  switch (grant.provider) {
+    case 'jwt': {
+      const provider = providers.jwt;
+      if (!provider) throw new AccessDeniedError("The 'jwt' provider is not configured on this broker.", { reason: 'provider_not_configured' });
+      return provider.issue({ ...request, grant });
+    }
+  }
+}
+
+/** A token is exchanged at most once per policy (contract section 3); keyed by jti, else by the token's hash. */
+function replayKey(policy: CompiledPolicy, token: VerifiedToken): string {
+  return `${policy.name}\n${token.issuer}\n${token.jti === undefined ? `sha256:${token.tokenSha256}` : `jti:${token.jti}`}`;
+}
+
+/**
+ * Records a refusal that happened before the exchange could start (a body that
+ * is not JSON, too large): it is a decision too, and gets its record.
+ * @throws AuditUnavailableError when it cannot be committed.
+ */
+export async function auditRefusedRequest(deps: Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger'>, context: RequestContext, error: BrokerError, token?: string): Promise<void> {
+  const entry = newAuditEntry({ ...context, token }, 'denied');
+  recordRefusal(entry, error, token);
+  await commitRecord(deps, entry);
+  observe(deps, entry, entry.decision, performance.now());
+  logDecision(deps.logger, entry, error);
+}
+
+function newAuditEntry(context: RequestContext & { token?: string | undefined }, decision: AuditDecision): AuditEntry {
+  return {
+    id: newAuditId(),
+    time: new Date().toISOString(),
+    decision,
+    error: null,
+    reason: null,
+    request_id: context.requestId,
+    issuer: null,
+    subject: null,
+    audience: null,
+    jti: null,
+    token_sha256: context.token ? sha256Hex(context.token) : null,
+    claims: null,
+    unverified: null,
+    policy: null,
+    policy_sha256: null,
+    provider: null,
+    target: null,
+    credential_id: null,
+    expires_at: null,
+    duration_seconds: null,
+    client_ip: context.clientIp,
+    user_agent: context.userAgent,
+  };
+}
+
+function recordToken(entry: AuditEntry, token: VerifiedToken): void {
+  entry.issuer = token.issuerName;
+  entry.subject = token.subject;
+  entry.audience = token.audiences;
+  entry.jti = token.jti ?? null;
+  entry.token_sha256 = token.tokenSha256;
+  entry.claims = { ...token.claims };
+}
+
+function recordIssued(entry: AuditEntry, issued: IssuedCredential): void {
+  entry.decision = 'issued';
+  entry.provider = issued.provider;
+  entry.target = issued.target;
+  entry.credential_id = issued.credentialId;
+  entry.expires_at = issued.expiresAt.toISOString();
+  entry.duration_seconds = issued.durationSeconds;
+}
+
+const DENIALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'invalid_request',
+  'invalid_token',
+  'access_denied',
+  'unknown_policy',
+  'not_found',
+  'token_replayed',
+  'request_too_large',
+  'rate_limited',
+]);
+
+function recordRefusal(entry: AuditEntry, error: BrokerError, rawToken: string | undefined): void {
+  entry.decision = DENIALS.has(error.code) ? 'denied' : 'error';
+  entry.error = error.code;
+  entry.reason = error.reason ? `${error.reason}: ${error.message}` : error.message;
+  // A token that failed verification is untrusted: what it claims goes under `unverified`, never `claims`.
+  if (entry.claims === null && rawToken) {
+    const identity = readUnverifiedIdentity(rawToken);
+    if (identity.iss !== undefined || identity.sub !== undefined) entry.unverified = identity;
+  }
+}
+
+async function commitRecord(deps: Pick<ExchangeDeps, 'audit' | 'logger'>, entry: AuditEntry): Promise<void> {
+  try {
+    await deps.audit.append(entry);
+  } catch (err) {
+    deps.logger.error('audit append failed: refusing to answer', { request_id: entry.request_id, issuance_id: entry.id, decision: entry.decision, cause: errorSummary(err) });
+    throw err instanceof AuditUnavailableError
+      ? err
+      : new AuditUnavailableError('The audit log is unavailable, so the broker refuses to decide; try again shortly.', { reason: 'audit_write_failed', cause: err });
+  }
+}
+
+function observe(deps: Pick<ExchangeDeps, 'metrics'>, entry: AuditEntry, decision: AuditDecision, startedMs: number): void {
+  deps.metrics.exchanges.inc({ policy: entry.policy ?? 'unknown', provider: entry.provider ?? 'none', decision });
+  deps.metrics.exchangeSeconds.observe({ decision }, (performance.now() - startedMs) / 1000);
+}
+
+function logDecision(logger: Logger, entry: AuditEntry, outcome: ExchangeResult | BrokerError): void {
+  const fields = {
+    request_id: entry.request_id,
+    issuance_id: entry.id,
+    decision: entry.decision,
+    policy: entry.policy,
+    issuer: entry.issuer,
+    subject: entry.subject,
+    token_sha256: entry.token_sha256,
+    error: entry.error,
+    reason: entry.reason,
+    credential_id: entry.credential_id,
+  };
+  if (!(outcome instanceof BrokerError)) logger.info('exchange', fields);
+  else if (outcome.code === 'server_error') logger.error('exchange failed: bug', { ...fields, cause: errorSummary(outcome.cause, true) });
+  else if (entry.decision === 'error') logger.warn('exchange failed', { ...fields, cause: errorSummary(outcome.cause) });
+  else logger.info('exchange', fields);
+}
+
+/** Name and message (and stack for bugs) of a cause; upstream bodies never reach the client, only this log. */
+export function errorSummary(err: unknown, withStack = false): Record<string, unknown> | undefined {
+  if (err === undefined) return undefined;
+  if (!(err instanceof Error)) return { value: String(err) };
+  return { name: err.name, message: err.message, ...(withStack ? { stack: err.stack } : {}) };
+}
+
+export function sha256Hex(value: string): string {
+  return createHash('sha256').update(value).digest('hex');
+}

@@ -1,0 +1,49 @@
+import express, { type Express, type RequestHandler } from 'express';
+import { ulid } from 'ulid';
+import type { JWK } from 'jose';
+import { NotFoundError } from '../errors.js';
+import type { ExchangeDeps } from '../exchange.js';
+import { errorMiddleware } from './errors.js';
+import { auditRoutes, type Auditor } from './routes/audit.js';
+import { exchangeRoutes } from './routes/exchange.js';
+import { healthRoutes } from './routes/health.js';
+import { wellKnownRoutes } from './routes/well-known.js';
+
+export interface AppDeps extends ExchangeDeps {
+  /** The broker's public URL: issuer of broker-signed tokens. */
+  publicUrl: string;
+  /** Public keys served at /.well-known/jwks.json. */
+  publicJwks: { keys: JWK[] };
+  auditors: readonly Auditor[];
+  /** False while starting or shutting down: /readyz answers 503 then. */
+  isAccepting: () => boolean;
+}
+
+/** Builds the express app; never listens (see `server.ts`), so tests drive it with supertest. */
+export function createApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+  app.use(requestId());
+  app.use(exchangeRoutes(deps));
+  app.use(wellKnownRoutes(deps));
+  app.use(healthRoutes(deps));
+  app.use(auditRoutes(deps));
+  app.use((_req, _res, next) => next(new NotFoundError('No such route.', { reason: 'no_route' })));
+  app.use(errorMiddleware(deps.logger));
+  return app;
+}
+
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Keeps a caller's X-Request-Id when it is safe to log, else makes one; echoed on every response. */
+function requestId(): RequestHandler {
+  return (req, res, next) => {
+    const incoming = req.get('x-request-id');
+    const id = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : ulid();
+    res.locals.requestId = id;
+    res.set('X-Request-Id', id);
+    next();
+  };
+}

@@ -1,0 +1,57 @@
+import type { ErrorRequestHandler, Response } from 'express';
+import {
+  BrokerError,
+  InvalidRequestError,
+  RequestTooLargeError,
+  toBrokerError,
+  type ErrorCode,
+} from '../errors.js';
+import type { Logger } from '../logger.js';
+import { errorSummary } from '../exchange.js';
+
+/** The one place where an error code becomes an HTTP status (contract section 4). */
+export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
+  invalid_request: 400,
+  invalid_token: 401,
+  access_denied: 403,
+  unknown_policy: 404,
+  not_found: 404,
+  token_replayed: 409,
+  request_too_large: 413,
+  rate_limited: 429,
+  server_error: 500,
+  provider_error: 502,
+  issuer_unavailable: 503,
+  audit_unavailable: 503,
+  not_ready: 503,
+};
+
+/** Writes the contract's error body: `{error, error_description, request_id}` (+ extra fields). */
+export function sendError(res: Response, error: BrokerError, extra: Record<string, unknown> = {}): void {
+  const status = HTTP_STATUS[error.code];
+  if (status === 401) res.set('WWW-Authenticate', `Bearer error="invalid_token", error_description="${error.message.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, "'")}"`);
+  if (status === 429 || status === 503) res.set('Retry-After', '5');
+  res.set('Cache-Control', 'no-store');
+  res.status(status).json({ error: error.code, error_description: error.message, request_id: res.locals.requestId as string | undefined, ...extra });
+}
+
+/** Body-parser failures arrive as http-errors with a `type`; translate them by type, never by message. */
+export function fromBodyParserError(err: unknown): BrokerError | undefined {
+  const type = (err as { type?: unknown } | null)?.type;
+  if (type === 'entity.too.large') return new RequestTooLargeError('The request body is too large.', { reason: 'body_too_large', cause: err });
+  if (type === 'entity.parse.failed') return new InvalidRequestError('The request body is not valid JSON.', { reason: 'malformed_body', cause: err });
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported' || type === 'entity.verify.failed' || type === 'request.aborted' || type === 'request.size.invalid') {
+    return new InvalidRequestError('The request body could not be read.', { reason: 'unreadable_body', cause: err });
+  }
+  return undefined;
+}
+
+/** The single error middleware: BrokerErrors answer their status; anything else is a bug and answers a generic 500. */
+export function errorMiddleware(logger: Logger): ErrorRequestHandler {
+  return (err, _req, res, next) => {
+    if (res.headersSent) return next(err);
+    const error = fromBodyParserError(err) ?? toBrokerError(err);
+    if (error.code === 'server_error') logger.error('unhandled error', { request_id: res.locals.requestId, cause: errorSummary(error.cause, true) });
+    sendError(res, error);
+  };
+}

@@ -1,0 +1,23 @@
+import { Router } from 'express';
+import type { JWK } from 'jose';
+
+/** Discovery for broker-signed tokens (contract section 3, `jwt`), so relying parties can verify them. */
+export function wellKnownRoutes(deps: { publicUrl: string; publicJwks: { keys: JWK[] } }): Router {
+  const router = Router();
+  router.get('/.well-known/jwks.json', (_req, res) => {
+    res.set('Cache-Control', 'public, max-age=300');
+    res.json(deps.publicJwks);
+  });
+  router.get('/.well-known/openid-configuration', (_req, res) => {
+    res.set('Cache-Control', 'public, max-age=300');
+    res.json({
+      issuer: deps.publicUrl,
+      jwks_uri: `${deps.publicUrl}/.well-known/jwks.json`,
+      token_endpoint: `${deps.publicUrl}/v1/exchange`,
+      response_types_supported: ['id_token'],
+      subject_types_supported: ['public'],
+      id_token_signing_alg_values_supported: [...new Set(deps.publicJwks.keys.map((k) => k.alg).filter(Boolean))],
+    });
+  });
+  return router;
+}

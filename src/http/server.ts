@@ -1,0 +1,62 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from '../logger.js';
+import type { Broker } from '../main.js';
+import { HTTP_STATUS } from './errors.js';
+
+/** Request headers beyond this are refused before any route runs (Node's own parser limit). */
+export const MAX_HEADER_BYTES = 16 * 1024;
+/** How long shutdown waits for in-flight requests before cutting connections. */
+export const SHUTDOWN_GRACE_MS = 10_000;
+
+export interface RunningServer {
+  url: string;
+  server: http.Server;
+  /** Mark not ready, stop accepting, finish in-flight requests (bounded), close the stores. Idempotent. */
+  shutdown(): Promise<void>;
+}
+
+/** Listens and logs the contract's `"msg":"listening"` line. */
+export async function listen(broker: Broker, options: { host: string; port: number; logger: Logger; graceMs?: number }): Promise<RunningServer> {
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 20_000 }, broker.app);
+  server.keepAliveTimeout = 5_000;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy();
+    const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
+    const status = tooLarge ? HTTP_STATUS.request_too_large : HTTP_STATUS.invalid_request;
+    const body = JSON.stringify({
+      error: tooLarge ? 'request_too_large' : 'invalid_request',
+      error_description: tooLarge ? 'The request headers are too large.' : 'The request is not valid HTTP.',
+    });
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host}:${address.port}`;
+  options.logger.info('listening', { url });
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = () =>
+    (shuttingDown ??= (async () => {
+      options.logger.info('shutting down');
+      broker.stopAccepting();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const grace = new Promise<'timeout'>((resolve) => setTimeout(resolve, options.graceMs ?? SHUTDOWN_GRACE_MS, 'timeout').unref());
+      if ((await Promise.race([closed, grace])) === 'timeout') {
+        options.logger.warn('in-flight requests did not finish in time; closing connections');
+        server.closeAllConnections();
+        await closed;
+      }
+      await broker.close();
+      options.logger.info('stopped');
+    })());
+  return { url, server, shutdown };
+}

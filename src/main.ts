@@ -1,0 +1,109 @@
+import path from 'node:path';
+import type { Express } from 'express';
+import { openSqliteAuditStore } from './audit/sqlite-store.js';
+import type { AuditStore } from './audit/types.js';
+import type { BrokerConfig } from './config.js';
+import type { ExchangeDeps } from './exchange.js';
+import { createApp, type AppDeps } from './http/app.js';
+import type { Logger } from './logger.js';
+import { createMetrics } from './metrics.js';
+import { createTokenVerifier } from './oidc/verify.js';
+import { compilePolicies } from './policy/compile.js';
+import { loadPolicyDir } from './policy/load.js';
+import type { CompileContext, PolicyIssue, PolicySet, ProviderName } from './policy/types.js';
+import { createJwtProvider } from './providers/jwt.js';
+import { loadOrCreateSigningKey } from './providers/signing-key.js';
+import { createMemoryReplayStore } from './replay/memory-store.js';
+
+/** Policies that do not compile; the broker does not start on them (contract section 3). */
+export class PolicyLoadError extends Error {
+  override name = 'PolicyLoadError';
+  constructor(readonly issues: PolicyIssue[]) {
+    super(`${issues.length} problem${issues.length === 1 ? '' : 's'} in the policy directory:\n${issues.map(formatPolicyIssue).join('\n')}`);
+  }
+}
+
+export function formatPolicyIssue(issue: PolicyIssue): string {
+  const where = `${path.relative(process.cwd(), issue.file) || issue.file}${issue.line ? `:${issue.line}` : ''}`;
+  return `${where}: ${issue.keyPath ? `${issue.keyPath}: ` : ''}${issue.message}${issue.hint ? ` (hint: ${issue.hint})` : ''}`;
+}
+
+export interface Broker {
+  app: Express;
+  deps: AppDeps;
+  /** Stops taking requests (readyz 503) before the server closes. */
+  stopAccepting(): void;
+  /** Flushes and closes the stores. */
+  close(): Promise<void>;
+}
+
+export interface BrokerOptions {
+  logger: Logger;
+  /** Injected clock for token checks (tests); defaults to the real time. */
+  now?: () => Date;
+  /** Defaults to the real SQLite store from config. */
+  audit?: AuditStore;
+}
+
+/** What the compiler must know of the running config. */
+export function compileContext(config: BrokerConfig): CompileContext {
+  const providers = new Set<ProviderName>(['jwt']);
+  return { issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences }])), providers };
+}
+
+/** Loads and compiles the policy directory. @throws PolicyLoadError */
+export async function loadPolicies(config: BrokerConfig): Promise<PolicySet> {
+  const result = compilePolicies(await loadPolicyDir(config.policies.dir), compileContext(config));
+  if (!result.ok) throw new PolicyLoadError(result.issues);
+  return result.set;
+}
+
+/**
+ * The composition root: builds every part from the config and wires them into
+ * one deps object for the HTTP app (and the CLI). Everything is validated here,
+ * before anything listens.
+ */
+export async function createBroker(config: BrokerConfig, options: BrokerOptions): Promise<Broker> {
+  const { logger } = options;
+  const metrics = createMetrics();
+  const policySet = await loadPolicies(config);
+  const signingKey = await loadOrCreateSigningKey(config.providers.jwt.signingKeyFile, logger);
+  const audit =
+    options.audit ??
+    openSqliteAuditStore(config.audit.url.slice('sqlite:'.length), { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) });
+  const verifier = createTokenVerifier(config.issuers, {
+    ...(options.now ? { now: options.now } : {}),
+    onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
+  });
+  const replay = createMemoryReplayStore();
+  let accepting = true;
+
+  const exchangeDeps: ExchangeDeps = {
+    verifier,
+    policies: () => policySet,
+    replay,
+    providers: { jwt: createJwtProvider({ issuerUrl: config.server.publicUrl, signingKey }) },
+    audit,
+    metrics,
+    logger,
+  };
+  const deps: AppDeps = {
+    ...exchangeDeps,
+    publicUrl: config.server.publicUrl,
+    publicJwks: { keys: [signingKey.publicJwk] },
+    auditors: config.auditors,
+    isAccepting: () => accepting,
+  };
+  logger.info('policies loaded', { dir: config.policies.dir, count: policySet.size });
+  return {
+    app: createApp(deps),
+    deps,
+    stopAccepting: () => {
+      accepting = false;
+    },
+    close: async () => {
+      await replay.close();
+      await audit.close();
+    },
+  };
+}

@@ -1,0 +1,44 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The broker's Prometheus metrics, on a registry of its own (no global state at import). */
+export interface BrokerMetrics {
+  registry: Registry;
+  exchanges: Counter<'policy' | 'provider' | 'decision'>;
+  exchangeSeconds: Histogram<'decision'>;
+  jwksFetches: Counter<'issuer' | 'outcome'>;
+  auditAppendSeconds: Histogram;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): BrokerMetrics {
+  const registry = new Registry();
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  return {
+    registry,
+    // `policy` is only ever a configured policy name (or "unknown"), so a caller cannot blow up label cardinality.
+    exchanges: new Counter({
+      name: 'broker_exchanges_total',
+      help: 'Exchange decisions by policy, provider and decision (issued, denied, error).',
+      labelNames: ['policy', 'provider', 'decision'],
+      registers: [registry],
+    }),
+    exchangeSeconds: new Histogram({
+      name: 'broker_exchange_duration_seconds',
+      help: 'Time from request to decision, including the audit commit.',
+      labelNames: ['decision'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    jwksFetches: new Counter({
+      name: 'broker_jwks_fetches_total',
+      help: 'Remote JWKS and discovery fetches per issuer, by outcome (ok, error).',
+      labelNames: ['issuer', 'outcome'],
+      registers: [registry],
+    }),
+    auditAppendSeconds: new Histogram({
+      name: 'broker_audit_append_duration_seconds',
+      help: 'Commit latency of one audit batch (group commit).',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+  };
+}

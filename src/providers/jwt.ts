@@ -1,0 +1,59 @@
+import { SignJWT } from 'jose';
+import { AccessDeniedError, ProviderError } from '../errors.js';
+import { TemplateError, type JwtGrant } from '../policy/types.js';
+import type { SigningKey } from './signing-key.js';
+import { clampDurationSeconds, type IssuedCredential, type Provider } from './types.js';
+
+const MIN_DURATION_SECONDS = 60;
+
+/**
+ * Broker-signed tokens (contract section 3, `jwt`): the broker's ES256 key, its
+ * public half at /.well-known/jwks.json. `jti` is the issuance id, so a token
+ * leads straight to its audit record.
+ */
+export function createJwtProvider(options: { issuerUrl: string; signingKey: SigningKey; now?: () => number }): Provider<JwtGrant> {
+  const now = options.now ?? Date.now;
+  return {
+    name: 'jwt',
+    async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
+      let audience: string;
+      const extraClaims: Record<string, string> = {};
+      try {
+        audience = grant.audience.render(token.claims);
+        for (const [name, template] of Object.entries(grant.claims)) extraClaims[name] = template.render(token.claims);
+      } catch (err) {
+        if (err instanceof TemplateError) {
+          throw new AccessDeniedError(`The policy's grant needs claim '${err.claim}', which this token does not carry as a plain value.`, { reason: 'template_claim_missing', cause: err });
+        }
+        throw err;
+      }
+      const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_DURATION_SECONDS, grant.maxDurationSeconds);
+      const issuedAt = Math.floor(now() / 1000);
+      const expiresAt = issuedAt + durationSeconds;
+      let jwt: string;
+      try {
+        jwt = await new SignJWT(extraClaims)
+          .setProtectedHeader({ alg: options.signingKey.alg, kid: options.signingKey.kid, typ: 'JWT' })
+          .setIssuer(options.issuerUrl)
+          .setSubject(token.subject)
+          .setAudience(audience)
+          .setIssuedAt(issuedAt)
+          .setNotBefore(issuedAt)
+          .setExpirationTime(expiresAt)
+          .setJti(issuanceId)
+          .sign(options.signingKey.privateKey);
+      } catch (err) {
+        throw new ProviderError('The broker could not sign the token.', { reason: 'signing_failed', cause: err });
+      }
+      return {
+        provider: 'jwt',
+        target: audience,
+        credentialId: issuanceId,
+        expiresAt: new Date(expiresAt * 1000),
+        durationSeconds,
+        credentials: { access_token: jwt, token_type: 'Bearer' },
+        env: [['OIDC_BROKER_TOKEN', jwt]],
+      };
+    },
+  };
+}

@@ -1,0 +1,54 @@
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
+import type { Logger } from '../logger.js';
+
+export const SIGNING_ALGORITHM = 'ES256';
+
+export interface SigningKey {
+  alg: typeof SIGNING_ALGORITHM;
+  kid: string;
+  privateKey: CryptoKey;
+  /** Public half only, with kid, alg and use, as served at /.well-known/jwks.json. */
+  publicJwk: JWK;
+}
+
+/** Generates a new ES256 private JWK whose kid is its RFC 7638 thumbprint. */
+export async function generateSigningJwk(): Promise<JWK> {
+  const { privateKey } = await generateKeyPair(SIGNING_ALGORITHM, { extractable: true });
+  const jwk = await exportJWK(privateKey);
+  return { ...jwk, kid: await calculateJwkThumbprint(jwk), alg: SIGNING_ALGORITHM, use: 'sig' };
+}
+
+/**
+ * Loads the broker's signing key, creating it (mode 0600, exclusively, so two
+ * starting replicas cannot both write) if the file does not exist.
+ */
+export async function loadOrCreateSigningKey(file: string, logger: Logger): Promise<SigningKey> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read the signing key ${file}: ${(err as NodeJS.ErrnoException).code}`);
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    const jwk = await generateSigningJwk();
+    try {
+      await writeFile(file, `${JSON.stringify(jwk)}\n`, { mode: 0o600, flag: 'wx' });
+      logger.info('created a new broker signing key', { file, kid: jwk.kid, alg: SIGNING_ALGORITHM });
+    } catch (writeErr) {
+      if ((writeErr as NodeJS.ErrnoException).code !== 'EEXIST') throw writeErr;
+    }
+    text = await readFile(file, 'utf8');
+  }
+  const mode = (await stat(file)).mode & 0o077;
+  if (mode !== 0) logger.warn('the signing key file is readable by other users; chmod 600 it', { file });
+  return toSigningKey(JSON.parse(text) as JWK, file);
+}
+
+async function toSigningKey(jwk: JWK, file: string): Promise<SigningKey> {
+  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || !jwk.d) throw new Error(`${file} is not an ES256 (P-256) private JWK`);
+  const kid = jwk.kid ?? (await calculateJwkThumbprint(jwk));
+  const privateKey = (await importJWK({ ...jwk, alg: SIGNING_ALGORITHM }, SIGNING_ALGORITHM)) as CryptoKey;
+  const { kty, crv, x, y } = jwk;
+  return { alg: SIGNING_ALGORITHM, kid, privateKey, publicJwk: { kty, crv, x, y, kid, alg: SIGNING_ALGORITHM, use: 'sig' } };
+}
