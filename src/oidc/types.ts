@@ -1,3 +1,5 @@
+import type { CryptoKey, FlattenedJWSInput, JWSHeaderParameters } from 'jose';
+
 /** One trusted OIDC issuer, as validated by `src/config.ts` (contract section 2, `issuers[]`). */
 export interface IssuerConfig {
   /** Name that policies refer to (`issuer: github`). */
@@ -48,3 +50,41 @@ export interface TokenVerifier {
    */
   verify(token: string): Promise<VerifiedToken>;
 }
+
+/**
+ * Machine reasons of an `InvalidTokenError` raised by `oidc/` (kept in the
+ * audit record and shown by explain). Closed, so a `switch` over it is exhaustive.
+ */
+export type InvalidTokenReason =
+  | 'malformed'
+  | 'token_too_large'
+  | 'untrusted_key_reference'
+  | 'unknown_issuer'
+  | 'unsupported_algorithm'
+  | 'unknown_key'
+  | 'ambiguous_key'
+  | 'bad_signature'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'issued_in_future'
+  | 'token_too_old'
+  | 'audience_mismatch'
+  | 'missing_claim'
+  | 'invalid_claim';
+
+/** Machine reasons of an `IssuerUnavailableError` raised by `oidc/`. */
+export type IssuerUnavailableReason = 'discovery_failed' | 'jwks_unavailable';
+
+/** Outcome of one remote discovery or JWKS fetch, for the `broker_jwks_fetches_total` metric. */
+export type JwksFetchOutcome = 'ok' | 'error';
+
+/** Metrics hook: called once per remote discovery or JWKS fetch (never for static keys). */
+export type OnJwksFetch = (issuerName: string, outcome: JwksFetchOutcome) => void;
+
+/**
+ * Finds the public key for a token's protected header; the shape jose's
+ * `jwtVerify`/`compactVerify` accept as a key getter.
+ *
+ * @throws InvalidTokenError (`unknown_key`), IssuerUnavailableError, or a jose error the verifier maps.
+ */
+export type KeyResolver = (protectedHeader: JWSHeaderParameters, token: FlattenedJWSInput) => Promise<CryptoKey>;

@@ -1,0 +1,84 @@
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough } from 'node:stream';
+import winston from 'winston';
+import { parseConfig, type BrokerConfig } from '../../src/config.js';
+import { startDevIssuer, type DevIssuer } from '../../src/dev/issuer.js';
+import type { Logger } from '../../src/logger.js';
+import { createBroker, type Broker } from '../../src/main.js';
+
+/** A winston logger whose JSON lines are kept in memory, so tests can assert what was (not) logged. */
+export function createCapturingLogger(): { logger: Logger; lines: () => string[] } {
+  const stream = new PassThrough();
+  const chunks: string[] = [];
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk.toString('utf8')));
+  const logger = winston.createLogger({
+    level: 'debug',
+    format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
+    transports: [new winston.transports.Stream({ stream })],
+  });
+  return { logger, lines: () => chunks.join('').split('\n').filter(Boolean) };
+}
+
+export const AUDIENCE = 'http://127.0.0.1:8080';
+export const AUDITOR_TOKEN = 'auditor-secret-token-for-tests-only';
+
+export interface BrokerFixture {
+  dir: string;
+  issuer: DevIssuer;
+  config: BrokerConfig;
+  broker: Broker;
+  logLines: () => string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A real broker on a temp directory: a dev issuer on loopback, the given
+ * policy files, SQLite audit, a fresh signing key.
+ */
+export async function startBrokerFixture(options: { policies: Record<string, string>; extraConfig?: string; now?: () => Date }): Promise<BrokerFixture> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-test-'));
+  const issuer = await startDevIssuer({ port: 0 });
+  await mkdir(path.join(dir, 'policies'));
+  for (const [name, text] of Object.entries(options.policies)) await writeFile(path.join(dir, 'policies', name), text);
+  const { createHash } = await import('node:crypto');
+  const configText = `
+server:
+  host: 127.0.0.1
+  port: 0
+  public_url: http://127.0.0.1:8080
+issuers:
+  - name: local
+    issuer: ${issuer.url}
+    audiences: [${AUDIENCE}]
+    clock_skew_seconds: 30
+policies:
+  dir: ./policies
+audit:
+  url: sqlite:./data/audit.db
+providers:
+  jwt:
+    signing_key_file: ./data/signing-key.jwk
+auditors:
+  - name: secops
+    token_sha256: ${createHash('sha256').update(AUDITOR_TOKEN).digest('hex')}
+${options.extraConfig ?? ''}`;
+  const configPath = path.join(dir, 'broker.yaml');
+  await writeFile(configPath, configText);
+  const config = await parseConfig(configText, configPath, {});
+  const { logger, lines } = createCapturingLogger();
+  const broker = await createBroker(config, { logger, ...(options.now ? { now: options.now } : {}) });
+  return {
+    dir,
+    issuer,
+    config,
+    broker,
+    logLines: lines,
+    async close() {
+      await broker.close();
+      await issuer.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
