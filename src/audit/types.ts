@@ -67,9 +67,30 @@ export interface AuditPage {
   nextCursor: string | null;
 }
 
+/**
+ * Why verification stopped at a record:
+ * - `seq_gap`: seq is not the previous seq + 1 (a record was deleted or moved);
+ * - `prev_hash_mismatch`: prev_hash is not the previous record's hash (deleted, reordered or forged);
+ * - `hash_mismatch`: the record's content no longer matches its hash (a field was changed);
+ * - `unreadable`: the stored row cannot be read as a record (a JSON column was corrupted);
+ * - `claim_index_mismatch`: the store's claim index disagrees with the record (queries by claim would lie).
+ */
+export type ChainProblem = 'seq_gap' | 'prev_hash_mismatch' | 'hash_mismatch' | 'unreadable' | 'claim_index_mismatch';
+
+/** The first record at which the chain breaks. */
+export interface ChainBreak {
+  seq: number;
+  id: string | null;
+  problem: ChainProblem;
+}
+
+/**
+ * `events` counts the records that verified (before the break, if any) and
+ * `head` is the hash of the last of them (64 zeros for none).
+ */
 export type ChainVerification =
   | { ok: true; events: number; head: string }
-  | { ok: false; events: number; head: string; broken: { seq: number; id: string | null; problem: string } };
+  | { ok: false; events: number; head: string; broken: ChainBreak };
 
 export interface AuditStore {
   /**

@@ -70,7 +70,7 @@ export async function fetchJson(url: string, options: FetchJsonOptions = {}): Pr
       method: 'GET',
       redirect: 'manual',
       signal,
-      headers: { accept: 'application/json, application/jwk-set+json' },
+      headers: { accept: 'application/json, application/jwk-set+json', 'user-agent': 'oidc-broker' },
     });
   } catch (err) {
     throw toFetchError(err, url, timeoutMs);

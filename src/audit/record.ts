@@ -1,0 +1,299 @@
+/**
+ * The audit hash chain (contract section 5), pure and store-independent: the
+ * SQLite store and a later PostgreSQL store share exactly these bytes.
+ *
+ * Each record commits to its predecessor:
+ *
+ *     hash = hex(SHA-256(prev_hash || JCS({...entry, seq})))
+ *
+ * where JCS is the RFC 8785 JSON Canonicalization Scheme, every AuditEntry
+ * field is present (null when absent) and the first record's prev_hash is
+ * GENESIS_HASH. A changed field breaks that record's hash; a deleted or
+ * reordered record breaks the next record's seq or prev_hash. Deleting the
+ * newest records leaves a shorter chain that still verifies: only a head kept
+ * elsewhere (a checkpoint) can reveal that.
+ */
+import { createHash } from 'node:crypto';
+import canonicalizeModule from 'canonicalize';
+import { monotonicFactory, type ULIDFactory } from 'ulid';
+import type { AuditDecision, AuditEntry, AuditRecord, ChainBreak, ChainProblem, ChainVerification } from './types.js';
+
+type Canonicalize = (input: unknown) => string | undefined;
+// canonicalize is CommonJS (`module.exports = fn`) while its types declare an
+// ES default export, so under nodenext the types see `{ default: fn }` and the
+// runtime gives `fn`; accept either shape.
+const canonicalize: Canonicalize =
+  typeof canonicalizeModule === 'function' ? (canonicalizeModule as Canonicalize) : (canonicalizeModule as { default: Canonicalize }).default;
+
+/** prev_hash of the first record: 64 zeros. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** Every AuditEntry field, in a fixed order (the order of the store's columns and of returned records). */
+export const AUDIT_ENTRY_FIELDS = [
+  'id',
+  'time',
+  'decision',
+  'error',
+  'reason',
+  'request_id',
+  'issuer',
+  'subject',
+  'audience',
+  'jti',
+  'token_sha256',
+  'claims',
+  'unverified',
+  'policy',
+  'policy_sha256',
+  'provider',
+  'target',
+  'credential_id',
+  'expires_at',
+  'duration_seconds',
+  'client_ip',
+  'user_agent',
+] as const satisfies readonly (keyof AuditEntry)[];
+
+// Compile-time check that the list above names every field: adding a field to
+// AuditEntry without adding it here (and so to the hash) fails to compile.
+type MissingEntryField = Exclude<keyof AuditEntry, (typeof AUDIT_ENTRY_FIELDS)[number]>;
+const everyFieldListed: [MissingEntryField] extends [never] ? true : MissingEntryField = true;
+void everyFieldListed;
+
+export const AUDIT_DECISIONS: readonly AuditDecision[] = ['issued', 'denied', 'error', 'explain'];
+
+const HEX_SHA256 = /^[0-9a-f]{64}$/;
+/** `Date.prototype.toISOString()` output: the one time format the store compares as text. */
+const ISO_UTC_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+const STRING_FIELDS = [
+  'error',
+  'reason',
+  'request_id',
+  'issuer',
+  'subject',
+  'jti',
+  'token_sha256',
+  'policy',
+  'policy_sha256',
+  'provider',
+  'target',
+  'credential_id',
+  'expires_at',
+  'client_ip',
+  'user_agent',
+] as const satisfies readonly (keyof AuditEntry)[];
+
+let idFactory: ULIDFactory | undefined;
+
+/**
+ * A new audit record id: a ULID from a monotonic factory, so ids made in the
+ * same millisecond still sort in creation order.
+ *
+ * @example newAuditId() // '01JDQ8R3W6T8Z2B4V9K1M5N7PX'
+ */
+export function newAuditId(): string {
+  // Created on first use: no state at import.
+  idFactory ??= monotonicFactory();
+  return idFactory();
+}
+
+/**
+ * Validates an entry and returns the exact value the store keeps: every field
+ * present in AUDIT_ENTRY_FIELDS order, absent fields as null, JSON fields
+ * (`audience`, `claims`, `unverified`) passed through a JSON round trip so that
+ * what is hashed is what a later read returns. Unknown properties are dropped,
+ * never stored.
+ *
+ * @throws TypeError when a field has the wrong type (a caller bug), or `time`
+ *   is not `toISOString()` output (UTC with milliseconds), which the store's
+ *   `since`/`until` filters compare as text.
+ */
+export function toCanonicalEntry(entry: AuditEntry): AuditEntry {
+  if (typeof entry !== 'object' || entry === null) throw new TypeError('audit entry must be an object');
+  const { id, time, decision, audience, claims, unverified, duration_seconds } = entry;
+  if (typeof id !== 'string' || id.length === 0) throw new TypeError('audit entry id must be a non-empty string');
+  if (typeof time !== 'string' || !ISO_UTC_MS.test(time) || !isRealTime(time)) {
+    throw new TypeError('audit entry time must be UTC with milliseconds, as Date.prototype.toISOString() writes it');
+  }
+  if (!AUDIT_DECISIONS.includes(decision)) throw new TypeError(`audit entry decision must be one of ${AUDIT_DECISIONS.join(', ')}`);
+  for (const field of STRING_FIELDS) {
+    const value: unknown = entry[field];
+    if (value !== undefined && value !== null && typeof value !== 'string') throw new TypeError(`audit entry ${field} must be a string or null`);
+  }
+  if (audience != null && (!Array.isArray(audience) || !audience.every((a) => typeof a === 'string'))) {
+    throw new TypeError('audit entry audience must be an array of strings or null');
+  }
+  if (claims != null && !isPlainObject(claims)) throw new TypeError('audit entry claims must be an object or null');
+  if (unverified != null) {
+    if (!isPlainObject(unverified)) throw new TypeError('audit entry unverified must be an object or null');
+    for (const [key, value] of Object.entries(unverified)) {
+      if ((key !== 'iss' && key !== 'sub') || (value !== undefined && typeof value !== 'string')) {
+        throw new TypeError('audit entry unverified may only hold the strings iss and sub');
+      }
+    }
+  }
+  if (duration_seconds != null && !Number.isSafeInteger(duration_seconds)) {
+    throw new TypeError('audit entry duration_seconds must be an integer or null');
+  }
+  return {
+    id,
+    time,
+    decision,
+    error: entry.error ?? null,
+    reason: entry.reason ?? null,
+    request_id: entry.request_id ?? null,
+    issuer: entry.issuer ?? null,
+    subject: entry.subject ?? null,
+    audience: audience == null ? null : jsonRoundTrip(audience),
+    jti: entry.jti ?? null,
+    token_sha256: entry.token_sha256 ?? null,
+    claims: claims == null ? null : jsonRoundTrip(claims),
+    unverified: unverified == null ? null : jsonRoundTrip(unverified),
+    policy: entry.policy ?? null,
+    policy_sha256: entry.policy_sha256 ?? null,
+    provider: entry.provider ?? null,
+    target: entry.target ?? null,
+    credential_id: entry.credential_id ?? null,
+    expires_at: entry.expires_at ?? null,
+    duration_seconds: duration_seconds ?? null,
+    client_ip: entry.client_ip ?? null,
+    user_agent: entry.user_agent ?? null,
+  };
+}
+
+/**
+ * The record's hash: lowercase hex SHA-256 over `prevHash` (64 hex characters,
+ * as ASCII) followed by the RFC 8785 canonical JSON of the entry's
+ * AUDIT_ENTRY_FIELDS (absent ones as null; any other property, such as a
+ * record's own `hash`, ignored) plus `seq`.
+ *
+ * @param prevHash hash of the record at `seq - 1`, or GENESIS_HASH for seq 1.
+ * @param seq position in the chain, from 1.
+ * @throws TypeError for a malformed prevHash or seq, or a value JSON cannot hold (NaN, Infinity).
+ */
+export function hashRecord(prevHash: string, seq: number, entry: AuditEntry): string {
+  if (!HEX_SHA256.test(prevHash)) throw new TypeError('prevHash must be 64 lowercase hex characters');
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new TypeError('seq must be a positive integer');
+  const body: Record<string, unknown> = {};
+  for (const field of AUDIT_ENTRY_FIELDS) body[field] = entry[field] ?? null;
+  body.seq = seq;
+  let canonical: string | undefined;
+  try {
+    canonical = canonicalize(body);
+  } catch (err) {
+    throw new TypeError('audit entry cannot be canonicalized', { cause: err });
+  }
+  if (canonical === undefined) throw new TypeError('audit entry cannot be canonicalized');
+  return createHash('sha256').update(prevHash, 'utf8').update(canonical, 'utf8').digest('hex');
+}
+
+/**
+ * The claim values a `claim.<name>=<value>` query can find: each top-level
+ * claim whose value is a string, number or boolean, as [name, string form].
+ * The string form is the policy scalar rule (contract section 3): strings as
+ * they are, numbers by `String()`, booleans as "true"/"false". Objects, arrays
+ * and null are not indexed, so they never equal a scalar.
+ */
+export function toClaimIndex(claims: Record<string, unknown> | null): [name: string, value: string][] {
+  if (claims === null) return [];
+  const out: [string, string][] = [];
+  for (const [name, value] of Object.entries(claims)) {
+    if (typeof value === 'string') out.push([name, value]);
+    else if (typeof value === 'number' && Number.isFinite(value)) out.push([name, String(value)]);
+    else if (typeof value === 'boolean') out.push([name, value ? 'true' : 'false']);
+  }
+  return out;
+}
+
+/**
+ * Incremental chain verification, fed one stored record at a time in seq
+ * order, so a store can stream millions of records in batches.
+ */
+export interface ChainVerifier {
+  /**
+   * Checks that `record` extends the chain verified so far: seq is the next
+   * one, prev_hash is the previous record's hash and hash recomputes. If it
+   * does and `extraProblem` is null, the record becomes the new head and this
+   * returns true. Otherwise the break is recorded at this record (a chain
+   * problem takes precedence over `extraProblem`, a store-specific finding)
+   * and this and every later call return false.
+   */
+  next(record: AuditRecord, extraProblem?: ChainProblem | null): boolean;
+  /** Records a break at a row that could not even be read as a record. */
+  fail(at: { seq: number; id: string | null }, problem: ChainProblem): void;
+  /**
+   * The outcome so far. `events` counts the records that verified (before the
+   * break, if any); `head` is the hash of the last of them, GENESIS_HASH for none.
+   */
+  result(): ChainVerification;
+}
+
+/** @see ChainVerifier */
+export function createChainVerifier(): ChainVerifier {
+  let events = 0;
+  let head = GENESIS_HASH;
+  let lastSeq = 0;
+  let broken: ChainBreak | null = null;
+
+  return {
+    next(record, extraProblem = null) {
+      if (broken !== null) return false;
+      const problem = linkProblem(record) ?? extraProblem;
+      if (problem !== null) {
+        broken = { seq: record.seq, id: typeof record.id === 'string' ? record.id : null, problem };
+        return false;
+      }
+      events += 1;
+      head = record.hash;
+      lastSeq = record.seq;
+      return true;
+    },
+    fail(at, problem) {
+      broken ??= { seq: at.seq, id: at.id, problem };
+    },
+    result() {
+      return broken === null ? { ok: true, events, head } : { ok: false, events, head, broken };
+    },
+  };
+
+  function linkProblem(record: AuditRecord): ChainProblem | null {
+    if (record.seq !== lastSeq + 1) return 'seq_gap';
+    if (record.prev_hash !== head) return 'prev_hash_mismatch';
+    let expected: string;
+    try {
+      expected = hashRecord(head, record.seq, record);
+    } catch {
+      // A stored value JSON cannot hold (only reachable by editing the store)
+      // cannot have produced the stored hash.
+      return 'hash_mismatch';
+    }
+    return expected === record.hash ? null : 'hash_mismatch';
+  }
+}
+
+/**
+ * Verifies records given in seq order, from seq 1, and reports the first
+ * broken link. Never throws for a broken chain: that is the result.
+ */
+export function verifyChain(records: Iterable<AuditRecord>): ChainVerification {
+  const verifier = createChainVerifier();
+  for (const record of records) if (!verifier.next(record)) break;
+  return verifier.result();
+}
+
+function jsonRoundTrip<T>(value: T): T {
+  // Throws TypeError for a cycle or a BigInt, which is what we want.
+  return JSON.parse(JSON.stringify(value)) as T;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function isRealTime(time: string): boolean {
+  const ms = Date.parse(time);
+  return !Number.isNaN(ms) && new Date(ms).toISOString() === time;
+}

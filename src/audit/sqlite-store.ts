@@ -1,0 +1,627 @@
+/**
+ * The SQLite audit store: one file, WAL, `synchronous = FULL`, group commit.
+ *
+ * Appends are queued and written together in one transaction on the next
+ * tick; each caller's promise resolves only after that COMMIT is durable. The
+ * chain (seq, prev_hash, hash) is computed inside the transaction from the
+ * head read under the write lock, so nothing kept in memory can fork the
+ * chain, whether a batch failed or another process wrote meanwhile.
+ *
+ * better-sqlite3 is synchronous: a write waiting for another connection's
+ * lock blocks the event loop for up to `busyTimeoutMs`, which is why the
+ * default is short. Failing closed fast beats hanging every request.
+ */
+import { closeSync, constants as fsConstants, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { AuditUnavailableError } from '../errors.js';
+import { compileAuditQuery, toCursor, type CompiledAuditQuery } from './query.js';
+import { AUDIT_ENTRY_FIELDS, GENESIS_HASH, createChainVerifier, hashRecord, toCanonicalEntry, toClaimIndex } from './record.js';
+import type { AuditDecision, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainProblem, ChainVerification } from './types.js';
+
+export interface SqliteAuditStoreOptions {
+  /** Called after each committed batch with its commit latency (BEGIN to COMMIT), in seconds. */
+  onAppendSeconds?: (seconds: number) => void;
+  /** How long a write waits for another connection's lock before failing; default 2000 ms. */
+  busyTimeoutMs?: number;
+}
+
+/** The schema version this code writes; `schema_version` holds the file's. */
+export const SQLITE_SCHEMA_VERSION = 1;
+
+const DEFAULT_BUSY_TIMEOUT_MS = 2000;
+/** At most this many queued entries per transaction: one commit blocks the event loop for tens of ms at most. */
+const MAX_BATCH = 500;
+/** Records read per step of verify(), between which the event loop runs. */
+const VERIFY_BATCH = 500;
+
+/**
+ * Schema migrations, applied in order inside one transaction at open; entry i
+ * brings the file from version i to i + 1.
+ *
+ * Every AuditRecord field is a column (claims, audience and unverified as JSON
+ * text). `audit_claims` indexes the scalar top-level claims for
+ * `claim.<name>=<value>` queries; it is derived data, which verify() checks
+ * against the records. Every filter index ends in seq, for keyset pagination.
+ */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE audit_events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    time TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    error TEXT,
+    reason TEXT,
+    request_id TEXT,
+    issuer TEXT,
+    subject TEXT,
+    audience TEXT,
+    jti TEXT,
+    token_sha256 TEXT,
+    claims TEXT,
+    unverified TEXT,
+    policy TEXT,
+    policy_sha256 TEXT,
+    provider TEXT,
+    target TEXT,
+    credential_id TEXT,
+    expires_at TEXT,
+    duration_seconds INTEGER,
+    client_ip TEXT,
+    user_agent TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX audit_events_time ON audit_events (time, seq);
+  CREATE INDEX audit_events_decision ON audit_events (decision, seq);
+  CREATE INDEX audit_events_policy ON audit_events (policy, seq);
+  CREATE INDEX audit_events_issuer ON audit_events (issuer, seq);
+  CREATE INDEX audit_events_subject ON audit_events (subject, seq);
+  CREATE INDEX audit_events_credential_id ON audit_events (credential_id, seq);
+  CREATE TABLE audit_claims (
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (seq, name)
+  ) STRICT, WITHOUT ROWID;
+  CREATE INDEX audit_claims_value ON audit_claims (name, value, seq);
+  `,
+];
+
+const COLUMNS = [...AUDIT_ENTRY_FIELDS, 'seq', 'prev_hash', 'hash'] as const;
+const SELECT_COLUMNS = COLUMNS.join(', ');
+
+/** A row of audit_events as better-sqlite3 returns it. */
+type EventRow = { [K in (typeof AUDIT_ENTRY_FIELDS)[number]]: K extends 'duration_seconds' ? number | null : K extends 'id' | 'time' ? string : string | null } & {
+  seq: number;
+  prev_hash: string;
+  hash: string;
+};
+type EventParams = Record<(typeof COLUMNS)[number], string | number | null>;
+
+interface Connection {
+  db: Database.Database;
+  begin: Database.Statement<[]>;
+  commit: Database.Statement<[]>;
+  rollback: Database.Statement<[]>;
+  head: Database.Statement<[], { seq: number; hash: string }>;
+  dropClaimsAfter: Database.Statement<[number]>;
+  insertEvent: Database.Statement<[EventParams]>;
+  insertClaim: Database.Statement<[number, string, string]>;
+  touch: Database.Statement<[]>;
+  verifyEvents: Database.Statement<[number, number, number], EventRow>;
+  verifyClaims: Database.Statement<[number, number], { seq: number; name: string; value: string }>;
+}
+
+interface Pending {
+  entry: AuditEntry;
+  resolve: (record: AuditRecord) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Opens (creating if needed) the audit log at `path`: the parent directory is
+ * created with mode 0700, the file with mode 0600, and the schema is created
+ * or migrated.
+ *
+ * @param path file path, or `:memory:` (tests only: nothing is durable).
+ * @throws AuditUnavailableError (reason `audit_open_failed`) if the file cannot
+ *   be opened, is not an audit log, or has a newer schema than this code.
+ *
+ * @example
+ * const audit = openSqliteAuditStore('./data/audit.db', { onAppendSeconds: (s) => histogram.observe(s) });
+ * const record = await audit.append(entry); // durable once resolved
+ */
+export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOptions = {}): AuditStore {
+  const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
+  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) throw new TypeError('busyTimeoutMs must be a non-negative integer');
+  const onAppendSeconds = options.onAppendSeconds;
+
+  let conn: Connection | null;
+  try {
+    conn = openConnection(path, busyTimeoutMs);
+  } catch (err) {
+    throw new AuditUnavailableError('The audit log cannot be opened.', { reason: 'audit_open_failed', cause: err });
+  }
+  /** Set after an error that may have left the connection unusable (read-only fallback, I/O): reopen before the next use. */
+  let stale = false;
+  let closed = false;
+  let queue: Pending[] = [];
+  let scheduled: NodeJS.Immediate | null = null;
+
+  /** The live connection, reopened if the last one failed; throws if closed or the file cannot be opened. */
+  function connection(): Connection {
+    if (closed) throw new Error('the audit store is closed');
+    if (conn !== null && !stale) return conn;
+    if (conn !== null) {
+      try {
+        conn.db.close();
+      } catch {
+        // Already broken; the new connection below is what matters.
+      }
+      conn = null;
+    }
+    conn = openConnection(path, busyTimeoutMs);
+    stale = false;
+    return conn;
+  }
+
+  /** Marks the connection for reopening unless the error was mere lock contention. */
+  function noteFailure(err: unknown): void {
+    // Reopening `:memory:` would silently start an empty log.
+    if (path === ':memory:') return;
+    const code = sqliteCode(err);
+    if (code !== null && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'))) return;
+    stale = true;
+  }
+
+  /**
+   * Runs `fn` on the connection. If it fails on a connection opened earlier
+   * for a reason other than lock contention, `fn` runs once more on a fresh
+   * one: SQLite keeps a connection read-only for good if the file was
+   * read-only when it opened, so only a new connection sees it writable
+   * again, and the first write after recovery should not be the one to fail.
+   * `fn` must leave nothing behind when it throws (writeBatch rolls back).
+   */
+  function withConnection<T>(fn: (c: Connection) => T): T {
+    for (let attempt = 0; ; attempt += 1) {
+      const fresh = conn === null || stale;
+      const c = connection();
+      try {
+        return fn(c);
+      } catch (err) {
+        noteFailure(err);
+        if (fresh || !stale || attempt > 0) throw err;
+      }
+    }
+  }
+
+  function schedule(): void {
+    if (scheduled === null && queue.length > 0) scheduled = setImmediate(flush);
+  }
+
+  /** Writes up to MAX_BATCH queued entries in one transaction and settles their promises. */
+  function flush(): void {
+    scheduled = null;
+    const batch = queue.length <= MAX_BATCH ? queue : queue.slice(0, MAX_BATCH);
+    queue = queue.length <= MAX_BATCH ? [] : queue.slice(MAX_BATCH);
+    schedule();
+    if (batch.length === 0) return;
+
+    let results: (AuditRecord | { failed: unknown })[];
+    let seconds: number;
+    try {
+      const started = process.hrtime.bigint();
+      results = withConnection((c) => writeBatch(c, batch));
+      seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    } catch (err) {
+      const failure = writeFailed(err);
+      for (const p of batch) p.reject(failure);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const result = results[i];
+      if (result !== undefined && 'hash' in result) p.resolve(result);
+      else p.reject(writeFailed(result?.failed));
+    });
+    if (onAppendSeconds !== undefined) {
+      try {
+        onAppendSeconds(seconds);
+      } catch {
+        // A metrics callback must not turn a committed batch into a failure,
+        // and this store never logs; the records above are already durable.
+      }
+    }
+  }
+
+  return {
+    append(entry) {
+      if (closed) return Promise.reject(writeFailed(new Error('the audit store is closed')));
+      let canonical: AuditEntry;
+      try {
+        canonical = toCanonicalEntry(entry);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      return new Promise<AuditRecord>((resolve, reject) => {
+        queue.push({ entry: canonical, resolve, reject });
+        schedule();
+      });
+    },
+
+    async query(query: AuditQuery): Promise<AuditPage> {
+      const compiled = compileAuditQuery(query);
+      let rows: EventRow[];
+      try {
+        rows = withConnection((c) => {
+          let page = compiled;
+          if (query.cursor === undefined && (compiled.since !== null || compiled.until !== null)) {
+            // Pages walk seq order, so the time index cannot drive them
+            // without sorting the whole window on every page. Instead, the
+            // first page looks up the window's first seq once (a covering
+            // index range) and the walk starts there; later pages start at
+            // their cursor.
+            const first = toFirstSeqInWindow(compiled);
+            const seq = c.db.prepare<unknown[], { seq: number | null }>(first.sql).get(...first.params)?.seq ?? null;
+            if (seq === null) return [];
+            page = { ...compiled, afterSeq: Math.max(compiled.afterSeq, seq - 1) };
+          }
+          const select = toSqliteSelect(page);
+          return c.db.prepare<unknown[], EventRow>(select.sql).all(...select.params);
+        });
+      } catch (err) {
+        throw readFailed(err);
+      }
+      const more = rows.length > compiled.limit;
+      const page = more ? rows.slice(0, compiled.limit) : rows;
+      let events: AuditRecord[];
+      try {
+        events = page.map(toRecord);
+      } catch (err) {
+        // Only an edited file holds a row that does not parse; verify() names it.
+        throw readFailed(err);
+      }
+      const last = events.at(-1);
+      return { events, nextCursor: more && last !== undefined ? toCursor(last.seq) : null };
+    },
+
+    async verify(): Promise<ChainVerification> {
+      const verifier = createChainVerifier();
+      let endSeq: number;
+      try {
+        endSeq = withConnection((c) => c.head.get()?.seq ?? 0);
+      } catch (err) {
+        throw readFailed(err);
+      }
+      let afterSeq = 0;
+      while (afterSeq < endSeq) {
+        let rows: EventRow[];
+        let claimRows: { seq: number; name: string; value: string }[];
+        try {
+          [rows, claimRows] = withConnection((c) => {
+            const events = c.verifyEvents.all(afterSeq, endSeq, VERIFY_BATCH);
+            const lastEvent = events.at(-1);
+            return [events, lastEvent === undefined ? [] : c.verifyClaims.all(afterSeq, lastEvent.seq)] as const;
+          });
+        } catch (err) {
+          throw readFailed(err);
+        }
+        const lastRow = rows.at(-1);
+        if (lastRow === undefined) break;
+        const indexed = groupClaimRows(claimRows);
+        for (const row of rows) {
+          let record: AuditRecord;
+          try {
+            record = toRecord(row);
+          } catch {
+            verifier.fail({ seq: row.seq, id: typeof row.id === 'string' ? row.id : null }, 'unreadable');
+            return verifier.result();
+          }
+          const indexProblem: ChainProblem | null = sameClaimIndex(record, indexed.get(record.seq) ?? []) ? null : 'claim_index_mismatch';
+          if (!verifier.next(record, indexProblem)) return verifier.result();
+        }
+        afterSeq = lastRow.seq;
+        // Let appends and requests run between batches of a long walk.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      return verifier.result();
+    },
+
+    async ping(): Promise<void> {
+      try {
+        withConnection((c) => {
+          // BEGIN IMMEDIATE alone succeeds on a connection SQLite opened
+          // read-only; a write inside the transaction proves the file is writable.
+          c.begin.run();
+          try {
+            c.touch.run();
+          } finally {
+            c.rollback.run();
+          }
+        });
+      } catch (err) {
+        throw new AuditUnavailableError('The audit log cannot take writes.', { reason: 'audit_unwritable', cause: err });
+      }
+    },
+
+    async close(): Promise<void> {
+      if (closed) return;
+      // Write what is queued now (flush is synchronous), then refuse more.
+      while (queue.length > 0) {
+        if (scheduled !== null) clearImmediate(scheduled);
+        flush();
+      }
+      if (scheduled !== null) clearImmediate(scheduled);
+      scheduled = null;
+      closed = true;
+      if (conn !== null) {
+        const db = conn.db;
+        conn = null;
+        db.close();
+      }
+    },
+  };
+}
+
+/** Opens one connection, sets it up and migrates the schema. */
+function openConnection(path: string, busyTimeoutMs: number): Connection {
+  if (path !== ':memory:') createFile(path);
+  const db = new Database(path, { timeout: busyTimeoutMs });
+  try {
+    const mode: unknown = db.pragma('journal_mode = WAL', { simple: true });
+    if (path !== ':memory:' && mode !== 'wal') throw new Error(`could not switch the audit log to WAL (journal_mode is ${String(mode)})`);
+    db.pragma('synchronous = FULL');
+    // The schema is ours: never run functions a tampered file's schema names.
+    db.pragma('trusted_schema = OFF');
+    migrate(db);
+    return prepareStatements(db);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}
+
+/** Creates the parent directory (0700) and the file (0600) if missing, so SQLite does not create them with the umask's default. */
+function createFile(path: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  try {
+    closeSync(openSync(path, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600));
+  } catch (err) {
+    // An existing file is the normal case; SQLite reports any other problem when it opens it.
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const current = schemaVersion(db);
+  if (current === SQLITE_SCHEMA_VERSION) return; // no write at all: a read-only file still opens
+  if (current > SQLITE_SCHEMA_VERSION) throw new Error(`the audit log has schema version ${current}; this version of the broker supports up to ${SQLITE_SCHEMA_VERSION}`);
+  db.transaction(() => {
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let version = schemaVersion(db);
+    if (version === 0) {
+      const tables = db.prepare<[], { n: number }>("SELECT count(*) AS n FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").get();
+      if ((tables?.n ?? 0) > 0) throw new Error('the file holds tables but no audit schema_version: not an audit log');
+      db.exec('CREATE TABLE schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL) STRICT');
+      db.exec('INSERT INTO schema_version (id, version) VALUES (1, 0)');
+    }
+    for (; version < SQLITE_SCHEMA_VERSION; version += 1) {
+      const step = MIGRATIONS[version];
+      if (step === undefined) throw new Error(`no migration from schema version ${version}`);
+      db.exec(step);
+    }
+    db.prepare('UPDATE schema_version SET version = ? WHERE id = 1').run(SQLITE_SCHEMA_VERSION);
+  }).immediate();
+}
+
+function schemaVersion(db: Database.Database): number {
+  const table = db.prepare<[], { name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = 'schema_version'").get();
+  if (table === undefined) return 0;
+  return db.prepare<[], { version: number }>('SELECT version FROM schema_version WHERE id = 1').get()?.version ?? 0;
+}
+
+function prepareStatements(db: Database.Database): Connection {
+  return {
+    db,
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    rollback: db.prepare('ROLLBACK'),
+    head: db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
+    dropClaimsAfter: db.prepare('DELETE FROM audit_claims WHERE seq > ?'),
+    insertEvent: db.prepare(`INSERT INTO audit_events (${SELECT_COLUMNS}) VALUES (${COLUMNS.map((c) => `@${c}`).join(', ')})`),
+    insertClaim: db.prepare('INSERT INTO audit_claims (seq, name, value) VALUES (?, ?, ?)'),
+    touch: db.prepare('UPDATE schema_version SET version = version WHERE id = 1'),
+    verifyEvents: db.prepare(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`),
+    verifyClaims: db.prepare('SELECT seq, name, value FROM audit_claims WHERE seq > ? AND seq <= ?'),
+  };
+}
+
+/**
+ * One transaction for the whole batch. Returns, per entry, its record or why
+ * that entry alone failed (a duplicate id); throws if the batch failed, after
+ * rolling back, so nothing is half-written.
+ */
+function writeBatch(c: Connection, batch: readonly Pending[]): (AuditRecord | { failed: unknown })[] {
+  c.begin.run();
+  try {
+    let head = c.head.get() ?? { seq: 0, hash: GENESIS_HASH };
+    // Claim rows above the head can only be left over from deleted records
+    // (tampering); clear them so they cannot collide with the new ones.
+    c.dropClaimsAfter.run(head.seq);
+    const results: (AuditRecord | { failed: unknown })[] = [];
+    for (const { entry } of batch) {
+      const seq = head.seq + 1;
+      const record: AuditRecord = { ...entry, seq, prev_hash: head.hash, hash: hashRecord(head.hash, seq, entry) };
+      try {
+        c.insertEvent.run(toParams(record));
+      } catch (err) {
+        // A failed statement is undone by SQLite on its own; only a constraint
+        // (a reused id: a caller bug) is this entry's alone.
+        if (!sqliteCode(err)?.startsWith('SQLITE_CONSTRAINT')) throw err;
+        results.push({ failed: err });
+        continue;
+      }
+      for (const [name, value] of toClaimIndex(record.claims)) c.insertClaim.run(seq, name, value);
+      results.push(record);
+      head = { seq, hash: record.hash };
+    }
+    c.commit.run();
+    return results;
+  } catch (err) {
+    if (c.db.inTransaction) {
+      try {
+        c.rollback.run();
+      } catch {
+        // SQLite rolls back by itself when a transaction cannot continue
+        // (I/O error, full disk); the original error is the one to report.
+      }
+    }
+    throw err;
+  }
+}
+
+function toParams(record: AuditRecord): EventParams {
+  return {
+    ...record,
+    audience: record.audience === null ? null : JSON.stringify(record.audience),
+    claims: record.claims === null ? null : JSON.stringify(record.claims),
+    unverified: record.unverified === null ? null : JSON.stringify(record.unverified),
+  };
+}
+
+/** A stored row as an AuditRecord; throws if a JSON column does not parse (an edited file). */
+function toRecord(row: EventRow): AuditRecord {
+  return {
+    id: row.id,
+    time: row.time,
+    decision: row.decision as AuditDecision,
+    error: row.error,
+    reason: row.reason,
+    request_id: row.request_id,
+    issuer: row.issuer,
+    subject: row.subject,
+    audience: row.audience === null ? null : (JSON.parse(row.audience) as string[]),
+    jti: row.jti,
+    token_sha256: row.token_sha256,
+    claims: row.claims === null ? null : (JSON.parse(row.claims) as Record<string, unknown>),
+    unverified: row.unverified === null ? null : (JSON.parse(row.unverified) as AuditRecord['unverified']),
+    policy: row.policy,
+    policy_sha256: row.policy_sha256,
+    provider: row.provider,
+    target: row.target,
+    credential_id: row.credential_id,
+    expires_at: row.expires_at,
+    duration_seconds: row.duration_seconds,
+    client_ip: row.client_ip,
+    user_agent: row.user_agent,
+    seq: row.seq,
+    prev_hash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+/**
+ * The keyset query for one page, in seq order; fetches limit + 1 rows to know
+ * whether another page follows. Exported for the query-plan tests only.
+ *
+ * Every plan walks an index in seq order and stops at the limit, so a page
+ * costs about the same wherever it is in a long walk: with a claim filter the
+ * claim index `(name, value, seq)` drives (further claims are point lookups);
+ * otherwise the rowid or a `(column, seq)` index does. Time bounds are
+ * residual filters (`+time` keeps the planner off the time index, which is
+ * not in seq order); the first page narrows the start with
+ * toFirstSeqInWindow.
+ *
+ * @internal
+ */
+export function toSqliteSelect(q: CompiledAuditQuery): { sql: string; params: (string | number)[] } {
+  const where: string[] = [];
+  const params: (string | number)[] = [];
+  const [first, ...more] = q.claims;
+  let from: string;
+  let orderBy: string;
+  if (first === undefined) {
+    from = 'audit_events e';
+    orderBy = 'e.seq';
+    where.push('e.seq > ?');
+    params.push(q.afterSeq);
+  } else {
+    from = 'audit_claims c JOIN audit_events e ON e.seq = c.seq';
+    // Ordering by c.seq, not e.seq, is what lets SQLite see the claim index is already in order.
+    orderBy = 'c.seq';
+    where.push('c.name = ?', 'c.value = ?', 'c.seq > ?');
+    params.push(first[0], first[1], q.afterSeq);
+  }
+  for (const [name, value] of more) {
+    where.push('EXISTS (SELECT 1 FROM audit_claims x WHERE x.seq = e.seq AND x.name = ? AND x.value = ?)');
+    params.push(name, value);
+  }
+  if (q.since !== null) {
+    where.push('+e.time >= ?');
+    params.push(q.since);
+  }
+  if (q.until !== null) {
+    where.push('+e.time < ?');
+    params.push(q.until);
+  }
+  const eq = (column: string, value: string | null) => {
+    if (value === null) return;
+    where.push(`e.${column} = ?`);
+    params.push(value);
+  };
+  eq('decision', q.decision);
+  eq('policy', q.policy);
+  eq('issuer', q.issuer);
+  eq('subject', q.subject);
+  eq('credential_id', q.credentialId);
+  params.push(q.limit + 1);
+  const columns = COLUMNS.map((c) => `e.${c}`).join(', ');
+  return { sql: `SELECT ${columns} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ${orderBy} LIMIT ?`, params };
+}
+
+/** The smallest seq whose time is inside the query's window (NULL for none), from the time index alone. */
+function toFirstSeqInWindow(q: CompiledAuditQuery): { sql: string; params: string[] } {
+  const where: string[] = [];
+  const params: string[] = [];
+  if (q.since !== null) {
+    where.push('time >= ?');
+    params.push(q.since);
+  }
+  if (q.until !== null) {
+    where.push('time < ?');
+    params.push(q.until);
+  }
+  return { sql: `SELECT min(seq) AS seq FROM audit_events WHERE ${where.join(' AND ')}`, params };
+}
+
+function groupClaimRows(rows: readonly { seq: number; name: string; value: string }[]): Map<number, [string, string][]> {
+  const bySeq = new Map<number, [string, string][]>();
+  for (const { seq, name, value } of rows) {
+    let list = bySeq.get(seq);
+    if (list === undefined) bySeq.set(seq, (list = []));
+    list.push([name, value]);
+  }
+  return bySeq;
+}
+
+function sameClaimIndex(record: AuditRecord, stored: readonly [string, string][]): boolean {
+  const expected = toClaimIndex(record.claims);
+  if (expected.length !== stored.length) return false;
+  // Compare as sets; SQLite's and JavaScript's string orders differ.
+  const key = ([name, value]: readonly [string, string]) => JSON.stringify([name, value]);
+  const want = new Set(expected.map(key));
+  return stored.every((pair) => want.has(key(pair)));
+}
+
+function sqliteCode(err: unknown): string | null {
+  return err instanceof Database.SqliteError ? err.code : null;
+}
+
+function writeFailed(cause: unknown): AuditUnavailableError {
+  return new AuditUnavailableError('The audit log could not record this decision.', { reason: 'audit_write_failed', cause });
+}
+
+function readFailed(cause: unknown): AuditUnavailableError {
+  return new AuditUnavailableError('The audit log cannot be read.', { reason: 'audit_read_failed', cause });
+}

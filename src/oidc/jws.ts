@@ -1,0 +1,245 @@
+import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors, type JWSHeaderParameters } from 'jose';
+import { BrokerError, InvalidTokenError, IssuerUnavailableError } from '../errors.js';
+import type { InvalidTokenReason, KeyResolver } from './types.js';
+
+/**
+ * The signature layer of token verification: format and size checks, the
+ * algorithm policy, the refusal of token-supplied keys, and the translation of
+ * jose errors into the broker's taxonomy. `verify.ts` runs exactly these steps
+ * around `jwtVerify`; {@link verifyJwsSignature} runs them around
+ * `compactVerify` so they can be tested on their own (Wycheproof vectors).
+ */
+
+/**
+ * Asymmetric JWS algorithms the broker can ever accept (RFC 7518 section 3.1,
+ * RFC 8037, RFC 9864). `none` and the HMAC family are absent on purpose: with a
+ * public-key issuer, HS256 "signed" with the public key is the classic
+ * algorithm-confusion forgery.
+ */
+export const ASYMMETRIC_JWS_ALGORITHMS: readonly string[] = Object.freeze([
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+]);
+
+/** Longest compact token we read, in characters (16 KiB). Real CI tokens are 1 to 3 KiB. */
+export const MAX_TOKEN_LENGTH = 16 * 1024;
+
+/**
+ * Header parameters through which a token names its own key (RFC 7515 section
+ * 4.1.2 to 4.1.6). The broker only trusts keys from its configuration, so a
+ * token carrying any of them is refused outright, and nothing they point to is
+ * ever fetched (contract section 2). `x5c` is included: jose ignores it, but
+ * refusing it closes the door on any future code path that might not.
+ */
+export const UNTRUSTED_KEY_HEADERS: readonly string[] = Object.freeze(['jku', 'x5u', 'jwk', 'x5c']);
+
+// Three base64url segments; the payload may be empty (detached or empty JWS)
+// and so may the signature (`alg: none`, refused by the algorithm check with a
+// precise reason rather than as "malformed").
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
+
+const ASYMMETRIC = new Set(ASYMMETRIC_JWS_ALGORITHMS);
+
+/** Claim names that may appear in a client message (fixed set: never text from the token). */
+const NAMEABLE_CLAIMS = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti']);
+
+const INVALID_TOKEN_MESSAGES: Record<InvalidTokenReason, string> = {
+  malformed: 'The token is not a well-formed signed JWT.',
+  token_too_large: `The token is larger than the ${MAX_TOKEN_LENGTH} characters the broker accepts.`,
+  untrusted_key_reference: 'The token names its own verification key (jku, x5u, x5c or jwk header); the broker only uses keys it is configured with.',
+  unknown_issuer: "The token's issuer is not trusted by this broker.",
+  unsupported_algorithm: "The token's signing algorithm is not accepted for its issuer.",
+  unknown_key: 'The token was signed with a key its issuer does not publish.',
+  ambiguous_key: 'The token has no key id (kid) and its issuer publishes several keys that could match.',
+  bad_signature: "The token's signature is invalid.",
+  expired: 'The token has expired.',
+  not_yet_valid: 'The token is not valid yet (nbf is in the future).',
+  issued_in_future: "The token's issue time (iat) is in the future.",
+  token_too_old: 'The token was issued longer ago than this issuer allows (max_token_age_seconds).',
+  audience_mismatch: "The token's audience (aud) is not accepted by this broker.",
+  missing_claim: 'The token lacks a required claim.',
+  invalid_claim: 'The token has a claim of the wrong type.',
+};
+
+/**
+ * An `InvalidTokenError` with a fixed, client-safe message for `reason`.
+ * `claim` is named in the message only if it is one of the registered claims
+ * the broker checks, so no token-controlled text reaches a client.
+ */
+export function toInvalidTokenError(reason: InvalidTokenReason, options: { claim?: string; cause?: unknown } = {}): InvalidTokenError {
+  let message = INVALID_TOKEN_MESSAGES[reason];
+  if ((reason === 'missing_claim' || reason === 'invalid_claim') && options.claim !== undefined && NAMEABLE_CLAIMS.has(options.claim)) {
+    message = reason === 'missing_claim' ? `The token lacks the required "${options.claim}" claim.` : `The token's "${options.claim}" claim has the wrong type.`;
+  }
+  return new InvalidTokenError(message, { reason, cause: options.cause });
+}
+
+/** True for an algorithm in {@link ASYMMETRIC_JWS_ALGORITHMS}. Never throws. */
+export function isAsymmetricJwsAlgorithm(alg: unknown): alg is string {
+  return typeof alg === 'string' && ASYMMETRIC.has(alg);
+}
+
+/**
+ * The compact-serialisation and header checks that come before any key is
+ * looked up: type and size cap, three base64url segments, a JSON-object
+ * protected header, and no token-supplied key reference.
+ *
+ * @returns the decoded (unverified) protected header.
+ * @throws InvalidTokenError with reason `malformed`, `token_too_large` or `untrusted_key_reference`.
+ */
+export function decodeCompactJwsHeader(compact: unknown): JWSHeaderParameters {
+  if (typeof compact !== 'string' || compact.length === 0) throw toInvalidTokenError('malformed');
+  if (compact.length > MAX_TOKEN_LENGTH) throw toInvalidTokenError('token_too_large');
+  if (!COMPACT_JWS.test(compact)) throw toInvalidTokenError('malformed');
+  let header: JWSHeaderParameters;
+  try {
+    header = decodeProtectedHeader(compact) as JWSHeaderParameters;
+  } catch (cause) {
+    throw toInvalidTokenError('malformed', { cause });
+  }
+  for (const name of UNTRUSTED_KEY_HEADERS) {
+    if (Object.hasOwn(header, name)) throw toInvalidTokenError('untrusted_key_reference');
+  }
+  return header;
+}
+
+/**
+ * Refuses `alg` unless it is asymmetric and in `allowed`. `none` and HS* are
+ * refused even if `allowed` lists them.
+ *
+ * @throws InvalidTokenError with reason `unsupported_algorithm`.
+ */
+export function assertAllowedAlgorithm(alg: unknown, allowed: ReadonlySet<string>): asserts alg is string {
+  if (!isAsymmetricJwsAlgorithm(alg) || !allowed.has(alg)) throw toInvalidTokenError('unsupported_algorithm');
+}
+
+/**
+ * Translates an error thrown while verifying (by jose or by a key resolver)
+ * into the broker's taxonomy, by error class and `code`, never by message text
+ * (STYLE 3). A `BrokerError` passes through; an error that is neither a
+ * `BrokerError` nor a jose error is a bug and is returned unchanged (it becomes
+ * a logged 500, failing closed).
+ */
+export function translateVerificationError(err: unknown): unknown {
+  if (err instanceof BrokerError) return err;
+  if (!(err instanceof errors.JOSEError)) return err;
+  const cause = err;
+  switch (err.code) {
+    case errors.JWTExpired.code: {
+      // jose reports both "exp passed" and "iat older than maxTokenAge" as JWTExpired; the claim tells them apart.
+      const claim = (err as errors.JWTExpired).claim;
+      return toInvalidTokenError(claim === 'iat' ? 'token_too_old' : 'expired', { cause });
+    }
+    case errors.JWTClaimValidationFailed.code: {
+      const { claim, reason } = err as errors.JWTClaimValidationFailed;
+      if (reason === 'missing') return toInvalidTokenError('missing_claim', { claim, cause });
+      if (reason === 'invalid') return toInvalidTokenError('invalid_claim', { claim, cause });
+      switch (claim) {
+        case 'nbf':
+          return toInvalidTokenError('not_yet_valid', { cause });
+        case 'iat':
+          return toInvalidTokenError('issued_in_future', { cause });
+        case 'aud':
+          return toInvalidTokenError('audience_mismatch', { cause });
+        case 'iss':
+          return toInvalidTokenError('unknown_issuer', { cause });
+        default:
+          return toInvalidTokenError('invalid_claim', { claim, cause });
+      }
+    }
+    case errors.JWSSignatureVerificationFailed.code:
+      return toInvalidTokenError('bad_signature', { cause });
+    case errors.JOSEAlgNotAllowed.code:
+      return toInvalidTokenError('unsupported_algorithm', { cause });
+    case errors.JWKSNoMatchingKey.code:
+    case errors.JWKInvalid.code:
+    case errors.JWKSInvalid.code:
+      return toInvalidTokenError('unknown_key', { cause });
+    case errors.JWKSMultipleMatchingKeys.code:
+      return toInvalidTokenError('ambiguous_key', { cause });
+    case errors.JWKSTimeout.code:
+      return new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause });
+    case errors.JOSENotSupported.code:
+    // The algorithm was checked before jose ran, so what is left here is an
+    // unrecognised `crit` extension or an unsupported key: the token is not
+    // one we can process.
+    case errors.JWSInvalid.code:
+    case errors.JWTInvalid.code:
+    default:
+      return toInvalidTokenError('malformed', { cause });
+  }
+}
+
+/** Client-safe sentence for an unreachable issuer. */
+export const ISSUER_UNAVAILABLE_MESSAGE = "The token's issuer could not be reached for its signing keys; try again later.";
+
+/** A single JWK, a JWK Set, or a key resolver. */
+export type VerificationKeyInput = Record<string, unknown> | { keys: Record<string, unknown>[] } | KeyResolver;
+
+/**
+ * Turns a JWK or JWK Set into a resolver with jose's local JWKS matching
+ * rules: `kty`/`crv` must fit the algorithm, `kid` must match when the token
+ * has one, a JWK `alg` must equal the token's, `use` must be `sig` and
+ * `key_ops` must include `verify` when present. A private or symmetric JWK is
+ * never used to verify.
+ *
+ * @throws TypeError if `key` is not a JWK, a JWK Set or a function (caller misuse).
+ */
+export function toKeyResolver(key: VerificationKeyInput): KeyResolver {
+  if (typeof key === 'function') return key;
+  if (typeof key !== 'object' || key === null) throw new TypeError('key must be a JWK, a JWK Set or a key resolver');
+  const keys = Array.isArray((key as { keys?: unknown }).keys) ? (key as { keys: unknown[] }).keys : [key];
+  for (const jwk of keys) {
+    if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw new TypeError('every JWK must be an object');
+  }
+  // Symmetric keys can only serve HMAC, which is never accepted; drop them so
+  // no code path can ever select one.
+  const usable = (keys as Record<string, unknown>[]).filter((jwk) => jwk.kty !== 'oct');
+  try {
+    return createLocalJWKSet({ keys: usable as never[] });
+  } catch (cause) {
+    throw new TypeError('key is not a valid JWK Set', { cause });
+  }
+}
+
+/** What {@link verifyJwsSignature} returns: the verified payload bytes and protected header. */
+export interface VerifiedJws {
+  payload: Uint8Array;
+  protectedHeader: JWSHeaderParameters;
+}
+
+/**
+ * Checks a compact JWS's signature exactly as the token verifier does, minus
+ * the JWT claim checks: header checks ({@link decodeCompactJwsHeader}), the
+ * algorithm policy ({@link assertAllowedAlgorithm}, asymmetric only), key
+ * selection with jose's JWKS rules, then the signature.
+ *
+ * @param compact the compact serialisation (`header.payload.signature`)
+ * @param key a public JWK, a JWK Set, or a key resolver
+ * @param allowedAlgorithms accepted `alg` values; anything symmetric or `none` is ignored
+ * @throws InvalidTokenError with a machine reason (`bad_signature`, `unsupported_algorithm`, `unknown_key`, ...)
+ * @throws IssuerUnavailableError if a remote key resolver cannot reach its issuer
+ * @example
+ * const { payload } = await verifyJwsSignature(jws, publicJwk, ['ES256']);
+ */
+export async function verifyJwsSignature(compact: string, key: VerificationKeyInput, allowedAlgorithms: readonly string[]): Promise<VerifiedJws> {
+  const allowed = new Set(allowedAlgorithms.filter(isAsymmetricJwsAlgorithm));
+  const resolver = toKeyResolver(key);
+  const header = decodeCompactJwsHeader(compact);
+  assertAllowedAlgorithm(header.alg, allowed);
+  try {
+    const result = await compactVerify(compact, resolver, { algorithms: [...allowed] });
+    return { payload: result.payload, protectedHeader: result.protectedHeader };
+  } catch (err) {
+    throw translateVerificationError(err);
+  }
+}

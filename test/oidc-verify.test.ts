@@ -1,0 +1,700 @@
+import assert from 'node:assert/strict';
+import { createHash, randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+import { MAX_TOKEN_LENGTH } from '../src/oidc/jws.js';
+import type { JwksFetchOutcome } from '../src/oidc/types.js';
+import { createTokenVerifier, readUnverifiedIdentity, type TokenVerifierOptions } from '../src/oidc/verify.js';
+import {
+  assertInvalidToken,
+  assertIssuerUnavailable,
+  DEV_AUDIENCE,
+  DISCOVERY_PATH,
+  decodePayload,
+  issuerConfigFor,
+  JWKS_PATH,
+  nowSeconds,
+  sleep,
+  startCountingServer,
+  withPayload,
+  type CountingServer,
+} from './helpers/oidc.js';
+
+// Short windows so cooldown behaviour is observable in a test run.
+const FAST: TokenVerifierOptions = { jwksCooldownMs: 200, fetchTimeoutMs: 400 };
+
+describe('verify: one dev issuer over loopback HTTP', () => {
+  let issuer: DevIssuer;
+  let stranger: DevIssuer; // a second, unconfigured issuer: the attacker's
+  let target: CountingServer; // where token-supplied URLs point
+  let verify: (token: string) => ReturnType<ReturnType<typeof createTokenVerifier>['verify']>;
+  const fetches: [string, JwksFetchOutcome][] = [];
+
+  before(async () => {
+    issuer = await startDevIssuer();
+    stranger = await startDevIssuer();
+    target = await startCountingServer();
+    const verifier = createTokenVerifier([issuerConfigFor(issuer, { name: 'local', maxTokenAgeSeconds: 3600 })], {
+      ...FAST,
+      onJwksFetch: (name, outcome) => fetches.push([name, outcome]),
+    });
+    verify = (token) => verifier.verify(token);
+  });
+
+  after(async () => {
+    // No request may ever have reached a URL taken from a token.
+    assert.equal(target.count(), 0, `token-supplied URLs were fetched: ${target.paths().join(', ')}`);
+    assert.equal(stranger.requestCount(DISCOVERY_PATH), 0);
+    assert.equal(stranger.requestCount(JWKS_PATH), 0);
+    await Promise.all([issuer.close(), stranger.close(), target.close()]);
+  });
+
+  it('accepts a valid token and returns its verified identity', async () => {
+    const token = await issuer.mint({ repository: 'acme/api', ref: 'refs/heads/main' });
+    const verified = await verify(token);
+    const claims = decodePayload(token);
+    assert.equal(verified.issuerName, 'local');
+    assert.equal(verified.issuer, issuer.url);
+    assert.equal(verified.subject, claims.sub);
+    assert.deepEqual(verified.audiences, [DEV_AUDIENCE]);
+    assert.equal(verified.jti, claims.jti);
+    assert.equal(verified.expiresAt, claims.exp);
+    assert.equal(verified.issuedAt, claims.iat);
+    assert.equal(verified.claims.repository, 'acme/api');
+    assert.equal(verified.tokenSha256, createHash('sha256').update(token).digest('hex'));
+    assert.ok(Object.isFrozen(verified.claims));
+    assert.deepEqual(fetches, [
+      ['local', 'ok'],
+      ['local', 'ok'],
+    ]); // discovery, then JWKS
+  });
+
+  it('accepts an aud array holding a configured audience, and a token without jti', async () => {
+    const verified = await verify(await issuer.mint({ aud: ['https://other.example', DEV_AUDIENCE] }, { omit: ['jti'] }));
+    assert.deepEqual(verified.audiences, ['https://other.example', DEV_AUDIENCE]);
+    assert.equal(verified.jti, undefined);
+  });
+
+  it('accepts exp and nbf within the clock skew', async () => {
+    const now = nowSeconds();
+    await verify(await issuer.mint({ exp: now - 30, nbf: now + 30 }, { issuedAt: now - 300 }));
+  });
+
+  describe('refuses bad claims with the right reason', () => {
+    const cases: { name: string; reason: string; mint: () => Promise<string> }[] = [
+      { name: 'expired', reason: 'expired', mint: () => issuer.mint({}, { issuedAt: nowSeconds() - 1000, expiresInSeconds: 300 }) },
+      { name: 'expired just past the skew', reason: 'expired', mint: () => issuer.mint({ exp: nowSeconds() - 61 }, { issuedAt: nowSeconds() - 600 }) },
+      { name: 'nbf in the future', reason: 'not_yet_valid', mint: () => issuer.mint({ nbf: nowSeconds() + 600 }) },
+      { name: 'iat in the future', reason: 'issued_in_future', mint: () => issuer.mint({}, { issuedAt: nowSeconds() + 600 }) },
+      { name: 'older than max_token_age_seconds', reason: 'token_too_old', mint: () => issuer.mint({}, { issuedAt: nowSeconds() - 7200, expiresInSeconds: 86400 }) },
+      { name: 'wrong aud', reason: 'audience_mismatch', mint: () => issuer.mint({ aud: 'https://elsewhere.example.com' }) },
+      { name: 'aud array without ours', reason: 'audience_mismatch', mint: () => issuer.mint({ aud: ['https://a.example', 'https://b.example'] }) },
+      { name: 'aud differing only by a trailing slash', reason: 'audience_mismatch', mint: () => issuer.mint({ aud: `${DEV_AUDIENCE}/` }) },
+      { name: 'missing aud', reason: 'missing_claim', mint: () => issuer.mint({}, { omit: ['aud'] }) },
+      { name: 'missing exp', reason: 'missing_claim', mint: () => issuer.mint({}, { omit: ['exp'] }) },
+      { name: 'missing iat', reason: 'missing_claim', mint: () => issuer.mint({}, { omit: ['iat'] }) },
+      { name: 'missing sub', reason: 'missing_claim', mint: () => issuer.mint({}, { omit: ['sub'] }) },
+      { name: 'missing iss', reason: 'missing_claim', mint: () => issuer.mint({}, { omit: ['iss'] }) },
+      { name: 'exp as a string', reason: 'invalid_claim', mint: () => issuer.mint({ exp: String(nowSeconds() + 300) }) },
+      { name: 'iat as a string', reason: 'invalid_claim', mint: () => issuer.mint({ iat: String(nowSeconds()) }) },
+      { name: 'sub as null', reason: 'invalid_claim', mint: () => issuer.mint({ sub: null }) },
+      { name: 'sub as a number', reason: 'invalid_claim', mint: () => issuer.mint({ sub: 42 }) },
+      { name: 'empty sub', reason: 'invalid_claim', mint: () => issuer.mint({ sub: '' }) },
+      { name: 'jti as a number', reason: 'invalid_claim', mint: () => issuer.mint({ jti: 7 }) },
+      { name: 'iss as a number', reason: 'invalid_claim', mint: () => issuer.mint({ iss: 7 }) },
+    ];
+    for (const c of cases) {
+      it(c.name, async () => {
+        const token = await c.mint();
+        const err = await assertInvalidToken(verify(token), c.reason, token);
+        if (c.name.startsWith('missing ')) assert.match(err.message, new RegExp(`"${c.name.slice('missing '.length)}"`));
+      });
+    }
+  });
+
+  describe('unknown issuers: refused, and nothing is fetched for them', () => {
+    it('a token from an unconfigured issuer', async () => {
+      const token = await stranger.mint();
+      await assertInvalidToken(verify(token), 'unknown_issuer', token);
+      assert.equal(stranger.requestCount(DISCOVERY_PATH), 0);
+      assert.equal(stranger.requestCount(JWKS_PATH), 0);
+    });
+
+    it('iss must match exactly (trailing slash, case, whitespace)', async () => {
+      const before = issuer.requestCount(DISCOVERY_PATH) + issuer.requestCount(JWKS_PATH);
+      for (const iss of [`${issuer.url}/`, issuer.url.toUpperCase(), ` ${issuer.url}`, issuer.url.replace('127.0.0.1', 'localhost')]) {
+        const token = await issuer.mint({ iss });
+        await assertInvalidToken(verify(token), 'unknown_issuer', token);
+      }
+      assert.equal(issuer.requestCount(DISCOVERY_PATH) + issuer.requestCount(JWKS_PATH), before);
+    });
+
+    it('an iss pointing at an arbitrary URL', async () => {
+      const token = await stranger.mint({ iss: `${target.url}/evil` });
+      await assertInvalidToken(verify(token), 'unknown_issuer', token);
+    });
+  });
+
+  describe('algorithm policy', () => {
+    it('alg none', async () => {
+      const token = await issuer.mint({}, { alg: 'none' });
+      assert.ok(token.endsWith('.'));
+      await assertInvalidToken(verify(token), 'unsupported_algorithm', token);
+    });
+
+    it('alg none spelled otherwise', async () => {
+      for (const alg of ['None', 'NONE', 'nOnE']) {
+        const token = await issuer.mint({}, { alg: 'none', header: { alg } });
+        await assertInvalidToken(verify(token), 'unsupported_algorithm', token);
+      }
+    });
+
+    it('HS256 signed with the public key bytes (algorithm confusion)', async () => {
+      for (const alg of ['HS256', 'HS384', 'HS512']) {
+        const token = await issuer.mint({}, { alg });
+        await assertInvalidToken(verify(token), 'unsupported_algorithm', token);
+      }
+      // The same forgery with the JWK's modulus bytes as the secret.
+      const n = Buffer.from(String(issuer.jwks().keys[0]?.n), 'base64url');
+      const token = await issuer.mint({}, { alg: 'HS256', secret: n });
+      await assertInvalidToken(verify(token), 'unsupported_algorithm', token);
+    });
+
+    it('an asymmetric alg outside the allowlist (PS256 with the issuer RSA key)', async () => {
+      const token = await issuer.mint({}, { alg: 'PS256' });
+      await assertInvalidToken(verify(token), 'unsupported_algorithm', token);
+    });
+
+    it('alg missing or not a string', async () => {
+      for (const alg of [undefined, 7, ['RS256'], '']) {
+        const good = await issuer.mint();
+        const [, payload, signature] = good.split('.');
+        const header = Buffer.from(JSON.stringify({ typ: 'JWT', kid: issuer.kid, ...(alg === undefined ? {} : { alg }) })).toString('base64url');
+        await assertInvalidToken(verify(`${header}.${payload}.${signature}`), 'unsupported_algorithm');
+      }
+    });
+
+    it('a config naming none, HS* or an unknown alg is refused at creation', () => {
+      for (const algorithms of [['none'], ['RS256', 'HS256'], ['HS512'], ['RS256', 'ES256K'], []]) {
+        assert.throws(() => createTokenVerifier([issuerConfigFor(issuer, { algorithms })]), TypeError, `algorithms ${JSON.stringify(algorithms)}`);
+      }
+    });
+  });
+
+  describe('token-supplied keys are refused and never fetched', () => {
+    for (const name of ['jku', 'x5u']) {
+      it(`${name} header`, async () => {
+        const token = await issuer.mint({}, { header: { [name]: `${target.url}/${name}` } });
+        await assertInvalidToken(verify(token), 'untrusted_key_reference', token);
+        // Even signed by an attacker, with the attacker's kid.
+        const forged = await stranger.mint({ iss: issuer.url }, { header: { [name]: `${target.url}/${name}-forged` } });
+        await assertInvalidToken(verify(forged), 'untrusted_key_reference', forged);
+        assert.equal(target.count(), 0);
+      });
+    }
+
+    it('jwk header: an embedded attacker key', async () => {
+      const attackerKey = stranger.jwks().keys[0];
+      const forged = await stranger.mint({ iss: issuer.url }, { header: { jwk: attackerKey, kid: undefined } });
+      await assertInvalidToken(verify(forged), 'untrusted_key_reference', forged);
+      // Even when it embeds the issuer's real public key (and is signed by the issuer).
+      const embedded = await issuer.mint({}, { header: { jwk: issuer.jwks().keys[0] } });
+      await assertInvalidToken(verify(embedded), 'untrusted_key_reference', embedded);
+    });
+
+    it('x5c header', async () => {
+      const token = await issuer.mint({}, { header: { x5c: ['MIIB'] } });
+      await assertInvalidToken(verify(token), 'untrusted_key_reference', token);
+    });
+
+    it('checked before the issuer: an unknown issuer with jku fetches nothing either', async () => {
+      const token = await stranger.mint({}, { header: { jku: `${target.url}/jwks` } });
+      await assertInvalidToken(verify(token), 'untrusted_key_reference', token);
+      assert.equal(target.count(), 0);
+    });
+  });
+
+  describe('signatures', () => {
+    it('tampered payload', async () => {
+      const token = await issuer.mint({ repository: 'acme/api' });
+      const tampered = withPayload(token, { ...decodePayload(token), repository: 'acme/prod' });
+      await assertInvalidToken(verify(tampered), 'bad_signature', tampered);
+    });
+
+    it('tampered header (kid kept, typ changed)', async () => {
+      const token = await issuer.mint();
+      const [, payload, signature] = token.split('.');
+      const header = Buffer.from(JSON.stringify({ alg: issuer.alg, kid: issuer.kid, typ: 'at+jwt' })).toString('base64url');
+      await assertInvalidToken(verify(`${header}.${payload}.${signature}`), 'bad_signature');
+    });
+
+    it('truncated, emptied or swapped signature', async () => {
+      const token = await issuer.mint();
+      const other = await issuer.mint({ sub: 'someone-else' });
+      const [h, p, s] = token.split('.') as [string, string, string];
+      await assertInvalidToken(verify(`${h}.${p}.${s.slice(0, -4)}`), 'bad_signature');
+      await assertInvalidToken(verify(`${h}.${p}.`), 'bad_signature');
+      await assertInvalidToken(verify(`${h}.${p}.${other.split('.')[2]}`), 'bad_signature');
+    });
+
+    it('signed with another key under the issuer kid', async () => {
+      const forged = await stranger.mint({ iss: issuer.url }, { kid: issuer.kid });
+      await assertInvalidToken(verify(forged), 'bad_signature', forged);
+    });
+
+    it('signed with another key under its own kid', async () => {
+      const forged = await stranger.mint({ iss: issuer.url });
+      await assertInvalidToken(verify(forged), 'unknown_key', forged);
+    });
+  });
+
+  describe('malformed input', () => {
+    it('oversized tokens, before any parsing', async () => {
+      await assertInvalidToken(verify('a'.repeat(MAX_TOKEN_LENGTH + 1)), 'token_too_large');
+      const big = await issuer.mint({ padding: 'x'.repeat(MAX_TOKEN_LENGTH) });
+      await assertInvalidToken(verify(big), 'token_too_large', big);
+    });
+
+    it('an unknown critical header extension, or an unencoded payload (b64: false)', async () => {
+      const crit = await issuer.mint({}, { header: { crit: ['urn:example:policy'], 'urn:example:policy': 1 } });
+      await assertInvalidToken(verify(crit), 'malformed', crit);
+      const b64 = await issuer.mint({}, { header: { crit: ['b64'], b64: false } });
+      await assertInvalidToken(verify(b64), 'malformed', b64);
+    });
+
+    it('garbage strings', async () => {
+      const good = await issuer.mint();
+      const [h, p, s] = good.split('.') as [string, string, string];
+      const b64 = (v: string) => Buffer.from(v).toString('base64url');
+      const garbage: unknown[] = [
+        '',
+        'abc',
+        'a.b',
+        'a.b.c.d',
+        '..',
+        '...',
+        '\u0000',
+        'null',
+        ' ',
+        `Bearer ${good}`,
+        ` ${good}`,
+        `${good} `,
+        `${good}\n`,
+        `${h}.${p}.${s}.`,
+        `${h}.${p}`,
+        `.${p}.${s}`,
+        `${h}..${s}`,
+        `${h}=.${p}.${s}`,
+        `${h}.${p}=.${s}`,
+        `${h}.${p}.${s}==`,
+        `${h}.${p}+/.${s}`,
+        `${b64('not json')}.${p}.${s}`,
+        `${b64('[1,2]')}.${p}.${s}`,
+        `${b64('"RS256"')}.${p}.${s}`,
+        `${h}.${b64('not json')}.${s}`,
+        `${h}.${b64('[]')}.${s}`,
+        `${h}.${b64('"claims"')}.${s}`,
+        `${h}.${b64('{"iss":')}.${s}`,
+        `${h}.${Buffer.from([0xff, 0xfe, 0x7b, 0x7d]).toString('base64url')}.${s}`,
+        'eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.a.b.c.d', // a JWE
+        undefined,
+        null,
+        42,
+        {},
+        ['a', 'b', 'c'],
+      ];
+      for (const input of garbage) {
+        await assertInvalidToken(verify(input as string), 'malformed', typeof input === 'string' ? input : undefined);
+      }
+    });
+  });
+
+  describe('readUnverifiedIdentity', () => {
+    it('reads iss and sub of a token it cannot verify, and never throws', async () => {
+      const token = await stranger.mint({ sub: 'repo:evil/repo:ref:refs/heads/main' });
+      assert.deepEqual(readUnverifiedIdentity(token), { iss: stranger.url, sub: 'repo:evil/repo:ref:refs/heads/main' });
+      for (const input of ['', 'garbage', 'a.b.c', '..', 'a'.repeat(MAX_TOKEN_LENGTH + 1), undefined, null, 5, {}]) {
+        assert.deepEqual(readUnverifiedIdentity(input as string), {});
+      }
+      assert.deepEqual(readUnverifiedIdentity(await issuer.mint({ iss: 5, sub: { a: 1 } })), {});
+    });
+
+    it('caps lengths and strips control and bidi characters', async () => {
+      const token = await stranger.mint({ iss: `https://x.example/${'i'.repeat(1000)}`, sub: 'a\nb\u0000c\u202Ed\u001b[31m' });
+      const identity = readUnverifiedIdentity(token);
+      assert.equal(identity.iss?.length, 256);
+      assert.equal(identity.sub, 'abcd[31m');
+    });
+  });
+});
+
+describe('verify: key sources', () => {
+  it('discovery: fetched once, then cached', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+      await verifier.verify(await issuer.mint());
+      await verifier.verify(await issuer.mint());
+      await Promise.all([1, 2, 3].map(async () => verifier.verify(await issuer.mint())));
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 1);
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('concurrent first tokens share one discovery and one JWKS fetch', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+      const tokens = await Promise.all(Array.from({ length: 20 }, () => issuer.mint()));
+      await Promise.all(tokens.map((t) => verifier.verify(t)));
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 1);
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('jwks_uri: no discovery', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], FAST);
+      const verified = await verifier.verify(await issuer.mint());
+      assert.equal(verified.issuer, issuer.url);
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 0);
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('static jwks: no network at all, even for an unknown kid', async () => {
+    const issuer = await startDevIssuer();
+    const fetches: string[] = [];
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwks: issuer.jwks() as { keys: Record<string, unknown>[] } })], {
+        ...FAST,
+        onJwksFetch: (name, outcome) => fetches.push(`${name}:${outcome}`),
+      });
+      await verifier.verify(await issuer.mint());
+      await assertInvalidToken(verifier.verify(await issuer.mint({}, { kid: 'not-a-published-kid' })), 'unknown_key');
+      await issuer.rotateKey();
+      await sleep(250);
+      await assertInvalidToken(verifier.verify(await issuer.mint()), 'unknown_key');
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 0);
+      assert.equal(issuer.requestCount(JWKS_PATH), 0);
+      assert.deepEqual(fetches, []);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('static jwks with private or symmetric key material is refused at creation', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const pub = issuer.jwks().keys[0] as Record<string, unknown>;
+      for (const keys of [[{ ...pub, d: 'AAAA' }], [{ kty: 'oct', k: 'c2VjcmV0' }], 'not-an-array']) {
+        assert.throws(() => createTokenVerifier([issuerConfigFor(issuer, { jwks: { keys } as never })]), TypeError);
+      }
+      assert.throws(() => createTokenVerifier([issuerConfigFor(issuer, { jwks: { keys: [pub] }, jwksUri: `${issuer.url}${JWKS_PATH}` })]), TypeError);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('refuses an invalid issuer list at creation', () => {
+    const base = { name: 'a', issuer: 'https://issuer.example', audiences: ['x'], algorithms: ['RS256'], clockSkewSeconds: 60 };
+    const bad = [
+      [{ ...base, issuer: 'http://issuer.example' }],
+      [{ ...base, issuer: 'not a url' }],
+      [{ ...base, jwksUri: 'http://keys.example/jwks' }],
+      [{ ...base, audiences: [] }],
+      [{ ...base, clockSkewSeconds: -1 }],
+      [{ ...base, maxTokenAgeSeconds: 0 }],
+      [base, { ...base, name: 'b' }],
+      [base, { ...base, issuer: 'https://other.example' }],
+    ];
+    for (const issuers of bad) assert.throws(() => createTokenVerifier(issuers), TypeError, JSON.stringify(issuers));
+  });
+
+  it('several issuers: each token is checked against its own issuer keys and audiences', async () => {
+    const a = await startDevIssuer();
+    const b = await startDevIssuer({ alg: 'ES256' });
+    try {
+      const verifier = createTokenVerifier(
+        [issuerConfigFor(a, { name: 'a' }), issuerConfigFor(b, { name: 'b', audiences: ['https://b-only.example'] })],
+        FAST,
+      );
+      assert.equal((await verifier.verify(await a.mint())).issuerName, 'a');
+      assert.equal((await verifier.verify(await b.mint({ aud: 'https://b-only.example' }))).issuerName, 'b');
+      await assertInvalidToken(verifier.verify(await b.mint()), 'audience_mismatch');
+      // a's key under b's name: b's keys do not hold it.
+      await assertInvalidToken(verifier.verify(await a.mint({ iss: b.url })), 'unsupported_algorithm'); // RS256 is not in b's allowlist
+      const crossKid = await a.mint({ iss: b.url }, { kid: b.kid, alg: 'RS256' });
+      await assertInvalidToken(createTokenVerifier([issuerConfigFor(b, { algorithms: ['RS256', 'ES256'] })], FAST).verify(crossKid), 'unknown_key');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
+describe('verify: remote key refresh', () => {
+  it('key rotation: a new kid triggers one refetch, and old tokens keep verifying', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 150, fetchTimeoutMs: 1000 });
+      const oldKid = issuer.kid;
+      const oldToken = await issuer.mint();
+      await verifier.verify(oldToken);
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+      await sleep(200);
+      const newKid = await issuer.rotateKey();
+      const newToken = await issuer.mint();
+      assert.notEqual(newKid, oldKid);
+      await verifier.verify(newToken);
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+      await verifier.verify(oldToken);
+      await verifier.verify(await issuer.mint());
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 1);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('a rotation inside the cooldown is picked up only once the cooldown has passed', async () => {
+    // ES256: key generation is fast, so the rotation surely lands inside the cooldown.
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 1000, fetchTimeoutMs: 1000 });
+      await verifier.verify(await issuer.mint());
+      await issuer.rotateKey();
+      const token = await issuer.mint();
+      await assertInvalidToken(verifier.verify(token), 'unknown_key');
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+      await sleep(1050);
+      await verifier.verify(token);
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('a flood of tokens with random kids causes at most one refetch per cooldown', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const fetches: JwksFetchOutcome[] = [];
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
+        jwksCooldownMs: 2000,
+        fetchTimeoutMs: 1000,
+        onJwksFetch: (_name, outcome) => fetches.push(outcome),
+      });
+      await verifier.verify(await issuer.mint());
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+
+      // Inside the cooldown of that first fetch: no refetch at all.
+      const early = await Promise.all(Array.from({ length: 50 }, () => issuer.mint({}, { kid: randomUUID() })));
+      await Promise.all(early.map((t) => assertInvalidToken(verifier.verify(t), 'unknown_key')));
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+
+      await sleep(2100);
+      // Cooldown over: 50 concurrent misses share exactly one refetch...
+      const flood = await Promise.all(Array.from({ length: 50 }, () => issuer.mint({}, { kid: randomUUID() })));
+      await Promise.all(flood.map((t) => assertInvalidToken(verifier.verify(t), 'unknown_key')));
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+      // ...and 50 more, one after the other, cause none.
+      for (let i = 0; i < 50; i++) await assertInvalidToken(verifier.verify(await issuer.mint({}, { kid: randomUUID() })), 'unknown_key');
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+      // Valid tokens still verify from the cache.
+      await verifier.verify(await issuer.mint());
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+      assert.deepEqual(fetches, ['ok', 'ok']);
+    } finally {
+      await issuer.close();
+    }
+  });
+});
+
+describe('verify: unavailable issuers', () => {
+  const modes = ['500', 'hang', 'garbage', 'redirect'] as const;
+
+  for (const mode of modes) {
+    it(`jwks_uri answering "${mode}" -> IssuerUnavailableError(jwks_unavailable), then recovery`, async () => {
+      const issuer = await startDevIssuer();
+      const fetches: JwksFetchOutcome[] = [];
+      try {
+        const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
+          jwksCooldownMs: 250,
+          fetchTimeoutMs: 300,
+          onJwksFetch: (_name, outcome) => fetches.push(outcome),
+        });
+        const token = await issuer.mint();
+        issuer.setFailure(mode);
+        const started = Date.now();
+        const err = await assertIssuerUnavailable(verifier.verify(token), 'jwks_unavailable');
+        assert.ok(Date.now() - started < 2000, 'bounded by the fetch timeout');
+        assert.ok(!err.message.includes(token));
+        assert.equal(issuer.requestCount(JWKS_PATH), 1);
+        if (mode === 'redirect') assert.equal(issuer.requestCount(`/redirected${JWKS_PATH}`), 0, 'the redirect must not be followed');
+
+        // Within the cooldown: fail fast, no new request.
+        await assertIssuerUnavailable(verifier.verify(token), 'jwks_unavailable');
+        await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
+        assert.equal(issuer.requestCount(JWKS_PATH), 1);
+
+        // Back up, cooldown over: verifies.
+        issuer.setFailure('none');
+        await sleep(300);
+        await verifier.verify(token);
+        assert.equal(issuer.requestCount(JWKS_PATH), 2);
+        assert.deepEqual(fetches, ['error', 'ok']);
+      } finally {
+        await issuer.close();
+      }
+    });
+  }
+
+  for (const mode of modes) {
+    it(`discovery answering "${mode}" -> IssuerUnavailableError(discovery_failed), then recovery`, async () => {
+      const issuer = await startDevIssuer();
+      try {
+        const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 250, fetchTimeoutMs: 300 });
+        const token = await issuer.mint();
+        issuer.setFailure(mode);
+        await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
+        await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
+        assert.equal(issuer.requestCount(DISCOVERY_PATH), 1, 'a failed discovery is retried at most once per cooldown');
+        assert.equal(issuer.requestCount(JWKS_PATH), 0);
+        if (mode === 'redirect') assert.equal(issuer.requestCount(`/redirected${DISCOVERY_PATH}`), 0);
+        issuer.setFailure('none');
+        await sleep(300);
+        await verifier.verify(token);
+        assert.equal(issuer.requestCount(DISCOVERY_PATH), 2);
+      } finally {
+        await issuer.close();
+      }
+    });
+  }
+
+  it('an issuer that is not listening at all', async () => {
+    const issuer = await startDevIssuer();
+    const token = await issuer.mint();
+    const config = issuerConfigFor(issuer);
+    await issuer.close();
+    await assertIssuerUnavailable(createTokenVerifier([config], FAST).verify(token), 'discovery_failed');
+    await assertIssuerUnavailable(createTokenVerifier([{ ...config, jwksUri: `${config.issuer}${JWKS_PATH}` }], FAST).verify(token), 'jwks_unavailable');
+  });
+
+  it('cached keys keep working while the issuer is down', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+      await verifier.verify(await issuer.mint());
+      issuer.setFailure('500');
+      await verifier.verify(await issuer.mint());
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('a JWKS that is valid JSON but not a JWK Set', async () => {
+    const server = await startCountingServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"keys": "nope"}');
+    });
+    const issuer = await startDevIssuer();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${server.url}/jwks` })], FAST);
+      await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
+      assert.equal(server.count(), 1);
+    } finally {
+      await Promise.all([server.close(), issuer.close()]);
+    }
+  });
+});
+
+describe('verify: discovery document checks', () => {
+  it('refuses a discovery document whose issuer differs from the configured one (trailing slash)', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      // Configured with a trailing slash; the document says it without. Discovery
+      // still goes to <issuer>/.well-known/... (OIDC Discovery 4.1) but must refuse.
+      const configured = `${issuer.url}/`;
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { issuer: configured })], FAST);
+      await assertIssuerUnavailable(verifier.verify(await issuer.mint({ iss: configured })), 'discovery_failed');
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 1);
+      assert.equal(issuer.requestCount(JWKS_PATH), 0);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('refuses a discovery document naming another issuer', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      issuer.setDiscoveryOverride({ issuer: 'https://token.actions.githubusercontent.com' });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+      await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'discovery_failed');
+      assert.equal(issuer.requestCount(JWKS_PATH), 0);
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('refuses a jwks_uri the broker may not fetch', async () => {
+    const issuer = await startDevIssuer();
+    const counting = await startCountingServer();
+    try {
+      for (const jwksUri of ['http://10.0.0.1/jwks', 'file:///etc/passwd', 'ftp://127.0.0.1/jwks', 42, undefined, `http://user:pass@127.0.0.1:1/jwks`]) {
+        issuer.setDiscoveryOverride({ jwks_uri: jwksUri });
+        const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+        await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'discovery_failed');
+      }
+      assert.equal(counting.count(), 0);
+    } finally {
+      await Promise.all([issuer.close(), counting.close()]);
+    }
+  });
+
+  it('follows a jwks_uri on another allowed origin', async () => {
+    const issuer = await startDevIssuer();
+    const keys = await startCountingServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/jwk-set+json' });
+      res.end(JSON.stringify(issuer.jwks()));
+    });
+    try {
+      issuer.setDiscoveryOverride({ jwks_uri: `${keys.url}/keys` });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+      await verifier.verify(await issuer.mint());
+      assert.deepEqual(keys.paths(), ['/keys']);
+      assert.equal(issuer.requestCount(JWKS_PATH), 0);
+    } finally {
+      await Promise.all([issuer.close(), keys.close()]);
+    }
+  });
+});
+
+describe('verify: injected clock', () => {
+  it('uses now() for exp, nbf, iat and max age', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const iat = 1_900_000_000;
+      const token = await issuer.mint({ nbf: iat }, { issuedAt: iat, expiresInSeconds: 600 });
+      let clock = new Date(iat * 1000);
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { clockSkewSeconds: 10, maxTokenAgeSeconds: 300 })], { ...FAST, now: () => clock });
+      await verifier.verify(token);
+      clock = new Date((iat - 11) * 1000);
+      await assertInvalidToken(verifier.verify(token), 'not_yet_valid');
+      clock = new Date((iat - 5) * 1000);
+      await verifier.verify(token); // nbf and iat within the 10 s skew
+      clock = new Date((iat + 311) * 1000);
+      await assertInvalidToken(verifier.verify(token), 'token_too_old');
+      clock = new Date((iat + 610) * 1000);
+      await assertInvalidToken(verifier.verify(token), 'expired');
+    } finally {
+      await issuer.close();
+    }
+  });
+});
