@@ -38,7 +38,7 @@ const issuerSchema = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a name of letters, digits, ".", "_" or "-"'),
     issuer: outboundUrl,
-    audiences: z.array(z.string().min(1)).min(1, 'expected at least one audience'),
+    audiences: z.array(z.string().min(1)).min(1, 'expected at least one audience').optional(),
     jwks_uri: outboundUrl.optional(),
     jwks_file: z.string().min(1).optional(),
     algorithms: z
@@ -58,7 +58,18 @@ const fileSchema = z.strictObject({
       public_url: outboundUrl.optional(),
     })
     .default({ host: '127.0.0.1', port: 8080 }),
-  issuers: z.array(issuerSchema).default([]),
+  issuers: z
+    .array(issuerSchema)
+    .default([])
+    .superRefine((issuers, ctx) => {
+      for (const field of ['name', 'issuer'] as const) {
+        const seen = new Set<string>();
+        issuers.forEach((issuer, index) => {
+          if (seen.has(issuer[field])) ctx.addIssue({ code: 'custom', path: [index, field], message: `duplicate issuer ${field} '${issuer[field]}'` });
+          seen.add(issuer[field]);
+        });
+      }
+    }),
   policies: z.strictObject({ dir: z.string().min(1).default('./policies') }).default({ dir: './policies' }),
   audit: z
     .strictObject({
@@ -90,14 +101,14 @@ type FileConfig = z.infer<typeof fileSchema>;
 
 /**
  * Built-in development defaults (contract section 1): loopback only, a local
- * dev issuer (see `oidc-broker dev issuer`) and GitHub Actions with the
+ * dev issuer (see `oidc-broker dev issuer`) and GitHub Actions, both with the
  * broker's own URL as audience.
  */
 export const DEVELOPMENT_DEFAULTS = {
   server: { host: '127.0.0.1', port: 8080 },
   issuers: [
-    { name: 'local', issuer: 'http://127.0.0.1:8081', audiences: ['http://127.0.0.1:8080'] },
-    { name: 'github', issuer: 'https://token.actions.githubusercontent.com', audiences: ['http://127.0.0.1:8080'] },
+    { name: 'local', issuer: 'http://127.0.0.1:8081' },
+    { name: 'github', issuer: 'https://token.actions.githubusercontent.com' },
   ],
 };
 
@@ -137,11 +148,13 @@ export async function parseConfig(text: string, configPath: string, env: NodeJS.
     throw new ConfigError(`${configPath}:${lineOf(first.pos[0])}: invalid YAML: ${first.message.split('\n')[0]}`);
   }
   const raw = substituteEnv(doc.toJS() ?? {}, [], configPath, env, doc, lineOf);
-  const parsed = fileSchema.safeParse(raw);
+  const parsed = fileSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
+      // An unknown key is reported at its own line, not its parent's.
+      const at = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path;
       const keyPath = formatKeyPath(issue.path);
-      const line = lineOfPath(doc, issue.path, lineOf);
+      const line = lineOfPath(doc, at, lineOf);
       return `${configPath}${line ? `:${line}` : ''}: ${keyPath || '(top level)'}: ${describeIssue(issue)}`;
     });
     throw new ConfigError(problems.join('\n'));
@@ -152,15 +165,13 @@ export async function parseConfig(text: string, configPath: string, env: NodeJS.
 async function normalise(file: FileConfig, source: string, baseDir: string, env: NodeJS.ProcessEnv): Promise<BrokerConfig> {
   const port = env.PORT !== undefined ? parsePort(env.PORT) : file.server.port;
   const publicUrl = (file.server.public_url ?? `http://${hostForUrl(file.server.host)}:${port}`).replace(/\/+$/, '');
-  const names = new Set<string>();
   const issuers: IssuerConfig[] = [];
   for (const [index, issuer] of file.issuers.entries()) {
-    if (names.has(issuer.name)) throw new ConfigError(`${source}: issuers[${index}].name: duplicate issuer name '${issuer.name}'`);
-    names.add(issuer.name);
     issuers.push({
       name: issuer.name,
       issuer: issuer.issuer,
-      audiences: issuer.audiences,
+      // Contract section 2: the public URL is the default audience.
+      audiences: issuer.audiences ?? [publicUrl],
       jwksUri: issuer.jwks_uri,
       jwks: issuer.jwks_file ? await readJwksFile(path.resolve(baseDir, issuer.jwks_file), `${source}: issuers[${index}].jwks_file`) : undefined,
       algorithms: issuer.algorithms ?? DEFAULT_ALGORITHMS,
@@ -200,7 +211,7 @@ async function readJwksFile(file: string, where: string): Promise<{ keys: Record
 
 function parsePort(value: string): number {
   const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`environment PORT: expected an integer 0..65535, got '${value}'`);
+  if (value.trim() === '' || !Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`environment PORT: expected an integer 0..65535, got '${value}'`);
   return port;
 }
 
@@ -230,8 +241,15 @@ function substituteEnv(value: unknown, keyPath: (string | number)[], file: strin
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === 'unrecognized_keys') return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
-  if (issue.code === 'invalid_type') return `expected ${issue.expected}${issue.input === undefined ? ' (missing)' : ''}`;
+  if (issue.code === 'invalid_type') return issue.input === undefined ? `required: expected ${issue.expected}` : `expected ${issue.expected}, got ${describeValue(issue.input)}`;
   return issue.message;
+}
+
+function describeValue(value: unknown): string {
+  if (Array.isArray(value)) return 'a list';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return 'a mapping';
+  return `${typeof value} ${JSON.stringify(value)}`.slice(0, 80);
 }
 
 function formatKeyPath(keyPath: readonly PropertyKey[]): string {

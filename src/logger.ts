@@ -6,14 +6,20 @@ export type Logger = winston.Logger;
  * JSON lines on stdout (or a silent logger for tests). Callers pass structured
  * fields, never a token or a credential: records hold `token_sha256` instead.
  */
-export function createLogger(options: { level?: string; silent?: boolean } = {}): Logger {
+export function createLogger(options: { level?: string; silent?: boolean; stream?: NodeJS.WritableStream } = {}): Logger {
   return winston.createLogger({
     level: options.level ?? process.env.LOG_LEVEL ?? 'info',
     silent: options.silent ?? false,
-    format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), winston.format.json()),
-    transports: [new winston.transports.Console()],
+    format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), messageAsMsg(), winston.format.json()),
+    transports: [options.stream ? new winston.transports.Stream({ stream: options.stream }) : new winston.transports.Console()],
   });
 }
+
+/** Contract section 1: the listening line is `"msg":"listening"`, so every line carries `msg`, not winston's `message`. */
+const messageAsMsg = winston.format((info) => {
+  const { message, ...rest } = info;
+  return Object.assign(rest, { msg: message }) as unknown as winston.Logform.TransformableInfo;
+});
 
 /** A logger that drops everything; for tests and offline CLI commands. */
 export function createSilentLogger(): Logger {

@@ -78,6 +78,8 @@ export interface PolicySet {
 export interface PolicyFile {
   path: string;
   text: string;
+  /** The file's exact bytes, for `sha256`; when absent the UTF-8 encoding of `text` is hashed. */
+  bytes?: Uint8Array | undefined;
 }
 
 /** What the compiler needs to know about the running config. */
@@ -110,7 +112,7 @@ export interface PolicyEvaluation {
 
 export interface Decision {
   allowed: boolean;
-  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `issuer_mismatch`. */
+  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `issuer_mismatch`, `not_an_allow_policy`. */
   reason: string;
   /** Sentence safe to return to the caller: names the failing claims, never another policy's values. */
   message: string;

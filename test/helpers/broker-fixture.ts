@@ -2,10 +2,9 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import winston from 'winston';
 import { parseConfig, type BrokerConfig } from '../../src/config.js';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/issuer.js';
-import type { Logger } from '../../src/logger.js';
+import { createLogger, type Logger } from '../../src/logger.js';
 import { createBroker, type Broker } from '../../src/main.js';
 
 /** A winston logger whose JSON lines are kept in memory, so tests can assert what was (not) logged. */
@@ -13,11 +12,7 @@ export function createCapturingLogger(): { logger: Logger; lines: () => string[]
   const stream = new PassThrough();
   const chunks: string[] = [];
   stream.on('data', (chunk: Buffer) => chunks.push(chunk.toString('utf8')));
-  const logger = winston.createLogger({
-    level: 'debug',
-    format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
-    transports: [new winston.transports.Stream({ stream })],
-  });
+  const logger = createLogger({ level: 'debug', stream });
   return { logger, lines: () => chunks.join('').split('\n').filter(Boolean) };
 }
 

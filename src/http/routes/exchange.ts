@@ -21,17 +21,7 @@ export function exchangeRoutes(deps: ExchangeDeps): Router {
     const headerToken = bearerToken(req.get('authorization'));
     const bodyToken = body.token;
 
-    const refusal = !format || !FORMATS.has(format)
-      ? new InvalidRequestError('format must be json or env.', { reason: 'bad_format' })
-      : req.body !== undefined && !isPlainObject(req.body)
-        ? new InvalidRequestError('The request body must be a JSON object.', { reason: 'malformed_body' })
-        : headerToken === null
-          ? new InvalidRequestError('The Authorization header must be "Bearer <token>".', { reason: 'bad_authorization_header' })
-          : bodyToken !== undefined && typeof bodyToken !== 'string'
-            ? new InvalidRequestError('The "token" field must be a string.', { reason: 'bad_token_field' })
-            : headerToken !== undefined && bodyToken !== undefined
-              ? new InvalidRequestError('Send the token either in the Authorization header or in the body, not both.', { reason: 'token_sent_twice' })
-              : undefined;
+    const refusal = checkRequestShape(req, format, headerToken, bodyToken);
     const token = headerToken ?? (typeof bodyToken === 'string' ? bodyToken : undefined);
     if (refusal) {
       await auditRefusedRequest(deps, context, refusal, token);
@@ -58,6 +48,24 @@ export function exchangeRoutes(deps: ExchangeDeps): Router {
   });
 
   return router;
+}
+
+const BODY_FIELDS = new Set(['policy', 'duration_seconds', 'token']);
+
+/** Refuses a request whose shape is wrong before anything is verified; unknown fields are refused so a typo cannot silently change a duration. */
+function checkRequestShape(req: Request, format: string | undefined, headerToken: string | null | undefined, bodyToken: unknown): InvalidRequestError | undefined {
+  const refuse = (message: string, reason: string) => new InvalidRequestError(message, { reason });
+  if (!format || !FORMATS.has(format)) return refuse('format must be json or env.', 'bad_format');
+  if (req.body === undefined && (Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined)) {
+    return refuse('Send the body as JSON with "Content-Type: application/json".', 'unsupported_content_type');
+  }
+  if (req.body !== undefined && !isPlainObject(req.body)) return refuse('The request body must be a JSON object.', 'malformed_body');
+  const unknown = Object.keys(req.body ?? {}).filter((key) => !BODY_FIELDS.has(key));
+  if (unknown.length > 0) return refuse(`Unknown field ${JSON.stringify(unknown[0]!.slice(0, 64))} in the request body; expected policy, duration_seconds or token.`, 'unknown_field');
+  if (headerToken === null) return refuse('The Authorization header must be "Bearer <token>".', 'bad_authorization_header');
+  if (bodyToken !== undefined && typeof bodyToken !== 'string') return refuse('The "token" field must be a string.', 'bad_token_field');
+  if (headerToken !== undefined && bodyToken !== undefined) return refuse('Send the token either in the Authorization header or in the body, not both.', 'token_sent_twice');
+  return undefined;
 }
 
 export function toExchangeResponse(result: ExchangeResult): Record<string, unknown> {

@@ -13,7 +13,6 @@ export function wellKnownRoutes(deps: { publicUrl: string; publicJwks: { keys: J
     res.json({
       issuer: deps.publicUrl,
       jwks_uri: `${deps.publicUrl}/.well-known/jwks.json`,
-      token_endpoint: `${deps.publicUrl}/v1/exchange`,
       response_types_supported: ['id_token'],
       subject_types_supported: ['public'],
       id_token_signing_alg_values_supported: [...new Set(deps.publicJwks.keys.map((k) => k.alg).filter(Boolean))],

@@ -1,0 +1,71 @@
+// In-process cost of each step of an exchange, to show which one dominates.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { newAuditId } from '../src/audit/record.js';
+import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
+import type { AuditEntry } from '../src/audit/types.js';
+import { startDevIssuer } from '../src/dev/issuer.js';
+import { createSilentLogger } from '../src/logger.js';
+import { createTokenVerifier } from '../src/oidc/verify.js';
+import { compilePolicies } from '../src/policy/compile.js';
+import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
+import type { JwtGrant } from '../src/policy/types.js';
+import { createJwtProvider } from '../src/providers/jwt.js';
+import { loadOrCreateSigningKey } from '../src/providers/signing-key.js';
+
+const AUDIENCE = 'http://127.0.0.1:8080';
+const CLAIMS = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', ref: 'refs/heads/main', event_name: 'push' };
+
+async function timeEach(name: string, iterations: number, run: (i: number) => Promise<unknown> | unknown): Promise<{ step: string; 'µs/op': number; 'ops/s': number }> {
+  for (let i = 0; i < Math.min(200, iterations); i++) await run(i);
+  const started = performance.now();
+  for (let i = 0; i < iterations; i++) await run(i);
+  const perOpMs = (performance.now() - started) / iterations;
+  return { step: name, 'µs/op': Math.round(perOpMs * 1000 * 10) / 10, 'ops/s': Math.round(1000 / perOpMs) };
+}
+
+export async function stepCosts(): Promise<object[]> {
+  const rows: object[] = [];
+  const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-steps-'));
+  for (const alg of ['ES256', 'RS256'] as const) {
+    const issuer = await startDevIssuer({ port: 0, alg });
+    const verifier = createTokenVerifier([{ name: 'local', issuer: issuer.url, audiences: [AUDIENCE], algorithms: [alg], clockSkewSeconds: 60, jwks: issuer.jwks() as { keys: Record<string, unknown>[] } }]);
+    const token = await issuer.mint({ ...CLAIMS, aud: AUDIENCE });
+    rows.push(await timeEach(`verify ${alg} token (cached keys)`, 2000, () => verifier.verify(token)));
+    await issuer.close();
+  }
+
+  const compiled = compilePolicies(
+    [
+      { path: 'bench.yaml', text: `issuer: local\nclaims:\n  repository: acme/api\n  ref: [refs/heads/main]\n  sub: { glob: "repo:acme/*:ref:refs/heads/**" }\n  event_name: { regex: "push|workflow_dispatch" }\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n  claims:\n    repo: \${repository}\n` },
+      { path: 'deny.yaml', text: `issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n` },
+    ],
+    { issuers: new Map([['local', { audiences: [AUDIENCE] }]]), providers: new Set(['jwt']) },
+  );
+  if (!compiled.ok) throw new Error(JSON.stringify(compiled.issues));
+  const set = compiled.set;
+  const policy = lookupPolicy(set, 'bench');
+  const verified = { issuerName: 'local', claims: { ...CLAIMS, aud: AUDIENCE }, audiences: [AUDIENCE] };
+  rows.push(await timeEach('evaluate policy + deny policies', 100_000, () => evaluate(set, policy, verified)));
+
+  const signingKey = await loadOrCreateSigningKey(path.join(dir, 'key.jwk'), createSilentLogger());
+  const provider = createJwtProvider({ issuerUrl: AUDIENCE, signingKey });
+  const token = { issuerName: 'local', issuer: 'x', subject: CLAIMS.sub, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64) };
+  rows.push(await timeEach('sign broker token (ES256)', 2000, () => provider.issue({ grant: policy.grant as JwtGrant, policy, token, requestedDurationSeconds: undefined, issuanceId: newAuditId() })));
+
+  const store = openSqliteAuditStore(path.join(dir, 'audit.db'));
+  const entry = (): AuditEntry => ({
+    id: newAuditId(), time: new Date().toISOString(), decision: 'issued', error: null, reason: null, request_id: 'r', issuer: 'local', subject: CLAIMS.sub,
+    audience: [AUDIENCE], jti: null, token_sha256: '0'.repeat(64), claims: CLAIMS, unverified: null, policy: 'bench', policy_sha256: '0'.repeat(64),
+    provider: 'jwt', target: 'https://deploy.example.com', credential_id: 'c', expires_at: new Date().toISOString(), duration_seconds: 900, client_ip: '127.0.0.1', user_agent: 'bench',
+  });
+  rows.push(await timeEach('audit append, one at a time (fsync each)', 500, () => store.append(entry())));
+  rows.push(await timeEach('audit append, 32 concurrent (group commit), per record', 200, async () => {
+    await Promise.all(Array.from({ length: 32 }, () => store.append(entry())));
+  }).then((r) => ({ ...r, step: r.step, 'µs/op': Math.round((r['µs/op'] / 32) * 10) / 10, 'ops/s': r['ops/s'] * 32 })));
+  await store.close();
+  await rm(dir, { recursive: true, force: true });
+  return rows;
+}

@@ -1,0 +1,126 @@
+import { UnknownPolicyError } from '../errors.js';
+import type { CompiledPolicy, ConditionResult, Decision, PolicyEvaluation, PolicySet } from './types.js';
+
+/** What evaluation needs from a verified token (a `VerifiedToken` fits). */
+export interface EvaluationToken {
+  /** Config name of the issuer that verified the token. */
+  issuerName: string;
+  claims: Readonly<Record<string, unknown>>;
+  audiences: readonly string[];
+}
+
+/** How much of a caller-supplied policy name an error echoes. */
+const NAME_ECHO_LIMIT = 128;
+/** How much of one claim value a denial message shows. */
+const VALUE_ECHO_LIMIT = 100;
+/** How many failing conditions a denial message lists. */
+const MAX_LISTED_FAILURES = 10;
+/** Deny policies' expected values are never sent to a caller (contract section 4, explain). */
+const HIDDEN = '(hidden)';
+
+/**
+ * Finds the policy a request names.
+ *
+ * @throws UnknownPolicyError (reason `unknown_policy`) when there is none; the
+ *   message echoes at most 128 characters of the name, control characters replaced.
+ */
+export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
+  const policy = set.byName.get(name);
+  if (policy) return policy;
+  throw new UnknownPolicyError(`No policy named '${printable(name, NAME_ECHO_LIMIT)}'.`, { reason: 'unknown_policy' });
+}
+
+/**
+ * Decides whether `policy` allows `token` (contract section 3). Pure and
+ * synchronous; never throws.
+ *
+ * Allowed only when the policy is an allow policy, its issuer is the token's,
+ * every one of its conditions holds, and no deny policy of that issuer matches
+ * (deny wins). Every condition is evaluated, even after a failure, so explain
+ * and the audit record see the whole picture.
+ *
+ * `evaluations` holds the named policy, then each deny policy of the issuer;
+ * deny policies' `expected` values are replaced by `(hidden)` so nothing built
+ * from a Decision can leak them. Both are empty when the policy is a deny
+ * policy or belongs to another issuer, since its conditions say nothing then.
+ */
+export function evaluate(set: PolicySet, policy: CompiledPolicy, token: EvaluationToken): Decision {
+  if (policy.effect !== 'allow') {
+    return {
+      allowed: false,
+      reason: 'not_an_allow_policy',
+      message: `Policy '${policy.name}' is a deny policy and grants nothing; name an allow policy.`,
+      evaluations: [],
+    };
+  }
+  if (policy.issuer !== token.issuerName) {
+    return {
+      allowed: false,
+      reason: 'issuer_mismatch',
+      message: `Policy '${policy.name}' does not accept tokens from issuer '${token.issuerName}'.`,
+      evaluations: [],
+    };
+  }
+
+  const named = evaluationOf(policy, token, false);
+  const denials = (set.denyByIssuer.get(token.issuerName) ?? []).map((deny) => evaluationOf(deny, token, true));
+  const evaluations = [named, ...denials];
+
+  const matchedDenials = denials.filter((d) => d.matched);
+  if (matchedDenials.length > 0) {
+    const names = matchedDenials.map((d) => `'${d.policy}'`).join(', ');
+    return {
+      allowed: false,
+      reason: 'denied_by_policy',
+      message: `Denied by ${matchedDenials.length === 1 ? 'deny policy' : 'deny policies'} ${names}.`,
+      evaluations,
+    };
+  }
+  if (!named.matched) {
+    return {
+      allowed: false,
+      reason: 'conditions_not_met',
+      message: `Policy '${policy.name}' does not match this token: ${describeFailures(named.conditions)}.`,
+      evaluations,
+    };
+  }
+  return { allowed: true, reason: 'allowed', message: `Policy '${policy.name}' allows this token.`, evaluations };
+}
+
+function evaluationOf(policy: CompiledPolicy, token: EvaluationToken, hideExpected: boolean): PolicyEvaluation {
+  const results = policy.evaluate(token.claims, token.audiences);
+  const conditions = hideExpected ? results.map((r) => ({ ...r, expected: HIDDEN })) : results;
+  // A condition-free deny policy matches every token of its issuer: a deliberate kill switch.
+  return { policy: policy.name, effect: policy.effect, matched: conditions.every((c) => c.matched), conditions };
+}
+
+/** Names each failing condition and the token's value for it, never the expected value. */
+function describeFailures(conditions: readonly ConditionResult[]): string {
+  const failed = conditions.filter((c) => !c.matched);
+  const parts = failed.slice(0, MAX_LISTED_FAILURES).map((c) =>
+    c.operator === 'audience' ? `the token's audience ${showValue(c.actual)} is not the one it requires` : `claim '${printable(c.key, NAME_ECHO_LIMIT)}' is ${showValue(c.actual)}`,
+  );
+  if (failed.length > MAX_LISTED_FAILURES) parts.push(`and ${failed.length - MAX_LISTED_FAILURES} more`);
+  return parts.join('; ');
+}
+
+function showValue(value: unknown): string {
+  if (value === undefined) return 'absent';
+  if (value === null) return 'null';
+  let text: string;
+  try {
+    // Slice long strings before quoting so the cost stays bounded; JSON quoting escapes control characters.
+    text = typeof value === 'string' ? JSON.stringify(value.slice(0, VALUE_ECHO_LIMIT + 1)) : (JSON.stringify(value) ?? String(value));
+  } catch {
+    // Unserialisable values (cycles, BigInt) cannot come from a JWT; show the kind only.
+    text = `a ${typeof value}`;
+  }
+  return text.length > VALUE_ECHO_LIMIT ? `${text.slice(0, VALUE_ECHO_LIMIT)}…` : text;
+}
+
+/** Caller-supplied text in a message: bounded, one line, no control characters. */
+function printable(text: string, limit: number): string {
+  const cut = text.length > limit ? `${text.slice(0, limit)}…` : text;
+  // eslint-disable-next-line no-control-regex
+  return cut.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
+}

@@ -1,0 +1,64 @@
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { PolicyFile } from './types.js';
+
+/** The policy directory cannot be read; the message names the path and the cause. */
+export class PolicyDirError extends Error {
+  override name = 'PolicyDirError';
+}
+
+/**
+ * Reads the policy files of `dir` (contract section 3): every `*.yaml` and
+ * `*.yml` directly in it, not recursive, skipping policy test files
+ * (`*.test.yaml`, `*.test.yml`, contract section 7) and hidden entries (so a
+ * Kubernetes ConfigMap mount's `..data` and editor lock files are ignored;
+ * the mount's symlinked files are followed). Sorted by file name, so issues and
+ * the loaded set come out in the same order everywhere.
+ *
+ * The only module in `policy/` that does I/O.
+ *
+ * @throws PolicyDirError when the directory is missing or not a directory, or a
+ *   policy file is unreadable or not valid UTF-8.
+ */
+export async function loadPolicyDir(dir: string): Promise<PolicyFile[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new PolicyDirError(`Policy directory '${dir}' does not exist.`, { cause: err });
+    if (code === 'ENOTDIR') throw new PolicyDirError(`Policy directory '${dir}' is not a directory.`, { cause: err });
+    throw new PolicyDirError(`Cannot read policy directory '${dir}': ${code ?? String(err)}.`, { cause: err });
+  }
+  // Code-unit order, not locale order: the same on every machine.
+  const candidates = names.filter(isPolicyFileName).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const files: PolicyFile[] = [];
+  for (const name of candidates) {
+    const file = path.join(dir, name);
+    let bytes: Buffer;
+    try {
+      // stat follows symlinks: a directory named `x.yaml` is skipped, a dangling link is an error.
+      if (!(await stat(file)).isFile()) continue;
+      bytes = await readFile(file);
+    } catch (err) {
+      throw new PolicyDirError(`Cannot read policy file '${file}': ${(err as NodeJS.ErrnoException).code ?? String(err)}.`, { cause: err });
+    }
+    let text: string;
+    try {
+      text = decoder.decode(bytes);
+    } catch (err) {
+      // Replacing bad bytes would make the text differ from what was reviewed and hashed.
+      throw new PolicyDirError(`Policy file '${file}' is not valid UTF-8.`, { cause: err });
+    }
+    files.push({ path: file, text, bytes: new Uint8Array(bytes) });
+  }
+  return files;
+}
+
+function isPolicyFileName(name: string): boolean {
+  if (name.startsWith('.')) return false;
+  if (!/\.ya?ml$/.test(name)) return false;
+  return !/\.test\.ya?ml$/.test(name);
+}

@@ -1,0 +1,173 @@
+import { RE2JS } from 're2js';
+import { ClaimPathError, parseClaimPath, resolveClaim, toStringForm } from './claim-path.js';
+import type { ConditionResult } from './types.js';
+
+/** A value a policy may compare a claim with. */
+export type PolicyScalar = string | number | boolean;
+
+/** One claim condition as written, after the compiler has checked its shape. */
+export type ConditionSpec =
+  | { operator: 'equals'; value: PolicyScalar }
+  | { operator: 'in'; values: readonly PolicyScalar[] }
+  | { operator: 'glob'; pattern: string }
+  | { operator: 'regex'; pattern: string }
+  | { operator: 'exists'; exists: boolean };
+
+/** Checks one condition against a token's claims; pure, never throws. */
+export type ClaimMatcher = (claims: Readonly<Record<string, unknown>>) => ConditionResult;
+
+/** A condition that cannot be compiled; `message` is safe to show, `hint` optional. */
+export class MatcherError extends Error {
+  override name = 'MatcherError';
+  constructor(
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Builds the matcher for one claim condition, once, at load (STYLE section 5):
+ * the key is split into JSON Pointer segments, a list becomes a Set, a glob or
+ * regex becomes an RE2 program (linear time, so a token cannot cause a
+ * backtracking blow-up).
+ *
+ * Semantics (contract section 3): the claim is compared by its string form; an
+ * absent, null, object or array claim matches nothing but `exists: false`
+ * (which matches only absent or null).
+ *
+ * @param key a top-level claim name, or a JSON Pointer starting with `/`.
+ * @throws MatcherError for a bad pointer or a regex RE2 rejects.
+ */
+export function compileMatcher(key: string, spec: ConditionSpec): ClaimMatcher {
+  let path: readonly string[];
+  try {
+    path = parseClaimPath(key);
+  } catch (err) {
+    if (err instanceof ClaimPathError) throw new MatcherError(err.message);
+    throw err;
+  }
+  const result = (operator: ConditionResult['operator'], expected: string, actual: unknown, matched: boolean): ConditionResult =>
+    Object.freeze({ key, operator, expected, actual, matched });
+
+  switch (spec.operator) {
+    case 'equals': {
+      const want = scalarForm(spec.value);
+      return (claims) => {
+        const actual = resolveClaim(claims, path);
+        return result('equals', want, actual, toStringForm(actual) === want);
+      };
+    }
+    case 'in': {
+      const wanted = new Set(spec.values.map(scalarForm));
+      const expected = `[${[...wanted].join(', ')}]`;
+      return (claims) => {
+        const actual = resolveClaim(claims, path);
+        const form = toStringForm(actual);
+        return result('in', expected, actual, form !== undefined && wanted.has(form));
+      };
+    }
+    case 'glob': {
+      const program = compileAnchored(globToRe2(spec.pattern));
+      const expected = `glob ${spec.pattern}`;
+      return (claims) => {
+        const actual = resolveClaim(claims, path);
+        const form = toStringForm(actual);
+        return result('glob', expected, actual, form !== undefined && program.matches(form));
+      };
+    }
+    case 'regex': {
+      const program = compileRegex(spec.pattern);
+      const expected = `regex ${spec.pattern}`;
+      return (claims) => {
+        const actual = resolveClaim(claims, path);
+        const form = toStringForm(actual);
+        return result('regex', expected, actual, form !== undefined && program.matches(form));
+      };
+    }
+    case 'exists': {
+      const { exists } = spec;
+      return (claims) => {
+        const actual = resolveClaim(claims, path);
+        // Contract section 3: a null claim counts as absent.
+        const present = actual !== undefined && actual !== null;
+        return result('exists', exists ? 'exists' : 'absent or null', actual, present === exists);
+      };
+    }
+    default: {
+      const unreachable: never = spec;
+      throw new TypeError(`unknown condition ${JSON.stringify(unreachable)}`);
+    }
+  }
+}
+
+/** A policy number or boolean compares by its string form, like a claim (`true` matches `"true"`). */
+function scalarForm(value: PolicyScalar): string {
+  return typeof value === 'string' ? value : String(value);
+}
+
+/** RE2 metacharacters; escaping them (and only them) makes every other glob character literal. */
+const RE2_META = /[\\.+*?()|[\]{}^$]/;
+
+/**
+ * Translates a glob (contract section 3) to an RE2 pattern body: `*` is any
+ * run without `/`, `**` (or more stars) any run including `/`, `?` one
+ * character other than `/`; every other character is literal.
+ *
+ * @example globToRe2('refs/tags/v*') // 'refs/tags/v[^/]*'
+ */
+export function globToRe2(glob: string): string {
+  let out = '';
+  const chars = [...glob]; // by code point, so `?` is one character, not one UTF-16 unit
+  for (let i = 0; i < chars.length; i++) {
+    const ch = chars[i] as string;
+    if (ch === '*') {
+      let run = 1;
+      while (chars[i + 1] === '*') {
+        run++;
+        i++;
+      }
+      // `(?s:...)` so `**` also crosses newlines; `[^/]` already does in RE2.
+      out += run === 1 ? '[^/]*' : '(?s:.*)';
+    } else if (ch === '?') {
+      out += '[^/]';
+    } else {
+      out += RE2_META.test(ch) ? `\\${ch}` : ch;
+    }
+  }
+  return out;
+}
+
+/**
+ * Compiles a policy regex so it can only ever match the whole value.
+ *
+ * The body is compiled on its own first: a body that is not a complete regex
+ * by itself (e.g. `a)|(b`) could otherwise close the wrapping group and escape
+ * the anchors. Then `^(?:...)$` anchors it (so a top-level `|` stays inside),
+ * and `matches()` demands a whole-input match as a second guard.
+ */
+function compileRegex(pattern: string): RE2JS {
+  try {
+    RE2JS.compile(pattern);
+  } catch (err) {
+    throw regexError(err);
+  }
+  return compileAnchored(pattern);
+}
+
+function compileAnchored(body: string): RE2JS {
+  try {
+    return RE2JS.compile(`^(?:${body})$`);
+  } catch (err) {
+    throw regexError(err);
+  }
+}
+
+function regexError(err: unknown): MatcherError {
+  const detail = err instanceof Error ? err.message.replace(/^error parsing regexp: /, '') : String(err);
+  return new MatcherError(
+    `invalid or unsupported regex: ${detail}`,
+    'patterns use RE2 syntax (linear time): no backreferences, lookahead or lookbehind',
+  );
+}

@@ -1,0 +1,79 @@
+import { ClaimPathError, describeKind, parseClaimPath, resolveClaim, toStringForm } from './claim-path.js';
+import { TemplateError, type Template } from './types.js';
+
+/** A template that cannot be compiled; the message is safe to show. */
+export class TemplateSyntaxError extends Error {
+  override name = 'TemplateSyntaxError';
+}
+
+type Part = string | { ref: string; path: readonly string[] };
+
+/**
+ * Compiles a grant template once, at load (contract section 3: "strings may
+ * use ${claim} templates").
+ *
+ * - `${name}` inserts the top-level claim `name`; `${/a/b}` inserts the claim at
+ *   that RFC 6901 JSON Pointer.
+ * - `$$` is a literal `$`; a `$` not followed by `{` or `$` is literal too.
+ * - Claim values are inserted literally: the output is never scanned again, so
+ *   a claim holding `${secret}` stays the text `${secret}`.
+ *
+ * @example compileTemplate('repo:${repository}').render({ repository: 'acme/api' }) // 'repo:acme/api'
+ * @throws TemplateSyntaxError on an unterminated `${`, an empty name, or a bad pointer.
+ */
+export function compileTemplate(source: string): Template {
+  const parts: Part[] = [];
+  let literal = '';
+  let i = 0;
+  while (i < source.length) {
+    const ch = source.charAt(i);
+    const next = source.charAt(i + 1);
+    if (ch === '$' && next === '$') {
+      literal += '$';
+      i += 2;
+    } else if (ch === '$' && next === '{') {
+      const end = source.indexOf('}', i + 2);
+      if (end === -1) throw new TemplateSyntaxError(`unterminated '\${' at character ${i + 1}; write '$$' for a literal '$'`);
+      const ref = source.slice(i + 2, end);
+      if (ref === '') throw new TemplateSyntaxError(`empty claim name '\${}' at character ${i + 1}`);
+      if (/[\s${]/.test(ref)) throw new TemplateSyntaxError(`invalid claim name '${ref}' at character ${i + 1}: no spaces, '$' or '{'`);
+      let path: readonly string[];
+      try {
+        path = parseClaimPath(ref);
+      } catch (err) {
+        if (err instanceof ClaimPathError) throw new TemplateSyntaxError(err.message);
+        throw err;
+      }
+      if (literal !== '') parts.push(literal);
+      literal = '';
+      parts.push(Object.freeze({ ref, path }));
+      i = end + 1;
+    } else {
+      literal += ch;
+      i += 1;
+    }
+  }
+  if (literal !== '') parts.push(literal);
+  Object.freeze(parts);
+
+  return Object.freeze({
+    source,
+    render(claims: Readonly<Record<string, unknown>>): string {
+      let out = '';
+      for (const part of parts) {
+        if (typeof part === 'string') {
+          out += part;
+          continue;
+        }
+        const value = resolveClaim(claims, part.path);
+        const text = toStringForm(value);
+        if (text === undefined) {
+          // The message names the claim and its kind, never its value.
+          throw new TemplateError(part.ref, `claim '${part.ref}' is ${describeKind(value) === 'a scalar' ? 'not a string, number or boolean' : describeKind(value)}`);
+        }
+        out += text;
+      }
+      return out;
+    },
+  });
+}
