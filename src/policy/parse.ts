@@ -54,7 +54,7 @@ export function parseYamlDocument(text: string): YamlParseResult {
   for (const warning of doc.warnings) {
     problems.push({ line: lineAt(warning.pos[0]), message: `YAML: ${warning.message}` });
   }
-  if (problems.length === 0) checkKeys(doc.contents, doc, lineAt, problems);
+  if (problems.length === 0) checkKeys(doc.contents, lineAt, problems);
   if (problems.length > 0) return { ok: false, problems };
 
   let value: unknown;
@@ -89,7 +89,7 @@ function describeDuplicate(doc: Document, offset: number): string {
  * Map keys must be plain scalars: the yaml library would stringify a
  * collection key (`? [a]`) and a null key, which hides a mistake.
  */
-function checkKeys(node: unknown, doc: Document, lineAt: (offset: number | undefined) => number | undefined, problems: YamlProblem[]): void {
+function checkKeys(node: unknown, lineAt: (offset: number | undefined) => number | undefined, problems: YamlProblem[]): void {
   if (isMap(node)) {
     for (const pair of node.items) {
       const key = pair.key;
@@ -98,10 +98,10 @@ function checkKeys(node: unknown, doc: Document, lineAt: (offset: number | undef
         problems.push({ line: lineAt(offset ?? node.range?.[0]), message: 'map keys must be plain strings' });
         continue;
       }
-      checkKeys(pair.value, doc, lineAt, problems);
+      checkKeys(pair.value, lineAt, problems);
     }
   } else if (isSeq(node)) {
-    for (const item of node.items) checkKeys(item, doc, lineAt, problems);
+    for (const item of node.items) checkKeys(item, lineAt, problems);
   }
 }
 

@@ -1,0 +1,129 @@
+// Every response the real app gives, in every outcome we can provoke, must match openapi.yaml.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import request from 'supertest';
+import { parse } from 'yaml';
+import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+
+interface OpenApiResponse {
+  $ref?: string;
+  headers?: Record<string, unknown>;
+  content?: Record<string, { schema: unknown }>;
+}
+interface OpenApi {
+  paths: Record<string, Record<string, { responses: Record<string, OpenApiResponse> }>>;
+  components: { responses: Record<string, OpenApiResponse> };
+}
+
+const POLICIES = {
+  'deploy.yaml': `issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n`,
+  'deny.yaml': `issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n`,
+};
+
+let fx: BrokerFixture;
+let spec: OpenApi;
+const ajv = new Ajv2020({ strict: false, allErrors: true });
+addFormats.default(ajv);
+const covered = new Set<string>();
+
+before(async () => {
+  spec = parse(await readFile(new URL('../openapi.yaml', import.meta.url), 'utf8')) as OpenApi;
+  ajv.addSchema(spec as object, 'openapi');
+  fx = await startBrokerFixture({ policies: POLICIES });
+});
+after(async () => fx.close());
+
+function responseSpec(route: string, method: string, status: number): OpenApiResponse {
+  const operation = spec.paths[route]?.[method];
+  assert.ok(operation, `${method.toUpperCase()} ${route} is in openapi.yaml`);
+  let response = operation.responses[String(status)];
+  assert.ok(response, `${method.toUpperCase()} ${route} documents status ${status}`);
+  if (response.$ref) response = spec.components.responses[response.$ref.split('/').pop()!]!;
+  return response;
+}
+
+/** Validates status, content type and body of a real response against the spec. */
+function check(res: request.Response, route: string, method = 'post'): void {
+  const response = responseSpec(route, method, res.status);
+  const mediaType = String(res.headers['content-type'] ?? '').split(';')[0]!;
+  const content = response.content?.[mediaType];
+  assert.ok(content, `${route} ${res.status} documents content type ${mediaType}`);
+  const schema = resolveSchema(content.schema);
+  const body = mediaType === 'application/json' ? res.body : res.text;
+  const ok = ajv.validate(schema as object, body);
+  assert.ok(ok, `${method.toUpperCase()} ${route} ${res.status}: ${ajv.errorsText(ajv.errors)}\n${JSON.stringify(body).slice(0, 500)}`);
+  if (res.status >= 400) assert.equal(res.headers['x-request-id'], (res.body as { request_id?: string }).request_id);
+  covered.add(`${method} ${route}`);
+}
+
+function resolveSchema(schema: unknown): unknown {
+  // Rewrite local refs so they resolve inside the registered OpenAPI document.
+  return JSON.parse(JSON.stringify(schema).replace(/"#\/components\//g, '"openapi#/components/'));
+}
+
+const mint = (claims: Record<string, unknown> = {}, options?: Parameters<BrokerFixture['issuer']['mint']>[1]) =>
+  fx.issuer.mint({ aud: AUDIENCE, sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', event_name: 'push', ...claims }, options);
+const exchange = (token: string | undefined, body: object = { policy: 'deploy' }, query = '') => {
+  const req = request(fx.broker.app).post(`/v1/exchange${query}`);
+  if (token) req.set('Authorization', `Bearer ${token}`);
+  return req.send(body);
+};
+
+test('exchange responses match the spec in every outcome', async () => {
+  check(await exchange(await mint()), '/v1/exchange');
+  check(await exchange(await mint(), { policy: 'deploy' }, '?format=env'), '/v1/exchange');
+  check(await exchange(await mint(), { policy: 'deploy', duration_seconds: -1 }), '/v1/exchange');
+  check(await exchange(undefined), '/v1/exchange');
+  check(await exchange(await mint({}, { expiresInSeconds: 1, issuedAt: 1_000_000 })), '/v1/exchange');
+  check(await exchange(await mint({ repository: 'evil/api' })), '/v1/exchange');
+  check(await exchange(await mint({ event_name: 'pull_request_target' })), '/v1/exchange');
+  check(await exchange(await mint(), { policy: 'nope' }), '/v1/exchange');
+  const token = await mint();
+  await exchange(token);
+  check(await exchange(token), '/v1/exchange');
+  check(await exchange(await mint(), { policy: 'deploy', pad: 'x'.repeat(70_000) }), '/v1/exchange');
+
+  fx.issuer.setFailure('500');
+  const unknownKid = await mint({}, { kid: 'rotated-away' });
+  check(await exchange(unknownKid), '/v1/exchange');
+  fx.issuer.setFailure('none');
+
+  const blocker = new Database(path.join(fx.dir, 'data', 'audit.db'));
+  blocker.exec('BEGIN EXCLUSIVE');
+  try {
+    check(await exchange(await mint()), '/v1/exchange');
+    check(await request(fx.broker.app).get('/readyz'), '/readyz', 'get');
+    check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`), '/v1/audit/events', 'get');
+  } finally {
+    blocker.exec('ROLLBACK');
+    blocker.close();
+  }
+});
+
+test('service, well-known and audit responses match the spec', async () => {
+  check(await request(fx.broker.app).get('/healthz'), '/healthz', 'get');
+  check(await request(fx.broker.app).get('/readyz'), '/readyz', 'get');
+  check(await request(fx.broker.app).get('/metrics'), '/metrics', 'get');
+  check(await request(fx.broker.app).get('/.well-known/jwks.json'), '/.well-known/jwks.json', 'get');
+  check(await request(fx.broker.app).get('/.well-known/openid-configuration'), '/.well-known/openid-configuration', 'get');
+  const auth = `Bearer ${AUDITOR_TOKEN}`;
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).query({ limit: 2 }), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).query({ decision: 'denied', 'claim.repository': 'evil/api' }), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).query({ limit: 'x' }), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events'), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', auth), '/v1/audit/verify', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', 'Bearer nope'), '/v1/audit/verify', 'get');
+});
+
+test('every documented operation was exercised, and nothing undocumented answers', async () => {
+  const documented = Object.entries(spec.paths).flatMap(([route, ops]) => Object.keys(ops).filter((m) => ['get', 'post', 'put', 'delete', 'patch'].includes(m)).map((m) => `${m} ${route}`));
+  assert.deepEqual([...covered].sort(), documented.sort());
+  const unknown = await request(fx.broker.app).get('/v1/not-a-route');
+  assert.equal(unknown.status, 404);
+  assert.equal(unknown.body.error, 'not_found');
+});
