@@ -3,6 +3,7 @@ import { ConfigError, loadConfig, resolveConfigPath } from '../config.js';
 import { listen } from '../http/server.js';
 import { createLogger } from '../logger.js';
 import { createBroker, PolicyLoadError } from '../main.js';
+import { PolicyDirError } from '../policy/load.js';
 
 export function registerServeCommand(program: Command): void {
   program
@@ -18,7 +19,7 @@ export function registerServeCommand(program: Command): void {
         const broker = await createBroker(config, { logger });
         running = await listen(broker, { host: config.server.host, port: config.server.port, logger });
       } catch (err) {
-        if (err instanceof ConfigError || err instanceof PolicyLoadError) {
+        if (err instanceof ConfigError || err instanceof PolicyLoadError || err instanceof PolicyDirError) {
           logger.error('cannot start', { error: err.message });
           process.stderr.write(`oidc-broker: cannot start:\n${err.message}\n`);
           process.exitCode = 1;
