@@ -15,8 +15,8 @@
  */
 import { createHash } from 'node:crypto';
 import canonicalizeModule from 'canonicalize';
-import { monotonicFactory, type ULIDFactory } from 'ulid';
 import type { AuditDecision, AuditEntry, AuditRecord, ChainBreak, ChainProblem, ChainVerification } from './types.js';
+import { newUlid } from '../ids.js';
 
 type Canonicalize = (input: unknown) => string | undefined;
 // canonicalize is CommonJS (`module.exports = fn`) while its types declare an
@@ -84,8 +84,6 @@ const STRING_FIELDS = [
   'user_agent',
 ] as const satisfies readonly (keyof AuditEntry)[];
 
-let idFactory: ULIDFactory | undefined;
-
 /**
  * A new audit record id: a ULID from a monotonic factory, so ids made in the
  * same millisecond still sort in creation order.
@@ -93,9 +91,7 @@ let idFactory: ULIDFactory | undefined;
  * @example newAuditId() // '01JDQ8R3W6T8Z2B4V9K1M5N7PX'
  */
 export function newAuditId(): string {
-  // Created on first use: no state at import.
-  idFactory ??= monotonicFactory();
-  return idFactory();
+  return newUlid();
 }
 
 /**

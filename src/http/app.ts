@@ -1,7 +1,7 @@
 import express, { type Express, type RequestHandler } from 'express';
-import { ulid } from 'ulid';
 import type { JWK } from 'jose';
 import { NotFoundError } from '../errors.js';
+import { newUlid } from '../ids.js';
 import type { ExchangeDeps } from '../exchange.js';
 import { errorMiddleware } from './errors.js';
 import { auditRoutes, type Auditor } from './routes/audit.js';
@@ -41,7 +41,7 @@ const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 function requestId(): RequestHandler {
   return (req, res, next) => {
     const incoming = req.get('x-request-id');
-    const id = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : ulid();
+    const id = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : newUlid();
     res.locals.requestId = id;
     res.set('X-Request-Id', id);
     next();
