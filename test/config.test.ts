@@ -1,0 +1,103 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ConfigError, loadConfig, parseConfig, resolveConfigPath } from '../src/config.js';
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-config-'));
+});
+after(async () => rm(dir, { recursive: true, force: true }));
+
+const file = () => path.join(dir, 'broker.yaml');
+
+async function rejects(text: string, expected: RegExp, env: NodeJS.ProcessEnv = {}): Promise<void> {
+  await assert.rejects(parseConfig(text, file(), env), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.match(err.message, expected);
+    return true;
+  });
+}
+
+describe('built-in development defaults', () => {
+  test('loopback, local dev issuer and GitHub, SQLite audit, memory replay, the public URL as audience', async () => {
+    const config = await loadConfig(undefined, {});
+    assert.equal(config.source, 'built-in defaults');
+    assert.equal(config.server.host, '127.0.0.1');
+    assert.equal(config.server.port, 8080);
+    assert.equal(config.server.publicUrl, 'http://127.0.0.1:8080');
+    assert.deepEqual(config.issuers.map((i) => [i.name, i.issuer, i.audiences]), [
+      ['local', 'http://127.0.0.1:8081', ['http://127.0.0.1:8080']],
+      ['github', 'https://token.actions.githubusercontent.com', ['http://127.0.0.1:8080']],
+    ]);
+    assert.deepEqual(config.issuers[0]!.algorithms, ['RS256', 'ES256']);
+    assert.equal(config.audit.url, `sqlite:${path.resolve('data/audit.db')}`);
+    assert.equal(config.replay.url, 'memory:');
+    assert.equal(config.providers.jwt.signingKeyFile, path.resolve('data/signing-key.jwk'));
+  });
+
+  test('PORT overrides the port, and the default audience follows it; a bad PORT is refused', async () => {
+    const config = await loadConfig(undefined, { PORT: '9090' });
+    assert.equal(config.server.port, 9090);
+    assert.deepEqual(config.issuers[0]!.audiences, ['http://127.0.0.1:9090']);
+    for (const bad of ['', 'eighty', '70000', '-1', '80.5']) {
+      await assert.rejects(loadConfig(undefined, { PORT: bad }), /PORT: expected an integer/);
+    }
+  });
+
+  test('resolution order: --config, then BROKER_CONFIG, then ./broker.yaml, then none', () => {
+    assert.equal(resolveConfigPath('a.yaml', { BROKER_CONFIG: 'b.yaml' }), 'a.yaml');
+    assert.equal(resolveConfigPath(undefined, { BROKER_CONFIG: 'b.yaml' }), 'b.yaml');
+    assert.equal(resolveConfigPath(undefined, {}), undefined); // the repository root has no broker.yaml
+  });
+});
+
+describe('a config file', () => {
+  test('relative paths resolve against the file; ${ENV} is substituted in strings', async () => {
+    const config = await parseConfig(
+      `server:\n  public_url: \${PUBLIC_URL}\nissuers:\n  - name: gh\n    issuer: https://token.actions.githubusercontent.com\n    audiences: ["\${PUBLIC_URL}", other]\npolicies:\n  dir: ./pol\naudit:\n  url: sqlite:./audit/log.db\n`,
+      file(),
+      { PUBLIC_URL: 'https://broker.example.com/' },
+    );
+    assert.equal(config.server.publicUrl, 'https://broker.example.com');
+    assert.deepEqual(config.issuers[0]!.audiences, ['https://broker.example.com/', 'other']);
+    assert.equal(config.policies.dir, path.join(dir, 'pol'));
+    assert.equal(config.audit.url, `sqlite:${path.join(dir, 'audit', 'log.db')}`);
+  });
+
+  const cases: [name: string, text: string, expected: RegExp][] = [
+    ['unknown key at its own line', 'server:\n  port: 8080\n  hots: 0.0.0.0\n', /broker\.yaml:3: server: unknown key 'hots'/],
+    ['wrong type names the type it got', 'server:\n  port: "8080"\n', /broker\.yaml:2: server\.port: expected number, got string "8080"/],
+    ['http issuer off loopback', 'issuers:\n  - name: a\n    issuer: http://10.0.0.1\n', /broker\.yaml:3: issuers\[0\]\.issuer: expected an https:\/\/ URL/],
+    ['alg none', 'issuers:\n  - name: a\n    issuer: https://a.example.com\n    algorithms: [none]\n', /issuers\[0\]\.algorithms\[0\]: expected asymmetric algorithms/],
+    ['HMAC', 'issuers:\n  - name: a\n    issuer: https://a.example.com\n    algorithms: [HS256]\n', /none and HMAC are never accepted/],
+    ['duplicate issuer name', 'issuers:\n  - name: a\n    issuer: https://a.example.com\n  - name: a\n    issuer: https://b.example.com\n', /broker\.yaml:4: issuers\[1\]\.name: duplicate issuer name 'a'/],
+    ['duplicate issuer URL', 'issuers:\n  - name: a\n    issuer: https://a.example.com\n  - name: b\n    issuer: https://a.example.com\n', /issuers\[1\]\.issuer: duplicate issuer issuer/],
+    ['jwks_uri and jwks_file', 'issuers:\n  - name: a\n    issuer: https://a.example.com\n    jwks_uri: https://a.example.com/k\n    jwks_file: k.json\n', /set jwks_uri or jwks_file, not both/],
+    ['auditor hash not hex', 'auditors:\n  - name: x\n    token_sha256: secret\n', /auditors\[0\]\.token_sha256: expected the lowercase hex SHA-256/],
+    ['YAML syntax', 'server: [\n', /broker\.yaml:\d+: invalid YAML/],
+    ['duplicate YAML key', 'server:\n  port: 1\n  port: 2\n', /invalid YAML/],
+    ['unset env var', 'server:\n  public_url: ${NOPE_NOT_SET}\n', /broker\.yaml:2: server\.public_url: environment variable NOPE_NOT_SET is not set/],
+    ['audit url not sqlite', 'audit:\n  url: mysql://x\n', /audit\.url: expected sqlite:<path>/],
+  ];
+  for (const [name, text, expected] of cases) test(`refuses: ${name}`, () => rejects(text, expected));
+
+  test('jwks_file: read once at load; private or symmetric keys and non-JWKS files are refused', async () => {
+    await writeFile(path.join(dir, 'pub.json'), JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', x: 'a', y: 'b', kid: 'k' }] }));
+    const config = await parseConfig('issuers:\n  - name: a\n    issuer: https://a.example.com\n    jwks_file: pub.json\n', file(), {});
+    assert.equal(config.issuers[0]!.jwks?.keys[0]?.kid, 'k');
+    await writeFile(path.join(dir, 'priv.json'), JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', x: 'a', y: 'b', d: 'secret' }] }));
+    await rejects('issuers:\n  - name: a\n    issuer: https://a.example.com\n    jwks_file: priv.json\n', /holds private or symmetric key material/);
+    await writeFile(path.join(dir, 'oct.json'), JSON.stringify({ keys: [{ kty: 'oct', k: 'c2VjcmV0' }] }));
+    await rejects('issuers:\n  - name: a\n    issuer: https://a.example.com\n    jwks_file: oct.json\n', /holds private or symmetric key material/);
+    await writeFile(path.join(dir, 'notjwks.json'), '{"hello": 1}');
+    await rejects('issuers:\n  - name: a\n    issuer: https://a.example.com\n    jwks_file: notjwks.json\n', /must be a JWKS/);
+    await rejects('issuers:\n  - name: a\n    issuer: https://a.example.com\n    jwks_file: missing.json\n', /cannot read a JSON Web Key Set .* \(ENOENT\)/);
+  });
+
+  test('a missing file is named', async () => {
+    await assert.rejects(loadConfig(path.join(dir, 'nope.yaml'), {}), /nope\.yaml: cannot read the config file \(ENOENT\)/);
+  });
+});
