@@ -167,12 +167,11 @@ describe('POST /v1/exchange issues a broker-signed token', () => {
     assert.equal(res.status, 200);
   });
 
-  test('a caller-supplied X-Request-Id is kept when safe and replaced when not', async () => {
-    const kept = await exchangeCall(await mint()).set('X-Request-Id', 'ci-run-42.attempt-1');
-    assert.equal(kept.headers['x-request-id'], 'ci-run-42.attempt-1');
-    const replaced = await exchangeCall(await mint()).set('X-Request-Id', 'bad id with spaces and /slashes');
-    assert.notEqual(replaced.headers['x-request-id'], 'bad id with spaces and /slashes');
-    assert.match(String(replaced.headers['x-request-id']), /^[0-9A-Z]{26}$/);
+  test('the request id is always the broker\'s own, never a caller-supplied one', async () => {
+    const res = await exchangeCall(await mint()).set('X-Request-Id', 'ci-run-42.attempt-1');
+    assert.notEqual(res.headers['x-request-id'], 'ci-run-42.attempt-1');
+    assert.match(String(res.headers['x-request-id']), /^[0-9A-Z]{26}$/);
+    assert.equal((await auditRecord(res.body.issuance_id)).request_id, res.headers['x-request-id']);
   });
 });
 
@@ -193,6 +192,13 @@ describe('every refusal answers its status and code, and is audited', () => {
       code: 'invalid_request',
       decision: 'denied',
       call: async () => request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${await mint()}`).type('form').send('policy=deploy'),
+    },
+    {
+      name: 'compressed body (never inflated)',
+      status: 400,
+      code: 'invalid_request',
+      decision: 'denied',
+      call: async () => request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${await mint()}`).set('Content-Type', 'application/json').set('Content-Encoding', 'gzip').send('garbage'),
     },
     { name: 'body is a JSON array', status: 400, code: 'invalid_request', decision: 'denied', call: async () => exchangeCall(await mint(), [1, 2]) },
     {
@@ -239,6 +245,27 @@ describe('every refusal answers its status and code, and is audited', () => {
     assert.equal(res.status, 403);
     assert.match(res.body.error_description, /ref/);
     assert.match(res.body.error_description, /refs\/heads\/feature/);
+  });
+
+  test('with ?format=env a refusal is shell-inert: an echo to stderr and a failing command, whatever the claims hold', async () => {
+    const hostile = "refs/heads/$(touch${IFS}/tmp/oidc_pwned)';`id`";
+    const res = await exchangeCall(await mint({ ...GOOD_CLAIMS, ref: hostile }), { policy: 'deploy' }, '?format=env');
+    assert.equal(res.status, 403);
+    assert.match(String(res.headers['content-type']), /^text\/plain/);
+    const lines = res.text.trimEnd().split('\n');
+    assert.equal(lines.length, 2);
+    assert.equal(lines[1], 'false');
+    // The whole message is one single-quoted word: POSIX shells expand nothing inside it.
+    const quoted = /^echo '((?:[^']|'\\'')*)' >&2$/.exec(lines[0]!);
+    assert.ok(quoted, lines[0]);
+    assert.match(quoted[1]!.replace(/'\\''/g, "'"), /access_denied/);
+  });
+
+  test('a policy name with a lone UTF-16 surrogate is refused and recorded without breaking the chain', async () => {
+    const res = await exchangeCall(await mint(), { policy: '\ud800x' });
+    assert.equal(res.status, 404);
+    const verify = await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', `Bearer ${AUDITOR_TOKEN}`);
+    assert.equal(verify.body.ok, true, JSON.stringify(verify.body));
   });
 
   test('a token that fails verification keeps what it claims under `unverified`, never `claims`', async () => {
@@ -348,12 +375,19 @@ describe('audit endpoints', () => {
       ['decision', 'maybe'],
       ['since', 'yesterday'],
       ['cursor', '!!!'],
+      ['since', '2026-02-31T00:00:00Z'],
       ['colour', 'blue'],
     ] as const) {
       const res = await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).query({ [param]: value });
       assertErrorBody(res, 400, 'invalid_request');
       if (param !== 'cursor') assert.match(res.body.error_description, new RegExp(param));
     }
+  });
+
+  test('claim.__proto__ is a filter like any other, not a silent no-op', async () => {
+    const res = await request(fx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`).query({ 'claim.__proto__': 'x' });
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body.events, []);
   });
 
   test('verify walks the chain', async () => {

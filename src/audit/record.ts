@@ -132,29 +132,32 @@ export function toCanonicalEntry(entry: AuditEntry): AuditEntry {
   if (duration_seconds != null && !Number.isSafeInteger(duration_seconds)) {
     throw new TypeError('audit entry duration_seconds must be an integer or null');
   }
+  // A lone UTF-16 surrogate (from a caller-supplied policy name, say) would be
+  // stored by SQLite as U+FFFD and no longer match its hash: make every string well formed first.
+  const text = (value: string | null | undefined): string | null => (value == null ? null : value.toWellFormed());
   return {
     id,
     time,
     decision,
-    error: entry.error ?? null,
-    reason: entry.reason ?? null,
-    request_id: entry.request_id ?? null,
-    issuer: entry.issuer ?? null,
-    subject: entry.subject ?? null,
+    error: text(entry.error),
+    reason: text(entry.reason),
+    request_id: text(entry.request_id),
+    issuer: text(entry.issuer),
+    subject: text(entry.subject),
     audience: audience == null ? null : jsonRoundTrip(audience),
-    jti: entry.jti ?? null,
-    token_sha256: entry.token_sha256 ?? null,
+    jti: text(entry.jti),
+    token_sha256: text(entry.token_sha256),
     claims: claims == null ? null : jsonRoundTrip(claims),
     unverified: unverified == null ? null : jsonRoundTrip(unverified),
-    policy: entry.policy ?? null,
-    policy_sha256: entry.policy_sha256 ?? null,
-    provider: entry.provider ?? null,
-    target: entry.target ?? null,
-    credential_id: entry.credential_id ?? null,
-    expires_at: entry.expires_at ?? null,
+    policy: text(entry.policy),
+    policy_sha256: text(entry.policy_sha256),
+    provider: text(entry.provider),
+    target: text(entry.target),
+    credential_id: text(entry.credential_id),
+    expires_at: text(entry.expires_at),
     duration_seconds: duration_seconds ?? null,
-    client_ip: entry.client_ip ?? null,
-    user_agent: entry.user_agent ?? null,
+    client_ip: text(entry.client_ip),
+    user_agent: text(entry.user_agent),
   };
 }
 
@@ -279,8 +282,8 @@ export function verifyChain(records: Iterable<AuditRecord>): ChainVerification {
 }
 
 function jsonRoundTrip<T>(value: T): T {
-  // Throws TypeError for a cycle or a BigInt, which is what we want.
-  return JSON.parse(JSON.stringify(value)) as T;
+  // Throws TypeError for a cycle or a BigInt, which is what we want. Strings are made well formed (see toCanonicalEntry).
+  return JSON.parse(JSON.stringify(value, (_key, v: unknown) => (typeof v === 'string' ? v.toWellFormed() : v))) as T;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -35,13 +35,14 @@ export function createApp(deps: AppDeps): Express {
   return app;
 }
 
-const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-
-/** Keeps a caller's X-Request-Id when it is safe to log, else makes one; echoed on every response. */
+/**
+ * Every response carries the broker's own X-Request-Id, the `request_id` of its
+ * audit record. A caller's X-Request-Id is not trusted: one caller could reuse
+ * another's id and muddle forensic correlation.
+ */
 function requestId(): RequestHandler {
-  return (req, res, next) => {
-    const incoming = req.get('x-request-id');
-    const id = incoming && SAFE_REQUEST_ID.test(incoming) ? incoming : newUlid();
+  return (_req, res, next) => {
+    const id = newUlid();
     res.locals.requestId = id;
     res.set('X-Request-Id', id);
     next();

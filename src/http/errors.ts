@@ -8,6 +8,7 @@ import {
 } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { errorSummary } from '../exchange.js';
+import { shellQuote } from './shell.js';
 
 /** The one place where an error code becomes an HTTP status (contract section 4). */
 export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
@@ -32,7 +33,14 @@ export function sendError(res: Response, error: BrokerError, extra: Record<strin
   if (status === 401) res.set('WWW-Authenticate', `Bearer error="invalid_token", error_description="${error.message.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, "'")}"`);
   if (status === 429 || status === 503) res.set('Retry-After', '5');
   res.set('Cache-Control', 'no-store');
-  res.status(status).json({ error: error.code, error_description: error.message, request_id: res.locals.requestId as string | undefined, ...extra });
+  const requestId = res.locals.requestId as string | undefined;
+  if (res.locals.shellErrors === true) {
+    // `?format=env` callers may eval the body: an error is a quoted echo to stderr and a failing command, never JSON holding claim values.
+    const line = `oidc-broker: ${error.code}: ${error.message} (request ${requestId ?? 'unknown'})`;
+    res.status(status).type('text/plain').send(`echo ${shellQuote(line)} >&2\nfalse\n`);
+    return;
+  }
+  res.status(status).json({ error: error.code, error_description: error.message, request_id: requestId, ...extra });
 }
 
 /** Body-parser failures arrive as http-errors with a `type`; translate them by type, never by message. */

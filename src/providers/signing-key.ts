@@ -1,4 +1,5 @@
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import type { Logger } from '../logger.js';
@@ -30,19 +31,32 @@ export async function loadOrCreateSigningKey(file: string, logger: Logger): Prom
     text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read the signing key ${file}: ${(err as NodeJS.ErrnoException).code}`);
-    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-    const jwk = await generateSigningJwk();
-    try {
-      await writeFile(file, `${JSON.stringify(jwk)}\n`, { mode: 0o600, flag: 'wx' });
-      logger.info('created a new broker signing key', { file, kid: jwk.kid, alg: SIGNING_ALGORITHM });
-    } catch (writeErr) {
-      if ((writeErr as NodeJS.ErrnoException).code !== 'EEXIST') throw writeErr;
-    }
+    await createKeyFile(file, logger);
     text = await readFile(file, 'utf8');
   }
   const mode = (await stat(file)).mode & 0o077;
-  if (mode !== 0) logger.warn('the signing key file is readable by other users; chmod 600 it', { file });
+  if (mode !== 0) throw new Error(`the signing key ${file} is readable or writable by other users; run chmod 600 on it`);
   return toSigningKey(JSON.parse(text) as JWK, file);
+}
+
+/**
+ * Writes a new key to a private temporary file, then links it into place:
+ * link() fails if the name exists, so two replicas starting together never
+ * read a half-written key, and the loser simply uses the winner's.
+ */
+async function createKeyFile(file: string, logger: Logger): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const jwk = await generateSigningJwk();
+  const temp = `${file}.${process.pid}.${randomUUID()}.tmp`;
+  await writeFile(temp, `${JSON.stringify(jwk)}\n`, { mode: 0o600, flag: 'wx' });
+  try {
+    await link(temp, file);
+    logger.info('created a new broker signing key', { file, kid: jwk.kid, alg: SIGNING_ALGORITHM });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    await unlink(temp);
+  }
 }
 
 async function toSigningKey(jwk: JWK, file: string): Promise<SigningKey> {

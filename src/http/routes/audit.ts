@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Router, type RequestHandler } from 'express';
 import { InvalidRequestError, InvalidTokenError } from '../../errors.js';
+import { toTimeBound } from '../../audit/query.js';
 import type { AuditDecision, AuditQuery, AuditStore } from '../../audit/types.js';
 import type { Logger } from '../../logger.js';
 import { bearerToken } from './exchange.js';
@@ -13,7 +14,6 @@ export interface Auditor {
 
 const DECISIONS: ReadonlySet<string> = new Set<AuditDecision>(['issued', 'denied', 'error', 'explain']);
 const SCALAR_FILTERS = new Set(['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'limit', 'cursor']);
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/i;
 
 /** GET /v1/audit/events and /v1/audit/verify: auditors only (contract section 4). */
 export function auditRoutes(deps: { audit: AuditStore; auditors: readonly Auditor[]; logger: Logger }): Router {
@@ -57,19 +57,20 @@ function auditorAuth(auditors: readonly Auditor[]): RequestHandler {
 
 /** Validates the query string; every problem names the parameter. */
 export function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
-  const query: AuditQuery = { claims: {} };
+  // A null-prototype map, so `claim.__proto__=x` is a filter like any other instead of a silent no-op.
+  const claims = Object.create(null) as Record<string, string>;
+  const query: AuditQuery = { claims };
   for (const [name, raw] of Object.entries(params)) {
     if (typeof raw !== 'string') throw new InvalidRequestError(`Query parameter '${name}' must be given once.`, { reason: 'bad_query' });
     if (name.startsWith('claim.') && name.length > 'claim.'.length) {
-      query.claims![name.slice('claim.'.length)] = raw;
+      claims[name.slice('claim.'.length)] = raw;
       continue;
     }
     if (!SCALAR_FILTERS.has(name)) throw new InvalidRequestError(`Unknown query parameter '${name.slice(0, 64)}'.`, { reason: 'bad_query' });
     switch (name) {
       case 'since':
       case 'until':
-        if (!RFC3339.test(raw) || Number.isNaN(Date.parse(raw))) throw new InvalidRequestError(`'${name}' must be an RFC 3339 time such as 2026-11-25T19:00:00Z.`, { reason: 'bad_query' });
-        query[name] = new Date(raw).toISOString();
+        query[name] = toTimeBound(raw, name);
         break;
       case 'decision':
         if (!DECISIONS.has(raw)) throw new InvalidRequestError(`'decision' must be one of ${[...DECISIONS].join(', ')}.`, { reason: 'bad_query' });

@@ -1,22 +1,24 @@
-import express, { Router, type Request, type Response } from 'express';
+import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import { exchange, auditRefusedRequest, type ExchangeDeps, type ExchangeResult, type RequestContext } from '../../exchange.js';
 import { InvalidRequestError, toBrokerError } from '../../errors.js';
 import { fromBodyParserError, sendError } from '../errors.js';
+import { shellQuote } from '../shell.js';
 
 const FORMATS = new Set(['json', 'env']);
 
 /** An exchange request is a policy name, a duration and perhaps a token: a few KiB at most. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
-export const jsonBody = express.json({ limit: MAX_BODY_BYTES, strict: true });
+// inflate: false, so a compressed body is refused as unsupported (and audited) instead of reaching zlib.
+export const jsonBody = express.json({ limit: MAX_BODY_BYTES, strict: true, inflate: false });
 
 /** POST /v1/exchange (contract section 4). */
 export function exchangeRoutes(deps: ExchangeDeps): Router {
   const router = Router();
 
-  router.post('/v1/exchange', jsonBody, async (req, res) => {
+  router.post('/v1/exchange', markFormat, jsonBody, async (req, res) => {
     const context = requestContext(req, res);
-    const format = typeof req.query.format === 'string' ? req.query.format : req.query.format === undefined ? 'json' : undefined;
+    const format = requestedFormat(req);
     const body: Record<string, unknown> = isPlainObject(req.body) ? req.body : {};
     const headerToken = bearerToken(req.get('authorization'));
     const bodyToken = body.token;
@@ -52,6 +54,16 @@ export function exchangeRoutes(deps: ExchangeDeps): Router {
 
 const BODY_FIELDS = new Set(['policy', 'duration_seconds', 'token']);
 
+function requestedFormat(req: Request): string | undefined {
+  return typeof req.query.format === 'string' ? req.query.format : req.query.format === undefined ? 'json' : undefined;
+}
+
+/** A caller that asked for shell lines may `eval` whatever comes back, so errors must be shell-inert too (see sendError). */
+const markFormat: RequestHandler = (req, res, next) => {
+  if (requestedFormat(req) === 'env') res.locals.shellErrors = true;
+  next();
+};
+
 /** Refuses a request whose shape is wrong before anything is verified; unknown fields are refused so a typo cannot silently change a duration. */
 function checkRequestShape(req: Request, format: string | undefined, headerToken: string | null | undefined, bodyToken: unknown): InvalidRequestError | undefined {
   const refuse = (message: string, reason: string) => new InvalidRequestError(message, { reason });
@@ -83,9 +95,6 @@ export function toShellExports(result: ExchangeResult): string {
   return result.env.map(([name, value]) => `export ${name}=${shellQuote(value)}\n`).join('');
 }
 
-function shellQuote(value: string): string {
-  return `'${value.replace(/'/g, `'\\''`)}'`;
-}
 
 /** undefined: no header; null: a header that is not a Bearer token. */
 export function bearerToken(header: string | undefined): string | undefined | null {
