@@ -3,36 +3,24 @@ import path from 'node:path';
 import { ClaimPathError, parseClaimPath } from './claim-path.js';
 import { compileMatcher, MatcherError, type ClaimMatcher, type ConditionSpec, type PolicyScalar } from './matchers.js';
 import { parseYamlDocument, type KeyPath, type YamlDocument } from './parse.js';
-import { compileTemplate, TemplateSyntaxError } from './template.js';
+import { readGrant } from './grants.js';
+import { checkKnownKeys, describeValue, echo, has, isJsonObject, suggest, type Json, type Report } from './yaml-values.js';
 import type {
   CompileContext,
   CompiledPolicy,
   CompileResult,
   ConditionResult,
   Effect,
-  Grant,
-  JwtGrant,
   PolicyFile,
   PolicyIssue,
   PolicySet,
-  ProviderName,
-  Template,
 } from './types.js';
 
 /** Contract section 3: policy names are what callers send and what metrics label, so keep them plain. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const POLICY_KEYS = ['name', 'description', 'issuer', 'effect', 'audience', 'claims', 'condition', 'allow_token_reuse', 'grant'] as const;
 const CONDITION_OPERATORS = ['in', 'glob', 'regex', 'exists'] as const;
-const PROVIDERS: readonly ProviderName[] = ['aws', 'gcp', 'jwt'];
-const JWT_GRANT_KEYS = ['provider', 'audience', 'claims', 'max_duration_seconds'] as const;
-/** RFC 7519 section 4.1 claims the broker sets itself; a policy overriding them could forge identity or lifetime. */
-const REGISTERED_CLAIMS: ReadonlySet<string> = new Set(['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti']);
-const JWT_DURATION = { min: 60, max: 43_200, default: 900 } as const;
-/** How much of an operator-written value an issue message echoes. */
-const ECHO_LIMIT = 100;
 
-type Report = (path: KeyPath, message: string, hint?: string) => void;
-type Json = Record<string, unknown>;
 
 /**
  * Compiles a policy directory into an immutable `PolicySet` (contract section
@@ -342,105 +330,6 @@ function readScalar(value: unknown, at: KeyPath, report: Report): PolicyScalar |
   return undefined;
 }
 
-function readGrant(root: Json, effect: Effect | undefined, ctx: CompileContext, report: Report): Grant | undefined {
-  if (effect === 'deny') {
-    if (has(root, 'grant')) report(['grant'], 'a deny policy cannot have a grant', 'remove `grant`, or set effect: allow');
-    return undefined;
-  }
-  if (!has(root, 'grant')) {
-    if (effect === 'allow') report(['grant'], 'an allow policy needs a grant', 'add grant: with a provider (jwt)');
-    return undefined;
-  }
-  const grant = root.grant;
-  if (!isJsonObject(grant)) {
-    report(['grant'], 'grant must be a map with a provider');
-    return undefined;
-  }
-  const provider = grant.provider;
-  if (!has(grant, 'provider')) {
-    report(['grant', 'provider'], 'grant.provider is required', `one of ${PROVIDERS.join(', ')}`);
-    return undefined;
-  }
-  if (typeof provider !== 'string' || !(PROVIDERS as readonly string[]).includes(provider)) {
-    report(['grant', 'provider'], `unknown provider ${describeValue(provider)}`, (typeof provider === 'string' ? suggest(provider, PROVIDERS) : undefined) ?? `one of ${PROVIDERS.join(', ')}`);
-    return undefined;
-  }
-  const name = provider as ProviderName;
-  if (!ctx.providers.has(name)) {
-    report(['grant', 'provider'], `provider '${name}' is not configured/supported`, `configured providers: ${[...ctx.providers].join(', ') || '(none)'}`);
-    return undefined;
-  }
-  switch (name) {
-    case 'jwt':
-      return readJwtGrant(grant, report);
-    case 'aws':
-    case 'gcp':
-      report(['grant', 'provider'], `grants for provider '${name}' are not supported by this version`);
-      return undefined;
-    default: {
-      const unreachable: never = name;
-      return unreachable;
-    }
-  }
-}
-
-function readJwtGrant(grant: Json, report: Report): JwtGrant | undefined {
-  checkKnownKeys(grant, JWT_GRANT_KEYS, ['grant'], report);
-  let failures = 0;
-  const failing: Report = (...args) => {
-    failures++;
-    report(...args);
-  };
-
-  let audience: Template | undefined;
-  if (!has(grant, 'audience')) failing(['grant', 'audience'], 'grant.audience is required for provider jwt', 'the service that will verify the broker-signed token');
-  else audience = readTemplate(grant.audience, ['grant', 'audience'], failing);
-  if (audience !== undefined && audience.source === '') failing(['grant', 'audience'], 'grant.audience cannot be empty');
-
-  const claims: Record<string, Template> = {};
-  if (has(grant, 'claims')) {
-    if (!isJsonObject(grant.claims)) {
-      failing(['grant', 'claims'], 'grant.claims must be a map of claim name to template');
-    } else {
-      for (const [key, raw] of Object.entries(grant.claims)) {
-        if (REGISTERED_CLAIMS.has(key)) {
-          failing(['grant', 'claims', key], `claim '${key}' is set by the broker and cannot be overridden`, `registered claims ${[...REGISTERED_CLAIMS].join(', ')} are reserved`);
-          continue;
-        }
-        const template = readTemplate(raw, ['grant', 'claims', key], failing);
-        // defineProperty, so a claim named `__proto__` stays an own key instead of a prototype.
-        if (template) Object.defineProperty(claims, key, { value: template, enumerable: true });
-      }
-    }
-  }
-
-  let maxDurationSeconds: number = JWT_DURATION.default;
-  if (has(grant, 'max_duration_seconds')) {
-    const value = grant.max_duration_seconds;
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < JWT_DURATION.min || value > JWT_DURATION.max) {
-      failing(['grant', 'max_duration_seconds'], `max_duration_seconds must be an integer from ${JWT_DURATION.min} to ${JWT_DURATION.max}, not ${describeValue(value)}`);
-    } else {
-      maxDurationSeconds = value;
-    }
-  }
-  if (failures > 0 || audience === undefined) return undefined;
-  return Object.freeze({ provider: 'jwt', maxDurationSeconds, audience, claims: Object.freeze(claims) });
-}
-
-function readTemplate(value: unknown, at: KeyPath, report: Report): Template | undefined {
-  if (typeof value !== 'string') {
-    report(at, `expected a string template, not ${describeValue(value)}`, 'quote it');
-    return undefined;
-  }
-  try {
-    return compileTemplate(value);
-  } catch (err) {
-    if (!(err instanceof TemplateSyntaxError)) throw err;
-    report(at, `invalid template: ${err.message}`);
-    return undefined;
-  }
-}
-
 function readOptional(root: Json, key: string, type: 'string', report: Report): string | undefined;
 function readOptional(root: Json, key: string, type: 'boolean', report: Report): boolean | undefined;
 function readOptional(root: Json, key: string, type: 'string' | 'boolean', report: Report): string | boolean | undefined {
@@ -449,50 +338,6 @@ function readOptional(root: Json, key: string, type: 'string' | 'boolean', repor
   if (typeof value === type) return value as string | boolean;
   report([key], `${key} must be ${type === 'string' ? 'a string' : 'true or false'}, not ${describeValue(value)}`);
   return undefined;
-}
-
-/** Unknown keys are errors (a typo must not silently drop a restriction), with a hint for near misses. */
-function checkKnownKeys(obj: Json, known: readonly string[], at: KeyPath, report: Report): void {
-  for (const key of Object.keys(obj)) {
-    if (!known.includes(key)) report([...at, key], `unknown key '${echo(key)}'`, suggest(key, known));
-  }
-}
-
-/**
- * "did you mean ...?" for a key that differs from a known one only by `-`/`_`
- * or case, by a small edit distance, or by being cut short.
- */
-export function suggest(word: string, candidates: readonly string[]): string | undefined {
-  const norm = (s: string): string => s.toLowerCase().replace(/[-_]/g, '');
-  const exactish = candidates.find((c) => norm(c) === norm(word));
-  if (exactish !== undefined) return `did you mean '${exactish}'?`;
-  let best: { candidate: string; distance: number } | undefined;
-  for (const candidate of candidates) {
-    const distance = editDistance(word.toLowerCase(), candidate);
-    const allowed = Math.min(2, Math.floor(candidate.length / 3));
-    if (distance <= allowed && (best === undefined || distance < best.distance)) best = { candidate, distance };
-  }
-  // A truncated key (`max_duration`, `desc`) is a near miss too, if long enough to be unambiguous.
-  const prefixOf = norm(word).length >= 4 ? candidates.find((c) => norm(c).startsWith(norm(word))) : undefined;
-  const candidate = best?.candidate ?? prefixOf;
-  return candidate && `did you mean '${candidate}'?`;
-}
-
-/** Optimal string alignment distance: Levenshtein plus adjacent transpositions (`jtw` -> `jwt` is 1). */
-function editDistance(a: string, b: string): number {
-  if (Math.abs(a.length - b.length) > 2 || a.length > 64) return Infinity;
-  const rows: number[][] = [Array.from({ length: b.length + 1 }, (_, j) => j)];
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let best = Math.min((rows[i - 1]?.[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (rows[i - 1]?.[j - 1] ?? 0) + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, (rows[i - 2]?.[j - 2] ?? 0) + 1);
-      row[j] = best;
-    }
-    rows.push(row);
-  }
-  return rows[a.length]?.[b.length] ?? Infinity;
 }
 
 function buildPolicySet(policies: readonly CompiledPolicy[]): PolicySet {
@@ -532,22 +377,3 @@ function formatKeyPath(keyPath: KeyPath): string {
   return keyPath.reduce<string>((out, segment) => (typeof segment === 'number' ? `${out}[${segment}]` : out === '' ? segment : `${out}.${segment}`), '');
 }
 
-function has(obj: Json, key: string): boolean {
-  return Object.hasOwn(obj, key);
-}
-
-function isJsonObject(value: unknown): value is Json {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function describeValue(value: unknown): string {
-  if (value === null || value === undefined) return 'nothing';
-  if (Array.isArray(value)) return 'a list';
-  if (typeof value === 'object') return 'a map';
-  if (typeof value === 'string') return `'${echo(value)}'`;
-  return String(value);
-}
-
-function echo(value: string): string {
-  return value.length > ECHO_LIMIT ? `${value.slice(0, ECHO_LIMIT)}…` : value;
-}
