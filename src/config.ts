@@ -17,6 +17,9 @@ export interface BrokerConfig {
   replay: { url: string };
   providers: {
     jwt: { signingKeyFile: string };
+    /** Present only when configured: policies may grant aws only then. */
+    aws?: { region: string | undefined; endpoint: string | undefined; timeoutSeconds: number };
+    gcp?: { endpoint: string | undefined; maxLifetimeSeconds: number; timeoutSeconds: number };
   };
   auditors: { name: string; tokenSha256: string }[];
 }
@@ -33,6 +36,9 @@ const outboundUrl = z
   .string()
   .url('expected a URL')
   .refine(isAllowedOutboundUrl, 'expected an https:// URL (http:// is accepted only for loopback hosts)');
+
+/** A whole provider call, retries included: what a CI job waits at most before a 502. */
+const providerTimeout = z.number().int().min(1).max(60).default(25);
 
 const issuerSchema = z
   .strictObject({
@@ -85,6 +91,20 @@ const fileSchema = z.strictObject({
   providers: z
     .strictObject({
       jwt: z.strictObject({ signing_key_file: z.string().min(1).default('./data/signing-key.jwk') }).default({ signing_key_file: './data/signing-key.jwk' }),
+      aws: z
+        .strictObject({
+          region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region such as us-east-1').optional(),
+          endpoint: outboundUrl.optional(),
+          timeout_seconds: providerTimeout,
+        })
+        .optional(),
+      gcp: z
+        .strictObject({
+          endpoint: outboundUrl.optional(),
+          max_lifetime_seconds: z.number().int().min(60).max(43_200).default(3600),
+          timeout_seconds: providerTimeout,
+        })
+        .optional(),
     })
     .default({ jwt: { signing_key_file: './data/signing-key.jwk' } }),
   auditors: z
@@ -187,7 +207,11 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
     policies: { dir: path.resolve(baseDir, file.policies.dir) },
     audit: { url: resolveSqlite(file.audit.url) },
     replay: { url: file.replay.url },
-    providers: { jwt: { signingKeyFile: path.resolve(baseDir, file.providers.jwt.signing_key_file) } },
+    providers: {
+      jwt: { signingKeyFile: path.resolve(baseDir, file.providers.jwt.signing_key_file) },
+      ...(file.providers.aws ? { aws: { region: file.providers.aws.region, endpoint: file.providers.aws.endpoint, timeoutSeconds: file.providers.aws.timeout_seconds } } : {}),
+      ...(file.providers.gcp ? { gcp: { endpoint: file.providers.gcp.endpoint, maxLifetimeSeconds: file.providers.gcp.max_lifetime_seconds, timeoutSeconds: file.providers.gcp.timeout_seconds } } : {}),
+    },
     auditors: file.auditors.map((a) => ({ name: a.name, tokenSha256: a.token_sha256 })),
   };
 }

@@ -9,6 +9,7 @@ import {
   InvalidTokenError,
   TokenReplayedError,
   AccessDeniedError,
+  ProviderError,
   toBrokerError,
   type ErrorCode,
 } from './errors.js';
@@ -47,7 +48,12 @@ export interface ExchangeInput extends RequestContext {
   token: string | undefined;
   policy: unknown;
   durationSeconds: unknown;
+  /** How the credential will be delivered; checked against the grant before anything is issued. */
+  format: ResponseFormat;
 }
+
+/** `credential_process` is the AWS CLI's format, so it only fits AWS grants. */
+export type ResponseFormat = 'json' | 'env' | 'credential_process';
 
 export interface ExchangeResult {
   issuanceId: string;
@@ -116,6 +122,9 @@ async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry
   const grant = policy.grant;
   if (!grant) throw new AccessDeniedError(`Policy '${policy.name}' grants nothing.`, { reason: 'not_an_allow_policy' });
   entry.provider = grant.provider;
+  if (input.format === 'credential_process' && grant.provider !== 'aws') {
+    throw new InvalidRequestError(`format=credential_process is for AWS grants; policy '${policy.name}' grants ${grant.provider}.`, { reason: 'format_not_supported' });
+  }
 
   if (!policy.allowTokenReuse) {
     const key = replayKey(policy, token);
@@ -163,12 +172,18 @@ async function issueWith(
 ): Promise<IssuedCredential> {
   const request = { policy, token, requestedDurationSeconds, issuanceId };
   switch (grant.provider) {
-    case 'jwt': {
-      const provider = providers.jwt;
-      if (!provider) throw new AccessDeniedError("The 'jwt' provider is not configured on this broker.", { reason: 'provider_not_configured' });
-      return provider.issue({ ...request, grant });
-    }
+    case 'jwt':
+      return (providers.jwt ?? notConfigured('jwt')).issue({ ...request, grant });
+    case 'aws':
+      return (providers.aws ?? notConfigured('aws')).issue({ ...request, grant });
+    case 'gcp':
+      return (providers.gcp ?? notConfigured('gcp')).issue({ ...request, grant });
   }
+}
+
+/** The compiler refuses grants for unconfigured providers, so this is only reached if the two disagree. */
+function notConfigured(provider: ProviderName): never {
+  throw new ProviderError(`The '${provider}' provider is not configured on this broker.`, { reason: 'provider_not_configured' });
 }
 
 /** A token is exchanged at most once per policy (contract section 3); keyed by jti, else by the token's hash. */

@@ -11,6 +11,8 @@ import { createTokenVerifier } from './oidc/verify.js';
 import { compilePolicies } from './policy/compile.js';
 import { loadPolicyDir } from './policy/load.js';
 import type { CompileContext, PolicyIssue, PolicySet, ProviderName } from './policy/types.js';
+import { createAwsProvider } from './providers/aws.js';
+import { createGcpProvider } from './providers/gcp.js';
 import { createJwtProvider } from './providers/jwt.js';
 import { loadOrCreateSigningKey } from './providers/signing-key.js';
 import { createMemoryReplayStore } from './replay/memory-store.js';
@@ -48,7 +50,14 @@ export interface BrokerOptions {
 /** What the compiler must know of the running config. */
 export function compileContext(config: BrokerConfig): CompileContext {
   const providers = new Set<ProviderName>(['jwt']);
+  if (config.providers.aws) providers.add('aws');
+  if (config.providers.gcp) providers.add('gcp');
   return { issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences }])), providers };
+}
+
+/** A provider's deadline covers its retries; each attempt gets a third of it (at least 1 s). */
+function providerOptions<T extends { timeoutSeconds: number }>(config: T): T & { deadlineMs: number; attemptTimeoutMs: number } {
+  return { ...config, deadlineMs: config.timeoutSeconds * 1000, attemptTimeoutMs: Math.max(1000, Math.floor((config.timeoutSeconds * 1000) / 3)) };
 }
 
 /** Loads and compiles the policy directory. @throws PolicyLoadError */
@@ -82,7 +91,11 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     verifier,
     policies: () => policySet,
     replay,
-    providers: { jwt: createJwtProvider({ issuerUrl: config.server.publicUrl, signingKey }) },
+    providers: {
+      jwt: createJwtProvider({ issuerUrl: config.server.publicUrl, signingKey }),
+      ...(config.providers.aws ? { aws: createAwsProvider(providerOptions(config.providers.aws)) } : {}),
+      ...(config.providers.gcp ? { gcp: createGcpProvider(providerOptions(config.providers.gcp)) } : {}),
+    },
     audit,
     metrics,
     logger,

@@ -1,5 +1,5 @@
 import { ClaimPathError, describeKind, parseClaimPath, resolveClaim, toStringForm } from './claim-path.js';
-import { TemplateError, type Template } from './types.js';
+import { TemplateError, type ClaimValueCheck, type Template } from './types.js';
 
 /** A template that cannot be compiled; the message is safe to show. */
 export class TemplateSyntaxError extends Error {
@@ -58,7 +58,7 @@ export function compileTemplate(source: string): Template {
 
   return Object.freeze({
     source,
-    render(claims: Readonly<Record<string, unknown>>): string {
+    render(claims: Readonly<Record<string, unknown>>, checkValue?: ClaimValueCheck): string {
       let out = '';
       for (const part of parts) {
         if (typeof part === 'string') {
@@ -71,6 +71,7 @@ export function compileTemplate(source: string): Template {
           // The message names the claim and its kind, never its value.
           throw new TemplateError(part.ref, `claim '${part.ref}' is ${describeKind(value) === 'a scalar' ? 'not a string, number or boolean' : describeKind(value)}`);
         }
+        checkValue?.(text, part.ref);
         out += text;
       }
       return out;

@@ -26,8 +26,11 @@ export interface Template {
    * Renders with claim values inserted literally (never re-expanded).
    * @throws TemplateError when a referenced claim is absent, null, or not a scalar.
    */
-  render(claims: Readonly<Record<string, unknown>>): string;
+  render(claims: Readonly<Record<string, unknown>>, checkValue?: ClaimValueCheck): string;
 }
+
+/** Sees each claim value before it is inserted; throws TemplateError to refuse it (e.g. IAM wildcards in a session policy). */
+export type ClaimValueCheck = (value: string, claim: string) => void;
 
 export class TemplateError extends Error {
   constructor(readonly claim: string, message: string) {
@@ -44,8 +47,42 @@ export interface JwtGrant {
   claims: Record<string, Template>;
 }
 
-/** Grants are a tagged union on `provider`; issue 3 adds aws and gcp. */
-export type Grant = JwtGrant;
+/** A JSON value whose strings are templates: an AWS session policy. */
+export type JsonTemplate = Template | number | boolean | null | readonly JsonTemplate[] | { readonly [key: string]: JsonTemplate };
+
+export interface AwsGrant {
+  provider: 'aws';
+  /** Ceiling; the session lasts at least 900 s (STS's floor). */
+  maxDurationSeconds: number;
+  /** Literal, checked at load: a role chosen by claims would let a token pick its own privileges. */
+  roleArn: string;
+  sessionName: Template | undefined;
+  sourceIdentity: Template | undefined;
+  /** Tag key (literal) and value template, in file order. */
+  sessionTags: readonly (readonly [key: string, value: Template])[];
+  transitiveTagKeys: readonly string[];
+  sessionPolicy: JsonTemplate | undefined;
+  policyArns: readonly string[];
+  externalId: string | undefined;
+  region: string | undefined;
+}
+
+export interface GcpGrant {
+  provider: 'gcp';
+  /** Ceiling of the token's lifetime; the provider also caps it at its configured maximum. */
+  maxDurationSeconds: number;
+  /** Literal service account email, checked at load. */
+  serviceAccount: string;
+  scopes: readonly string[];
+  delegates: readonly string[];
+  tokenType: 'access_token' | 'id_token';
+  /** Required for id tokens. */
+  idTokenAudience: Template | undefined;
+  includeEmail: boolean;
+}
+
+/** Grants are a tagged union on `provider`. */
+export type Grant = JwtGrant | AwsGrant | GcpGrant;
 
 export interface CompiledPolicy {
   name: string;

@@ -32,7 +32,13 @@ export interface BrokerFixture {
  * A real broker on a temp directory: a dev issuer on loopback, the given
  * policy files, SQLite audit, a fresh signing key.
  */
-export async function startBrokerFixture(options: { policies: Record<string, string>; extraConfig?: string; now?: () => Date }): Promise<BrokerFixture> {
+export async function startBrokerFixture(options: {
+  policies: Record<string, string>;
+  /** YAML lines under `providers:` (indented two spaces), e.g. an aws or gcp block. */
+  providerConfig?: string;
+  extraConfig?: string;
+  now?: () => Date;
+}): Promise<BrokerFixture> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-test-'));
   const issuer = await startDevIssuer({ port: 0 });
   await mkdir(path.join(dir, 'policies'));
@@ -55,6 +61,7 @@ audit:
 providers:
   jwt:
     signing_key_file: ./data/signing-key.jwk
+${options.providerConfig ?? ''}
 auditors:
   - name: secops
     token_sha256: ${createHash('sha256').update(AUDITOR_TOKEN).digest('hex')}

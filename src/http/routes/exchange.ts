@@ -1,10 +1,10 @@
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
-import { exchange, auditRefusedRequest, type ExchangeDeps, type ExchangeResult, type RequestContext } from '../../exchange.js';
+import { exchange, auditRefusedRequest, type ExchangeDeps, type ExchangeResult, type RequestContext, type ResponseFormat } from '../../exchange.js';
 import { InvalidRequestError, toBrokerError } from '../../errors.js';
 import { fromBodyParserError, sendError } from '../errors.js';
 import { shellQuote } from '../shell.js';
 
-const FORMATS = new Set(['json', 'env']);
+const FORMATS: ReadonlySet<string> = new Set<ResponseFormat>(['json', 'env', 'credential_process']);
 
 /** An exchange request is a policy name, a duration and perhaps a token: a few KiB at most. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -30,10 +30,11 @@ export function exchangeRoutes(deps: ExchangeDeps): Router {
       return sendError(res, refusal);
     }
 
-    const result = await exchange(deps, { ...context, token, policy: body.policy, durationSeconds: body.duration_seconds });
+    const result = await exchange(deps, { ...context, token, policy: body.policy, durationSeconds: body.duration_seconds, format: format as ResponseFormat });
     res.set('Cache-Control', 'no-store');
     res.set('Pragma', 'no-cache');
     if (format === 'env') return res.type('text/plain').send(toShellExports(result));
+    if (format === 'credential_process') return res.json(toCredentialProcess(result));
     res.json(toExchangeResponse(result));
   });
 
@@ -67,7 +68,7 @@ const markFormat: RequestHandler = (req, res, next) => {
 /** Refuses a request whose shape is wrong before anything is verified; unknown fields are refused so a typo cannot silently change a duration. */
 function checkRequestShape(req: Request, format: string | undefined, headerToken: string | null | undefined, bodyToken: unknown): InvalidRequestError | undefined {
   const refuse = (message: string, reason: string) => new InvalidRequestError(message, { reason });
-  if (!format || !FORMATS.has(format)) return refuse('format must be json or env.', 'bad_format');
+  if (!format || !FORMATS.has(format)) return refuse('format must be json, env or credential_process.', 'bad_format');
   if (req.body === undefined && (Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined)) {
     return refuse('Send the body as JSON with "Content-Type: application/json".', 'unsupported_content_type');
   }
@@ -88,6 +89,12 @@ export function toExchangeResponse(result: ExchangeResult): Record<string, unkno
     expires_at: result.expiresAt.toISOString(),
     credentials: result.credentials,
   };
+}
+
+/** The AWS CLI's `credential_process` output (Version 1). */
+export function toCredentialProcess(result: ExchangeResult): Record<string, unknown> {
+  const { AccessKeyId, SecretAccessKey, SessionToken, Expiration } = result.credentials;
+  return { Version: 1, AccessKeyId, SecretAccessKey, SessionToken, Expiration };
 }
 
 /** `export NAME='value'` lines; single quotes make every value inert to the shell. */

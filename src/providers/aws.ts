@@ -1,0 +1,196 @@
+import { AssumeRoleCommand, STSClient, STSServiceException, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
+import { AccessDeniedError, ProviderError } from '../errors.js';
+import { TemplateError, type AwsGrant, type JsonTemplate, type Template } from '../policy/types.js';
+import { clampDurationSeconds, type IssuedCredential, type Provider } from './types.js';
+
+export interface AwsProviderOptions {
+  /** Default region when the grant names none; else the SDK's own (AWS_REGION), else us-east-1. */
+  region?: string | undefined;
+  /** STS endpoint override (loopback emulators, VPC endpoints); AWS_ENDPOINT_URL_STS also works through the SDK. */
+  endpoint?: string | undefined;
+  /** The whole call, retries included: a hung STS answers the caller within this. */
+  deadlineMs?: number;
+  /** One HTTP attempt. */
+  attemptTimeoutMs?: number;
+  /** Attempts, with the SDK's backoff; only throttling, 5xx and network errors are retried. */
+  maxAttempts?: number;
+}
+
+/** STS floor for DurationSeconds. */
+const MIN_DURATION_SECONDS = 900;
+/** STS's limit on the plaintext session policy. */
+const MAX_SESSION_POLICY_CHARS = 2048;
+const SESSION_NAME_UNSAFE = /[^\w+=,.@-]/g;
+const TAG_VALUE_UNSAFE = /[^\p{L}\p{Z}\p{N}_.:/=+\-@]/gu;
+/** IAM wildcards and policy variables: a claim holding one could widen a session policy. */
+const IAM_SPECIAL = /[*?$]/;
+
+/**
+ * AWS credentials through STS AssumeRole (contract section 3, `aws`). The
+ * broker's own identity is the SDK's default credential chain; each session is
+ * scoped from verified claims (session name, source identity, tags, inline
+ * session policy).
+ */
+export function createAwsProvider(options: AwsProviderOptions = {}): Provider<AwsGrant> {
+  const deadlineMs = options.deadlineMs ?? 25_000;
+  const clients = new Map<string, STSClient>();
+  const clientFor = (region: string): STSClient => {
+    let client = clients.get(region);
+    if (!client) {
+      client = new STSClient({
+        region,
+        ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+        maxAttempts: options.maxAttempts ?? 3,
+        // requestTimeout alone only warns; throwOnRequestTimeout makes a hung attempt fail (and be retried).
+        requestHandler: { requestTimeout: options.attemptTimeoutMs ?? 8_000, throwOnRequestTimeout: true },
+      });
+      clients.set(region, client);
+    }
+    return client;
+  };
+
+  return {
+    name: 'aws',
+    async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
+      const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_DURATION_SECONDS, grant.maxDurationSeconds);
+      const input = toAssumeRoleInput(grant, token.claims, durationSeconds, issuanceId);
+      const region = grant.region ?? options.region ?? process.env.AWS_REGION ?? 'us-east-1';
+      let output;
+      try {
+        output = await clientFor(region).send(new AssumeRoleCommand(input), { abortSignal: AbortSignal.timeout(deadlineMs) });
+      } catch (err) {
+        throw toProviderError(err);
+      }
+      const credentials = output.Credentials;
+      if (!credentials?.AccessKeyId || !credentials.SecretAccessKey || !credentials.SessionToken || !credentials.Expiration) {
+        throw new ProviderError('AWS STS answered without credentials; try again shortly.', { reason: 'aws:IncompleteResponse' });
+      }
+      const expiration = credentials.Expiration.toISOString();
+      return {
+        provider: 'aws',
+        target: grant.roleArn,
+        credentialId: credentials.AccessKeyId,
+        expiresAt: credentials.Expiration,
+        durationSeconds,
+        credentials: {
+          AccessKeyId: credentials.AccessKeyId,
+          SecretAccessKey: credentials.SecretAccessKey,
+          SessionToken: credentials.SessionToken,
+          Expiration: expiration,
+        },
+        env: [
+          ['AWS_ACCESS_KEY_ID', credentials.AccessKeyId],
+          ['AWS_SECRET_ACCESS_KEY', credentials.SecretAccessKey],
+          ['AWS_SESSION_TOKEN', credentials.SessionToken],
+          ['AWS_REGION', region],
+        ],
+      };
+    },
+  };
+}
+
+/**
+ * Renders the grant for one token. Claim values are inserted literally and
+ * then made to fit STS's character sets, so no claim can add a parameter or
+ * make the request invalid.
+ * @throws AccessDeniedError when the grant cannot be rendered for this token.
+ */
+export function toAssumeRoleInput(grant: AwsGrant, claims: Readonly<Record<string, unknown>>, durationSeconds: number, issuanceId: string): AssumeRoleCommandInput {
+  return withTemplateErrorsAsDenials(() => {
+    const sessionName = fitSessionName(grant.sessionName?.render(claims) ?? '', issuanceId);
+    const sourceIdentity = grant.sourceIdentity && fitSourceIdentity(grant.sourceIdentity.render(claims));
+    const policy = grant.sessionPolicy === undefined ? undefined : JSON.stringify(renderJson(grant.sessionPolicy, claims));
+    if (policy !== undefined && policy.length > MAX_SESSION_POLICY_CHARS) {
+      throw new AccessDeniedError(`The policy's session_policy renders to ${policy.length} characters for this token; AWS accepts at most ${MAX_SESSION_POLICY_CHARS}.`, {
+        reason: 'session_policy_too_large',
+      });
+    }
+    return {
+      RoleArn: grant.roleArn,
+      RoleSessionName: sessionName,
+      DurationSeconds: durationSeconds,
+      ...(sourceIdentity ? { SourceIdentity: sourceIdentity } : {}),
+      ...(grant.sessionTags.length > 0 ? { Tags: grant.sessionTags.map(([Key, value]) => ({ Key, Value: fitTagValue(value.render(claims)) })) } : {}),
+      ...(grant.transitiveTagKeys.length > 0 ? { TransitiveTagKeys: [...grant.transitiveTagKeys] } : {}),
+      ...(policy !== undefined ? { Policy: policy } : {}),
+      ...(grant.policyArns.length > 0 ? { PolicyArns: grant.policyArns.map((arn) => ({ arn })) } : {}),
+      ...(grant.externalId ? { ExternalId: grant.externalId } : {}),
+    };
+  });
+}
+
+/** `[\w+=,.@-]`, 2 to 64 characters; falls back to `oidc-broker-<issuance id>`, which leads to the audit record. */
+function fitSessionName(rendered: string, issuanceId: string): string {
+  const name = rendered.replace(SESSION_NAME_UNSAFE, '-').slice(0, 64);
+  return name.length >= 2 ? name : `oidc-broker-${issuanceId}`;
+}
+
+/** Same charset as session names (so `aws:` can never survive: `:` is not in it). */
+function fitSourceIdentity(rendered: string): string {
+  const identity = rendered.replace(SESSION_NAME_UNSAFE, '-').slice(0, 64);
+  if (identity.length < 2) {
+    throw new AccessDeniedError("The policy's source_identity renders to fewer than 2 characters for this token.", { reason: 'source_identity_too_short' });
+  }
+  return identity;
+}
+
+/** AWS's tag value charset, cut to 256 characters (by code point, so no surrogate is split). */
+function fitTagValue(rendered: string): string {
+  return [...rendered.replace(TAG_VALUE_UNSAFE, '_')].slice(0, 256).join('');
+}
+
+function renderJson(value: JsonTemplate, claims: Readonly<Record<string, unknown>>): unknown {
+  if (isTemplate(value)) return value.render(claims, refuseIamSpecials);
+  if (Array.isArray(value)) return value.map((item: JsonTemplate) => renderJson(item, claims));
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) Object.defineProperty(out, key, { value: renderJson(item, claims), enumerable: true });
+    return out;
+  }
+  return value;
+}
+
+function refuseIamSpecials(value: string, claim: string): void {
+  if (IAM_SPECIAL.test(value)) throw new TemplateError(claim, `claim '${claim}' holds an IAM wildcard or variable (*, ? or $), which a session policy must not take from a token`);
+}
+
+function isTemplate(value: JsonTemplate): value is Template {
+  return typeof value === 'object' && value !== null && typeof (value as Partial<Template>).render === 'function';
+}
+
+function withTemplateErrorsAsDenials<T>(render: () => T): T {
+  try {
+    return render();
+  } catch (err) {
+    if (err instanceof TemplateError) {
+      throw new AccessDeniedError(`The policy's AWS grant cannot be rendered for this token: ${err.message}.`, { reason: 'template_claim_unusable', cause: err });
+    }
+    throw err;
+  }
+}
+
+const POLICY_PROBLEMS = new Set(['ValidationError', 'MalformedPolicyDocumentException', 'PackedPolicyTooLargeException', 'RegionDisabledException']);
+const BROKER_IDENTITY_PROBLEMS = new Set(['ExpiredTokenException', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'IncompleteSignature', 'MissingAuthenticationToken', 'UnrecognizedClientException']);
+
+/** Maps an SDK failure to a sentence a CI user can act on, by error type and status, never by message text. */
+function toProviderError(err: unknown): ProviderError {
+  const name = err instanceof Error ? err.name : 'Unknown';
+  if (name === 'AbortError' || name === 'TimeoutError') {
+    return new ProviderError('AWS STS did not answer in time; try again shortly.', { reason: 'aws:Timeout', cause: err });
+  }
+  if (err instanceof STSServiceException) {
+    const code = err.name;
+    const reason = `aws:${code}`;
+    if (code === 'AccessDenied' || code === 'AccessDeniedException') {
+      return new ProviderError("AWS refused to let the broker assume the role (AccessDenied): the role's trust policy must allow the broker.", { reason, cause: err });
+    }
+    if (POLICY_PROBLEMS.has(code)) {
+      return new ProviderError(`AWS rejected the role request this policy produces (${code}); the policy's owners must fix its grant.`, { reason, cause: err });
+    }
+    if (BROKER_IDENTITY_PROBLEMS.has(code)) {
+      return new ProviderError(`AWS refused the broker's own credentials (${code}); the broker's operators must fix them.`, { reason, cause: err });
+    }
+    return new ProviderError(`AWS STS is throttling or unavailable (${code}); try again shortly.`, { reason, cause: err });
+  }
+  return new ProviderError('AWS STS could not be reached or answered something unreadable; try again shortly.', { reason: 'aws:BadResponse', cause: err });
+}
