@@ -122,6 +122,8 @@ async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry
   const grant = policy.grant;
   if (!grant) throw new AccessDeniedError(`Policy '${policy.name}' grants nothing.`, { reason: 'not_an_allow_policy' });
   entry.provider = grant.provider;
+  // Cloud targets are literal in the grant, so a failed call's record still says what was asked for.
+  entry.target = grant.provider === 'aws' ? grant.roleArn : grant.provider === 'gcp' ? grant.serviceAccount : null;
   if (input.format === 'credential_process' && grant.provider !== 'aws') {
     throw new InvalidRequestError(`format=credential_process is for AWS grants; policy '${policy.name}' grants ${grant.provider}.`, { reason: 'format_not_supported' });
   }

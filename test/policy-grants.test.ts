@@ -109,6 +109,7 @@ describe('gcp grants', () => {
     ['delegate not an email', ['provider: gcp', `service_account: ${SA}`, 'delegates: [bob]'], 'grant.delegates[0]', /service account email/],
     ['id token without audience', ['provider: gcp', `service_account: ${SA}`, 'token_type: id_token'], 'grant.id_token_audience', /required/],
     ['audience on an access token', ['provider: gcp', `service_account: ${SA}`, 'id_token_audience: x'], 'grant.id_token_audience', /goes with token_type: id_token/],
+    ['id token with a lifetime', ['provider: gcp', `service_account: ${SA}`, 'token_type: id_token', 'id_token_audience: x', 'max_duration_seconds: 600'], 'grant.max_duration_seconds', /always last 3600 s/],
     ['unknown token type', ['provider: gcp', `service_account: ${SA}`, 'token_type: refresh_token'], 'grant.token_type', /access_token or id_token/],
     ['include_email not boolean', ['provider: gcp', `service_account: ${SA}`, 'include_email: "yes"'], 'grant.include_email', /true or false/],
   ];

@@ -171,6 +171,8 @@ function readAwsGrant(grant: Json, report: Report): AwsGrant | undefined {
 const GCP_GRANT_KEYS = ['provider', 'service_account', 'scopes', 'delegates', 'token_type', 'id_token_audience', 'include_email', 'max_duration_seconds'] as const;
 /** generateAccessToken accepts up to 3600 s, or 43200 s with the extended-lifetime org policy; the provider's ceiling decides. */
 const GCP_DURATION = { min: 60, max: 43_200, default: 3600 } as const;
+/** generateIdToken has no lifetime parameter. */
+const GOOGLE_ID_TOKEN_SECONDS = 3600;
 const SERVICE_ACCOUNT = /^[a-z0-9][a-z0-9.-]{0,62}@[a-z0-9][a-z0-9.-]*\.gserviceaccount\.com$/;
 const CLOUD_PLATFORM = 'https://www.googleapis.com/auth/cloud-platform';
 
@@ -203,6 +205,9 @@ function readGcpGrant(grant: Json, report: Report): GcpGrant | undefined {
     else failing(['grant', 'include_email'], 'include_email must be true or false');
   }
   const maxDurationSeconds = readDuration(grant, GCP_DURATION, failing);
+  if (tokenType === 'id_token' && has(grant, 'max_duration_seconds') && maxDurationSeconds !== GOOGLE_ID_TOKEN_SECONDS) {
+    failing(['grant', 'max_duration_seconds'], `Google ID tokens always last ${GOOGLE_ID_TOKEN_SECONDS} s; drop max_duration_seconds for token_type: id_token`);
+  }
   if (failed() || serviceAccount === undefined) return undefined;
   return Object.freeze({
     provider: 'gcp',

@@ -1,7 +1,7 @@
 import { AssumeRoleCommand, STSClient, STSServiceException, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
 import { AccessDeniedError, ProviderError } from '../errors.js';
 import { TemplateError, type AwsGrant, type JsonTemplate, type Template } from '../policy/types.js';
-import { clampDurationSeconds, type IssuedCredential, type Provider } from './types.js';
+import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from './types.js';
 
 export interface AwsProviderOptions {
   /** Default region when the grant names none; else the SDK's own (AWS_REGION), else us-east-1. */
@@ -96,7 +96,7 @@ export function createAwsProvider(options: AwsProviderOptions = {}): Provider<Aw
  * @throws AccessDeniedError when the grant cannot be rendered for this token.
  */
 export function toAssumeRoleInput(grant: AwsGrant, claims: Readonly<Record<string, unknown>>, durationSeconds: number, issuanceId: string): AssumeRoleCommandInput {
-  return withTemplateErrorsAsDenials(() => {
+  return renderGrant('aws', () => {
     const sessionName = fitSessionName(grant.sessionName?.render(claims) ?? '', issuanceId);
     const sourceIdentity = grant.sourceIdentity && fitSourceIdentity(grant.sourceIdentity.render(claims));
     const policy = grant.sessionPolicy === undefined ? undefined : JSON.stringify(renderJson(grant.sessionPolicy, claims));
@@ -158,23 +158,15 @@ function isTemplate(value: JsonTemplate): value is Template {
   return typeof value === 'object' && value !== null && typeof (value as Partial<Template>).render === 'function';
 }
 
-function withTemplateErrorsAsDenials<T>(render: () => T): T {
-  try {
-    return render();
-  } catch (err) {
-    if (err instanceof TemplateError) {
-      throw new AccessDeniedError(`The policy's AWS grant cannot be rendered for this token: ${err.message}.`, { reason: 'template_claim_unusable', cause: err });
-    }
-    throw err;
-  }
-}
-
 const POLICY_PROBLEMS = new Set(['ValidationError', 'MalformedPolicyDocumentException', 'PackedPolicyTooLargeException', 'RegionDisabledException']);
 const BROKER_IDENTITY_PROBLEMS = new Set(['ExpiredTokenException', 'InvalidClientTokenId', 'SignatureDoesNotMatch', 'IncompleteSignature', 'MissingAuthenticationToken', 'UnrecognizedClientException']);
 
 /** Maps an SDK failure to a sentence a CI user can act on, by error type and status, never by message text. */
 function toProviderError(err: unknown): ProviderError {
   const name = err instanceof Error ? err.name : 'Unknown';
+  if (name === 'CredentialsProviderError') {
+    return new ProviderError("The broker has no AWS credentials of its own (default credential chain); the broker's operators must configure them.", { reason: 'aws:NoCredentials', cause: err });
+  }
   if (name === 'AbortError' || name === 'TimeoutError') {
     return new ProviderError('AWS STS did not answer in time; try again shortly.', { reason: 'aws:Timeout', cause: err });
   }

@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IAMCredentialsClient } from '@google-cloud/iam-credentials';
 import { decodeJwt } from 'jose';
-import { AccessDeniedError, ProviderError } from '../errors.js';
-import { TemplateError, type GcpGrant } from '../policy/types.js';
-import { clampDurationSeconds, type IssuedCredential, type Provider } from './types.js';
+import { ProviderError } from '../errors.js';
+import type { GcpGrant } from '../policy/types.js';
+import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from './types.js';
 
 export interface GcpProviderOptions {
   /** IAM Credentials REST endpoint override (`http://` only on loopback); default iamcredentials.googleapis.com. */
@@ -46,7 +46,9 @@ const RETRYABLE_NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOU
  */
 export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGrant> {
   const deadlineMs = options.deadlineMs ?? 25_000;
+  const attemptTimeoutMs = options.attemptTimeoutMs ?? 8_000;
   const maxAttempts = options.maxAttempts ?? 3;
+  const retryPolicy = { deadlineMs, attemptTimeoutMs, maxAttempts };
   let ready: Promise<IAMCredentialsClient> | undefined;
 
   // A client whose start-up failed keeps failing (and rejects later calls unhandled): build it once,
@@ -60,7 +62,7 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
           ? { apiEndpoint: endpoint.hostname, port: Number(endpoint.port || (endpoint.protocol === 'https:' ? 443 : 80)), protocol: endpoint.protocol.replace(':', '') }
           : {}),
         scopes: [CLOUD_PLATFORM],
-        clientOptions: { transporterOptions: { timeout: options.attemptTimeoutMs ?? 8_000 } },
+        clientOptions: { transporterOptions: { timeout: attemptTimeoutMs } },
       });
       await created.initialize();
       return created;
@@ -72,20 +74,34 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
       });
     }));
 
+  // A 401 means Google no longer accepts the broker's cached ADC token: drop the client so the
+  // next request builds a fresh one instead of failing until restart.
+  const call = async <T>(request: (iam: IAMCredentialsClient) => Promise<T>): Promise<T> => {
+    const iam = await client();
+    try {
+      return await withRetries(() => request(iam), retryPolicy);
+    } catch (err) {
+      if (err instanceof ProviderError && err.reason === 'gcp:UNAUTHENTICATED' && ready) {
+        const stale = ready;
+        ready = undefined;
+        void stale.then((c) => c.close()).catch(() => undefined);
+      }
+      throw err;
+    }
+  };
+
   return {
     name: 'gcp',
     async issue({ grant, token, requestedDurationSeconds }): Promise<IssuedCredential> {
       const name = `projects/-/serviceAccounts/${grant.serviceAccount}`;
       const delegates = grant.delegates.map((email) => `projects/-/serviceAccounts/${email}`);
       const ceilingSeconds = Math.min(grant.maxDurationSeconds, options.maxLifetimeSeconds);
-      const iam = await client();
-
       if (grant.tokenType === 'id_token') {
-        const audience = renderAudience(grant, token.claims);
-        const [response] = await withRetries(() => iam.generateIdToken({ name, delegates, audience, includeEmail: grant.includeEmail }), deadlineMs, maxAttempts);
+        const audience = renderGrant('gcp', () => grant.idTokenAudience!.render(token.claims));
+        const [response] = await call((iam) => iam.generateIdToken({ name, delegates, audience, includeEmail: grant.includeEmail }));
         const idToken = response.token;
         if (!idToken) throw new ProviderError('Google answered without a token; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });
-        const expiresAt = new Date((decodeJwt(idToken).exp ?? 0) * 1000);
+        const expiresAt = idTokenExpiry(idToken);
         return {
           provider: 'gcp',
           target: grant.serviceAccount,
@@ -98,10 +114,8 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
       }
 
       const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_LIFETIME_SECONDS, ceilingSeconds);
-      const [response] = await withRetries(
-        () => iam.generateAccessToken({ name, delegates, scope: [...grant.scopes], lifetime: { seconds: durationSeconds } }),
-        deadlineMs,
-        maxAttempts,
+      const [response] = await call((iam) =>
+        iam.generateAccessToken({ name, delegates, scope: [...grant.scopes], lifetime: { seconds: durationSeconds } }),
       );
       const accessToken = response.accessToken;
       const expireSeconds = Number(response.expireTime?.seconds ?? 0);
@@ -123,30 +137,39 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
   };
 }
 
-function renderAudience(grant: GcpGrant, claims: Readonly<Record<string, unknown>>): string {
-  try {
-    return grant.idTokenAudience!.render(claims);
-  } catch (err) {
-    if (err instanceof TemplateError) {
-      throw new AccessDeniedError(`The policy's GCP grant cannot be rendered for this token: ${err.message}.`, { reason: 'template_claim_unusable', cause: err });
-    }
-    throw err;
-  }
-}
-
 /** Tokens are recorded by fingerprint, never in full. */
 function fingerprint(token: string): string {
   return `sha256:${createHash('sha256').update(token).digest('hex')}`;
 }
 
-async function withRetries<T>(call: () => Promise<T>, deadlineMs: number, maxAttempts: number): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (let attempt = 1; ; attempt++) {
+/** The expiry Google put in the ID token; a token we cannot read is a bad answer, not a server fault. */
+function idTokenExpiry(idToken: string): Date {
+  let exp: number | undefined;
+  try {
+    exp = decodeJwt(idToken).exp;
+  } catch (err) {
+    throw new ProviderError('Google answered with an unreadable ID token; try again shortly.', { reason: 'gcp:BAD_RESPONSE', cause: err });
+  }
+  if (typeof exp !== 'number') throw new ProviderError('Google answered with an ID token without an expiry; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });
+  return new Date(exp * 1000);
+}
+
+interface RetryPolicy {
+  deadlineMs: number;
+  attemptTimeoutMs: number;
+  maxAttempts: number;
+}
+
+/** Another attempt is only started if it can run to its own timeout before the deadline. */
+async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPolicy): Promise<T> {
+  const deadline = Date.now() + policy.deadlineMs;
+  for (let attemptNumber = 1; ; attemptNumber++) {
     try {
-      return await call();
+      return await attempt();
     } catch (err) {
-      const backoffMs = 200 * 2 ** (attempt - 1) * (0.5 + Math.random() / 2);
-      if (attempt >= maxAttempts || !isRetryable(err) || Date.now() + backoffMs >= deadline) throw toProviderError(err);
+      const backoffMs = 200 * 2 ** (attemptNumber - 1) * (0.5 + Math.random() / 2);
+      const outOfTime = Date.now() + backoffMs + policy.attemptTimeoutMs > deadline;
+      if (attemptNumber >= policy.maxAttempts || !isRetryable(err) || outOfTime) throw toProviderError(err);
       await sleep(backoffMs);
     }
   }

@@ -1,8 +1,8 @@
 import { SignJWT } from 'jose';
-import { AccessDeniedError, ProviderError } from '../errors.js';
-import { TemplateError, type JwtGrant } from '../policy/types.js';
+import { ProviderError } from '../errors.js';
+import type { JwtGrant } from '../policy/types.js';
 import type { SigningKey } from './signing-key.js';
-import { clampDurationSeconds, type IssuedCredential, type Provider } from './types.js';
+import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from './types.js';
 
 const MIN_DURATION_SECONDS = 60;
 
@@ -16,17 +16,10 @@ export function createJwtProvider(options: { issuerUrl: string; signingKey: Sign
   return {
     name: 'jwt',
     async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
-      let audience: string;
-      const extraClaims: Record<string, string> = {};
-      try {
-        audience = grant.audience.render(token.claims);
-        for (const [name, template] of Object.entries(grant.claims)) extraClaims[name] = template.render(token.claims);
-      } catch (err) {
-        if (err instanceof TemplateError) {
-          throw new AccessDeniedError(`The policy's grant needs claim '${err.claim}', which this token does not carry as a plain value.`, { reason: 'template_claim_missing', cause: err });
-        }
-        throw err;
-      }
+      const { audience, extraClaims } = renderGrant('jwt', () => ({
+        audience: grant.audience.render(token.claims),
+        extraClaims: Object.fromEntries(Object.entries(grant.claims).map(([name, template]) => [name, template.render(token.claims)])),
+      }));
       const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_DURATION_SECONDS, grant.maxDurationSeconds);
       const issuedAt = Math.floor(now() / 1000);
       const expiresAt = issuedAt + durationSeconds;

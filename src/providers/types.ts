@@ -1,5 +1,6 @@
+import { AccessDeniedError } from '../errors.js';
 import type { VerifiedToken } from '../oidc/types.js';
-import type { CompiledPolicy, Grant, ProviderName } from '../policy/types.js';
+import { TemplateError, type CompiledPolicy, type Grant, type ProviderName } from '../policy/types.js';
 
 export interface IssueRequest<G extends Grant = Grant> {
   grant: G;
@@ -36,4 +37,19 @@ export interface Provider<G extends Grant = Grant> {
 export function clampDurationSeconds(requested: number | undefined, floorSeconds: number, ceilingSeconds: number): number {
   const wanted = requested ?? ceilingSeconds;
   return Math.max(floorSeconds, Math.min(wanted, ceilingSeconds));
+}
+
+/**
+ * Runs a grant's template rendering: a token whose claims cannot fill the
+ * grant (absent, not a plain value, refused by a value check) is a denial.
+ */
+export function renderGrant<T>(provider: ProviderName, render: () => T): T {
+  try {
+    return render();
+  } catch (err) {
+    if (err instanceof TemplateError) {
+      throw new AccessDeniedError(`The policy's ${provider} grant cannot be filled from this token: ${err.message}.`, { reason: 'template_claim_unusable', cause: err });
+    }
+    throw err;
+  }
 }

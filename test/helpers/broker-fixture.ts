@@ -68,9 +68,17 @@ auditors:
 ${options.extraConfig ?? ''}`;
   const configPath = path.join(dir, 'broker.yaml');
   await writeFile(configPath, configText);
-  const config = await parseConfig(configText, configPath, {});
   const { logger, lines } = createCapturingLogger();
-  const broker = await createBroker(config, { logger, ...(options.now ? { now: options.now } : {}) });
+  let config: BrokerConfig;
+  let broker: Broker;
+  try {
+    config = await parseConfig(configText, configPath, {});
+    broker = await createBroker(config, { logger, ...(options.now ? { now: options.now } : {}) });
+  } catch (err) {
+    await issuer.close();
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     dir,
     issuer,
