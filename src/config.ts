@@ -13,7 +13,8 @@ export interface BrokerConfig {
   server: { host: string; port: number; publicUrl: string };
   issuers: IssuerConfig[];
   policies: { dir: string };
-  audit: { url: string };
+  /** `sqlite:<absolute path>` or `postgres://...`. */
+  audit: { url: string; checkpointIntervalSeconds: number };
   replay: { url: string };
   providers: {
     jwt: { signingKeyFile: string };
@@ -81,10 +82,11 @@ const fileSchema = z.strictObject({
     .strictObject({
       url: z
         .string()
-        .refine((u) => u.startsWith('sqlite:'), 'expected sqlite:<path> (PostgreSQL arrives with the auditor work)')
+        .refine((u) => u.startsWith('sqlite:') || /^postgres(ql)?:\/\//.test(u), 'expected sqlite:<path> or postgres://user:password@host:port/database')
         .default('sqlite:./data/audit.db'),
+      checkpoint_interval_seconds: z.number().int().min(10).max(86_400).default(300),
     })
-    .default({ url: 'sqlite:./data/audit.db' }),
+    .default({ url: 'sqlite:./data/audit.db', checkpoint_interval_seconds: 300 }),
   replay: z
     .strictObject({ url: z.string().refine((u) => u === 'memory:', 'expected memory: (Redis arrives with the multi-replica work)').default('memory:') })
     .default({ url: 'memory:' }),
@@ -199,13 +201,13 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
       maxTokenAgeSeconds: issuer.max_token_age_seconds,
     });
   }
-  const resolveSqlite = (url: string) => `sqlite:${path.resolve(baseDir, url.slice('sqlite:'.length))}`;
+  const resolveAuditUrl = (url: string) => (url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, url.slice('sqlite:'.length))}` : url);
   return {
     source,
     server: { host: file.server.host, port, publicUrl },
     issuers,
     policies: { dir: path.resolve(baseDir, file.policies.dir) },
-    audit: { url: resolveSqlite(file.audit.url) },
+    audit: { url: resolveAuditUrl(file.audit.url), checkpointIntervalSeconds: file.audit.checkpoint_interval_seconds },
     replay: { url: file.replay.url },
     providers: {
       jwt: { signingKeyFile: path.resolve(baseDir, file.providers.jwt.signing_key_file) },

@@ -15,6 +15,7 @@ export type ErrorCode =
   | 'access_denied'
   | 'unknown_policy'
   | 'not_found'
+  | 'not_acceptable'
   | 'token_replayed'
   | 'request_too_large'
   | 'rate_limited'
@@ -63,6 +64,11 @@ export class UnknownPolicyError extends BrokerError {
 /** No such route. */
 export class NotFoundError extends BrokerError {
   readonly code = 'not_found' as const;
+}
+
+/** The `Accept` header allows none of the media types the route can answer. */
+export class NotAcceptableError extends BrokerError {
+  readonly code = 'not_acceptable' as const;
 }
 
 export class TokenReplayedError extends BrokerError {

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Express } from 'express';
-import { openSqliteAuditStore } from './audit/sqlite-store.js';
+import { checkpointKeys, startCheckpointer } from './audit/checkpoints.js';
+import { openAuditStore } from './audit/open.js';
 import type { AuditStore } from './audit/types.js';
 import type { BrokerConfig } from './config.js';
 import type { ExchangeDeps } from './exchange.js';
@@ -77,9 +78,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
   const metrics = createMetrics();
   const policySet = await loadPolicies(config);
   const signingKey = await loadOrCreateSigningKey(config.providers.jwt.signingKeyFile, logger);
-  const audit =
-    options.audit ??
-    openSqliteAuditStore(config.audit.url.slice('sqlite:'.length), { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) });
+  const audit = options.audit ?? (await openAuditStore(config.audit.url, { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) }));
+  const checkpointer = startCheckpointer({ store: audit, key: signingKey, logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
   const verifier = createTokenVerifier(config.issuers, {
     ...(options.now ? { now: options.now } : {}),
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
@@ -104,6 +104,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     ...exchangeDeps,
     publicUrl: config.server.publicUrl,
     publicJwks: { keys: [signingKey.publicJwk] },
+    checkpointKeys: await checkpointKeys([signingKey.publicJwk]),
     auditors: config.auditors,
     isAccepting: () => accepting,
   };
@@ -116,6 +117,7 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     },
     close: async () => {
       await replay.close();
+      await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
       await audit.close();
     },
   };

@@ -113,8 +113,8 @@ describe('verifyChain', () => {
   const records = chain([entry(), entry({ decision: 'denied' }), entry({ policy: 'p3' }), entry()]);
 
   it('accepts an intact chain and reports its head', () => {
-    assert.deepEqual(verifyChain(records), { ok: true, events: 4, head: records[3]!.hash });
-    assert.deepEqual(verifyChain([]), { ok: true, events: 0, head: GENESIS_HASH });
+    assert.deepEqual(verifyChain(records), { ok: true, events: 4, head: records[3]!.hash, last_seq: 4 });
+    assert.deepEqual(verifyChain([]), { ok: true, events: 0, head: GENESIS_HASH, last_seq: 0 });
   });
 
   it('reports a changed field as a hash mismatch at that record', () => {
@@ -123,6 +123,7 @@ describe('verifyChain', () => {
       ok: false,
       events: 2,
       head: records[1]!.hash,
+      last_seq: 2,
       broken: { seq: 3, id: records[2]!.id, problem: 'hash_mismatch' },
     });
   });
@@ -141,6 +142,23 @@ describe('verifyChain', () => {
     const swapped = [r1, { ...r3, seq: 2 }, { ...r2, seq: 3 }, r4];
     const result = verifyChain(swapped);
     assert.deepEqual(!result.ok && result.broken, { seq: 2, id: r3.id, problem: 'prev_hash_mismatch' });
+  });
+
+  it('starts from a given point (a prune anchor) and checks the hashes checkpoints vouch for', () => {
+    const from = { seq: 2, hash: records[1]!.hash };
+    assert.deepEqual(verifyChain(records.slice(2), { from }), { ok: true, events: 2, head: records[3]!.hash, last_seq: 4 });
+    assert.deepEqual(verifyChain([], { from }), { ok: true, events: 0, head: from.hash, last_seq: 2 });
+    const wrongAnchor = verifyChain(records.slice(2), { from: { seq: 2, hash: records[0]!.hash } });
+    assert.deepEqual(!wrongAnchor.ok && wrongAnchor.broken, { seq: 3, id: records[2]!.id, problem: 'prev_hash_mismatch' });
+    assert.equal(verifyChain(records, { expected: new Map([[3, records[2]!.hash]]) }).ok, true);
+    const vouched = verifyChain(records, { expected: new Map([[3, 'e'.repeat(64)]]) });
+    assert.deepEqual(vouched, {
+      ok: false,
+      events: 2,
+      head: records[1]!.hash,
+      last_seq: 2,
+      broken: { seq: 3, id: records[2]!.id, problem: 'checkpoint_mismatch' },
+    });
   });
 
   it('reports a recomputed hash without a fixed successor at the successor', () => {

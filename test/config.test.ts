@@ -65,6 +65,7 @@ describe('a config file', () => {
     assert.deepEqual(config.issuers[0]!.audiences, ['https://broker.example.com/', 'other']);
     assert.equal(config.policies.dir, path.join(dir, 'pol'));
     assert.equal(config.audit.url, `sqlite:${path.join(dir, 'audit', 'log.db')}`);
+    assert.equal(config.audit.checkpointIntervalSeconds, 300);
   });
 
   const cases: [name: string, text: string, expected: RegExp][] = [
@@ -80,9 +81,16 @@ describe('a config file', () => {
     ['YAML syntax', 'server: [\n', /broker\.yaml:\d+: invalid YAML/],
     ['duplicate YAML key', 'server:\n  port: 1\n  port: 2\n', /invalid YAML/],
     ['unset env var', 'server:\n  public_url: ${NOPE_NOT_SET}\n', /broker\.yaml:2: server\.public_url: environment variable NOPE_NOT_SET is not set/],
-    ['audit url not sqlite', 'audit:\n  url: mysql://x\n', /audit\.url: expected sqlite:<path>/],
+    ['audit url not sqlite', 'audit:\n  url: mysql://x\n', /audit\.url: expected sqlite:<path> or postgres:\/\//],
+    ['checkpoint interval too short', 'audit:\n  checkpoint_interval_seconds: 1\n', /broker\.yaml:2: audit\.checkpoint_interval_seconds: Too small/],
   ];
   for (const [name, text, expected] of cases) test(`refuses: ${name}`, () => rejects(text, expected));
+
+  test('a postgres:// audit URL is kept as written, with ${ENV} substituted', async () => {
+    const config = await parseConfig('audit:\n  url: postgres://broker:${PGPASS}@db.internal:5432/audit\n  checkpoint_interval_seconds: 60\n', file(), { PGPASS: 's3cret' });
+    assert.equal(config.audit.url, 'postgres://broker:s3cret@db.internal:5432/audit');
+    assert.equal(config.audit.checkpointIntervalSeconds, 60);
+  });
 
   test('jwks_file: read once at load; private or symmetric keys and non-JWKS files are refused', async () => {
     await writeFile(path.join(dir, 'pub.json'), JSON.stringify({ keys: [{ kty: 'EC', crv: 'P-256', x: 'a', y: 'b', kid: 'k' }] }));

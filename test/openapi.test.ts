@@ -8,6 +8,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import request from 'supertest';
 import { parse } from 'yaml';
+import { createApp } from '../src/http/app.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 
 interface OpenApiResponse {
@@ -116,9 +117,37 @@ test('service, well-known and audit responses match the spec', async () => {
   check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).query({ decision: 'denied', 'claim.repository': 'evil/api' }), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).query({ limit: 'x' }), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/events'), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'application/x-ndjson').query({ limit: 2 }), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'application/x-ndjson').query({ policy: 'none-such' }), '/v1/audit/events', 'get');
+  const csv = await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'text/csv').query({ 'claim.repository': 'acme/api' });
+  check(csv, '/v1/audit/events', 'get');
+  checkHeaders(csv, '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'text/html'), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'text/csv').query({ limit: '0' }), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', auth), '/v1/audit/verify', 'get');
   check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', 'Bearer nope'), '/v1/audit/verify', 'get');
+
+  // A broken chain (and a truncated one, whose break has no id) match the spec too.
+  for (const broken of [
+    { ok: false as const, events: 4, head: 'a'.repeat(64), last_seq: 4, broken: { seq: 5, id: '01JDQ8R3W6T8Z2B4V9K1M5N7PX', problem: 'hash_mismatch' as const } },
+    { ok: false as const, events: 9, head: 'b'.repeat(64), last_seq: 9, broken: { seq: 10, id: null, problem: 'truncated' as const } },
+  ]) {
+    const app = createApp({ ...fx.broker.deps, audit: { ...fx.broker.deps.audit, verify: async () => broken } });
+    const res = await request(app).get('/v1/audit/verify').set('Authorization', auth);
+    assert.equal(res.body.ok, false);
+    check(res, '/v1/audit/verify', 'get');
+  }
 });
+
+/** Validates the documented response headers that the real response carries. */
+function checkHeaders(res: request.Response, route: string, method: string): void {
+  const headers = (responseSpec(route, method, res.status).headers ?? {}) as Record<string, { schema?: unknown; $ref?: string }>;
+  for (const [name, header] of Object.entries(headers)) {
+    const value = res.headers[name.toLowerCase()];
+    if (value === undefined || header.schema === undefined) continue;
+    assert.ok(ajv.validate(resolveSchema(header.schema) as object, value), `${route} ${res.status} header ${name}: ${ajv.errorsText(ajv.errors)} (${String(value)})`);
+  }
+}
 
 test('every documented operation was exercised, and nothing undocumented answers', async () => {
   const documented = Object.entries(spec.paths).flatMap(([route, ops]) => Object.keys(ops).filter((m) => ['get', 'post', 'put', 'delete', 'patch'].includes(m)).map((m) => `${m} ${route}`));

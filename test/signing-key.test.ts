@@ -1,10 +1,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createSilentLogger } from '../src/logger.js';
-import { loadOrCreateSigningKey } from '../src/providers/signing-key.js';
+import { loadOrCreateSigningKey, loadSigningKey, SigningKeyMissingError } from '../src/providers/signing-key.js';
 
 let dir: string;
 before(async () => {
@@ -29,4 +29,18 @@ test('a key file readable by other users is refused', async () => {
   await loadOrCreateSigningKey(file, createSilentLogger());
   await chmod(file, 0o644);
   await assert.rejects(loadOrCreateSigningKey(file, createSilentLogger()), /readable or writable by other users/);
+});
+
+test('loadSigningKey reads an existing key and never creates one', async () => {
+  const file = path.join(dir, 'readonly', 'signing-key.jwk');
+  await assert.rejects(loadSigningKey(file), SigningKeyMissingError);
+  await assert.rejects(stat(path.dirname(file)), /ENOENT/, 'not even the directory was created');
+  const created = await loadOrCreateSigningKey(file, createSilentLogger());
+  assert.equal((await loadSigningKey(file)).kid, created.kid);
+});
+
+test('a key file that is not JSON is refused without quoting its content', async () => {
+  const file = path.join(dir, 'garbled.jwk');
+  await writeFile(file, '{"kty":"EC","d":"c2VjcmV0LWtleS1tYXRlcmlhbA', { mode: 0o600 });
+  await assert.rejects(loadSigningKey(file), (err: Error) => err.message === `${file} is not a JSON private JWK`);
 });

@@ -15,7 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import canonicalizeModule from 'canonicalize';
-import type { AuditDecision, AuditEntry, AuditRecord, ChainBreak, ChainProblem, ChainVerification } from './types.js';
+import type { AuditDecision, AuditEntry, AuditRecord, ChainBreak, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 import { newUlid } from '../ids.js';
 
 type Canonicalize = (input: unknown) => string | undefined;
@@ -229,16 +229,18 @@ export interface ChainVerifier {
 }
 
 /** @see ChainVerifier */
-export function createChainVerifier(): ChainVerifier {
+export function createChainVerifier(options: ChainVerifyOptions = {}): ChainVerifier {
   let events = 0;
-  let head = GENESIS_HASH;
-  let lastSeq = 0;
+  let head = options.from?.hash ?? GENESIS_HASH;
+  let lastSeq = options.from?.seq ?? 0;
   let broken: ChainBreak | null = null;
+  const expected = options.expected;
 
   return {
     next(record, extraProblem = null) {
       if (broken !== null) return false;
-      const problem = linkProblem(record) ?? extraProblem;
+      const vouched = expected?.get(record.seq);
+      const problem = linkProblem(record) ?? extraProblem ?? (vouched !== undefined && vouched !== record.hash ? 'checkpoint_mismatch' : null);
       if (problem !== null) {
         broken = { seq: record.seq, id: typeof record.id === 'string' ? record.id : null, problem };
         return false;
@@ -252,7 +254,7 @@ export function createChainVerifier(): ChainVerifier {
       broken ??= { seq: at.seq, id: at.id, problem };
     },
     result() {
-      return broken === null ? { ok: true, events, head } : { ok: false, events, head, broken };
+      return broken === null ? { ok: true, events, head, last_seq: lastSeq } : { ok: false, events, head, last_seq: lastSeq, broken };
     },
   };
 
@@ -272,11 +274,11 @@ export function createChainVerifier(): ChainVerifier {
 }
 
 /**
- * Verifies records given in seq order, from seq 1, and reports the first
+ * Verifies records given in seq order, from `options.from` (default seq 1), and reports the first
  * broken link. Never throws for a broken chain: that is the result.
  */
-export function verifyChain(records: Iterable<AuditRecord>): ChainVerification {
-  const verifier = createChainVerifier();
+export function verifyChain(records: Iterable<AuditRecord>, options: ChainVerifyOptions = {}): ChainVerification {
+  const verifier = createChainVerifier(options);
   for (const record of records) if (!verifier.next(record)) break;
   return verifier.result();
 }

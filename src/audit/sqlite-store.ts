@@ -17,7 +17,7 @@ import Database from 'better-sqlite3';
 import { AuditUnavailableError } from '../errors.js';
 import { compileAuditQuery, toCursor, type CompiledAuditQuery } from './query.js';
 import { AUDIT_ENTRY_FIELDS, GENESIS_HASH, createChainVerifier, hashRecord, toCanonicalEntry, toClaimIndex } from './record.js';
-import type { AuditDecision, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainProblem, ChainVerification } from './types.js';
+import type { AuditCheckpoint, AuditDecision, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainPoint, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 
 export interface SqliteAuditStoreOptions {
   /** Called after each committed batch with its commit latency (BEGIN to COMMIT), in seconds. */
@@ -27,7 +27,7 @@ export interface SqliteAuditStoreOptions {
 }
 
 /** The schema version this code writes; `schema_version` holds the file's. */
-export const SQLITE_SCHEMA_VERSION = 1;
+export const SQLITE_SCHEMA_VERSION = 2;
 
 const DEFAULT_BUSY_TIMEOUT_MS = 2000;
 /** At most this many queued entries per transaction: one commit blocks the event loop for tens of ms at most. */
@@ -87,6 +87,17 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT, WITHOUT ROWID;
   CREATE INDEX audit_claims_value ON audit_claims (name, value, seq);
   `,
+  `
+  CREATE TABLE audit_checkpoints (
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('periodic', 'prune')),
+    kid TEXT NOT NULL,
+    jws TEXT NOT NULL,
+    PRIMARY KEY (seq, kind, time)
+  ) STRICT;
+  `,
 ];
 
 const COLUMNS = [...AUDIT_ENTRY_FIELDS, 'seq', 'prev_hash', 'hash'] as const;
@@ -106,6 +117,7 @@ interface Connection {
   commit: Database.Statement<[]>;
   rollback: Database.Statement<[]>;
   head: Database.Statement<[], { seq: number; hash: string }>;
+  prunedHead: Database.Statement<[], { seq: number; hash: string }>;
   dropClaimsAfter: Database.Statement<[number]>;
   insertEvent: Database.Statement<[EventParams]>;
   insertClaim: Database.Statement<[number, string, string]>;
@@ -286,15 +298,15 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
       return { events, nextCursor: more && last !== undefined ? toCursor(last.seq) : null };
     },
 
-    async verify(): Promise<ChainVerification> {
-      const verifier = createChainVerifier();
+    async verify(options: ChainVerifyOptions = {}): Promise<ChainVerification> {
+      const verifier = createChainVerifier(options);
       let endSeq: number;
       try {
         endSeq = withConnection((c) => c.head.get()?.seq ?? 0);
       } catch (err) {
         throw readFailed(err);
       }
-      let afterSeq = 0;
+      let afterSeq = options.from?.seq ?? 0;
       while (afterSeq < endSeq) {
         let rows: EventRow[];
         let claimRows: { seq: number; name: string; value: string }[];
@@ -326,6 +338,67 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       return verifier.result();
+    },
+
+    async head(): Promise<ChainPoint> {
+      try {
+        return withConnection((c) => currentHead(c));
+      } catch (err) {
+        throw readFailed(err);
+      }
+    },
+
+    async pruneBoundary(before: string): Promise<ChainPoint | null> {
+      try {
+        return withConnection((c) => {
+          const firstKept = c.db.prepare<[string], { seq: number }>('SELECT min(seq) AS seq FROM audit_events WHERE time >= ?').get(before)?.seq ?? null;
+          const boundary =
+            firstKept === null
+              ? c.head.get()
+              : c.db.prepare<[number], { seq: number; hash: string }>('SELECT seq, hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1').get(firstKept);
+          return boundary ?? null;
+        });
+      } catch (err) {
+        throw readFailed(err);
+      }
+    },
+
+    async saveCheckpoint(checkpoint: AuditCheckpoint): Promise<void> {
+      try {
+        withConnection((c) => insertCheckpoint(c, checkpoint));
+      } catch (err) {
+        throw writeFailed(err);
+      }
+    },
+
+    async checkpoints(): Promise<AuditCheckpoint[]> {
+      try {
+        return withConnection((c) =>
+          c.db.prepare<[], AuditCheckpoint>('SELECT seq, hash, time, kind, kid, jws FROM audit_checkpoints ORDER BY seq, time').all(),
+        );
+      } catch (err) {
+        throw readFailed(err);
+      }
+    },
+
+    async prune(anchor: AuditCheckpoint): Promise<number> {
+      if (anchor.kind !== 'prune') throw new TypeError('prune() takes a prune checkpoint');
+      try {
+        return withConnection((c) =>
+          c.db
+            .transaction(() => {
+              const at = c.db.prepare<[number], { hash: string }>('SELECT hash FROM audit_events WHERE seq = ?').get(anchor.seq);
+              if (at?.hash !== anchor.hash) throw new Error(`the record at seq ${anchor.seq} does not have the anchor's hash`);
+              insertCheckpoint(c, anchor);
+              c.db.prepare('DELETE FROM audit_claims WHERE seq <= ?').run(anchor.seq);
+              return c.db.prepare('DELETE FROM audit_events WHERE seq <= ?').run(anchor.seq).changes;
+            })
+            .immediate(),
+        );
+      } catch (err) {
+        if (err instanceof Error && err.message.includes("anchor's hash")) throw err;
+        throw writeFailed(err);
+      }
     },
 
     async ping(): Promise<void> {
@@ -428,6 +501,7 @@ function prepareStatements(db: Database.Database): Connection {
     commit: db.prepare('COMMIT'),
     rollback: db.prepare('ROLLBACK'),
     head: db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
+    prunedHead: db.prepare("SELECT seq, hash FROM audit_checkpoints WHERE kind = 'prune' ORDER BY seq DESC LIMIT 1"),
     dropClaimsAfter: db.prepare('DELETE FROM audit_claims WHERE seq > ?'),
     insertEvent: db.prepare(`INSERT INTO audit_events (${SELECT_COLUMNS}) VALUES (${COLUMNS.map((c) => `@${c}`).join(', ')})`),
     insertClaim: db.prepare('INSERT INTO audit_claims (seq, name, value) VALUES (?, ?, ?)'),
@@ -445,7 +519,7 @@ function prepareStatements(db: Database.Database): Connection {
 function writeBatch(c: Connection, batch: readonly Pending[]): (AuditRecord | { failed: unknown })[] {
   c.begin.run();
   try {
-    let head = c.head.get() ?? { seq: 0, hash: GENESIS_HASH };
+    let head = currentHead(c);
     // Claim rows above the head can only be left over from deleted records
     // (tampering); clear them so they cannot collide with the new ones.
     c.dropClaimsAfter.run(head.seq);
@@ -479,6 +553,11 @@ function writeBatch(c: Connection, batch: readonly Pending[]): (AuditRecord | { 
     }
     throw err;
   }
+}
+
+/** The last record, or after everything was pruned the prune anchor, or the genesis. */
+function currentHead(c: Connection): ChainPoint {
+  return c.head.get() ?? c.prunedHead.get() ?? { seq: 0, hash: GENESIS_HASH };
 }
 
 function toParams(record: AuditRecord): EventParams {
@@ -612,6 +691,12 @@ function sameClaimIndex(record: AuditRecord, stored: readonly [string, string][]
   const key = ([name, value]: readonly [string, string]) => JSON.stringify([name, value]);
   const want = new Set(expected.map(key));
   return stored.every((pair) => want.has(key(pair)));
+}
+
+function insertCheckpoint(c: Connection, checkpoint: AuditCheckpoint): void {
+  c.db
+    .prepare('INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, kind, kid, jws) VALUES (@seq, @hash, @time, @kind, @kid, @jws)')
+    .run({ seq: checkpoint.seq, hash: checkpoint.hash, time: checkpoint.time, kind: checkpoint.kind, kid: checkpoint.kid, jws: checkpoint.jws });
 }
 
 function sqliteCode(err: unknown): string | null {

@@ -73,9 +73,21 @@ export interface AuditPage {
  * - `prev_hash_mismatch`: prev_hash is not the previous record's hash (deleted, reordered or forged);
  * - `hash_mismatch`: the record's content no longer matches its hash (a field was changed);
  * - `unreadable`: the stored row cannot be read as a record (a JSON column was corrupted);
- * - `claim_index_mismatch`: the store's claim index disagrees with the record (queries by claim would lie).
+ * - `claim_index_mismatch`: the store's claim index disagrees with the record (queries by claim would lie);
+ * - `checkpoint_mismatch`: the record's hash differs from the one a signed checkpoint vouches for
+ *   (the chain was rewritten consistently from here on);
+ * - `truncated`: the chain ends before the seq of a signed checkpoint (records at the end were deleted);
+ * - `bad_checkpoint`: a stored checkpoint's signature does not verify with the broker's key (forged or altered).
  */
-export type ChainProblem = 'seq_gap' | 'prev_hash_mismatch' | 'hash_mismatch' | 'unreadable' | 'claim_index_mismatch';
+export type ChainProblem =
+  | 'seq_gap'
+  | 'prev_hash_mismatch'
+  | 'hash_mismatch'
+  | 'unreadable'
+  | 'claim_index_mismatch'
+  | 'checkpoint_mismatch'
+  | 'truncated'
+  | 'bad_checkpoint';
 
 /** The first record at which the chain breaks. */
 export interface ChainBreak {
@@ -84,13 +96,45 @@ export interface ChainBreak {
   problem: ChainProblem;
 }
 
+/** A point in the chain: the record with this seq has this hash. Seq 0 with GENESIS_HASH is the start. */
+export interface ChainPoint {
+  seq: number;
+  hash: string;
+}
+
 /**
- * `events` counts the records that verified (before the break, if any) and
- * `head` is the hash of the last of them (64 zeros for none).
+ * `events` counts the records that verified (before the break, if any),
+ * `head` is the hash of the last of them (the start's hash for none) and
+ * `last_seq` its seq.
  */
 export type ChainVerification =
-  | { ok: true; events: number; head: string }
-  | { ok: false; events: number; head: string; broken: ChainBreak };
+  | { ok: true; events: number; head: string; last_seq: number }
+  | { ok: false; events: number; head: string; last_seq: number; broken: ChainBreak };
+
+export interface ChainVerifyOptions {
+  /** Where the walk starts (after a prune: the prune checkpoint); default seq 0, GENESIS_HASH. */
+  from?: ChainPoint | undefined;
+  /** Hashes signed checkpoints vouch for, by seq; a record that differs is `checkpoint_mismatch`. */
+  expected?: ReadonlyMap<number, string> | undefined;
+}
+
+/**
+ * A signed statement about the chain: "the record with `seq` has `hash`",
+ * made by the broker at `time`. `periodic` checkpoints let an auditor prove a
+ * copy complete up to a point; a `prune` checkpoint is the anchor the chain
+ * is verified from once records up to `seq` were pruned.
+ */
+export interface AuditCheckpoint {
+  seq: number;
+  hash: string;
+  /** RFC 3339 UTC with milliseconds. */
+  time: string;
+  kind: 'periodic' | 'prune';
+  /** The broker signing key's kid. */
+  kid: string;
+  /** Compact JWS (ES256) whose payload is {seq, hash, time, kind}. */
+  jws: string;
+}
 
 export interface AuditStore {
   /**
@@ -98,10 +142,34 @@ export interface AuditStore {
    * @throws AuditUnavailableError when it cannot be committed.
    */
   append(entry: AuditEntry): Promise<AuditRecord>;
-  /** @throws InvalidRequestError for a bad cursor. */
+  /** @throws InvalidRequestError for a bad query or cursor; AuditUnavailableError when the store cannot be read. */
   query(query: AuditQuery): Promise<AuditPage>;
-  /** Walks the whole chain from the first record. */
-  verify(): Promise<ChainVerification>;
+  /**
+   * Walks the chain from `options.from` (default the very first record) to the
+   * head as it was when the walk began. Never throws for a broken chain: that
+   * is the result. @throws AuditUnavailableError when the store cannot be read.
+   */
+  verify(options?: ChainVerifyOptions): Promise<ChainVerification>;
+  /** The last record's seq and hash; seq 0 and GENESIS_HASH for an empty log. */
+  head(): Promise<ChainPoint>;
+  /**
+   * The last record of the longest run of records, from the oldest kept one,
+   * whose `time` is before `before` (toISOString text); null if there is none.
+   * Pruning stops at the first record that is not older, so the chain that
+   * remains is contiguous.
+   */
+  pruneBoundary(before: string): Promise<ChainPoint | null>;
+  /** Stores a checkpoint (idempotent for an identical one). */
+  saveCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
+  /** Every stored checkpoint, in seq order (then time). */
+  checkpoints(): Promise<AuditCheckpoint[]>;
+  /**
+   * In one transaction: deletes every record with seq <= anchor.seq (and its
+   * claim index rows) and stores `anchor`, a `prune` checkpoint whose hash is
+   * that of the record at anchor.seq. Returns the number of records deleted.
+   * @throws Error if the record at anchor.seq does not have anchor.hash.
+   */
+  prune(anchor: AuditCheckpoint): Promise<number>;
   /** Resolves if the store can take writes now; for /readyz. */
   ping(): Promise<void>;
   /** Flushes pending appends and closes. */

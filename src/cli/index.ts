@@ -1,25 +1,37 @@
 import { Command, CommanderError } from 'commander';
+import { registerAuditCommands } from './audit.js';
 import { registerDevCommands } from './dev.js';
+import { CliExit, PROCESS_IO, type CliIo } from './io.js';
 import { registerKeysCommands } from './keys.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerServeCommand } from './serve.js';
 
-/** Runs the CLI (contract section 6) and resolves to the process exit code. */
-export async function runCli(argv: string[]): Promise<number> {
+/**
+ * Runs the CLI (contract section 6) and resolves to the process exit code.
+ * `argv` is node-style (`[node, script, ...args]`); `io` is where commander
+ * and the audit commands write (the process's streams by default).
+ */
+export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<number> {
   const program = new Command('oidc-broker')
     .description('Exchange CI OIDC tokens for short-lived, policy-scoped credentials.')
     .exitOverride()
+    .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text) })
     .showHelpAfterError();
   registerServeCommand(program);
   registerPolicyCommands(program);
   registerKeysCommands(program);
+  registerAuditCommands(program, io);
   registerDevCommands(program);
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode;
-    process.stderr.write(`oidc-broker: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (err instanceof CliExit) {
+      if (err.message !== '') io.stderr.write(`oidc-broker: ${err.message}\n`);
+      return err.exitCode;
+    }
+    io.stderr.write(`oidc-broker: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
 }

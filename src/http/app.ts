@@ -1,5 +1,5 @@
 import express, { type Express, type RequestHandler } from 'express';
-import type { JWK } from 'jose';
+import type { CryptoKey, JWK } from 'jose';
 import { NotFoundError } from '../errors.js';
 import { newUlid } from '../ids.js';
 import type { ExchangeDeps } from '../exchange.js';
@@ -14,6 +14,8 @@ export interface AppDeps extends ExchangeDeps {
   publicUrl: string;
   /** Public keys served at /.well-known/jwks.json. */
   publicJwks: { keys: JWK[] };
+  /** Keys that verify audit checkpoints, by kid. */
+  checkpointKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
   auditors: readonly Auditor[];
   /** False while starting or shutting down: /readyz answers 503 then. */
   isAccepting: () => boolean;

@@ -17,6 +17,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   access_denied: 403,
   unknown_policy: 404,
   not_found: 404,
+  not_acceptable: 406,
   token_replayed: 409,
   request_too_large: 413,
   rate_limited: 429,

@@ -21,22 +21,52 @@ export async function generateSigningJwk(): Promise<JWK> {
   return { ...jwk, kid: await calculateJwkThumbprint(jwk), alg: SIGNING_ALGORITHM, use: 'sig' };
 }
 
+/** The signing key file does not exist (loadSigningKey never creates one). */
+export class SigningKeyMissingError extends Error {
+  override name = 'SigningKeyMissingError';
+  constructor(readonly file: string) {
+    super(`the signing key ${file} does not exist`);
+  }
+}
+
+/**
+ * Loads the broker's signing key from `file`, read-only: never creates one
+ * (for offline tools such as `oidc-broker audit verify`). Refuses a file that
+ * other users can read or write.
+ * @throws SigningKeyMissingError if the file does not exist; Error if it cannot be read or is not an ES256 private JWK.
+ */
+export async function loadSigningKey(file: string): Promise<SigningKey> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new SigningKeyMissingError(file);
+    throw new Error(`cannot read the signing key ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const mode = (await stat(file)).mode & 0o077;
+  if (mode !== 0) throw new Error(`the signing key ${file} is readable or writable by other users; run chmod 600 on it`);
+  let jwk: JWK;
+  try {
+    jwk = JSON.parse(text) as JWK;
+  } catch {
+    // JSON.parse's message quotes the input, which is private key material.
+    throw new Error(`${file} is not a JSON private JWK`);
+  }
+  return toSigningKey(jwk, file);
+}
+
 /**
  * Loads the broker's signing key, creating it (mode 0600, exclusively, so two
  * starting replicas cannot both write) if the file does not exist.
  */
 export async function loadOrCreateSigningKey(file: string, logger: Logger): Promise<SigningKey> {
-  let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    return await loadSigningKey(file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot read the signing key ${file}: ${(err as NodeJS.ErrnoException).code}`);
-    await createKeyFile(file, logger);
-    text = await readFile(file, 'utf8');
+    if (!(err instanceof SigningKeyMissingError)) throw err;
   }
-  const mode = (await stat(file)).mode & 0o077;
-  if (mode !== 0) throw new Error(`the signing key ${file} is readable or writable by other users; run chmod 600 on it`);
-  return toSigningKey(JSON.parse(text) as JWK, file);
+  await createKeyFile(file, logger);
+  return loadSigningKey(file);
 }
 
 /**
@@ -60,7 +90,7 @@ async function createKeyFile(file: string, logger: Logger): Promise<void> {
 }
 
 async function toSigningKey(jwk: JWK, file: string): Promise<SigningKey> {
-  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256' || !jwk.d) throw new Error(`${file} is not an ES256 (P-256) private JWK`);
+  if (typeof jwk !== 'object' || jwk === null || jwk.kty !== 'EC' || jwk.crv !== 'P-256' || !jwk.d) throw new Error(`${file} is not an ES256 (P-256) private JWK`);
   const kid = jwk.kid ?? (await calculateJwkThumbprint(jwk));
   const privateKey = (await importJWK({ ...jwk, alg: SIGNING_ALGORITHM }, SIGNING_ALGORITHM)) as CryptoKey;
   const { kty, crv, x, y } = jwk;

@@ -1,8 +1,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Router, type RequestHandler } from 'express';
-import { InvalidRequestError, InvalidTokenError } from '../../errors.js';
-import { toTimeBound } from '../../audit/query.js';
-import type { AuditDecision, AuditQuery, AuditStore } from '../../audit/types.js';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
+import type { CryptoKey } from 'jose';
+import { verifyAuditLog } from '../../audit/checkpoints.js';
+import { createFormatter, writeRecords } from '../../audit/export.js';
+import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../../audit/query.js';
+import { AUDIT_DECISIONS } from '../../audit/record.js';
+import type { AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
+import { InvalidRequestError, InvalidTokenError, NotAcceptableError } from '../../errors.js';
+import { errorSummary } from '../../exchange.js';
 import type { Logger } from '../../logger.js';
 import { bearerToken } from './exchange.js';
 
@@ -12,29 +17,140 @@ export interface Auditor {
   tokenSha256: string;
 }
 
-const DECISIONS: ReadonlySet<string> = new Set<AuditDecision>(['issued', 'denied', 'error', 'explain']);
 const SCALAR_FILTERS = new Set(['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'limit', 'cursor']);
 
-/** GET /v1/audit/events and /v1/audit/verify: auditors only (contract section 4). */
-export function auditRoutes(deps: { audit: AuditStore; auditors: readonly Auditor[]; logger: Logger }): Router {
+/** What `GET /v1/audit/events` can answer, in order of preference when the client has none. */
+const EVENT_MEDIA_TYPES = {
+  'application/json': 'json',
+  'application/x-ndjson': 'ndjson',
+  'text/csv': 'csv',
+} as const;
+type EventMediaType = keyof typeof EVENT_MEDIA_TYPES;
+
+const CONTENT_TYPES: Record<'ndjson' | 'csv', string> = {
+  ndjson: 'application/x-ndjson; charset=utf-8',
+  csv: 'text/csv; charset=utf-8; header=present',
+};
+
+/**
+ * GET /v1/audit/events and /v1/audit/verify: auditors only (contract section 4).
+ *
+ * `/v1/audit/events` negotiates on `Accept`: `application/json` (the default,
+ * one page), or `application/x-ndjson` / `text/csv`, which stream every match
+ * (pages of `limit` walked internally from `cursor`). A streamed export that
+ * the store fails in the middle of is cut off by destroying the connection:
+ * the chunked response then lacks its final chunk, so no HTTP/1.1 client can
+ * take it for a complete export.
+ */
+export function auditRoutes(deps: {
+  audit: AuditStore;
+  auditors: readonly Auditor[];
+  checkpointKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
+  logger: Logger;
+}): Router {
   const router = Router();
   const requireAuditor = auditorAuth(deps.auditors);
 
   router.get('/v1/audit/events', requireAuditor, async (req, res) => {
+    res.set('Vary', 'Accept');
+    const format = negotiateEvents(req);
     const query = parseAuditQuery(req.query as Record<string, unknown>);
-    deps.logger.info('audit query', { request_id: res.locals.requestId, auditor: res.locals.auditor, query });
-    const page = await deps.audit.query(query);
-    res.set('Cache-Control', 'no-store');
-    res.json({ events: page.events, next_cursor: page.nextCursor });
+    // Every problem with the query (the cursor included) is a 400 now, before anything is streamed.
+    compileAuditQuery(query);
+    const context = { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string, filters: describeQuery(query) };
+    if (format === 'json') {
+      const page = await deps.audit.query(query).catch((err: unknown) => {
+        deps.logger.warn('audit query failed', { ...context, format, cause: errorSummary(err) });
+        throw err;
+      });
+      deps.logger.info('audit query', { ...context, format, count: page.events.length, more: page.nextCursor !== null });
+      res.set('Cache-Control', 'no-store');
+      res.json({ events: page.events, next_cursor: page.nextCursor });
+      return;
+    }
+    await streamEvents(req, res, deps, query, format, context);
   });
 
   router.get('/v1/audit/verify', requireAuditor, async (_req, res) => {
     deps.logger.info('audit verify', { request_id: res.locals.requestId, auditor: res.locals.auditor });
     res.set('Cache-Control', 'no-store');
-    res.json(await deps.audit.verify());
+    res.json(await verifyAuditLog(deps.audit, deps.checkpointKeys));
   });
 
   return router;
+}
+
+/** The format `Accept` asks for; no header (or an empty one) means JSON. @throws NotAcceptableError */
+function negotiateEvents(req: Request): 'json' | 'ndjson' | 'csv' {
+  if ((req.get('accept') ?? '').trim() === '') return 'json';
+  const type = req.accepts(Object.keys(EVENT_MEDIA_TYPES));
+  if (type === false) {
+    throw new NotAcceptableError(`This route answers ${Object.keys(EVENT_MEDIA_TYPES).join(', ')}; the Accept header allows none of them.`, {
+      reason: 'not_acceptable',
+    });
+  }
+  return EVENT_MEDIA_TYPES[type as EventMediaType];
+}
+
+/**
+ * Streams every match as NDJSON or CSV with backpressure. The first page is
+ * read before anything is sent, so a store that is down answers a plain 503.
+ */
+async function streamEvents(
+  req: Request,
+  res: Response,
+  deps: { audit: AuditStore; logger: Logger },
+  query: AuditQuery,
+  format: 'ndjson' | 'csv',
+  context: Record<string, unknown>,
+): Promise<void> {
+  const iterator = queryAll(deps.audit, query)[Symbol.asyncIterator]();
+  const first = await iterator.next().catch((err: unknown) => {
+    deps.logger.warn('audit export failed', { ...context, format, count: 0, outcome: 'store_failed', cause: errorSummary(err) });
+    throw err;
+  });
+  const records = (async function* (): AsyncGenerator<AuditRecord, void, undefined> {
+    if (first.done === true) return;
+    yield first.value;
+    yield* { [Symbol.asyncIterator]: () => iterator };
+  })();
+
+  res.status(200);
+  res.set({ 'Content-Type': CONTENT_TYPES[format], 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
+  if (format === 'csv') res.set('Content-Disposition', `attachment; filename="audit-${fileTime(new Date())}.csv"`);
+  if (req.method === 'HEAD') {
+    // Headers only: do not walk the log for a body nobody receives.
+    await iterator.return?.();
+    res.end();
+    return;
+  }
+
+  let written = 0;
+  try {
+    const formatter = createFormatter(format, { claimColumns: Object.keys(query.claims ?? {}) });
+    const result = await writeRecords(res, records, formatter, { onProgress: (count) => (written = count) });
+    if (result.complete) res.end();
+    deps.logger.info('audit export', { ...context, format, count: result.count, outcome: result.complete ? 'complete' : 'client_closed' });
+  } catch (err) {
+    // Headers and part of the body are out: the only honest signal left is to cut the connection.
+    deps.logger.error('audit export failed', { ...context, format, count: written, outcome: 'store_failed', cause: errorSummary(err) });
+    res.destroy();
+  }
+}
+
+/** `2026-11-25T19:00:00.000Z` as `20261125T190000Z`, for file names. */
+function fileTime(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}/, '').replace(/[-:]/g, '');
+}
+
+/** The query as logged: filters and paging, never anything secret. */
+function describeQuery(query: AuditQuery): Record<string, unknown> {
+  const { claims, credentialId, ...rest } = query;
+  return {
+    ...rest,
+    ...(credentialId !== undefined ? { credential_id: credentialId } : {}),
+    ...(claims !== undefined && Object.keys(claims).length > 0 ? { claims: Object.fromEntries(Object.entries(claims)) } : {}),
+  };
 }
 
 /**
@@ -55,33 +171,40 @@ function auditorAuth(auditors: readonly Auditor[]): RequestHandler {
   };
 }
 
-/** Validates the query string; every problem names the parameter. */
+/**
+ * Validates the query string; every problem is an InvalidRequestError whose
+ * message names the parameter. Each parameter may be given once; unknown
+ * parameters and empty values are refused, except that a claim filter may
+ * match an empty claim (`claim.head_ref=`).
+ */
 export function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
   // A null-prototype map, so `claim.__proto__=x` is a filter like any other instead of a silent no-op.
   const claims = Object.create(null) as Record<string, string>;
   const query: AuditQuery = { claims };
+  const bad = (message: string) => new InvalidRequestError(message, { reason: 'bad_query' });
   for (const [name, raw] of Object.entries(params)) {
-    if (typeof raw !== 'string') throw new InvalidRequestError(`Query parameter '${name}' must be given once.`, { reason: 'bad_query' });
-    if (name.startsWith('claim.') && name.length > 'claim.'.length) {
+    const shown = printable(name);
+    if (typeof raw !== 'string') throw bad(`Query parameter '${shown}' must be given once.`);
+    if (name.startsWith('claim.')) {
+      if (name.length === 'claim.'.length) throw bad("Query parameter 'claim.' needs a claim name: claim.<name>=<value>.");
       claims[name.slice('claim.'.length)] = raw;
       continue;
     }
-    if (!SCALAR_FILTERS.has(name)) throw new InvalidRequestError(`Unknown query parameter '${name.slice(0, 64)}'.`, { reason: 'bad_query' });
+    if (!SCALAR_FILTERS.has(name)) throw bad(`Unknown query parameter '${shown}'.`);
+    if (raw === '') throw bad(`Query parameter '${name}' must not be empty.`);
     switch (name) {
       case 'since':
       case 'until':
         query[name] = toTimeBound(raw, name);
         break;
       case 'decision':
-        if (!DECISIONS.has(raw)) throw new InvalidRequestError(`'decision' must be one of ${[...DECISIONS].join(', ')}.`, { reason: 'bad_query' });
+        if (!(AUDIT_DECISIONS as readonly string[]).includes(raw)) throw bad(`'decision' must be one of ${AUDIT_DECISIONS.join(', ')}.`);
         query.decision = raw as AuditDecision;
         break;
-      case 'limit': {
-        const limit = Number(raw);
-        if (!/^\d+$/.test(raw) || limit < 1 || limit > 1000) throw new InvalidRequestError(`'limit' must be an integer from 1 to 1000.`, { reason: 'bad_query' });
-        query.limit = limit;
+      case 'limit':
+        if (!/^[1-9][0-9]{0,3}$/.test(raw) || Number(raw) > MAX_QUERY_LIMIT) throw bad(`'limit' must be an integer from 1 to ${MAX_QUERY_LIMIT}.`);
+        query.limit = Number(raw);
         break;
-      }
       case 'credential_id':
         query.credentialId = raw;
         break;
@@ -94,4 +217,9 @@ export function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
     }
   }
   return query;
+}
+
+/** A parameter name fit for a message: at most 64 characters, control characters as `?`. */
+function printable(name: string): string {
+  return name.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
 }

@@ -1,0 +1,153 @@
+/**
+ * Signed checkpoints, full-log verification and pruning.
+ *
+ * The hash chain proves that records between two points were not changed,
+ * removed or reordered, but not that the tail is complete: anyone who can
+ * write the store can delete the last records, or rewrite every record from
+ * some point on and recompute the hashes. A checkpoint closes that gap: the
+ * broker signs "the record with seq N has hash H" with its own key, stores it
+ * and logs it, so a chain that ends before N, or differs at N, is caught by
+ * anyone holding the broker's public key (or a copy of the log line).
+ */
+import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK } from 'jose';
+import type { Logger } from '../logger.js';
+import type { SigningKey } from '../providers/signing-key.js';
+import { GENESIS_HASH } from './record.js';
+import type { AuditCheckpoint, AuditStore, ChainBreak, ChainPoint, ChainVerification } from './types.js';
+
+/** JWS `typ` of a checkpoint, so a checkpoint can never pass for a broker-issued token or vice versa. */
+export const CHECKPOINT_TYPE = 'oidc-broker-audit-checkpoint';
+
+/** The outcome of verifying the whole log: the chain walk plus what the checkpoints add. */
+export type AuditVerification = ChainVerification & {
+  /** The first seq the walk expected: 1, or after a prune the first kept record. */
+  first_seq: number;
+  /** Checkpoints stored, periodic and prune. */
+  checkpoints: number;
+  /** The newest checkpoint: the log is proven complete up to its seq. */
+  latest_checkpoint: { seq: number; time: string } | null;
+};
+
+/** Signs `point` with the broker key. */
+export async function signCheckpoint(key: SigningKey, point: ChainPoint, kind: AuditCheckpoint['kind'], time: Date): Promise<AuditCheckpoint> {
+  const statement = { seq: point.seq, hash: point.hash, time: time.toISOString(), kind };
+  const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(statement)))
+    .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: CHECKPOINT_TYPE })
+    .sign(key.privateKey);
+  return { ...statement, kid: key.kid, jws };
+}
+
+/**
+ * True if the checkpoint's JWS verifies with one of `keys` (by kid, ES256,
+ * the checkpoint `typ`) and its payload says exactly what the stored fields say.
+ */
+export async function isCheckpointAuthentic(checkpoint: AuditCheckpoint, keys: ReadonlyMap<string, CryptoKey | Uint8Array>): Promise<boolean> {
+  const key = keys.get(checkpoint.kid);
+  if (key === undefined) return false;
+  try {
+    const { payload, protectedHeader } = await compactVerify(checkpoint.jws, key, { algorithms: ['ES256'] });
+    if (protectedHeader.typ !== CHECKPOINT_TYPE || protectedHeader.kid !== checkpoint.kid) return false;
+    const statement = JSON.parse(new TextDecoder().decode(payload)) as Record<string, unknown>;
+    return statement.seq === checkpoint.seq && statement.hash === checkpoint.hash && statement.time === checkpoint.time && statement.kind === checkpoint.kind;
+  } catch {
+    return false;
+  }
+}
+
+/** Public keys by kid, from JWKs such as the broker's /.well-known/jwks.json. */
+export async function checkpointKeys(jwks: readonly JWK[]): Promise<Map<string, CryptoKey | Uint8Array>> {
+  const keys = new Map<string, CryptoKey | Uint8Array>();
+  for (const jwk of jwks) if (jwk.kid !== undefined) keys.set(jwk.kid, await importJWK(jwk, 'ES256'));
+  return keys;
+}
+
+/**
+ * Verifies the whole log: every checkpoint's signature, then the chain from
+ * the latest prune checkpoint (or the first record) to the head, checking on
+ * the way the hashes periodic checkpoints vouch for, and finally that the
+ * chain reaches the newest checkpoint.
+ * @throws AuditUnavailableError when the store cannot be read.
+ */
+export async function verifyAuditLog(store: AuditStore, keys: ReadonlyMap<string, CryptoKey | Uint8Array>): Promise<AuditVerification> {
+  const checkpoints = await store.checkpoints();
+  const latest = checkpoints.reduce<AuditCheckpoint | null>((newest, c) => (newest === null || c.seq >= newest.seq ? c : newest), null);
+  const summary = { checkpoints: checkpoints.length, latest_checkpoint: latest === null ? null : { seq: latest.seq, time: latest.time } };
+
+  let anchor: ChainPoint = { seq: 0, hash: GENESIS_HASH };
+  for (const checkpoint of checkpoints) {
+    if (!(await isCheckpointAuthentic(checkpoint, keys))) {
+      const broken: ChainBreak = { seq: checkpoint.seq, id: null, problem: 'bad_checkpoint' };
+      return { ok: false, events: 0, head: anchor.hash, last_seq: anchor.seq, broken, first_seq: anchor.seq + 1, ...summary };
+    }
+    if (checkpoint.kind === 'prune' && checkpoint.seq > anchor.seq) anchor = { seq: checkpoint.seq, hash: checkpoint.hash };
+  }
+  const expected = new Map(checkpoints.filter((c) => c.kind === 'periodic' && c.seq > anchor.seq).map((c) => [c.seq, c.hash]));
+
+  const walk = await store.verify({ from: anchor, expected });
+  const result = { ...walk, first_seq: anchor.seq + 1, ...summary };
+  if (walk.ok && latest !== null && walk.last_seq < latest.seq) {
+    return { ...result, ok: false, broken: { seq: walk.last_seq + 1, id: null, problem: 'truncated' } };
+  }
+  return result;
+}
+
+export interface Checkpointer {
+  /** Signs and stores the current head if it moved since the last checkpoint; returns the new checkpoint, if any. */
+  checkpointNow(): Promise<AuditCheckpoint | null>;
+  /** Stops the timer and makes a last checkpoint, so a clean shutdown leaves the whole log vouched for. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Checkpoints the head every `intervalMs` while it moves. Each checkpoint is
+ * also logged (seq, hash, kid, jws): log shipping then holds a copy of it
+ * outside the store.
+ */
+export function startCheckpointer(deps: { store: AuditStore; key: SigningKey; logger: Logger; intervalMs: number; now?: () => Date }): Checkpointer {
+  const now = deps.now ?? (() => new Date());
+  let lastSeq: number | undefined;
+  let running: Promise<AuditCheckpoint | null> | undefined;
+
+  const checkpoint = async (): Promise<AuditCheckpoint | null> => {
+    lastSeq ??= (await deps.store.checkpoints()).reduce((max, c) => Math.max(max, c.seq), 0);
+    const head = await deps.store.head();
+    if (head.seq <= lastSeq) return null;
+    const made = await signCheckpoint(deps.key, head, 'periodic', now());
+    await deps.store.saveCheckpoint(made);
+    lastSeq = made.seq;
+    deps.logger.info('audit checkpoint', { seq: made.seq, hash: made.hash, kid: made.kid, jws: made.jws });
+    return made;
+  };
+  // One at a time: the timer and a shutdown must not sign the same head twice.
+  const checkpointNow = (): Promise<AuditCheckpoint | null> => {
+    running = (running ?? Promise.resolve(null)).catch(() => null).then(checkpoint);
+    return running;
+  };
+
+  const timer = setInterval(() => {
+    checkpointNow().catch((err: unknown) => deps.logger.warn('audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
+  }, deps.intervalMs);
+  timer.unref();
+
+  return {
+    checkpointNow,
+    async stop() {
+      clearInterval(timer);
+      await checkpointNow();
+    },
+  };
+}
+
+/**
+ * Deletes the records older than `before` (up to the first record that is
+ * not, so what remains is contiguous) and stores a signed prune checkpoint
+ * for the last deleted one, from which the chain is verified from then on.
+ * Returns null if nothing is old enough.
+ * @throws AuditUnavailableError when the store cannot be written.
+ */
+export async function pruneAuditLog(store: AuditStore, key: SigningKey, before: Date, now: Date = new Date()): Promise<{ deleted: number; anchor: AuditCheckpoint } | null> {
+  const boundary = await store.pruneBoundary(before.toISOString());
+  if (boundary === null) return null;
+  const anchor = await signCheckpoint(key, boundary, 'prune', now);
+  return { deleted: await store.prune(anchor), anchor };
+}

@@ -1,0 +1,418 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Option, type Command } from 'commander';
+import type { CryptoKey, JWK } from 'jose';
+import { checkpointKeys, pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
+import { createFormatter, writeRecords, type ExportFormat } from '../audit/export.js';
+import { openAuditStore } from '../audit/open.js';
+import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toCursor, toTimeBound } from '../audit/query.js';
+import { AUDIT_DECISIONS } from '../audit/record.js';
+import type { AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
+import { ConfigError, loadConfig, resolveConfigPath, type BrokerConfig } from '../config.js';
+import { BrokerError } from '../errors.js';
+import { loadSigningKey, SigningKeyMissingError, type SigningKey } from '../providers/signing-key.js';
+import { CliExit, type CliIo } from './io.js';
+
+const FORMATS: readonly ExportFormat[] = ['table', 'json', 'ndjson', 'csv'];
+/** Records printed by default: everything for the export formats, a screenful for the others. */
+const DEFAULT_LIMIT: Record<ExportFormat, number> = { table: 100, json: 100, ndjson: Infinity, csv: Infinity };
+const PROGRESS_INTERVAL_MS = 250;
+
+const CONFIG_HELP = 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
+
+/** What each chain problem means, in plain words (see ChainProblem in src/audit/types.ts). */
+export const CHAIN_PROBLEM_TEXT: Record<ChainProblem, string> = {
+  seq_gap: 'its sequence number does not follow the previous record: a record was deleted or moved',
+  prev_hash_mismatch: "it does not link to the previous record's hash: a record was deleted, reordered or forged",
+  hash_mismatch: 'its content no longer matches its hash: a field was changed',
+  unreadable: 'the stored row cannot be read as a record: a column was corrupted',
+  claim_index_mismatch: 'the claim index disagrees with the record: queries by claim would give wrong answers',
+  checkpoint_mismatch: 'its hash differs from the one a signed checkpoint vouches for: the chain was rewritten from here on',
+  truncated: 'the chain ends before the newest signed checkpoint: records at the end were deleted',
+  bad_checkpoint: "a stored checkpoint's signature does not verify with the broker's key: it was forged or altered",
+};
+
+interface QueryOptions {
+  since?: string;
+  until?: string;
+  decision?: AuditDecision;
+  policy?: string;
+  issuer?: string;
+  subject?: string;
+  credentialId?: string;
+  claim?: string[];
+  limit?: string;
+  format: ExportFormat;
+  config?: string;
+}
+
+/** `oidc-broker audit query|verify|prune` (contract section 6), against the configured audit store. */
+export function registerAuditCommands(program: Command, io: CliIo): void {
+  const audit = program.command('audit').description('Query, verify and prune the audit log named by audit.url in the config.');
+
+  audit
+    .command('query')
+    .description('Print the audit records that match every given filter, oldest first.')
+    .option('--since <time>', 'records at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC)')
+    .option('--until <time>', 'records before this time (RFC 3339, or YYYY-MM-DD)')
+    .addOption(new Option('--decision <decision>', 'only this decision').choices(AUDIT_DECISIONS))
+    .option('--policy <name>', 'exact policy name')
+    .option('--issuer <name>', 'exact issuer config name (e.g. github)')
+    .option('--subject <sub>', 'exact verified subject')
+    .option('--credential-id <id>', 'exact credential id (AccessKeyId, sha256:<hex>, or jti)')
+    .option('--claim <name=value>', "verified claim 'name' has this string form; repeatable, all must hold", (value: string, all: string[] | undefined) => [...(all ?? []), value])
+    .option('--limit <n>', "print at most n records, or 'all' (default: 100 for table and json, all for ndjson and csv)")
+    .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
+    .option('-c, --config <file>', CONFIG_HELP)
+    .addHelpText(
+      'after',
+      `
+Formats:
+  table   time, decision, policy, subject, credential id and reason; cut to the terminal's width
+  json    one JSON array of records, as GET /v1/audit/events returns them
+  ndjson  one JSON record per line
+  csv     RFC 4180 with a header row; cells starting with = + - @ tab or CR get a leading '
+          (spreadsheet formula injection); the claims column keeps the exact claim set as JSON
+
+Output is streamed. When stdout is not a terminal but stderr is, a count of the
+records written is shown on stderr. When --limit stops the output while more
+records match, stderr says so.
+
+Exit codes: 0 done; 1 bad arguments, config or store error (a store failure
+mid-way leaves the output incomplete).
+
+Examples:
+  oidc-broker audit query --decision denied --since 2026-11-01
+  oidc-broker audit query --claim repository=acme/api --format csv > audit.csv`,
+    )
+    .action(async (options: QueryOptions) => runQuery(options, io));
+
+  audit
+    .command('verify')
+    .description("Verify the audit log's hash chain and signed checkpoints, and print a summary.")
+    .option('--json', 'print the result as JSON (the body of GET /v1/audit/verify)')
+    .option('--jwks <file>', "verify checkpoints with the public keys in this JWKS file (such as the broker's /.well-known/jwks.json) instead of the signing key file")
+    .option('-c, --config <file>', CONFIG_HELP)
+    .addHelpText(
+      'after',
+      `
+Checkpoint signatures are checked with providers.jwt.signing_key_file, read
+only (it is never created), or with --jwks. Keys that signed older checkpoints
+must be in the JWKS after a key rotation.
+
+Exit codes: 0 the log verifies; 2 the chain is broken (the first broken record
+and the problem are printed); 1 error (config, keys, store).`,
+    )
+    .action(async (options: { json?: boolean; jwks?: string; config?: string }) => runVerify(options, io));
+
+  audit
+    .command('prune')
+    .description('Delete the records older than a date, leaving a signed prune checkpoint the chain is verified from.')
+    .requiredOption('--before <date>', 'delete records before this time (RFC 3339, or YYYY-MM-DD for midnight UTC)')
+    .option('--yes', 'really delete; without it, only print what would be deleted')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .addHelpText(
+      'after',
+      `
+Records are deleted oldest first, up to the first record that is not older
+than --before, so what remains is a contiguous chain. The log is verified first
+and nothing is pruned if it does not verify: a prune checkpoint must never
+vouch for a tampered record. Needs the signing key file (read only).
+
+Exit codes: 0 pruned, nothing to prune, or dry run; 2 the log does not verify
+(nothing deleted); 1 error (bad date, config, key, store).`,
+    )
+    .action(async (options: { before: string; yes?: boolean; config?: string }) => runPrune(options, io));
+}
+
+async function runQuery(options: QueryOptions, io: CliIo): Promise<void> {
+  const limit = parseLimit(options.limit, options.format);
+  const query = toQuery(options, limit);
+  const config = await readConfig(options.config);
+  const store = await openStore(config);
+  const progress = startProgress(io);
+  // A closed pipe (`| head`) is the reader's choice: stop quietly, never crash on EPIPE.
+  const ignore = () => {};
+  io.stdout.on('error', ignore);
+  try {
+    const formatter = createFormatter(options.format, {
+      claimColumns: Object.keys(query.claims ?? {}),
+      width: io.stdout.isTTY === true ? io.stdout.columns : undefined,
+      terminal: io.stdout.isTTY === true,
+    });
+    let result;
+    try {
+      result = await writeRecords(io.stdout, queryAll(store, query), formatter, { limit, onProgress: progress.update });
+    } catch (err) {
+      progress.stop();
+      throw new CliExit(1, `reading the audit log failed after ${progress.count()} records; the output is incomplete: ${describeError(err)}`);
+    }
+    progress.stop(result.count);
+    if (result.more) {
+      io.stderr.write(`oidc-broker: showing the first ${result.count} matching records; more match (use --limit N or --limit all)\n`);
+    }
+  } finally {
+    progress.stop();
+    io.stdout.off('error', ignore);
+    await store.close();
+  }
+}
+
+async function runVerify(options: { json?: boolean; jwks?: string; config?: string }, io: CliIo): Promise<void> {
+  const config = await readConfig(options.config);
+  const keys = options.jwks !== undefined ? await readJwksKeys(options.jwks) : await checkpointKeys([(await readSigningKey(config)).publicJwk]);
+  const store = await openStore(config);
+  let result: AuditVerification;
+  try {
+    result = await verifyAuditLog(store, keys);
+  } catch (err) {
+    throw new CliExit(1, `cannot read the audit log: ${describeError(err)}`);
+  } finally {
+    await store.close();
+  }
+  io.stdout.write(options.json === true ? `${JSON.stringify(result)}\n` : formatVerification(result, describeStoreUrl(config.audit.url)));
+  if (!result.ok) throw new CliExit(2);
+}
+
+/** The readable summary `audit verify` prints. */
+export function formatVerification(result: AuditVerification, where: string): string {
+  const lines: string[] = [];
+  const range = result.events === 0 ? 'none' : `seq ${result.first_seq} to ${result.last_seq}`;
+  const pruned = result.first_seq > 1 ? `; records before seq ${result.first_seq} were pruned` : '';
+  const latest = result.latest_checkpoint === null ? 'none' : `${result.checkpoints}, the latest vouches for seq ${result.latest_checkpoint.seq} (signed ${result.latest_checkpoint.time})`;
+  if (result.ok) {
+    lines.push(`audit log OK: ${where}`);
+    lines.push(`  events verified:  ${result.events} (${range}${pruned})`);
+    lines.push(`  head:             ${result.head}`);
+  } else {
+    const { broken } = result;
+    lines.push(`audit log BROKEN: ${where}`);
+    lines.push(`  broken at:        seq ${broken.seq}${broken.id === null ? '' : ` (id ${broken.id})`}`);
+    lines.push(`  problem:          ${broken.problem}: ${CHAIN_PROBLEM_TEXT[broken.problem]}`);
+    lines.push(`  verified before:  ${result.events} events (${range}${pruned})`);
+    lines.push(`  last good hash:   ${result.head}`);
+  }
+  lines.push(`  checkpoints:      ${latest}`);
+  return `${lines.join('\n')}\n`;
+}
+
+async function runPrune(options: { before: string; yes?: boolean; config?: string }, io: CliIo): Promise<void> {
+  const before = new Date(parseTimeArg(options.before, '--before'));
+  const config = await readConfig(options.config);
+  const key = await readSigningKey(config);
+  const store = await openStore(config);
+  try {
+    const check = await verifyAuditLog(store, await checkpointKeys([key.publicJwk])).catch((err: unknown) => {
+      throw new CliExit(1, `cannot read the audit log: ${describeError(err)}`);
+    });
+    if (!check.ok) {
+      throw new CliExit(
+        2,
+        `the audit log does not verify (${check.broken.problem} at seq ${check.broken.seq}); nothing was pruned. Run 'oidc-broker audit verify' and investigate first.`,
+      );
+    }
+    const cutoff = before.toISOString();
+    const boundary = await store.pruneBoundary(cutoff);
+    if (boundary === null) {
+      io.stdout.write(`nothing to prune: the oldest record is not older than ${cutoff}\n`);
+      return;
+    }
+    const first = await recordAfter(store, 0);
+    const last = await recordAfter(store, boundary.seq - 1);
+    const kept = await recordAfter(store, boundary.seq);
+    const firstSeq = first?.seq ?? boundary.seq;
+    const count = boundary.seq - firstSeq + 1;
+    const span = `seq ${firstSeq} to ${boundary.seq}, ${first?.time ?? '?'} to ${last?.time ?? '?'}`;
+    const after = kept === null ? 'no record would be left; new records continue the chain from the prune checkpoint' : `the log would then start at seq ${kept.seq} (${kept.time})`;
+    if (options.yes !== true) {
+      io.stdout.write(
+        `dry run: would delete ${count} record${count === 1 ? '' : 's'} older than ${cutoff} (${span}).\n` +
+          `${after[0]!.toUpperCase()}${after.slice(1)}, anchored by a signed prune checkpoint for seq ${boundary.seq}.\n` +
+          'Nothing was deleted; run again with --yes to delete them.\n',
+      );
+      return;
+    }
+    let result;
+    try {
+      result = await pruneAuditLog(store, key, before);
+    } catch (err) {
+      throw new CliExit(1, `pruning failed, nothing was deleted: ${describeError(err)}`);
+    }
+    if (result === null) {
+      io.stdout.write(`nothing to prune: the oldest record is not older than ${cutoff}\n`);
+      return;
+    }
+    io.stdout.write(
+      `deleted ${result.deleted} record${result.deleted === 1 ? '' : 's'} older than ${cutoff} (seq ${result.anchor.seq - result.deleted + 1} to ${result.anchor.seq}).\n` +
+        `anchor: seq ${result.anchor.seq}, hash ${result.anchor.hash} (signed prune checkpoint, kid ${result.anchor.kid}).\n`,
+    );
+  } finally {
+    await store.close();
+  }
+}
+
+/** The record right after `seq` (any filter-free record), or null. */
+async function recordAfter(store: AuditStore, seq: number): Promise<AuditRecord | null> {
+  return (await store.query({ limit: 1, ...(seq > 0 ? { cursor: toCursor(seq) } : {}) })).events[0] ?? null;
+}
+
+function parseLimit(value: string | undefined, format: ExportFormat): number {
+  if (value === undefined) return DEFAULT_LIMIT[format];
+  if (value === 'all') return Infinity;
+  if (!/^[1-9][0-9]{0,15}$/.test(value) || !Number.isSafeInteger(Number(value))) throw new CliExit(1, `--limit: expected a positive integer or 'all', got '${value}'`);
+  return Number(value);
+}
+
+/** The store query for the options; pages are as large as useful (one more than the limit, to tell whether more match). */
+function toQuery(options: QueryOptions, limit: number): AuditQuery {
+  const claims = Object.create(null) as Record<string, string>;
+  for (const pair of options.claim ?? []) {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new CliExit(1, `--claim: expected name=value, got '${pair}'`);
+    const name = pair.slice(0, at);
+    if (Object.hasOwn(claims, name)) throw new CliExit(1, `--claim: claim '${name}' is given twice`);
+    claims[name] = pair.slice(at + 1);
+  }
+  const text = (value: string | undefined, flag: string): string | undefined => {
+    if (value === '') throw new CliExit(1, `${flag}: must not be empty`);
+    return value;
+  };
+  const query: AuditQuery = {
+    since: options.since === undefined ? undefined : parseTimeArg(options.since, '--since'),
+    until: options.until === undefined ? undefined : parseTimeArg(options.until, '--until'),
+    decision: options.decision,
+    policy: text(options.policy, '--policy'),
+    issuer: text(options.issuer, '--issuer'),
+    subject: text(options.subject, '--subject'),
+    credentialId: text(options.credentialId, '--credential-id'),
+    claims,
+    limit: Math.min(MAX_QUERY_LIMIT, limit === Infinity ? MAX_QUERY_LIMIT : limit + 1),
+  };
+  try {
+    compileAuditQuery(query);
+  } catch (err) {
+    throw new CliExit(1, describeError(err));
+  }
+  return query;
+}
+
+/** RFC 3339, or YYYY-MM-DD for midnight UTC, as toISOString() text. */
+function parseTimeArg(value: string, flag: string): string {
+  const text = /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00Z` : value;
+  try {
+    return toTimeBound(text, flag);
+  } catch {
+    throw new CliExit(1, `${flag}: expected an RFC 3339 time such as 2026-11-25T19:00:00Z or a date such as 2026-11-25, got '${value}'`);
+  }
+}
+
+async function readConfig(file: string | undefined): Promise<BrokerConfig> {
+  try {
+    return await loadConfig(resolveConfigPath(file));
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliExit(1, `cannot load the config:\n${err.message}`);
+    throw err;
+  }
+}
+
+/** Opens audit.url; a SQLite file must exist already (opening would create an empty log). */
+async function openStore(config: BrokerConfig): Promise<AuditStore> {
+  const url = config.audit.url;
+  if (url.startsWith('sqlite:') && !existsSync(url.slice('sqlite:'.length))) {
+    throw new CliExit(1, `the audit log ${url.slice('sqlite:'.length)} does not exist (audit.url of ${config.source})`);
+  }
+  try {
+    return await openAuditStore(url);
+  } catch (err) {
+    throw new CliExit(1, `cannot open the audit log ${describeStoreUrl(url)}: ${describeError(err)}`);
+  }
+}
+
+async function readSigningKey(config: BrokerConfig): Promise<SigningKey> {
+  const file = config.providers.jwt.signingKeyFile;
+  try {
+    return await loadSigningKey(file);
+  } catch (err) {
+    if (err instanceof SigningKeyMissingError) {
+      throw new CliExit(1, `the signing key ${file} does not exist (providers.jwt.signing_key_file of ${config.source}); it is needed to check and sign checkpoints`);
+    }
+    throw new CliExit(1, describeError(err));
+  }
+}
+
+async function readJwksKeys(file: string): Promise<Map<string, CryptoKey | Uint8Array>> {
+  let keys: unknown;
+  try {
+    keys = (JSON.parse(await readFile(file, 'utf8')) as { keys?: unknown }).keys;
+  } catch (err) {
+    throw new CliExit(1, `--jwks: cannot read a JSON Web Key Set from ${file} (${err instanceof SyntaxError ? 'not JSON' : ((err as NodeJS.ErrnoException).code ?? 'error')})`);
+  }
+  if (!Array.isArray(keys) || keys.length === 0 || !keys.every((k) => typeof k === 'object' && k !== null)) {
+    throw new CliExit(1, `--jwks: ${file} must be a JWKS: {"keys": [ ...at least one key... ]}`);
+  }
+  // Public members only: a private key in the file is never imported.
+  const publicKeys = (keys as JWK[]).map((k) => Object.fromEntries(Object.entries(k).filter(([name]) => ['kty', 'crv', 'x', 'y', 'kid', 'alg'].includes(name))) as JWK);
+  if (!publicKeys.some((k) => typeof k.kid === 'string')) throw new CliExit(1, `--jwks: no key in ${file} has a kid; checkpoints name their key by kid`);
+  try {
+    return await checkpointKeys(publicKeys);
+  } catch (err) {
+    throw new CliExit(1, `--jwks: ${file} holds a key that is not an ES256 public key: ${describeError(err)}`);
+  }
+}
+
+/** The audit URL without a password. */
+export function describeStoreUrl(url: string): string {
+  if (url.startsWith('sqlite:')) return url;
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return `${url.split(':')[0]}:...`;
+  }
+}
+
+function describeError(err: unknown): string {
+  if (err instanceof BrokerError && err.cause instanceof Error) return `${err.message} (${err.cause.message})`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+interface Progress {
+  update: (count: number) => void;
+  count: () => number;
+  /** Stops the indicator; with a final count, prints it (only when the indicator was on). */
+  stop: (finalCount?: number) => void;
+}
+
+/**
+ * A running count of records written, on stderr every 250 ms, only when
+ * stderr is a terminal and stdout is not (output redirected to a file or a
+ * pipe): on one terminal it would mix with the records.
+ */
+function startProgress(io: CliIo): Progress {
+  let count = 0;
+  const enabled = io.stderr.isTTY === true && io.stdout.isTTY !== true;
+  if (!enabled) return { update: (n) => (count = n), count: () => count, stop: () => {} };
+  let shown = -1;
+  const show = () => {
+    if (count === shown) return;
+    shown = count;
+    io.stderr.write(`\r${count} records written`);
+  };
+  let timer: NodeJS.Timeout | null = setInterval(show, PROGRESS_INTERVAL_MS);
+  return {
+    update: (n) => (count = n),
+    count: () => count,
+    stop: (finalCount) => {
+      if (timer === null) return;
+      clearInterval(timer);
+      timer = null;
+      if (finalCount !== undefined) {
+        count = finalCount;
+        io.stderr.write(`\r\x1b[K${count} records written\n`);
+      } else if (shown >= 0) {
+        io.stderr.write('\r\x1b[K');
+      }
+    },
+  };
+}

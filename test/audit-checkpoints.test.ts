@@ -1,0 +1,268 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, beforeEach, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { SignJWT } from 'jose';
+import {
+  CHECKPOINT_TYPE,
+  checkpointKeys,
+  isCheckpointAuthentic,
+  pruneAuditLog,
+  signCheckpoint,
+  startCheckpointer,
+  verifyAuditLog,
+} from '../src/audit/checkpoints.js';
+import { hashRecord, newAuditId } from '../src/audit/record.js';
+import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
+import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
+import { loadOrCreateSigningKey, type SigningKey } from '../src/providers/signing-key.js';
+import { createCapturingLogger } from './helpers/broker-fixture.js';
+
+const T0 = Date.parse('2026-11-01T00:00:00Z');
+const DAY = 86_400_000;
+const dirs: string[] = [];
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'oidc-broker-checkpoints-'));
+  dirs.push(dir);
+  return dir;
+}
+
+function entryAt(ms: number, overrides: Partial<AuditEntry> = {}): AuditEntry {
+  return {
+    id: newAuditId(),
+    time: new Date(ms).toISOString(),
+    decision: 'issued',
+    error: null,
+    reason: null,
+    request_id: 'req',
+    issuer: 'github',
+    subject: 'repo:acme/api:ref:refs/heads/main',
+    audience: ['https://broker.example.com'],
+    jti: null,
+    token_sha256: 'a'.repeat(64),
+    claims: { repository: 'acme/api' },
+    unverified: null,
+    policy: 'deploy',
+    policy_sha256: 'b'.repeat(64),
+    provider: 'jwt',
+    target: 'https://api.example.com',
+    credential_id: 'cred',
+    expires_at: new Date(ms + 900_000).toISOString(),
+    duration_seconds: 900,
+    client_ip: '127.0.0.1',
+    user_agent: 'test',
+    ...overrides,
+  };
+}
+
+/** Records one day apart from T0, appended in order. */
+async function appendDays(store: AuditStore, count: number, firstDay = 0): Promise<AuditRecord[]> {
+  const out: AuditRecord[] = [];
+  for (let i = 0; i < count; i++) out.push(await store.append(entryAt(T0 + (firstDay + i) * DAY)));
+  return out;
+}
+
+let dir: string;
+let dbPath: string;
+let store: AuditStore;
+let key: SigningKey;
+let keys: Awaited<ReturnType<typeof checkpointKeys>>;
+
+beforeEach(async () => {
+  dir = tempDir();
+  dbPath = join(dir, 'audit.db');
+  store = openSqliteAuditStore(dbPath);
+  key = await loadOrCreateSigningKey(join(dir, 'key.jwk'), createCapturingLogger().logger);
+  keys = await checkpointKeys([key.publicJwk]);
+});
+
+function raw(): Database.Database {
+  return new Database(dbPath, { timeout: 200 });
+}
+
+describe('checkpoint signatures', () => {
+  it('verify with the broker key and only for exactly the stored statement', async () => {
+    const checkpoint = await signCheckpoint(key, { seq: 7, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
+    assert.equal(await isCheckpointAuthentic(checkpoint, keys), true);
+    const altered: AuditCheckpoint[] = [
+      { ...checkpoint, seq: 8 },
+      { ...checkpoint, hash: 'd'.repeat(64) },
+      { ...checkpoint, time: new Date(T0 + 1).toISOString() },
+      { ...checkpoint, kind: 'prune' },
+      { ...checkpoint, kid: 'another-kid' },
+      { ...checkpoint, jws: checkpoint.jws.slice(0, -4) + (checkpoint.jws.endsWith('AAAA') ? 'BBBB' : 'AAAA') },
+    ];
+    for (const forged of altered) assert.equal(await isCheckpointAuthentic(forged, keys), false, JSON.stringify(forged));
+  });
+
+  it('a checkpoint signed by another key does not verify', async () => {
+    const other = await loadOrCreateSigningKey(join(tempDir(), 'other.jwk'), createCapturingLogger().logger);
+    const checkpoint = await signCheckpoint(other, { seq: 1, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
+    assert.equal(await isCheckpointAuthentic({ ...checkpoint, kid: key.kid }, keys), false);
+    assert.equal(await isCheckpointAuthentic(checkpoint, keys), false);
+  });
+
+  it('a broker-issued token with the same claims is not a checkpoint (typ differs)', async () => {
+    const statement = { seq: 1, hash: 'c'.repeat(64), time: new Date(T0).toISOString(), kind: 'periodic' as const };
+    const jwt = await new SignJWT(statement).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'JWT' }).sign(key.privateKey);
+    assert.equal(await isCheckpointAuthentic({ ...statement, kid: key.kid, jws: jwt }, keys), false);
+    const genuine = await signCheckpoint(key, { seq: 1, hash: statement.hash }, 'periodic', new Date(T0));
+    assert.equal(JSON.parse(Buffer.from(genuine.jws.split('.')[0]!, 'base64url').toString()).typ, CHECKPOINT_TYPE);
+  });
+});
+
+describe('the checkpointer', () => {
+  it('signs the head when it moved, logs the checkpoint, and does nothing when it did not', async () => {
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    assert.equal(await checkpointer.checkpointNow(), null, 'an empty log has nothing to vouch for');
+    const records = await appendDays(store, 3);
+    const made = await checkpointer.checkpointNow();
+    assert.deepEqual({ seq: made?.seq, hash: made?.hash, kind: made?.kind }, { seq: 3, hash: records[2]!.hash, kind: 'periodic' });
+    assert.equal(await checkpointer.checkpointNow(), null);
+    assert.deepEqual(await store.checkpoints(), [made]);
+    const logged = lines().map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'audit checkpoint');
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0]!.jws, made!.jws, 'the log holds a copy of the signed checkpoint');
+    await store.append(entryAt(T0 + 3 * DAY));
+    await checkpointer.stop();
+    assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [3, 4], 'stop() vouches for the final head');
+  });
+
+  it('a restarted checkpointer does not re-sign a head that is already checkpointed', async () => {
+    await appendDays(store, 2);
+    const first = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+    await first.stop();
+    const second = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+    assert.equal(await second.checkpointNow(), null);
+    await second.stop();
+    assert.equal((await store.checkpoints()).length, 1);
+  });
+
+  it('runs on its interval', async () => {
+    await appendDays(store, 1);
+    const checkpointer = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 20 });
+    for (let i = 0; i < 100 && (await store.checkpoints()).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await checkpointer.stop();
+    assert.equal((await store.checkpoints())[0]?.seq, 1);
+  });
+});
+
+describe('verifyAuditLog', () => {
+  it('an empty log verifies', async () => {
+    const result = await verifyAuditLog(store, keys);
+    assert.deepEqual(result, { ok: true, events: 0, head: '0'.repeat(64), last_seq: 0, first_seq: 1, checkpoints: 0, latest_checkpoint: null });
+  });
+
+  it('an intact log with checkpoints verifies and names the latest checkpoint', async () => {
+    const records = await appendDays(store, 5);
+    const checkpoint = await signCheckpoint(key, { seq: 3, hash: records[2]!.hash }, 'periodic', new Date(T0 + 10 * DAY));
+    await store.saveCheckpoint(checkpoint);
+    const result = await verifyAuditLog(store, keys);
+    assert.equal(result.ok, true);
+    assert.equal(result.events, 5);
+    assert.equal(result.last_seq, 5);
+    assert.deepEqual(result.latest_checkpoint, { seq: 3, time: checkpoint.time });
+  });
+
+  it('catches a truncated tail that the chain alone cannot see', async () => {
+    const records = await appendDays(store, 10);
+    await store.saveCheckpoint(await signCheckpoint(key, { seq: 10, hash: records[9]!.hash }, 'periodic', new Date(T0 + 20 * DAY)));
+    const db = raw();
+    db.prepare('DELETE FROM audit_claims WHERE seq > 8').run();
+    db.prepare('DELETE FROM audit_events WHERE seq > 8').run();
+    db.close();
+    assert.equal((await store.verify()).ok, true, 'a shorter chain is still a valid chain');
+    const result = await verifyAuditLog(store, keys);
+    assert.equal(result.ok, false);
+    assert.deepEqual(!result.ok && result.broken, { seq: 9, id: null, problem: 'truncated' });
+    assert.equal(result.events, 8);
+  });
+
+  it('catches a chain rewritten consistently from some record on', async () => {
+    const records = await appendDays(store, 6);
+    await store.saveCheckpoint(await signCheckpoint(key, { seq: 6, hash: records[5]!.hash }, 'periodic', new Date(T0 + 20 * DAY)));
+    // The attacker changes record 4 and recomputes every hash after it.
+    const db = raw();
+    let prev = records[2]!.hash;
+    for (const record of records.slice(3)) {
+      const changed = record.seq === 4 ? { ...record, credential_id: 'forged' } : record;
+      const hash = hashRecord(prev, record.seq, changed);
+      db.prepare('UPDATE audit_events SET credential_id = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(changed.credential_id, prev, hash, record.seq);
+      prev = hash;
+    }
+    db.close();
+    assert.equal((await store.verify()).ok, true, 'the rewritten chain is internally consistent');
+    const result = await verifyAuditLog(store, keys);
+    assert.equal(result.ok, false);
+    assert.deepEqual(!result.ok && result.broken, { seq: 6, id: records[5]!.id, problem: 'checkpoint_mismatch' });
+  });
+
+  it('catches a forged or altered checkpoint', async () => {
+    const records = await appendDays(store, 3);
+    await store.saveCheckpoint(await signCheckpoint(key, { seq: 3, hash: records[2]!.hash }, 'periodic', new Date(T0 + 20 * DAY)));
+    const db = raw();
+    db.prepare('UPDATE audit_checkpoints SET seq = 2').run();
+    db.close();
+    const result = await verifyAuditLog(store, keys);
+    assert.equal(result.ok, false);
+    assert.deepEqual(!result.ok && result.broken, { seq: 2, id: null, problem: 'bad_checkpoint' });
+  });
+});
+
+describe('pruneAuditLog', () => {
+  it('deletes the records before the date, leaves a signed anchor, and the log still verifies and grows', async () => {
+    const records = await appendDays(store, 20);
+    const pruned = await pruneAuditLog(store, key, new Date(T0 + 10 * DAY), new Date(T0 + 30 * DAY));
+    assert.equal(pruned?.deleted, 10);
+    assert.deepEqual({ seq: pruned?.anchor.seq, hash: pruned?.anchor.hash, kind: pruned?.anchor.kind }, { seq: 10, hash: records[9]!.hash, kind: 'prune' });
+    assert.equal((await store.query({ limit: 1000 })).events[0]?.seq, 11);
+
+    let result = await verifyAuditLog(store, keys);
+    assert.deepEqual({ ok: result.ok, first: result.first_seq, events: result.events, last: result.last_seq }, { ok: true, first: 11, events: 10, last: 20 });
+    await appendDays(store, 2, 20);
+    result = await verifyAuditLog(store, keys);
+    assert.deepEqual({ ok: result.ok, events: result.events, last: result.last_seq }, { ok: true, events: 12, last: 22 });
+  });
+
+  it('stops at the first record that is not older, so what remains is contiguous', async () => {
+    for (const day of [0, 1, 2, 9, 3, 4]) await store.append(entryAt(T0 + day * DAY));
+    const pruned = await pruneAuditLog(store, key, new Date(T0 + 5 * DAY));
+    assert.equal(pruned?.deleted, 3);
+    assert.equal((await verifyAuditLog(store, keys)).ok, true);
+  });
+
+  it('nothing old enough: nothing happens', async () => {
+    await appendDays(store, 3, 5);
+    assert.equal(await pruneAuditLog(store, key, new Date(T0)), null);
+    assert.equal((await store.checkpoints()).length, 0);
+  });
+
+  it('pruning everything: the next record continues the chain from the anchor', async () => {
+    const records = await appendDays(store, 4);
+    const pruned = await pruneAuditLog(store, key, new Date(T0 + 100 * DAY));
+    assert.equal(pruned?.deleted, 4);
+    const next = await store.append(entryAt(T0 + 101 * DAY));
+    assert.deepEqual({ seq: next.seq, prev: next.prev_hash }, { seq: 5, prev: records[3]!.hash });
+    const result = await verifyAuditLog(store, keys);
+    assert.deepEqual({ ok: result.ok, first: result.first_seq, events: result.events }, { ok: true, first: 5, events: 1 });
+  });
+
+  it('a deleted prune anchor is caught: the chain then starts with a gap', async () => {
+    await appendDays(store, 6);
+    await pruneAuditLog(store, key, new Date(T0 + 3 * DAY));
+    const db = raw();
+    db.prepare("DELETE FROM audit_checkpoints WHERE kind = 'prune'").run();
+    db.close();
+    const result = await verifyAuditLog(store, keys);
+    assert.equal(result.ok, false);
+    assert.equal(!result.ok && result.broken.problem, 'seq_gap');
+    assert.equal(!result.ok && result.broken.seq, 4);
+  });
+});
