@@ -47,6 +47,7 @@ export function bulkLoadSqlite(db: Database.Database, records: Iterable<BulkReco
     if (batch.length === 50_000) flush();
   }
   flush();
+  db.exec('INSERT INTO audit_hours (hour, min_seq, max_seq) SELECT substr(time, 1, 13), min(seq), max(seq) FROM audit_events GROUP BY 1');
   db.exec('ANALYZE');
 }
 

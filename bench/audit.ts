@@ -32,9 +32,14 @@ const DAYS = 30;
 const T0 = Date.parse('2026-10-01T00:00:00Z');
 const ADMIN_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
+/** Repository of the i-th record: one hot repository gets a tenth of the traffic, the rest share it evenly. */
+function repositoryOf(index: number): string {
+  return `org${index % 97}/repo${index}`;
+}
+
 /** A GitHub Actions-like claim set (twelve scalar claims, all indexed). */
 function claimsFor(i: number): Record<string, unknown> {
-  const repo = `org${i % 97}/repo${i % REPOSITORIES}`;
+  const repo = repositoryOf(i % 10 === 0 ? 0 : i % REPOSITORIES);
   return {
     repository: repo,
     repository_owner: repo.split('/')[0],
@@ -160,13 +165,17 @@ async function readBench(label: string, store: AuditStore): Promise<ReadRow[]> {
       (k) => {
         const day = k % (DAYS - 1);
         return {
-          claims: { repository: `org${(k * 7) % 97}/repo${(k * 7) % REPOSITORIES}` },
+          claims: { repository: repositoryOf((k * 7) % REPOSITORIES) },
           since: new Date(T0 + day * 86_400_000).toISOString(),
           until: new Date(T0 + (day + 1) * 86_400_000).toISOString(),
         };
       },
     ],
-    ['claim.repository, no window', (k) => ({ claims: { repository: `org${(k * 7) % 97}/repo${(k * 7) % REPOSITORIES}` } })],
+    ['claim.repository, no window', (k) => ({ claims: { repository: repositoryOf((k * 7) % REPOSITORIES) } })],
+    [
+      'hot claim.repository (10% of records) + 1-day window',
+      (k) => ({ claims: { repository: repositoryOf(0) }, since: new Date(T0 + (k % (DAYS - 1)) * 86_400_000).toISOString(), until: new Date(T0 + ((k % (DAYS - 1)) + 1) * 86_400_000).toISOString() }),
+    ],
     ['decision=denied + 1-day window', (k) => ({ decision: 'denied', since: new Date(T0 + (k % (DAYS - 1)) * 86_400_000).toISOString(), until: new Date(T0 + ((k % (DAYS - 1)) + 1) * 86_400_000).toISOString() })],
   ];
   for (const [name, make] of cases) {

@@ -88,7 +88,7 @@ describe('sqlite audit store: file and schema', () => {
     assert.equal(statSync(path).mode & 0o777, 0o600);
     const raw = rawConnection(path);
     try {
-      assert.equal(raw.prepare('SELECT version FROM schema_version').pluck().get(), 2);
+      assert.equal(raw.prepare('SELECT version FROM schema_version').pluck().get(), 3);
       assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
       const indexes = raw.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all();
       assert.deepEqual(indexes, [
@@ -104,22 +104,25 @@ describe('sqlite audit store: file and schema', () => {
       raw.close();
     }
   });
-  it('migrates a version 1 file (before checkpoints) to version 2, keeping its records', async () => {
+  it('migrates a version 1 file (before checkpoints and hour ranges) to version 3, keeping its records and indexing their hours', async () => {
     const { store, path } = openStore();
     const records = await appendMany(store, 3);
     await store.close();
     const raw = rawConnection(path);
-    raw.exec('DROP TABLE audit_checkpoints; UPDATE schema_version SET version = 1');
+    raw.exec('DROP TABLE audit_checkpoints; DROP TABLE audit_hours; UPDATE schema_version SET version = 1');
     raw.close();
     const reopened = openSqliteAuditStore(path);
     assert.deepEqual((await reopened.query({})).events, records);
+    const window = { since: new Date(T0 - 1000).toISOString(), until: new Date(T0 + 1000).toISOString() };
+    assert.deepEqual((await reopened.query(window)).events, records, 'time-window queries find the migrated records');
+    assert.equal((await reopened.verify()).ok, true);
     assert.deepEqual(await reopened.checkpoints(), []);
     await reopened.saveCheckpoint({ seq: 3, hash: records[2]!.hash, time: new Date(T0).toISOString(), kind: 'periodic', kid: 'k', jws: 'j' });
     assert.equal((await reopened.checkpoints()).length, 1);
     await reopened.close();
     const check = rawConnection(path);
     try {
-      assert.equal(check.prepare('SELECT version FROM schema_version').pluck().get(), 2);
+      assert.equal(check.prepare('SELECT version FROM schema_version').pluck().get(), 3);
     } finally {
       check.close();
     }
@@ -240,6 +243,37 @@ describe('sqlite audit store: query plans', () => {
         { since: '2026-01-01T00:00:00Z', claims: { a: '1' }, subject: 's' },
       ];
       for (const query of combined) assert.doesNotMatch(plan(query), /TEMP B-TREE|\bSCAN\b/, JSON.stringify(query));
+    } finally {
+      raw.close();
+    }
+    await store.close();
+  });
+});
+
+describe('sqlite audit store: hour ranges', () => {
+  it('keeps each hour\'s seq range, bounds window queries by it, and verify catches a range that no longer covers its record', async () => {
+    const { store, path } = openStore();
+    const records: AuditRecord[] = [];
+    for (const minute of [0, 30, 61, 62, 125]) records.push(await store.append(makeEntry({ time: new Date(T0 + minute * 60_000).toISOString() })));
+    const raw = rawConnection(path);
+    try {
+      assert.deepEqual(raw.prepare('SELECT hour, min_seq, max_seq FROM audit_hours ORDER BY hour').all(), [
+        { hour: '2026-11-25T19', min_seq: 1, max_seq: 2 },
+        { hour: '2026-11-25T20', min_seq: 3, max_seq: 4 },
+        { hour: '2026-11-25T21', min_seq: 5, max_seq: 5 },
+      ]);
+      const hour20 = { since: new Date(T0 + 60 * 60_000).toISOString(), until: new Date(T0 + 120 * 60_000).toISOString() };
+      assert.deepEqual((await store.query(hour20)).events.map((e) => e.seq), [3, 4]);
+      assert.equal((await store.verify()).ok, true);
+
+      // Narrowed so that a window query would miss seq 4: the index lies, verify says so.
+      raw.exec("UPDATE audit_hours SET max_seq = 3 WHERE hour = '2026-11-25T20'");
+      let result = await store.verify();
+      assert.deepEqual(!result.ok && result.broken, { seq: 4, id: records[3]!.id, problem: 'claim_index_mismatch' });
+      raw.exec("UPDATE audit_hours SET max_seq = 4 WHERE hour = '2026-11-25T20'");
+      raw.exec("DELETE FROM audit_hours WHERE hour = '2026-11-25T21'");
+      result = await store.verify();
+      assert.deepEqual(!result.ok && result.broken, { seq: 5, id: records[4]!.id, problem: 'claim_index_mismatch' });
     } finally {
       raw.close();
     }

@@ -26,7 +26,7 @@
  */
 import pg from 'pg';
 import { AuditUnavailableError } from '../errors.js';
-import { compileAuditQuery, toCursor, type CompiledAuditQuery } from './query.js';
+import { compileAuditQuery, hourOf, toCursor, type CompiledAuditQuery } from './query.js';
 import { AUDIT_ENTRY_FIELDS, GENESIS_HASH, createChainVerifier, hashRecord, toCanonicalEntry, toClaimIndex } from './record.js';
 import type { AuditCheckpoint, AuditDecision, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainPoint, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 
@@ -184,10 +184,6 @@ interface Pending {
 }
 
 /** The hour of a `toISOString()` time: `2026-11-25T19`. */
-function hourOf(time: string): string {
-  return time.slice(0, 13);
-}
-
 /**
  * Opens the audit log in the PostgreSQL database `url` names, creating or
  * migrating its tables (in the connection's current schema; put

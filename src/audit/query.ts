@@ -79,6 +79,15 @@ export function compileAuditQuery(query: AuditQuery): CompiledAuditQuery {
   };
 }
 
+/**
+ * The hour bucket of a stored time (`YYYY-MM-DDTHH`, the first 13 characters
+ * of its toISOString text): stores keep each hour's lowest and highest seq so
+ * a time window maps to a seq range.
+ */
+export function hourOf(time: string): string {
+  return time.slice(0, 13);
+}
+
 /** The opaque cursor that continues after `seq`: base64url of its decimal form. */
 export function toCursor(seq: number): string {
   return Buffer.from(String(seq), 'utf8').toString('base64url');

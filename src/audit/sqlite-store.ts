@@ -15,7 +15,7 @@ import { closeSync, constants as fsConstants, mkdirSync, openSync } from 'node:f
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError } from '../errors.js';
-import { compileAuditQuery, toCursor, type CompiledAuditQuery } from './query.js';
+import { compileAuditQuery, hourOf, toCursor, type CompiledAuditQuery } from './query.js';
 import { AUDIT_ENTRY_FIELDS, GENESIS_HASH, createChainVerifier, hashRecord, toCanonicalEntry, toClaimIndex } from './record.js';
 import type { AuditCheckpoint, AuditDecision, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainPoint, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 
@@ -27,7 +27,7 @@ export interface SqliteAuditStoreOptions {
 }
 
 /** The schema version this code writes; `schema_version` holds the file's. */
-export const SQLITE_SCHEMA_VERSION = 2;
+export const SQLITE_SCHEMA_VERSION = 3;
 
 const DEFAULT_BUSY_TIMEOUT_MS = 2000;
 /** At most this many queued entries per transaction: one commit blocks the event loop for tens of ms at most. */
@@ -98,6 +98,14 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (seq, kind, time)
   ) STRICT;
   `,
+  `
+  CREATE TABLE audit_hours (
+    hour TEXT PRIMARY KEY,
+    min_seq INTEGER NOT NULL,
+    max_seq INTEGER NOT NULL
+  ) STRICT, WITHOUT ROWID;
+  INSERT INTO audit_hours (hour, min_seq, max_seq) SELECT substr(time, 1, 13), min(seq), max(seq) FROM audit_events GROUP BY 1;
+  `,
 ];
 
 const COLUMNS = [...AUDIT_ENTRY_FIELDS, 'seq', 'prev_hash', 'hash'] as const;
@@ -121,6 +129,8 @@ interface Connection {
   dropClaimsAfter: Database.Statement<[number]>;
   insertEvent: Database.Statement<[EventParams]>;
   insertClaim: Database.Statement<[number, string, string]>;
+  upsertHour: Database.Statement<[{ hour: string; min: number; max: number }]>;
+  hourRange: Database.Statement<[string, string], { lo: number | null; hi: number | null }>;
   touch: Database.Statement<[]>;
   verifyEvents: Database.Statement<[number, number, number], EventRow>;
   verifyClaims: Database.Statement<[number, number], { seq: number; name: string; value: string }>;
@@ -268,18 +278,18 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
       try {
         rows = withConnection((c) => {
           let page = compiled;
-          if (query.cursor === undefined && (compiled.since !== null || compiled.until !== null)) {
-            // Pages walk seq order, so the time index cannot drive them
-            // without sorting the whole window on every page. Instead, the
-            // first page looks up the window's first seq once (a covering
-            // index range) and the walk starts there; later pages start at
-            // their cursor.
-            const first = toFirstSeqInWindow(compiled);
-            const seq = c.db.prepare<unknown[], { seq: number | null }>(first.sql).get(...first.params)?.seq ?? null;
-            if (seq === null) return [];
-            page = { ...compiled, afterSeq: Math.max(compiled.afterSeq, seq - 1) };
+          let upperSeq: number | null = null;
+          if (compiled.since !== null || compiled.until !== null) {
+            // A time window becomes a seq range from audit_hours (a few
+            // hundred rows a month), on every page: the walk in seq order
+            // starts at the window's first hour and stops after its last,
+            // instead of reading every record after the window when matches run out.
+            const range = c.hourRange.get(compiled.since === null ? '' : hourOf(compiled.since), compiled.until === null ? '\u{10FFFF}' : hourOf(compiled.until));
+            if (range?.lo == null || range.hi == null) return [];
+            page = { ...compiled, afterSeq: Math.max(compiled.afterSeq, range.lo - 1) };
+            upperSeq = range.hi;
           }
-          const select = toSqliteSelect(page);
+          const select = toSqliteSelect(page, upperSeq);
           return c.db.prepare<unknown[], EventRow>(select.sql).all(...select.params);
         });
       } catch (err) {
@@ -301,8 +311,14 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
     async verify(options: ChainVerifyOptions = {}): Promise<ChainVerification> {
       const verifier = createChainVerifier(options);
       let endSeq: number;
+      let hours: Map<string, [number, number]>;
       try {
-        endSeq = withConnection((c) => c.head.get()?.seq ?? 0);
+        [endSeq, hours] = withConnection((c) => {
+          const end = c.head.get()?.seq ?? 0;
+          // Read after the head: hour ranges only ever widen, so they cover every record up to endSeq.
+          const rows = c.db.prepare<[], { hour: string; min_seq: number; max_seq: number }>('SELECT hour, min_seq, max_seq FROM audit_hours').all();
+          return [end, new Map(rows.map((r) => [r.hour, [r.min_seq, r.max_seq] as [number, number]]))] as const;
+        });
       } catch (err) {
         throw readFailed(err);
       }
@@ -330,7 +346,8 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
             verifier.fail({ seq: row.seq, id: typeof row.id === 'string' ? row.id : null }, 'unreadable');
             return verifier.result();
           }
-          const indexProblem: ChainProblem | null = sameClaimIndex(record, indexed.get(record.seq) ?? []) ? null : 'claim_index_mismatch';
+          const indexProblem: ChainProblem | null =
+            sameClaimIndex(record, indexed.get(record.seq) ?? []) && hourCovers(hours, record) ? null : 'claim_index_mismatch';
           if (!verifier.next(record, indexProblem)) return verifier.result();
         }
         afterSeq = lastRow.seq;
@@ -391,6 +408,7 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
               if (at?.hash !== anchor.hash) throw new Error(`the record at seq ${anchor.seq} does not have the anchor's hash`);
               insertCheckpoint(c, anchor);
               c.db.prepare('DELETE FROM audit_claims WHERE seq <= ?').run(anchor.seq);
+              c.db.prepare('DELETE FROM audit_hours WHERE max_seq <= ?').run(anchor.seq);
               return c.db.prepare('DELETE FROM audit_events WHERE seq <= ?').run(anchor.seq).changes;
             })
             .immediate(),
@@ -505,6 +523,10 @@ function prepareStatements(db: Database.Database): Connection {
     dropClaimsAfter: db.prepare('DELETE FROM audit_claims WHERE seq > ?'),
     insertEvent: db.prepare(`INSERT INTO audit_events (${SELECT_COLUMNS}) VALUES (${COLUMNS.map((c) => `@${c}`).join(', ')})`),
     insertClaim: db.prepare('INSERT INTO audit_claims (seq, name, value) VALUES (?, ?, ?)'),
+    upsertHour: db.prepare(
+      'INSERT INTO audit_hours (hour, min_seq, max_seq) VALUES (@hour, @min, @max) ON CONFLICT (hour) DO UPDATE SET min_seq = min(min_seq, @min), max_seq = max(max_seq, @max)',
+    ),
+    hourRange: db.prepare('SELECT min(min_seq) AS lo, max(max_seq) AS hi FROM audit_hours WHERE hour >= ? AND hour <= ?'),
     touch: db.prepare('UPDATE schema_version SET version = version WHERE id = 1'),
     verifyEvents: db.prepare(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`),
     verifyClaims: db.prepare('SELECT seq, name, value FROM audit_claims WHERE seq > ? AND seq <= ?'),
@@ -524,6 +546,7 @@ function writeBatch(c: Connection, batch: readonly Pending[]): (AuditRecord | { 
     // (tampering); clear them so they cannot collide with the new ones.
     c.dropClaimsAfter.run(head.seq);
     const results: (AuditRecord | { failed: unknown })[] = [];
+    const hours = new Map<string, [min: number, max: number]>();
     for (const { entry } of batch) {
       const seq = head.seq + 1;
       const record: AuditRecord = { ...entry, seq, prev_hash: head.hash, hash: hashRecord(head.hash, seq, entry) };
@@ -537,9 +560,13 @@ function writeBatch(c: Connection, batch: readonly Pending[]): (AuditRecord | { 
         continue;
       }
       for (const [name, value] of toClaimIndex(record.claims)) c.insertClaim.run(seq, name, value);
+      const hour = hours.get(hourOf(record.time));
+      if (hour === undefined) hours.set(hourOf(record.time), [seq, seq]);
+      else hour[1] = seq;
       results.push(record);
       head = { seq, hash: record.hash };
     }
+    for (const [hour, [min, max]] of hours) c.upsertHour.run({ hour, min, max });
     c.commit.run();
     return results;
   } catch (err) {
@@ -609,12 +636,12 @@ function toRecord(row: EventRow): AuditRecord {
  * claim index `(name, value, seq)` drives (further claims are point lookups);
  * otherwise the rowid or a `(column, seq)` index does. Time bounds are
  * residual filters (`+time` keeps the planner off the time index, which is
- * not in seq order); the first page narrows the start with
- * toFirstSeqInWindow.
+ * not in seq order); `upperSeq` and `q.afterSeq`, from audit_hours, bound
+ * the walk to the window's seq range.
  *
  * @internal
  */
-export function toSqliteSelect(q: CompiledAuditQuery): { sql: string; params: (string | number)[] } {
+export function toSqliteSelect(q: CompiledAuditQuery, upperSeq: number | null = null): { sql: string; params: (string | number)[] } {
   const where: string[] = [];
   const params: (string | number)[] = [];
   const [first, ...more] = q.claims;
@@ -625,12 +652,20 @@ export function toSqliteSelect(q: CompiledAuditQuery): { sql: string; params: (s
     orderBy = 'e.seq';
     where.push('e.seq > ?');
     params.push(q.afterSeq);
+    if (upperSeq !== null) {
+      where.push('e.seq <= ?');
+      params.push(upperSeq);
+    }
   } else {
     from = 'audit_claims c JOIN audit_events e ON e.seq = c.seq';
     // Ordering by c.seq, not e.seq, is what lets SQLite see the claim index is already in order.
     orderBy = 'c.seq';
     where.push('c.name = ?', 'c.value = ?', 'c.seq > ?');
     params.push(first[0], first[1], q.afterSeq);
+    if (upperSeq !== null) {
+      where.push('c.seq <= ?');
+      params.push(upperSeq);
+    }
   }
   for (const [name, value] of more) {
     where.push('EXISTS (SELECT 1 FROM audit_claims x WHERE x.seq = e.seq AND x.name = ? AND x.value = ?)');
@@ -659,19 +694,10 @@ export function toSqliteSelect(q: CompiledAuditQuery): { sql: string; params: (s
   return { sql: `SELECT ${columns} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ${orderBy} LIMIT ?`, params };
 }
 
-/** The smallest seq whose time is inside the query's window (NULL for none), from the time index alone. */
-function toFirstSeqInWindow(q: CompiledAuditQuery): { sql: string; params: string[] } {
-  const where: string[] = [];
-  const params: string[] = [];
-  if (q.since !== null) {
-    where.push('time >= ?');
-    params.push(q.since);
-  }
-  if (q.until !== null) {
-    where.push('time < ?');
-    params.push(q.until);
-  }
-  return { sql: `SELECT min(seq) AS seq FROM audit_events WHERE ${where.join(' AND ')}`, params };
+/** Time-window queries only find a record if its hour's seq range covers it. */
+function hourCovers(hours: ReadonlyMap<string, [number, number]>, record: AuditRecord): boolean {
+  const range = hours.get(hourOf(record.time));
+  return range !== undefined && range[0] <= record.seq && record.seq <= range[1];
 }
 
 function groupClaimRows(rows: readonly { seq: number; name: string; value: string }[]): Map<number, [string, string][]> {

@@ -73,7 +73,8 @@ export interface AuditPage {
  * - `prev_hash_mismatch`: prev_hash is not the previous record's hash (deleted, reordered or forged);
  * - `hash_mismatch`: the record's content no longer matches its hash (a field was changed);
  * - `unreadable`: the stored row cannot be read as a record (a JSON column was corrupted);
- * - `claim_index_mismatch`: the store's claim index disagrees with the record (queries by claim would lie);
+ * - `claim_index_mismatch`: the store's derived query indexes (claim rows, hour ranges) disagree with
+ *   the record (queries by claim or time window would miss it);
  * - `checkpoint_mismatch`: the record's hash differs from the one a signed checkpoint vouches for
  *   (the chain was rewritten consistently from here on);
  * - `truncated`: the chain ends before the seq of a signed checkpoint (records at the end were deleted);
