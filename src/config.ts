@@ -122,15 +122,26 @@ const fileSchema = z.strictObject({
 type FileConfig = z.infer<typeof fileSchema>;
 
 /**
+ * The all-zero organisation id in the development default `circleci` issuer.
+ * CircleCI's issuer is per organisation (`https://oidc.circleci.com/org/<org id>`),
+ * so no real token carries this one: a real config names its own organisation.
+ */
+const CIRCLECI_PLACEHOLDER_ORG_ID = '00000000-0000-0000-0000-000000000000';
+
+/**
  * Built-in development defaults (contract section 1): loopback only, a local
- * dev issuer (see `oidc-broker dev issuer`) and GitHub Actions, both with the
- * broker's own URL as audience.
+ * dev issuer (see `oidc-broker dev issuer`) and the hosted CI providers the
+ * example policies in `policies/` name, all with the broker's own URL as
+ * audience. Keys are fetched only when a token of that issuer arrives.
  */
 export const DEVELOPMENT_DEFAULTS = {
   server: { host: '127.0.0.1', port: 8080 },
   issuers: [
     { name: 'local', issuer: 'http://127.0.0.1:8081' },
     { name: 'github', issuer: 'https://token.actions.githubusercontent.com' },
+    { name: 'gitlab', issuer: 'https://gitlab.com' },
+    { name: 'circleci', issuer: `https://oidc.circleci.com/org/${CIRCLECI_PLACEHOLDER_ORG_ID}` },
+    { name: 'buildkite', issuer: 'https://agent.buildkite.com' },
   ],
 };
 

@@ -17,8 +17,8 @@ import type { Logger } from './logger.js';
 import type { BrokerMetrics } from './metrics.js';
 import { readUnverifiedIdentity } from './oidc/verify.js';
 import type { TokenVerifier, VerifiedToken } from './oidc/types.js';
-import { evaluate, lookupPolicy } from './policy/evaluate.js';
-import type { CompiledPolicy, Grant, PolicySet, ProviderName } from './policy/types.js';
+import { evaluate, lookupPolicy, type EvaluateOptions } from './policy/evaluate.js';
+import type { CompiledPolicy, Decision, Grant, PolicySet, ProviderName } from './policy/types.js';
 import type { IssuedCredential, Provider } from './providers/types.js';
 import type { ReplayStore } from './replay/types.js';
 
@@ -43,14 +43,21 @@ export interface RequestContext {
   userAgent: string | null;
 }
 
-/** The caller's input, as loosely typed as it arrived: the exchange validates it so refusals are audited. */
-export interface ExchangeInput extends RequestContext {
+/** The caller's input, as loosely typed as it arrived: the pipeline validates it so refusals are audited. */
+export interface DecisionInput extends RequestContext {
   token: string | undefined;
   policy: unknown;
+  /** Validated the same way for exchange and explain; explain then ignores it. */
   durationSeconds: unknown;
+}
+
+export interface ExchangeInput extends DecisionInput {
   /** How the credential will be delivered; checked against the grant before anything is issued. */
   format: ResponseFormat;
 }
+
+/** Explain takes exactly what an exchange takes, and issues nothing. */
+export type ExplainInput = DecisionInput;
 
 /** `credential_process` is the AWS CLI's format, so it only fits AWS grants. */
 export type ResponseFormat = 'json' | 'env' | 'credential_process';
@@ -63,6 +70,17 @@ export interface ExchangeResult {
   credentials: Record<string, string>;
   env: [name: string, value: string][];
 }
+
+export interface ExplainResult {
+  /** Id of the explain's audit record. */
+  explainId: string;
+  policy: string;
+  /** The decision an exchange of this token would get from evaluation (deny policies' expected values hidden). */
+  decision: Decision;
+}
+
+/** Which route a decision was asked by: named in the log, and in the reason of a refused explain's record. */
+type Operation = 'exchange' | 'explain';
 
 const MAX_REQUESTED_DURATION_SECONDS = 43_200;
 // Kept past `exp` so a token still inside the verifier's clock skew cannot be replayed.
@@ -78,27 +96,63 @@ const REPLAY_MARGIN_MS = 5 * 60_000;
  *   when the record could not be committed (no credential leaves then).
  */
 export async function exchange(deps: ExchangeDeps, input: ExchangeInput): Promise<ExchangeResult> {
+  return decideAndRecord(deps, input, 'exchange', (entry, claimed) => authorizeAndIssue(deps, input, entry, claimed));
+}
+
+/**
+ * Explain (contract section 4, `POST /v1/explain`): the first half of the
+ * exchange pipeline (verify, look up, evaluate), then the decision is answered
+ * whatever it is. Never claims the token against replay and never issues, so
+ * an explained token can still be exchanged. One audit record: decision
+ * `explain` with the outcome in `reason`; a refusal before evaluation (bad
+ * body, bad token, unknown policy) is a `denied` record like an exchange's,
+ * its reason prefixed `explain: `.
+ *
+ * @throws BrokerError: the refusal, already audited; or AuditUnavailableError.
+ */
+export async function explain(deps: ExchangeDeps, input: ExplainInput): Promise<ExplainResult> {
+  return decideAndRecord(deps, input, 'explain', async (entry) => {
+    // Every deny policy of the issuer, not just the index's candidates: explain shows them all.
+    const { policy, decision } = await verifyAndEvaluate(deps, input, entry, { allDenyPolicies: true });
+    entry.reason = `${decision.allowed ? 'allow' : 'deny'}: ${decision.reason}: ${decision.message}`;
+    return { explainId: entry.id, policy: policy.name, decision };
+  });
+}
+
+/**
+ * Runs one decision and commits its one audit record before anything is
+ * answered; a refusal is recorded, then rethrown. A replay claim the decision
+ * made is released when the decision was a refusal (nothing was minted).
+ */
+async function decideAndRecord<T>(
+  deps: ExchangeDeps,
+  input: DecisionInput,
+  operation: Operation,
+  decide: (entry: AuditEntry, claimed: { key?: string }) => Promise<T>,
+): Promise<T> {
   const startedMs = performance.now();
-  const entry = newAuditEntry(input, 'issued');
+  const entry = newAuditEntry(input, operation === 'explain' ? 'explain' : 'issued');
   const claimedReplayKey: { key?: string } = {};
-  let outcome: ExchangeResult | BrokerError;
+  let outcome: T | BrokerError;
   try {
-    outcome = await authorizeAndIssue(deps, input, entry, claimedReplayKey);
+    outcome = await decide(entry, claimedReplayKey);
   } catch (err) {
     outcome = toBrokerError(err);
-    recordRefusal(entry, outcome, input.token);
+    recordRefusal(entry, outcome, input.token, operation);
   }
 
   try {
     await commitRecord(deps, entry);
   } catch (err) {
-    // The credential (if any) is dropped: it was never delivered, so the token may try again.
-    if (claimedReplayKey.key) await deps.replay.release(claimedReplayKey.key).catch(() => undefined);
-    observe(deps, entry, 'error', startedMs);
+    // The credential (if any) is dropped undelivered. The token stays spent when one was minted:
+    // the record may have committed all the same (a database that timed out after COMMIT), and a
+    // second `issued` record for a single-use token would read as a replay. Retries use a fresh token.
+    if (claimedReplayKey.key && outcome instanceof BrokerError) await deps.replay.release(claimedReplayKey.key).catch(() => undefined);
+    observe(deps, entry, metricDecision(operation, 'error'), startedMs);
     throw err;
   }
-  observe(deps, entry, entry.decision, startedMs);
-  logDecision(deps.logger, entry, outcome);
+  observe(deps, entry, metricDecision(operation, entry.decision), startedMs);
+  logDecision(deps.logger, entry, outcome instanceof BrokerError ? outcome : undefined, operation);
   if (outcome instanceof BrokerError) {
     if (claimedReplayKey.key) await deps.replay.release(claimedReplayKey.key).catch(() => undefined);
     throw outcome;
@@ -106,7 +160,19 @@ export async function exchange(deps: ExchangeDeps, input: ExchangeInput): Promis
   return outcome;
 }
 
-async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry: AuditEntry, claimed: { key?: string }): Promise<ExchangeResult> {
+/**
+ * What exchange and explain share: validate the input, verify the token, look
+ * up the named policy and evaluate it, recording token and policy on the
+ * audit entry as they become known.
+ *
+ * @throws BrokerError (invalid_request, invalid_token, issuer_unavailable, unknown_policy).
+ */
+async function verifyAndEvaluate(
+  deps: ExchangeDeps,
+  input: DecisionInput,
+  entry: AuditEntry,
+  options: EvaluateOptions = {},
+): Promise<{ token: VerifiedToken; policy: CompiledPolicy; decision: Decision; durationSeconds: number | undefined }> {
   const { policyName, durationSeconds, token: rawToken } = validateInput(input);
 
   const token = await deps.verifier.verify(rawToken);
@@ -117,7 +183,11 @@ async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry
   entry.policy = policy.name;
   entry.policy_sha256 = policy.sha256;
 
-  const decision = evaluate(policies, policy, token);
+  return { token, policy, decision: evaluate(policies, policy, token, options), durationSeconds };
+}
+
+async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry: AuditEntry, claimed: { key?: string }): Promise<ExchangeResult> {
+  const { token, policy, decision, durationSeconds } = await verifyAndEvaluate(deps, input, entry);
   if (!decision.allowed) throw new AccessDeniedError(decision.message, { reason: decision.reason });
   const grant = policy.grant;
   if (!grant) throw new AccessDeniedError(`Policy '${policy.name}' grants nothing.`, { reason: 'not_an_allow_policy' });
@@ -148,7 +218,7 @@ async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry
   };
 }
 
-function validateInput(input: ExchangeInput): { token: string; policyName: string; durationSeconds: number | undefined } {
+function validateInput(input: DecisionInput): { token: string; policyName: string; durationSeconds: number | undefined } {
   if (input.token === undefined || input.token === '') {
     throw new InvalidTokenError('A CI OIDC token is required: send it as "Authorization: Bearer <token>".', { reason: 'missing_token' });
   }
@@ -194,16 +264,23 @@ function replayKey(policy: CompiledPolicy, token: VerifiedToken): string {
 }
 
 /**
- * Records a refusal that happened before the exchange could start (a body that
- * is not JSON, too large): it is a decision too, and gets its record.
+ * Records a refusal that happened before the exchange (or explain) could
+ * start (a body that is not JSON, too large): it is a decision too, and gets
+ * its record.
  * @throws AuditUnavailableError when it cannot be committed.
  */
-export async function auditRefusedRequest(deps: Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger'>, context: RequestContext, error: BrokerError, token?: string): Promise<void> {
+export async function auditRefusedRequest(
+  deps: Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger'>,
+  context: RequestContext,
+  error: BrokerError,
+  token?: string,
+  operation: Operation = 'exchange',
+): Promise<void> {
   const entry = newAuditEntry({ ...context, token }, 'denied');
-  recordRefusal(entry, error, token);
+  recordRefusal(entry, error, token, operation);
   await commitRecord(deps, entry);
-  observe(deps, entry, entry.decision, performance.now());
-  logDecision(deps.logger, entry, error);
+  observe(deps, entry, metricDecision(operation, entry.decision), performance.now());
+  logDecision(deps.logger, entry, error, operation);
 }
 
 function newAuditEntry(context: RequestContext & { token?: string | undefined }, decision: AuditDecision): AuditEntry {
@@ -262,10 +339,11 @@ const DENIALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'rate_limited',
 ]);
 
-function recordRefusal(entry: AuditEntry, error: BrokerError, rawToken: string | undefined): void {
+function recordRefusal(entry: AuditEntry, error: BrokerError, rawToken: string | undefined, operation: Operation): void {
   entry.decision = DENIALS.has(error.code) ? 'denied' : 'error';
   entry.error = error.code;
-  entry.reason = error.reason ? `${error.reason}: ${error.message}` : error.message;
+  // A refused explain is a refusal like any other (alerts on `denied` see it); the prefix tells it from an exchange's.
+  entry.reason = `${operation === 'explain' ? 'explain: ' : ''}${error.reason ? `${error.reason}: ${error.message}` : error.message}`;
   // A token that failed verification is untrusted: what it claims goes under `unverified`, never `claims`.
   if (entry.claims === null && rawToken) {
     const identity = readUnverifiedIdentity(rawToken);
@@ -284,12 +362,17 @@ async function commitRecord(deps: Pick<ExchangeDeps, 'audit' | 'logger'>, entry:
   }
 }
 
+/** Explains are counted under decision `explain` whatever their outcome, so exchange denials stay exchange denials. */
+function metricDecision(operation: Operation, decision: AuditDecision): AuditDecision {
+  return operation === 'explain' ? 'explain' : decision;
+}
+
 function observe(deps: Pick<ExchangeDeps, 'metrics'>, entry: AuditEntry, decision: AuditDecision, startedMs: number): void {
   deps.metrics.exchanges.inc({ policy: entry.policy ?? 'unknown', provider: entry.provider ?? 'none', decision });
   deps.metrics.exchangeSeconds.observe({ decision }, (performance.now() - startedMs) / 1000);
 }
 
-function logDecision(logger: Logger, entry: AuditEntry, outcome: ExchangeResult | BrokerError): void {
+function logDecision(logger: Logger, entry: AuditEntry, refusal: BrokerError | undefined, operation: Operation): void {
   const fields = {
     request_id: entry.request_id,
     issuance_id: entry.id,
@@ -302,10 +385,10 @@ function logDecision(logger: Logger, entry: AuditEntry, outcome: ExchangeResult 
     reason: entry.reason,
     credential_id: entry.credential_id,
   };
-  if (!(outcome instanceof BrokerError)) logger.info('exchange', fields);
-  else if (outcome.code === 'server_error') logger.error('exchange failed: bug', { ...fields, cause: errorSummary(outcome.cause, true) });
-  else if (entry.decision === 'error') logger.warn('exchange failed', { ...fields, cause: errorSummary(outcome.cause) });
-  else logger.info('exchange', fields);
+  if (refusal === undefined) logger.info(operation, fields);
+  else if (refusal.code === 'server_error') logger.error(`${operation} failed: bug`, { ...fields, cause: errorSummary(refusal.cause, true) });
+  else if (entry.decision === 'error') logger.warn(`${operation} failed`, { ...fields, cause: errorSummary(refusal.cause) });
+  else logger.info(operation, fields);
 }
 
 /** Name and message (and stack for bugs) of a cause; upstream bodies never reach the client, only this log. */

@@ -7,10 +7,10 @@ import type { BrokerConfig } from './config.js';
 import type { ExchangeDeps } from './exchange.js';
 import { createApp, type AppDeps } from './http/app.js';
 import type { Logger } from './logger.js';
-import { createMetrics } from './metrics.js';
+import { createMetrics, type BrokerMetrics } from './metrics.js';
 import { createTokenVerifier } from './oidc/verify.js';
 import { compilePolicies } from './policy/compile.js';
-import { loadPolicyDir } from './policy/load.js';
+import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, type PolicySetStatus, type ReloadResult, type ReloadTrigger } from './policy/reload.js';
 import type { CompileContext, PolicyIssue, PolicySet, ProviderName } from './policy/types.js';
 import { createAwsProvider } from './providers/aws.js';
 import { createGcpProvider } from './providers/gcp.js';
@@ -36,7 +36,15 @@ export interface Broker {
   deps: AppDeps;
   /** Stops taking requests (readyz 503) before the server closes. */
   stopAccepting(): void;
-  /** Flushes and closes the stores. */
+  /**
+   * Re-reads and recompiles the policy directory; the new set serves only if
+   * every file compiles (contract section 3). Never rejects; the result says
+   * what happened. SIGHUP calls it; file changes do too, on their own.
+   */
+  reloadPolicies(trigger?: ReloadTrigger): Promise<ReloadResult>;
+  /** The serving set and the last reload, as /readyz shows them. */
+  policyStatus(): PolicySetStatus;
+  /** Stops watching the policy directory, flushes and closes the stores. */
   close(): Promise<void>;
 }
 
@@ -61,11 +69,17 @@ function providerOptions<T extends { timeoutSeconds: number }>(config: T): T & {
   return { ...config, deadlineMs: config.timeoutSeconds * 1000, attemptTimeoutMs: Math.max(1000, Math.floor((config.timeoutSeconds * 1000) / 3)) };
 }
 
-/** Loads and compiles the policy directory. @throws PolicyLoadError */
+/** Loads and compiles the policy directory. @throws PolicyLoadError, PolicyDirError */
 export async function loadPolicies(config: BrokerConfig): Promise<PolicySet> {
-  const result = compilePolicies(await loadPolicyDir(config.policies.dir), compileContext(config));
+  return (await loadPolicySnapshot(config)).set;
+}
+
+/** The start-up load: the set and its digest (see `policySetDigest` in policy/reload.ts). @throws PolicyLoadError, PolicyDirError */
+async function loadPolicySnapshot(config: BrokerConfig): Promise<{ set: PolicySet; sha256: string; loadedAt: Date }> {
+  const { files, sha256 } = await readPolicyDirConsistent(config.policies.dir);
+  const result = compilePolicies(files, compileContext(config));
   if (!result.ok) throw new PolicyLoadError(result.issues);
-  return result.set;
+  return { set: result.set, sha256, loadedAt: new Date() };
 }
 
 /**
@@ -76,10 +90,32 @@ export async function loadPolicies(config: BrokerConfig): Promise<PolicySet> {
 export async function createBroker(config: BrokerConfig, options: BrokerOptions): Promise<Broker> {
   const { logger } = options;
   const metrics = createMetrics();
-  const policySet = await loadPolicies(config);
+  const initialPolicies = await loadPolicySnapshot(config);
+  const ctx = compileContext(config);
+  // Watching starts right after the first read, so a change made while the rest starts up is not missed.
+  const reloader = createPolicyReloader({
+    dir: config.policies.dir,
+    initial: initialPolicies,
+    compile: (files) => compilePolicies(files, ctx),
+    formatIssue: formatPolicyIssue,
+    logger,
+    metrics,
+  });
+  reloader.start();
+  try {
+    return await assemble(config, options, metrics, reloader);
+  } catch (err) {
+    await reloader.close();
+    throw err;
+  }
+}
+
+async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: BrokerMetrics, reloader: PolicyReloader): Promise<Broker> {
+  const { logger } = options;
   const signingKey = await loadOrCreateSigningKey(config.providers.jwt.signingKeyFile, logger);
-  const audit = options.audit ?? (await openAuditStore(config.audit.url, { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) }));
-  const checkpointer = startCheckpointer({ store: audit, key: signingKey, logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
+  const auditStore = options.audit ?? (await openAuditStore(config.audit.url, { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) }));
+  const checkpointer = startCheckpointer({ store: auditStore, key: signingKey, logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
+  const audit = checkpointer.store;
   const verifier = createTokenVerifier(config.issuers, {
     ...(options.now ? { now: options.now } : {}),
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
@@ -89,7 +125,8 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
 
   const exchangeDeps: ExchangeDeps = {
     verifier,
-    policies: () => policySet,
+    // One read per request (exchange.ts): a request decides on one whole set, old or new, never a mix.
+    policies: () => reloader.current().set,
     replay,
     providers: {
       jwt: createJwtProvider({ issuerUrl: config.server.publicUrl, signingKey }),
@@ -100,22 +137,28 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
     metrics,
     logger,
   };
-  const deps: AppDeps = {
+  // `policyStatus` is read by the /readyz route (health.ts); AppDeps does not declare it.
+  const deps: AppDeps & { policyStatus: () => PolicySetStatus } = {
     ...exchangeDeps,
     publicUrl: config.server.publicUrl,
     publicJwks: { keys: [signingKey.publicJwk] },
     checkpointKeys: await checkpointKeys([signingKey.publicJwk]),
     auditors: config.auditors,
     isAccepting: () => accepting,
+    policyStatus: () => reloader.status(),
   };
-  logger.info('policies loaded', { dir: config.policies.dir, count: policySet.size });
+  const initial = reloader.current();
+  logger.info('policies loaded', { dir: config.policies.dir, count: initial.set.size, sha256: initial.sha256 });
   return {
     app: createApp(deps),
     deps,
     stopAccepting: () => {
       accepting = false;
     },
+    reloadPolicies: (trigger = 'sighup') => reloader.reload(trigger),
+    policyStatus: () => reloader.status(),
     close: async () => {
+      await reloader.close();
       await replay.close();
       await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
       await audit.close();

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The broker's Prometheus metrics, on a registry of its own (no global state at import). */
 export interface BrokerMetrics {
@@ -7,12 +7,18 @@ export interface BrokerMetrics {
   exchangeSeconds: Histogram<'decision'>;
   jwksFetches: Counter<'issuer' | 'outcome'>;
   auditAppendSeconds: Histogram;
+  /** Policy directory reloads (SIGHUP or file change) by outcome: success, failure, unchanged. */
+  policyReloads: Counter<'outcome'>;
+  /** Unix time of the last load or reload that succeeded (including `unchanged`). */
+  policySetLastSuccess: Gauge;
+  /** Policies (allow and deny) in the set that is serving. */
+  policiesLoaded: Gauge;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): BrokerMetrics {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
-  return {
+  const metrics: BrokerMetrics = {
     registry,
     // `policy` is only ever a configured policy name (or "unknown"), so a caller cannot blow up label cardinality.
     exchanges: new Counter({
@@ -40,5 +46,24 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],
     }),
+    policyReloads: new Counter({
+      name: 'broker_policy_reloads_total',
+      help: 'Policy directory reloads by outcome (success: a new set serves; failure: the last good set keeps serving; unchanged: same files).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    policySetLastSuccess: new Gauge({
+      name: 'broker_policy_set_last_success_timestamp_seconds',
+      help: 'Unix time of the last policy load or reload that succeeded (a reload finding the same files counts).',
+      registers: [registry],
+    }),
+    policiesLoaded: new Gauge({
+      name: 'broker_policies_loaded',
+      help: 'Policies (allow and deny) in the set that is serving.',
+      registers: [registry],
+    }),
   };
+  // Every outcome is exported from the start, so `increase(...{outcome="failure"}[5m])` alerts work before the first failure.
+  for (const outcome of ['success', 'failure', 'unchanged']) metrics.policyReloads.labels({ outcome }).inc(0);
+  return metrics;
 }

@@ -118,11 +118,11 @@ describe('checkpoint signatures', () => {
 });
 
 describe('the checkpointer', () => {
-  it('signs the head when it moved, logs the checkpoint, and does nothing when it did not', async () => {
+  it('signs the newest record it wrote, logs the checkpoint, and does nothing when nothing new was written', async () => {
     const { logger, lines } = createCapturingLogger();
     const checkpointer = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
     assert.equal(await checkpointer.checkpointNow(), null, 'an empty log has nothing to vouch for');
-    const records = await appendDays(store, 3);
+    const records = await appendDays(checkpointer.store, 3);
     const made = await checkpointer.checkpointNow();
     assert.deepEqual({ seq: made?.seq, hash: made?.hash, kind: made?.kind }, { seq: 3, hash: records[2]!.hash, kind: 'periodic' });
     assert.equal(await checkpointer.checkpointNow(), null);
@@ -130,24 +130,68 @@ describe('the checkpointer', () => {
     const logged = lines().map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'audit checkpoint');
     assert.equal(logged.length, 1);
     assert.equal(logged[0]!.jws, made!.jws, 'the log holds a copy of the signed checkpoint');
-    await store.append(entryAt(T0 + 3 * DAY));
+    await checkpointer.store.append(entryAt(T0 + 3 * DAY));
     await checkpointer.stop();
-    assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [3, 4], 'stop() vouches for the final head');
+    assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [3, 4], 'stop() vouches for the final record');
   });
 
-  it('a restarted checkpointer does not re-sign a head that is already checkpointed', async () => {
+  it('never vouches for records it did not write (another writer, or rows put in the store directly)', async () => {
+    const checkpointer = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
     await appendDays(store, 2);
-    const first = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
-    await first.stop();
-    const second = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
-    assert.equal(await second.checkpointNow(), null);
-    await second.stop();
-    assert.equal((await store.checkpoints()).length, 1);
+    assert.equal(await checkpointer.checkpointNow(), null);
+    await checkpointer.store.append(entryAt(T0 + 2 * DAY));
+    await appendDays(store, 2, 3);
+    assert.equal((await checkpointer.checkpointNow())?.seq, 3, 'its own newest record, not the head');
+    await checkpointer.stop();
+  });
+
+  it('refuses to sign when a record was rewritten since the last checkpoint, even consistently', async () => {
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    await appendDays(checkpointer.store, 2);
+    assert.equal((await checkpointer.checkpointNow())?.seq, 2);
+    const records = await appendDays(checkpointer.store, 3, 2);
+    // The attacker changes record 4 and recomputes every hash after it.
+    const db = raw();
+    let prev = records[0]!.hash;
+    for (const record of records.slice(1)) {
+      const changed = record.seq === 4 ? { ...record, credential_id: 'forged' } : record;
+      const hash = hashRecord(prev, record.seq, changed);
+      db.prepare('UPDATE audit_events SET credential_id = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(changed.credential_id, prev, hash, record.seq);
+      prev = hash;
+    }
+    db.close();
+    assert.equal((await store.verify()).ok, true, 'the rewritten chain is internally consistent');
+    assert.equal(await checkpointer.checkpointNow(), null);
+    assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [2]);
+    assert.ok(lines().some((l) => l.includes('audit checkpoint refused')));
+    await checkpointer.stop();
+  });
+
+  it('refuses when the newest stored checkpoint is forged or checkpoints were deleted', async () => {
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    await appendDays(checkpointer.store, 2);
+    await checkpointer.checkpointNow();
+    await appendDays(checkpointer.store, 1, 2);
+    const db = raw();
+    db.prepare('DELETE FROM audit_checkpoints').run();
+    db.close();
+    assert.equal(await checkpointer.checkpointNow(), null);
+    assert.ok(lines().some((l) => l.includes('checkpoints were deleted')));
+    const forged = await signCheckpoint(await loadOrCreateSigningKey(join(tempDir(), 'other.jwk'), createCapturingLogger().logger), { seq: 2, hash: 'e'.repeat(64) }, 'periodic', new Date(T0));
+    await store.saveCheckpoint({ ...forged, kid: key.kid });
+    const fresh = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    await fresh.store.append(entryAt(T0 + 9 * DAY));
+    assert.equal(await fresh.checkpointNow(), null);
+    assert.ok(lines().some((l) => l.includes('not authentic')));
+    await checkpointer.stop();
+    await fresh.stop();
   });
 
   it('runs on its interval', async () => {
-    await appendDays(store, 1);
     const checkpointer = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 20 });
+    await appendDays(checkpointer.store, 1);
     for (let i = 0; i < 100 && (await store.checkpoints()).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     await checkpointer.stop();
     assert.equal((await store.checkpoints())[0]?.seq, 1);
@@ -252,6 +296,20 @@ describe('pruneAuditLog', () => {
     assert.deepEqual({ seq: next.seq, prev: next.prev_hash }, { seq: 5, prev: records[3]!.hash });
     const result = await verifyAuditLog(store, keys);
     assert.deepEqual({ ok: result.ok, first: result.first_seq, events: result.events }, { ok: true, first: 5, events: 1 });
+  });
+
+  it('a record inserted where records were pruned is caught (queries would serve it)', async () => {
+    const records = await appendDays(store, 6);
+    await pruneAuditLog(store, key, new Date(T0 + 3 * DAY));
+    const db = raw();
+    const forged = { ...records[1]!, id: newAuditId(), credential_id: 'ASIAFORGED' };
+    db.prepare(
+      `INSERT INTO audit_events (seq, id, time, decision, issuer, subject, claims, policy, credential_id, prev_hash, hash) VALUES (2, @id, @time, 'issued', 'github', 's', '{}', 'deploy', 'ASIAFORGED', @prev_hash, @hash)`,
+    ).run({ id: forged.id, time: forged.time, prev_hash: forged.prev_hash, hash: forged.hash });
+    db.close();
+    assert.equal((await store.query({ credentialId: 'ASIAFORGED' })).events.length, 1);
+    const result = await verifyAuditLog(store, keys);
+    assert.deepEqual(!result.ok && result.broken, { seq: 2, id: forged.id, problem: 'unexpected_record' });
   });
 
   it('a deleted prune anchor is caught: the chain then starts with a gap', async () => {

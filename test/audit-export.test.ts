@@ -67,6 +67,10 @@ describe('CSV cells', () => {
     assert.equal(csvCell('say "hi"'), '"say ""hi"""');
     assert.equal(csvCell('=a,"b"'), `"'=a,""b"""`);
     assert.equal(csvCell('line\nbreak'), '"line\nbreak"');
+    // Semicolon-separator spreadsheets split on `;` whatever the quoting, and evaluate each piece.
+    assert.equal(csvCell("x;=cmd|' /C calc'!A0;y"), `x;'=cmd|' /C calc'!A0;y`);
+    assert.equal(csvCell('a;-1;@b;+c'), "a;'-1;'@b;'+c");
+    assert.equal(csvCell('a; =1'), 'a; =1');
   });
 
   test('claim values in their canonical string form', () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chownSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -130,6 +130,21 @@ describe('sqlite audit store: file and schema', () => {
 });
 
 describe('sqlite audit store: fails closed', () => {
+  it('refuses appends once the file was deleted or replaced under it, and never recreates it empty', async () => {
+    const { store, path } = openStore();
+    await appendMany(store, 3);
+    for (const suffix of ['', '-wal', '-shm']) rmSync(path + suffix, { force: true });
+    await assert.rejects(store.append(makeEntry()), isUnavailable('audit_write_failed'));
+    await assert.rejects(store.ping(), isUnavailable('audit_unwritable'));
+    assert.equal(existsSync(path), false, 'no empty log was created in its place');
+
+    // Another file at the same path (a restore, or an attacker's fresh log) is not the log this broker opened.
+    const other = openSqliteAuditStore(path);
+    await other.close();
+    await assert.rejects(store.append(makeEntry()), isUnavailable('audit_write_failed'));
+    await store.close();
+  });
+
   it('rejects appends on a read-only file and recovers once it is writable again', async (t) => {
     // Root ignores file modes, so as root the scenario runs as `nobody`.
     let ids: { uid: number; gid: number } | undefined;

@@ -22,7 +22,7 @@ async function rejects(text: string, expected: RegExp, env: NodeJS.ProcessEnv = 
 }
 
 describe('built-in development defaults', () => {
-  test('loopback, local dev issuer and GitHub, SQLite audit, memory replay, the public URL as audience', async () => {
+  test('loopback, local dev issuer and the hosted CI providers, SQLite audit, memory replay, the public URL as audience', async () => {
     const config = await loadConfig(undefined, {});
     assert.equal(config.source, 'built-in defaults');
     assert.equal(config.server.host, '127.0.0.1');
@@ -31,8 +31,17 @@ describe('built-in development defaults', () => {
     assert.deepEqual(config.issuers.map((i) => [i.name, i.issuer, i.audiences]), [
       ['local', 'http://127.0.0.1:8081', ['http://127.0.0.1:8080']],
       ['github', 'https://token.actions.githubusercontent.com', ['http://127.0.0.1:8080']],
+      ['gitlab', 'https://gitlab.com', ['http://127.0.0.1:8080']],
+      // CircleCI's issuer is per organisation; the default names a placeholder no real token carries.
+      ['circleci', 'https://oidc.circleci.com/org/00000000-0000-0000-0000-000000000000', ['http://127.0.0.1:8080']],
+      ['buildkite', 'https://agent.buildkite.com', ['http://127.0.0.1:8080']],
     ]);
-    assert.deepEqual(config.issuers[0]!.algorithms, ['RS256', 'ES256']);
+    for (const issuer of config.issuers) {
+      assert.deepEqual(issuer.algorithms, ['RS256', 'ES256'], issuer.name);
+      assert.equal(issuer.clockSkewSeconds, 60, issuer.name);
+      assert.equal(issuer.maxTokenAgeSeconds, undefined, issuer.name);
+      assert.equal(issuer.jwksUri, undefined, issuer.name);
+    }
     assert.equal(config.audit.url, `sqlite:${path.resolve('data/audit.db')}`);
     assert.equal(config.replay.url, 'memory:');
     assert.equal(config.providers.jwt.signingKeyFile, path.resolve('data/signing-key.jwk'));
@@ -41,7 +50,7 @@ describe('built-in development defaults', () => {
   test('PORT overrides the port, and the default audience follows it; a bad PORT is refused', async () => {
     const config = await loadConfig(undefined, { PORT: '9090' });
     assert.equal(config.server.port, 9090);
-    assert.deepEqual(config.issuers[0]!.audiences, ['http://127.0.0.1:9090']);
+    for (const issuer of config.issuers) assert.deepEqual(issuer.audiences, ['http://127.0.0.1:9090'], issuer.name);
     for (const bad of ['', 'eighty', '70000', '-1', '80.5']) {
       await assert.rejects(loadConfig(undefined, { PORT: bad }), /PORT: expected an integer/);
     }

@@ -317,8 +317,10 @@ describe('fail closed on the audit store', () => {
       assertErrorBody(ready, 503, 'not_ready');
       assert.equal(ready.body.checks.audit, 'unavailable');
       blocker.exec('ROLLBACK');
-      // The undelivered credential does not burn the token: the same token succeeds now.
-      const retry = await exchangeCall(token);
+      // A credential was minted (and dropped): the token stays spent, since its record might have
+      // committed anyway on a database that failed after COMMIT. A fresh token succeeds.
+      assertErrorBody(await exchangeCall(token), 409, 'token_replayed');
+      const retry = await exchangeCall(await mint());
       assert.equal(retry.status, 200);
       assert.equal((await request(fx.broker.app).get('/readyz')).status, 200);
     } finally {

@@ -139,6 +139,35 @@ test('service, well-known and audit responses match the spec', async () => {
   }
 });
 
+test('explain responses match the spec in every outcome', async () => {
+  const explain = (token: string | undefined, body: object = { policy: 'deploy' }) => {
+    const req = request(fx.broker.app).post('/v1/explain');
+    if (token) req.set('Authorization', `Bearer ${token}`);
+    return req.send(body);
+  };
+  const allowed = await explain(await mint());
+  check(allowed, '/v1/explain');
+  checkHeaders(allowed, '/v1/explain', 'post');
+  check(await explain(await mint({ repository: 'evil/api' })), '/v1/explain');
+  check(await explain(await mint({ event_name: 'pull_request_target' })), '/v1/explain');
+  check(await explain(await mint({}, { omit: ['repository'] })), '/v1/explain');
+  check(await explain(await mint(), { policy: 'deny' }), '/v1/explain');
+  check(await explain(await mint(), { policy: 'deploy', duration_seconds: -1 }), '/v1/explain');
+  check(await explain(undefined), '/v1/explain');
+  check(await explain(await mint({}, { expiresInSeconds: 1, issuedAt: 1_000_000 })), '/v1/explain');
+  check(await explain(await mint(), { policy: 'nope' }), '/v1/explain');
+  check(await explain(await mint(), { policy: 'deploy', pad: 'x'.repeat(70_000) }), '/v1/explain');
+
+  const blocker = new Database(path.join(fx.dir, 'data', 'audit.db'));
+  blocker.exec('BEGIN EXCLUSIVE');
+  try {
+    check(await explain(await mint()), '/v1/explain');
+  } finally {
+    blocker.exec('ROLLBACK');
+    blocker.close();
+  }
+});
+
 /** Validates the documented response headers that the real response carries. */
 function checkHeaders(res: request.Response, route: string, method: string): void {
   const headers = (responseSpec(route, method, res.status).headers ?? {}) as Record<string, { schema?: unknown; $ref?: string }>;

@@ -7,6 +7,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../src/config.js';
+import { compileContext } from '../src/main.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { loadPolicyDir } from '../src/policy/load.js';
 import type { CompileContext, PolicyIssue, PolicySet } from '../src/policy/types.js';
@@ -79,8 +81,8 @@ describe('each invalid policy is refused with its line and key path', () => {
     },
     {
       name: 'unknown key without a near miss gets no hint',
-      lines: ['issuer: github', 'owner: someone', 'claims:', '  repository: acme/api', ...GRANT],
-      issues: [{ line: 2, keyPath: 'owner', message: "unknown key 'owner'" }],
+      lines: ['issuer: github', 'colour: blue', 'claims:', '  repository: acme/api', ...GRANT],
+      issues: [{ line: 2, keyPath: 'colour', message: "unknown key 'colour'" }],
     },
     {
       name: 'unknown grant key, cut short',
@@ -108,9 +110,9 @@ describe('each invalid policy is refused with its line and key path', () => {
       issues: [{ line: 4, keyPath: 'claims.sub.regex', message: /invalid or unsupported regex/, hint: /RE2 syntax/ }],
     },
     {
-      name: 'CEL condition: refused so the policy fails closed',
-      lines: ['issuer: github', 'claims:', '  repository: acme/api', "condition: 'claims.run_attempt == \"1\"'", ...GRANT],
-      issues: [{ line: 4, keyPath: 'condition', message: 'CEL conditions are not supported by this version', hint: /claims/ }],
+      name: 'CEL condition that does not compile: refused at its line, with the position in the expression',
+      lines: ['issuer: github', 'claims:', '  repository: acme/api', "condition: 'claims.run_attempt == \"1\" && claim.ref == \"x\"'", ...GRANT],
+      issues: [{ line: 4, keyPath: 'condition', message: "invalid CEL condition at 1:30: undeclared reference to 'claim' (only 'claims' is defined); did you mean 'claims'?", hint: /CEL expression over `claims`/ }],
     },
     {
       name: 'deny policy with a grant',
@@ -330,13 +332,13 @@ describe('each invalid policy is refused with its line and key path', () => {
     },
     {
       name: 'several problems in one file are all reported, top to bottom',
-      lines: ['isuer: github', 'effect: allow', 'claims:', '  ref: { regex: "(" }', 'grant:', '  provider: jwt', '  audience: ${}', 'condition: "true"'],
+      lines: ['isuer: github', 'effect: allow', 'claims:', '  ref: { regex: "(" }', 'grant:', '  provider: jwt', '  audience: ${}', 'condition: "claims.x =="'],
       issues: [
         { line: 1, keyPath: 'isuer', message: "unknown key 'isuer'", hint: "did you mean 'issuer'?" },
         { line: 1, keyPath: 'issuer', message: 'issuer is required', hint: /configured issuers/ },
         { line: 4, keyPath: 'claims.ref.regex', message: /invalid or unsupported regex: missing closing \)/, hint: /RE2/ },
         { line: 7, keyPath: 'grant.audience', message: /empty claim name/ },
-        { line: 8, keyPath: 'condition', message: 'CEL conditions are not supported by this version', hint: /claims/ },
+        { line: 8, keyPath: 'condition', message: /^invalid CEL condition at 1:\d+: syntax error/, hint: /CEL/ },
       ],
     },
   ];
@@ -519,10 +521,192 @@ describe('a valid policy compiles to a frozen, ready set', () => {
     assert.equal(result.set.size, 0);
   });
 
-  test("the repository's example policies compile", async () => {
-    const ctx: CompileContext = { issuers: new Map([['github', { audiences: ['https://broker.example.com'] }], ['local', { audiences: ['http://127.0.0.1:8080'] }]]), providers: new Set(['jwt']) };
+  test("the repository's example policies compile with the dev-default config", async () => {
+    const ctx = compileContext(await loadConfig(undefined, {}));
     const result = compilePolicies(await loadPolicyDir(REPO_POLICIES), ctx);
     if (!result.ok) assert.fail(JSON.stringify(result.issues, null, 2));
     assert.ok(result.set.size > 0);
+  });
+});
+
+describe('validate hints: unknown keys name the closest known key, or where the key belongs', () => {
+  const ALL_PROVIDERS: CompileContext = { ...CTX, providers: new Set(['jwt', 'aws', 'gcp']) };
+  const ROLE = 'arn:aws:iam::123456789012:role/deploy';
+  const issuesWith = (lines: string[]): PolicyIssue[] => {
+    const result = compilePolicies([{ path: 'p.yaml', text: `${lines.join('\n')}\n` }], ALL_PROVIDERS);
+    assert.equal(result.ok, false, 'expected the policy to be refused');
+    return result.ok ? [] : result.issues;
+  };
+  const CLAIMS = ['claims:', '  repository: acme/api'];
+  const rows: { name: string; lines: string[]; issues: ExpectedIssue[] }[] = [
+    {
+      name: 'top level: claim -> claims (edit distance)',
+      lines: ['issuer: github', 'claims:', '  repository: acme/api', 'claim:', '  ref: refs/heads/main', ...GRANT],
+      issues: [{ line: 4, keyPath: 'claim', message: "unknown key 'claim'", hint: "did you mean 'claims'?" }],
+    },
+    {
+      name: 'top level: efect -> effect',
+      lines: ['issuer: github', 'efect: deny', ...CLAIMS, ...GRANT],
+      issues: [{ line: 2, keyPath: 'efect', message: "unknown key 'efect'", hint: "did you mean 'effect'?" }],
+    },
+    {
+      name: 'top level: abbreviated words (allow_reuse -> allow_token_reuse)',
+      lines: ['issuer: github', 'allow_reuse: true', ...CLAIMS, ...GRANT],
+      issues: [{ line: 2, keyPath: 'allow_reuse', message: "unknown key 'allow_reuse'", hint: "did you mean 'allow_token_reuse'?" }],
+    },
+    {
+      name: 'top level: JWT and CEL words as aliases (aud, cel)',
+      lines: ['issuer: github', 'aud: https://broker.example.com', ...CLAIMS, 'cel: claims.ref == "refs/heads/main"', ...GRANT],
+      issues: [
+        { line: 2, keyPath: 'aud', message: "unknown key 'aud'", hint: "did you mean 'audience'?" },
+        { line: 5, keyPath: 'cel', message: "unknown key 'cel'", hint: "did you mean 'condition'?" },
+      ],
+    },
+    {
+      name: 'top level: a claim name written outside claims:',
+      lines: ['issuer: github', ...CLAIMS, 'ref: refs/heads/main', ...GRANT],
+      issues: [{ line: 4, keyPath: 'ref', message: "unknown key 'ref'", hint: "'ref' belongs under `claims:`, where each claim condition goes" }],
+    },
+    {
+      name: 'top level: a near miss of a claim name',
+      lines: ['issuer: github', ...CLAIMS, 'owner: acme', ...GRANT],
+      issues: [{ line: 4, keyPath: 'owner', message: "unknown key 'owner'", hint: "did you mean 'repository_owner' or 'repository_owner_id'? it belongs under `claims:`, where each claim condition goes" }],
+    },
+    {
+      name: 'top level: grant keys written outside grant:',
+      lines: ['issuer: github', ...CLAIMS, `role_arn: ${ROLE}`, 'max_duration_seconds: 900', ...GRANT],
+      issues: [
+        { line: 4, keyPath: 'role_arn', message: "unknown key 'role_arn'", hint: "'role_arn' belongs under `grant:` (provider aws)" },
+        { line: 5, keyPath: 'max_duration_seconds', message: "unknown key 'max_duration_seconds'", hint: "'max_duration_seconds' belongs under `grant:`" },
+      ],
+    },
+    {
+      name: 'aws grant: role-arn -> role_arn, max_duration -> max_duration_seconds, max_duration_secs too',
+      lines: ['issuer: github', ...CLAIMS, 'grant:', '  provider: aws', `  role-arn: ${ROLE}`, '  max_duration: 900', '  max_duration_secs: 900'],
+      issues: [
+        { line: 4, keyPath: 'grant.role_arn', message: 'grant.role_arn is required', hint: /IAM role ARN/ },
+        { line: 6, keyPath: 'grant.role-arn', message: "unknown key 'role-arn'", hint: "did you mean 'role_arn'?" },
+        { line: 7, keyPath: 'grant.max_duration', message: "unknown key 'max_duration'", hint: "did you mean 'max_duration_seconds'?" },
+        { line: 8, keyPath: 'grant.max_duration_secs', message: "unknown key 'max_duration_secs'", hint: "did you mean 'max_duration_seconds'?" },
+      ],
+    },
+    {
+      name: "jwt grant: another provider's key, and a top-level key",
+      lines: ['issuer: github', ...CLAIMS, ...GRANT, `  role_arn: ${ROLE}`, '  effect: allow'],
+      issues: [
+        { line: 7, keyPath: 'grant.role_arn', message: "unknown key 'role_arn'", hint: "'role_arn' belongs in aws grants; this grant's provider is jwt" },
+        { line: 8, keyPath: 'grant.effect', message: "unknown key 'effect'", hint: "'effect' belongs at the top level of the policy, not under `grant:`" },
+      ],
+    },
+    {
+      name: 'gcp grant: a near miss of its own key wins over a key valid elsewhere',
+      lines: ['issuer: github', ...CLAIMS, 'grant:', '  provider: gcp', '  service_account: deploy@acme.iam.gserviceaccount.com', '  audience: https://x.example.com', '  claims: {}'],
+      issues: [
+        { line: 7, keyPath: 'grant.audience', message: "unknown key 'audience'", hint: "did you mean 'id_token_audience'?" },
+        { line: 8, keyPath: 'grant.claims', message: "unknown key 'claims'", hint: "'claims' belongs at the top level of the policy or in jwt grants; this grant's provider is gcp" },
+      ],
+    },
+    {
+      name: 'condition operators: regexp -> regex, exist -> exists (near misses)',
+      lines: ['issuer: github', 'claims:', '  sub: { regexp: "repo:acme/.*" }', '  environment: { exist: true }', ...GRANT],
+      issues: [
+        { line: 3, keyPath: 'claims.sub.regexp', message: "unknown condition operator 'regexp'", hint: "did you mean 'regex'?" },
+        { line: 4, keyPath: 'claims.environment.exist', message: "unknown condition operator 'exist'", hint: "did you mean 'exists'?" },
+      ],
+    },
+    {
+      name: 'condition operators from other policy languages',
+      lines: [
+        'issuer: github',
+        'claims:',
+        '  ref: { prefix: "refs/tags/" }',
+        '  sha: { ends_with: "abc" }',
+        '  event_name: { equals: push }',
+        '  actor: { not_in: [dependabot] }',
+        '  environment: { one_of: [prod] }',
+        '  runner_environment: { pattern: "x" }',
+        ...GRANT,
+      ],
+      issues: [
+        { line: 3, keyPath: 'claims.ref.prefix', message: "unknown condition operator 'prefix'", hint: 'did you mean { glob: "refs/tags/*" }?' },
+        { line: 4, keyPath: 'claims.sha.ends_with', message: "unknown condition operator 'ends_with'", hint: 'did you mean { glob: "*abc" }?' },
+        { line: 5, keyPath: 'claims.event_name.equals', message: "unknown condition operator 'equals'", hint: 'a plain value matches exactly: write the value itself ("push") instead of a map' },
+        { line: 6, keyPath: 'claims.actor.not_in', message: "unknown condition operator 'not_in'", hint: /no negated operator: write an effect: deny policy .* or a CEL `condition`/ },
+        { line: 7, keyPath: 'claims.environment.one_of', message: "unknown condition operator 'one_of'", hint: "did you mean 'in'?" },
+        { line: 8, keyPath: 'claims.runner_environment.pattern', message: "unknown condition operator 'pattern'", hint: "did you mean 'regex' (or 'glob')?" },
+      ],
+    },
+    {
+      name: 'an unknown operator with no obvious meaning lists the operators',
+      lines: ['issuer: github', 'claims:', '  ref: { frobnicate: x }', ...GRANT],
+      issues: [{ line: 3, keyPath: 'claims.ref.frobnicate', message: "unknown condition operator 'frobnicate'", hint: 'use one of in, glob, regex, exists' }],
+    },
+  ];
+  for (const row of rows) {
+    test(row.name, () => assertIssues(issuesWith(row.lines), row.issues));
+  }
+});
+
+describe('validate hints: a plain value with * or ? is refused, since it would match only literally', () => {
+  const rows: { name: string; lines: string[]; issues: ExpectedIssue[] }[] = [
+    {
+      name: 'a plain value with *',
+      lines: ['issuer: github', 'claims:', '  repository: acme/api', '  ref: refs/heads/*', ...GRANT],
+      issues: [
+        {
+          line: 4,
+          keyPath: 'claims.ref',
+          message: "'refs/heads/*' contains '*', but a plain value is matched exactly, not as a pattern",
+          hint: 'a plain value matches exactly; did you mean { glob: "refs/heads/*" }? (to match it literally, write { in: ["refs/heads/*"] })',
+        },
+      ],
+    },
+    {
+      name: 'a plain value with ? in a JSON Pointer condition of a deny policy',
+      lines: ['issuer: github', 'effect: deny', 'claims:', '  /ctx/branch: "release-?"'],
+      issues: [{ line: 4, keyPath: 'claims./ctx/branch', message: /contains '\?'/, hint: /did you mean \{ glob: "release-\?" \}\?/ }],
+    },
+    {
+      name: 'a one-item list with *',
+      lines: ['issuer: github', 'claims:', '  repository: acme/api', '  ref: ["refs/tags/v*"]', ...GRANT],
+      issues: [
+        {
+          line: 4,
+          keyPath: 'claims.ref[0]',
+          message: "'refs/tags/v*' contains '*', but a list value is matched exactly, not as a pattern",
+          hint: 'a list value matches exactly; did you mean { glob: "refs/tags/v*" }? (to match them literally, write { in: ["refs/tags/v*"] })',
+        },
+      ],
+    },
+    {
+      name: 'a list mixing exact values and globs: one regex says the same',
+      lines: ['issuer: github', 'claims:', '  repository: acme/api', '  ref: [refs/heads/main, "refs/tags/v*"]', ...GRANT],
+      issues: [
+        {
+          line: 4,
+          keyPath: 'claims.ref[1]',
+          message: "'refs/tags/v*' contains '*', but a list value is matched exactly, not as a pattern",
+          hint: 'list values match exactly; did you mean { regex: "refs/heads/main|refs/tags/v[^/]*" }? (to match them literally, write { in: ["refs/heads/main", "refs/tags/v*"] })',
+        },
+      ],
+    },
+  ];
+  for (const row of rows) {
+    test(row.name, () => assertIssues(issuesOf(row.lines), row.issues));
+  }
+
+  test('{ in: [...] } is exact and may hold * or ? literally', () => {
+    const set = setOf(['issuer: github', 'claims:', '  repository: acme/api', '  ref: { in: ["refs/heads/*", "what?"] }', ...GRANT]);
+    const policy = set.byName.get('p');
+    assert.ok(policy);
+    const refOf = (ref: string) => policy.evaluate({ repository: 'acme/api', ref }, []).find((c) => c.key === 'ref')?.matched;
+    assert.equal(refOf('refs/heads/*'), true);
+    assert.equal(refOf('refs/heads/main'), false);
+    assert.equal(refOf('what?'), true);
+    assert.equal(refOf('whatX'), false);
+  });
+
+  test('numbers and booleans are never patterns; glob and regex maps are unaffected', () => {
+    assert.equal(setOf(['issuer: github', 'claims:', '  run_attempt: 1', '  ref_protected: true', '  ref: { glob: "refs/*" }', '  sub: { regex: "repo:acme/.*" }', ...GRANT]).size, 1);
   });
 });

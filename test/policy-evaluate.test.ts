@@ -86,8 +86,21 @@ describe('decisions, one row per rule', () => {
 });
 
 describe('what a decision says', () => {
-  test('evaluations list the named policy, then every deny policy of the issuer, in file order', () => {
+  test('evaluations list the named policy, then the deny policies the token could match (the index\'s candidates), in file order', () => {
     const decision = decide('deploy', GOOD);
+    // deny-prt pins event_name and deny-other-audience pins environment, which GOOD does not have; deny-bot has only a glob.
+    assert.deepEqual(
+      decision.evaluations.map((e) => [e.policy, e.effect, e.matched]),
+      [
+        ['deploy', 'allow', true],
+        ['deny-bot', 'deny', false],
+      ],
+    );
+    assert.equal(decision.message, "Policy 'deploy' allows this token.");
+  });
+
+  test('with allDenyPolicies (explain), evaluations list every deny policy of the issuer, in file order; the decision is the same', () => {
+    const decision = evaluate(SET, lookupPolicy(SET, 'deploy'), { issuerName: 'github', audiences: [BROKER], claims: GOOD }, { allDenyPolicies: true });
     assert.deepEqual(
       decision.evaluations.map((e) => [e.policy, e.effect, e.matched]),
       [
@@ -97,7 +110,9 @@ describe('what a decision says', () => {
         ['deny-other-audience', 'deny', false],
       ],
     );
-    assert.equal(decision.message, "Policy 'deploy' allows this token.");
+    const { evaluations: _all, ...outcome } = decision;
+    const { evaluations: _candidates, ...indexed } = decide('deploy', GOOD);
+    assert.deepEqual(outcome, indexed);
   });
 
   test('audience narrowing is the first condition, then the claims', () => {

@@ -92,29 +92,69 @@ export async function verifyAuditLog(store: AuditStore, keys: ReadonlyMap<string
 }
 
 export interface Checkpointer {
-  /** Signs and stores the current head if it moved since the last checkpoint; returns the new checkpoint, if any. */
+  /** The store to append through: the checkpointer only signs records it saw this process write. */
+  store: AuditStore;
+  /**
+   * Signs and stores a checkpoint for the newest record this process wrote,
+   * after verifying the records since the newest stored checkpoint; returns
+   * it, or null when there is nothing new or something is wrong (then
+   * nothing is signed and an error is logged).
+   */
   checkpointNow(): Promise<AuditCheckpoint | null>;
   /** Stops the timer and makes a last checkpoint, so a clean shutdown leaves the whole log vouched for. */
   stop(): Promise<void>;
 }
 
 /**
- * Checkpoints the head every `intervalMs` while it moves. Each checkpoint is
- * also logged (seq, hash, kid, jws): log shipping then holds a copy of it
+ * Checkpoints every `intervalMs` while records are written. Each checkpoint
+ * is also logged (seq, hash, kid, jws): log shipping then holds a copy of it
  * outside the store.
+ *
+ * A checkpoint must never vouch for records someone changed in the store, so
+ * it is made only for a record this process appended itself, with the hash
+ * its own append computed: anyone who rewrote that record, or any before it,
+ * changed that hash, and the walk from the newest authentic checkpoint to it
+ * (which checks it) fails. A newest stored checkpoint that is not authentic,
+ * or that went missing since this process last saw it, also stops
+ * checkpointing with an error.
  */
 export function startCheckpointer(deps: { store: AuditStore; key: SigningKey; logger: Logger; intervalMs: number; now?: () => Date }): Checkpointer {
   const now = deps.now ?? (() => new Date());
-  let lastSeq: number | undefined;
+  const keys = checkpointKeys([deps.key.publicJwk]);
+  let newestSeen = 0;
+  let written: ChainPoint | undefined;
   let running: Promise<AuditCheckpoint | null> | undefined;
 
+  const store: AuditStore = {
+    ...deps.store,
+    async append(entry) {
+      const record = await deps.store.append(entry);
+      if (written === undefined || record.seq > written.seq) written = { seq: record.seq, hash: record.hash };
+      return record;
+    },
+  };
+
+  const refuse = (message: string, details: Record<string, unknown>): null => {
+    deps.logger.error(`audit checkpoint refused: ${message}`, details);
+    return null;
+  };
+
   const checkpoint = async (): Promise<AuditCheckpoint | null> => {
-    lastSeq ??= (await deps.store.checkpoints()).reduce((max, c) => Math.max(max, c.seq), 0);
-    const head = await deps.store.head();
-    if (head.seq <= lastSeq) return null;
-    const made = await signCheckpoint(deps.key, head, 'periodic', now());
+    const target = written;
+    if (target === undefined || target.seq <= newestSeen) return null;
+    const stored = await deps.store.checkpoints();
+    const newest = stored.reduce<AuditCheckpoint | null>((n, c) => (n === null || c.seq > n.seq ? c : n), null);
+    if ((newest?.seq ?? 0) < newestSeen) return refuse('checkpoints were deleted from the store', { newest_seen: newestSeen, newest_stored: newest?.seq ?? 0 });
+    if (newest !== null && !(await isCheckpointAuthentic(newest, await keys))) return refuse('the newest stored checkpoint is not authentic', { seq: newest.seq });
+    const from: ChainPoint = newest === null ? { seq: 0, hash: GENESIS_HASH } : { seq: newest.seq, hash: newest.hash };
+    newestSeen = from.seq;
+    if (target.seq <= from.seq) return null;
+    const walk = await deps.store.verify({ from, partial: true, expected: new Map([[target.seq, target.hash]]) });
+    if (!walk.ok && walk.broken.seq <= target.seq) return refuse('the records since the newest checkpoint do not verify', { from_seq: from.seq, broken: walk.broken });
+    if (walk.last_seq < target.seq) return refuse('the chain ends before a record this broker wrote: records were deleted', { seq: target.seq, head_seq: walk.last_seq });
+    const made = await signCheckpoint(deps.key, target, 'periodic', now());
     await deps.store.saveCheckpoint(made);
-    lastSeq = made.seq;
+    newestSeen = made.seq;
     deps.logger.info('audit checkpoint', { seq: made.seq, hash: made.hash, kid: made.kid, jws: made.jws });
     return made;
   };
@@ -130,6 +170,7 @@ export function startCheckpointer(deps: { store: AuditStore; key: SigningKey; lo
   timer.unref();
 
   return {
+    store,
     checkpointNow,
     async stop() {
       clearInterval(timer);

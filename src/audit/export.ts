@@ -114,15 +114,21 @@ export function claimString(value: unknown): string {
   return JSON.stringify(value) ?? '';
 }
 
-const FORMULA_START = /^[=+\-@\t\r]/;
+/**
+ * Where a spreadsheet may start a formula: at the start of the cell, and after
+ * a `;` (spreadsheets in locales whose list separator is `;` split on it,
+ * quotes or not, and evaluate what follows).
+ */
+const FORMULA_START = /(^|;)([=+\-@\t\r])/g;
 
 /**
- * One CSV cell: a leading `'` if the text starts with `=`, `+`, `-`, `@`, tab
- * or CR (formula injection), then quoted per RFC 4180 if it holds a comma, a
- * double quote, CR or LF (double quotes doubled).
+ * One CSV cell: a `'` inserted before `=`, `+`, `-`, `@`, tab or CR at the
+ * start or after a `;` (formula injection; NDJSON is the exact export), then
+ * quoted per RFC 4180 if it holds a comma, a double quote, CR or LF (double
+ * quotes doubled).
  */
 export function csvCell(text: string): string {
-  const safe = FORMULA_START.test(text) ? `'${text}` : text;
+  const safe = text.replace(FORMULA_START, "$1'$2");
   return /[",\r\n]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
 }
 

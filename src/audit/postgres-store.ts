@@ -179,6 +179,8 @@ type EventRow = { [K in (typeof AUDIT_ENTRY_FIELDS)[number]]: K extends 'id' | '
 
 interface Pending {
   entry: AuditEntry;
+  /** performance.now() when queued: an entry waits at most one batch deadline. */
+  queuedAt: number;
   resolve: (record: AuditRecord) => void;
   reject: (err: unknown) => void;
 }
@@ -262,6 +264,14 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
 
   function startBatch(): void {
     if (inFlight !== null || queue.length === 0) return;
+    // Behind a slow database the queue grows; nobody waits longer than a batch may take.
+    const expired = performance.now() - batchDeadlineMs;
+    if (queue[0]!.queuedAt < expired) {
+      const failure = writeFailed(new Error('timed out waiting in the append queue'));
+      for (const p of queue.filter((p) => p.queuedAt < expired)) p.reject(failure);
+      queue = queue.filter((p) => p.queuedAt >= expired);
+      if (queue.length === 0) return;
+    }
     const batch = queue.slice(0, MAX_BATCH);
     queue = queue.slice(batch.length);
     inFlight = writeBatch(batch).finally(() => {
@@ -281,8 +291,11 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
         return { results: written, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
       }));
     } catch (err) {
+      // The database failed the whole batch: what waits behind it would fail the same way, so it fails now.
       const failure = writeFailed(err);
-      for (const p of batch) p.reject(failure);
+      const waiting = queue;
+      queue = [];
+      for (const p of [...batch, ...waiting]) p.reject(failure);
       return;
     }
     batch.forEach((p, i) => {
@@ -408,7 +421,7 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
       // it could fail the batch it would share with others.
       if (holdsNul(canonical)) return Promise.reject(writeFailed(new Error('the record holds a U+0000 character, which PostgreSQL text cannot store')));
       return new Promise<AuditRecord>((resolve, reject) => {
-        queue.push({ entry: canonical, resolve, reject });
+        queue.push({ entry: canonical, queuedAt: performance.now(), resolve, reject });
         schedule();
       });
     },
@@ -465,6 +478,15 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
             [Number(r.min_seq), Number(r.max_seq)],
           ]),
         );
+        // A row at or before the start (where records were pruned) would be served by queries but never walked.
+        const [stray] =
+          options.partial === true
+            ? []
+            : await oneStatement<{ seq: string; id: string }>('SELECT seq, id FROM audit_events WHERE seq <= $1 ORDER BY seq LIMIT 1', [options.from?.seq ?? 0]);
+        if (stray !== undefined) {
+          verifier.fail({ seq: Number(stray.seq), id: stray.id }, 'unexpected_record');
+          return verifier.result();
+        }
       } catch (err) {
         throw readFailed(err);
       }
@@ -612,7 +634,11 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
  * a transaction whose connection closed.
  */
 async function inTransaction<T>(client: pg.PoolClient, fn: () => Promise<T>, end: 'commit' | 'rollback' = 'commit'): Promise<T> {
-  await client.query('BEGIN');
+  // Fixed here, not left to database or role defaults: under REPEATABLE READ the snapshot would
+  // predate the append lock (a stale head), and synchronous_commit = off would make COMMIT
+  // return before the record is durable.
+  await client.query('BEGIN ISOLATION LEVEL READ COMMITTED');
+  await client.query('SET LOCAL synchronous_commit = on');
   const result = await fn();
   await client.query(end === 'commit' ? 'COMMIT' : 'ROLLBACK');
   return result;

@@ -11,7 +11,7 @@
  * lock blocks the event loop for up to `busyTimeoutMs`, which is why the
  * default is short. Failing closed fast beats hanging every request.
  */
-import { closeSync, constants as fsConstants, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants as fsConstants, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError } from '../errors.js';
@@ -161,8 +161,10 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
   const onAppendSeconds = options.onAppendSeconds;
 
   let conn: Connection | null;
+  let identity: { dev: number; ino: number } | null;
   try {
-    conn = openConnection(path, busyTimeoutMs);
+    conn = openConnection(path, busyTimeoutMs, true);
+    identity = path === ':memory:' ? null : statSync(path);
   } catch (err) {
     throw new AuditUnavailableError('The audit log cannot be opened.', { reason: 'audit_open_failed', cause: err });
   }
@@ -175,7 +177,10 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
   /** The live connection, reopened if the last one failed; throws if closed or the file cannot be opened. */
   function connection(): Connection {
     if (closed) throw new Error('the audit store is closed');
-    if (conn !== null && !stale) return conn;
+    if (conn !== null && !stale) {
+      assertSameFile();
+      return conn;
+    }
     if (conn !== null) {
       try {
         conn.db.close();
@@ -184,9 +189,22 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
       }
       conn = null;
     }
-    conn = openConnection(path, busyTimeoutMs);
+    // Only the first open may create the file: a log deleted under a running broker must not restart empty.
+    conn = openConnection(path, busyTimeoutMs, false);
     stale = false;
+    assertSameFile();
     return conn;
+  }
+
+  /**
+   * SQLite keeps writing to a file that was deleted or replaced under it
+   * (the open descriptor outlives the name), so commits would "succeed" into
+   * a log nobody will ever read: check the path still names the file opened.
+   */
+  function assertSameFile(): void {
+    if (identity === null) return;
+    const now = statSync(path);
+    if (now.dev !== identity.dev || now.ino !== identity.ino) throw new Error('the audit log file was replaced since the broker opened it');
   }
 
   /** Marks the connection for reopening unless the error was mere lock contention. */
@@ -319,6 +337,17 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
           const rows = c.db.prepare<[], { hour: string; min_seq: number; max_seq: number }>('SELECT hour, min_seq, max_seq FROM audit_hours').all();
           return [end, new Map(rows.map((r) => [r.hour, [r.min_seq, r.max_seq] as [number, number]]))] as const;
         });
+        // A row at or before the start (where records were pruned) would be served by queries but never walked.
+        const stray =
+          options.partial === true
+            ? undefined
+            : withConnection((c) =>
+                c.db.prepare<[number], { seq: number; id: string }>('SELECT seq, id FROM audit_events WHERE seq <= ? ORDER BY seq LIMIT 1').get(options.from?.seq ?? 0),
+              );
+        if (stray !== undefined) {
+          verifier.fail({ seq: stray.seq, id: stray.id }, 'unexpected_record');
+          return verifier.result();
+        }
       } catch (err) {
         throw readFailed(err);
       }
@@ -456,9 +485,9 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
 }
 
 /** Opens one connection, sets it up and migrates the schema. */
-function openConnection(path: string, busyTimeoutMs: number): Connection {
-  if (path !== ':memory:') createFile(path);
-  const db = new Database(path, { timeout: busyTimeoutMs });
+function openConnection(path: string, busyTimeoutMs: number, create: boolean): Connection {
+  if (path !== ':memory:' && create) createFile(path);
+  const db = new Database(path, { timeout: busyTimeoutMs, fileMustExist: !create && path !== ':memory:' });
   try {
     const mode: unknown = db.pragma('journal_mode = WAL', { simple: true });
     if (path !== ':memory:' && mode !== 'wal') throw new Error(`could not switch the audit log to WAL (journal_mode is ${String(mode)})`);

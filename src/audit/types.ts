@@ -78,7 +78,9 @@ export interface AuditPage {
  * - `checkpoint_mismatch`: the record's hash differs from the one a signed checkpoint vouches for
  *   (the chain was rewritten consistently from here on);
  * - `truncated`: the chain ends before the seq of a signed checkpoint (records at the end were deleted);
- * - `bad_checkpoint`: a stored checkpoint's signature does not verify with the broker's key (forged or altered).
+ * - `bad_checkpoint`: a stored checkpoint's signature does not verify with the broker's key (forged or altered);
+ * - `unexpected_record`: a record at or before the chain's start (the prune anchor), where records were
+ *   pruned: inserted afterwards, it would be served by queries without ever being verified.
  */
 export type ChainProblem =
   | 'seq_gap'
@@ -88,7 +90,8 @@ export type ChainProblem =
   | 'claim_index_mismatch'
   | 'checkpoint_mismatch'
   | 'truncated'
-  | 'bad_checkpoint';
+  | 'bad_checkpoint'
+  | 'unexpected_record';
 
 /** The first record at which the chain breaks. */
 export interface ChainBreak {
@@ -117,6 +120,12 @@ export interface ChainVerifyOptions {
   from?: ChainPoint | undefined;
   /** Hashes signed checkpoints vouch for, by seq; a record that differs is `checkpoint_mismatch`. */
   expected?: ReadonlyMap<number, string> | undefined;
+  /**
+   * Walk on from `from` without checking what lies before it (the checkpointer
+   * resuming from its last checkpoint). By default `from` is the start of the
+   * chain, and any record at or before it is `unexpected_record`.
+   */
+  partial?: boolean | undefined;
 }
 
 /**

@@ -26,10 +26,11 @@ export const CHAIN_PROBLEM_TEXT: Record<ChainProblem, string> = {
   prev_hash_mismatch: "it does not link to the previous record's hash: a record was deleted, reordered or forged",
   hash_mismatch: 'its content no longer matches its hash: a field was changed',
   unreadable: 'the stored row cannot be read as a record: a column was corrupted',
-  claim_index_mismatch: 'the claim index disagrees with the record: queries by claim would give wrong answers',
+  claim_index_mismatch: 'the query indexes (claim rows, hour ranges) disagree with the record: queries by claim or time would miss it',
   checkpoint_mismatch: 'its hash differs from the one a signed checkpoint vouches for: the chain was rewritten from here on',
   truncated: 'the chain ends before the newest signed checkpoint: records at the end were deleted',
   bad_checkpoint: "a stored checkpoint's signature does not verify with the broker's key: it was forged or altered",
+  unexpected_record: 'it sits at or before the start of the chain, where records were pruned: it was inserted afterwards',
 };
 
 interface QueryOptions {

@@ -1,15 +1,38 @@
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
 import type { Command } from 'commander';
-import { ConfigError, loadConfig, resolveConfigPath } from '../config.js';
+import { decodeJwt } from 'jose';
+import { ConfigError, loadConfig, resolveConfigPath, type BrokerConfig } from '../config.js';
 import { compileContext, formatPolicyIssue } from '../main.js';
 import { compilePolicies } from '../policy/compile.js';
+import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../policy/explain.js';
 import { loadPolicyDir } from '../policy/load.js';
+import { isPolicyTestFileName, runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
+import type { CompileContext, PolicyFile, PolicySet } from '../policy/types.js';
+import { suggest } from '../policy/yaml-values.js';
+import { CliExit, PROCESS_IO, type CliIo } from './io.js';
 
-export function registerPolicyCommands(program: Command): void {
+const CONFIG_HELP = 'config file naming the issuers and providers policies may use (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
+const DIR_HELP = 'policy directory (default: the configured policies.dir)';
+/** `policy explain`'s exit code when the policy would deny, so scripts can branch on it. */
+export const EXIT_DENY = 3;
+export const UNVERIFIED_NOTE = 'token not verified: offline explain shows what the policy would decide';
+
+interface ExplainOptions {
+  policy: string;
+  claims?: string;
+  token?: string;
+  issuer?: string;
+  json?: boolean;
+  config?: string;
+}
+
+export function registerPolicyCommands(program: Command, io: CliIo = PROCESS_IO): void {
   const policy = program.command('policy').description('Work with trust policies offline.');
   policy
     .command('validate')
-    .argument('[dir]', 'policy directory (default: the configured policies.dir)')
-    .option('-c, --config <file>', 'config file naming the issuers and providers policies may use')
+    .argument('[dir]', DIR_HELP)
+    .option('-c, --config <file>', CONFIG_HELP)
     .description('Compile every policy with the server\'s compiler; exit 1 with file:line errors.')
     .action(async (dir: string | undefined, options: { config?: string }) => {
       let config;
@@ -29,4 +52,225 @@ export function registerPolicyCommands(program: Command): void {
       }
       process.stdout.write(`ok: ${result.set.size} polic${result.set.size === 1 ? 'y' : 'ies'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
     });
+
+  policy
+    .command('test')
+    .argument('[dir]', DIR_HELP)
+    .option('-c, --config <file>', CONFIG_HELP)
+    .description('Run the policy test files (*.test.yaml) of a policy directory against its policies; one PASS or FAIL line per case.')
+    .addHelpText(
+      'after',
+      `
+A test file holds a list of cases, each a claim set, a policy name and the
+expected decision, evaluated offline exactly as the broker evaluates a
+verified token (the named policy, then every deny policy of the issuer):
+
+  tests:
+    - name: main may deploy
+      policy: api-deploy-prod
+      issuer: github              # optional; default: the policy's issuer
+      audience: https://broker.example.com
+                                  # optional; default: the claims' aud, else
+                                  # the issuer's first configured audience
+      claims: {repository: acme/api, ref: refs/heads/main}
+      expect: allow               # allow | deny
+
+The policies are compiled with the server's compiler and the config's issuers
+and providers (-c). Problems in test files (unknown keys, missing fields, an
+unknown policy or issuer) are printed as file:line errors on stderr.
+
+Exit codes: 0 every case passed; 1 a case failed, a test file is invalid, the
+policies do not compile, or there are no test cases at all (so a CI step
+pointed at the wrong directory fails instead of passing vacuously).`,
+    )
+    .action(async (dir: string | undefined, options: { config?: string }) => runTests(dir, options, io));
+
+  policy
+    .command('explain')
+    .argument('[dir]', DIR_HELP)
+    .requiredOption('--policy <name>', 'the policy a request would name')
+    .option('--claims <file>', "the token's claims as a JSON object ('-' reads stdin)")
+    .option('--token <jwt>', "a token whose payload is decoded WITHOUT verification ('-' reads stdin)")
+    .option('--issuer <name>', "config issuer name the token is from (default: with --token, the configured issuer whose URL is its iss; else the policy's issuer)")
+    .option('--json', 'print the JSON object POST /v1/explain answers (explain_id is null)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .description('Show offline what a policy decides for a claim set or token, condition by condition.')
+    .addHelpText(
+      'after',
+      `
+Prints the decision, then every condition of the named policy and of each
+deny policy of the issuer: key, operator, expected value, the token's value,
+and whether it holds (✓/✗). Nothing is verified: signature, expiry and
+issuer are not checked, so this shows what the policies would decide for a
+valid token with these claims. Unlike POST /v1/explain, deny policies'
+expected values are shown (you hold the policy files).
+
+The audiences are the claims' aud; without one, the issuer's first configured
+audience. A token none of whose audiences the issuer accepts would be refused
+before any policy is evaluated, and is reported so.
+
+Exit codes: 0 the policy would allow; ${EXIT_DENY} it would deny; 1 error (bad
+arguments, config, policies that do not compile, unknown policy or issuer,
+unreadable claims or token).
+
+Examples:
+  oidc-broker policy explain --policy api-deploy-prod --claims claims.json
+  echo "$ID_TOKEN" | oidc-broker policy explain --policy api-deploy-prod --token - --json`,
+    )
+    .action(async (dir: string | undefined, options: ExplainOptions) => runExplain(dir, options, io));
+}
+
+async function runTests(dir: string | undefined, options: { config?: string }, io: CliIo): Promise<void> {
+  const config = await readConfig(options.config);
+  const policyDir = dir ?? config.policies.dir;
+  const ctx = compileContext(config);
+  const set = await compileDir(policyDir, ctx, io);
+  const files = await readTestFiles(policyDir);
+  if (files.length === 0) throw new CliExit(1, `no test cases found: ${policyDir} has no *.test.yaml files`);
+
+  const run = runPolicyTests(files, set, ctx);
+  for (const result of run.results) io.stdout.write(`${resultLine(result)}\n`);
+  if (run.issues.length > 0) io.stderr.write(`${run.issues.map(formatPolicyIssue).join('\n')}\n`);
+
+  const passed = run.results.filter((r) => r.passed).length;
+  const failed = run.results.length - passed;
+  const parts = [`${passed} passed`, `${failed} failed`];
+  if (run.issues.length > 0) parts.push(`${run.issues.length} problem${run.issues.length === 1 ? '' : 's'} in test files`);
+  io.stdout.write(`${parts.join(', ')} (${files.length} test file${files.length === 1 ? '' : 's'})\n`);
+  if (failed > 0 || run.issues.length > 0) throw new CliExit(1);
+}
+
+/** `PASS file: name`, or `FAIL file:line: name — expected allow, got deny: why`. */
+function resultLine(result: TestCaseResult): string {
+  const { case: c, decision } = result;
+  const file = displayPath(c.file);
+  if (result.passed) return `PASS ${file}: ${c.name}`;
+  const got = decision.allowed ? 'allow' : 'deny';
+  return `FAIL ${file}${c.line ? `:${c.line}` : ''}: ${c.name} — expected ${c.expect}, got ${got}: ${summarizeDecision(decision)}`;
+}
+
+async function runExplain(dir: string | undefined, options: ExplainOptions, io: CliIo): Promise<void> {
+  if ((options.claims === undefined) === (options.token === undefined)) throw new CliExit(1, 'give either --claims FILE.json or --token JWT');
+  const config = await readConfig(options.config);
+  const ctx = compileContext(config);
+  const set = await compileDir(dir ?? config.policies.dir, ctx, io);
+  const policy = set.byName.get(options.policy);
+  if (policy === undefined) {
+    const hint = suggest(options.policy, [...set.byName.keys()]);
+    throw new CliExit(1, `no policy named '${options.policy}' in ${dir ?? config.policies.dir}${hint ? ` (${hint})` : ''}`);
+  }
+
+  const notes: string[] = [];
+  let claims: Record<string, unknown>;
+  let issuerName: string;
+  if (options.token !== undefined) {
+    claims = decodeToken(options.token === '-' ? (await readStdin()).trim() : options.token);
+    notes.push(UNVERIFIED_NOTE);
+    issuerName = options.issuer ?? issuerOfToken(config, claims, notes) ?? policy.issuer;
+  } else {
+    claims = parseClaims(options.claims === '-' ? await readStdin() : await readText(options.claims!, '--claims'), options.claims!);
+    issuerName = options.issuer ?? policy.issuer;
+  }
+  if (!ctx.issuers.has(issuerName)) {
+    const configured = [...ctx.issuers.keys()];
+    throw new CliExit(1, `--issuer: '${issuerName}' is not a configured issuer (${suggest(issuerName, configured) ?? `configured: ${configured.join(', ') || 'none'}`})`);
+  }
+  const token = offlineToken(ctx, issuerName, claims);
+  if (token.defaultAudience) notes.push(`no aud claim: evaluated with audience ${token.audiences[0] ?? '(none)'}, the first configured audience of issuer '${issuerName}'`);
+
+  const output = toExplainOutput(policy.name, evaluateOffline(set, ctx, policy, token), null, 'owner');
+  if (options.json) {
+    for (const note of notes) io.stderr.write(`oidc-broker: note: ${note}\n`);
+    io.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
+  } else {
+    io.stdout.write(renderExplainText(output, notes));
+  }
+  if (output.decision !== 'allow') throw new CliExit(EXIT_DENY);
+}
+
+/** The configured issuer whose URL is the token's `iss`; a note when there is none (the broker would refuse the token). */
+function issuerOfToken(config: BrokerConfig, claims: Record<string, unknown>, notes: string[]): string | undefined {
+  const iss = claims.iss;
+  const issuer = config.issuers.find((i) => i.issuer === iss);
+  if (issuer) return issuer.name;
+  notes.push(`the token's iss ${iss === undefined ? '(absent)' : JSON.stringify(iss)} is not a configured issuer: the broker would refuse it; evaluated as the policy's issuer`);
+  return undefined;
+}
+
+function decodeToken(token: string): Record<string, unknown> {
+  try {
+    return decodeJwt(token) as Record<string, unknown>;
+  } catch (err) {
+    throw new CliExit(1, `--token: not a JWT whose payload is a JSON object (${err instanceof Error ? err.message : String(err)})`);
+  }
+}
+
+function parseClaims(text: string, source: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new CliExit(1, `--claims: ${source === '-' ? 'stdin' : source} is not JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CliExit(1, `--claims: ${source === '-' ? 'stdin' : source} must hold a JSON object of claims`);
+  return value as Record<string, unknown>;
+}
+
+/** Compiles the directory with the server's compiler; on failure prints every issue and exits 1. */
+async function compileDir(dir: string, ctx: CompileContext, io: CliIo): Promise<PolicySet> {
+  let files: PolicyFile[];
+  try {
+    files = await loadPolicyDir(dir);
+  } catch (err) {
+    throw new CliExit(1, err instanceof Error ? err.message : String(err));
+  }
+  const result = compilePolicies(files, ctx);
+  if (result.ok) return result.set;
+  io.stderr.write(`${result.issues.map(formatPolicyIssue).join('\n')}\n`);
+  throw new CliExit(1, `the policies do not compile: ${result.issues.length} problem${result.issues.length === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}`);
+}
+
+/** The directory's policy test files, sorted by name (code-unit order, as the policy loader sorts). */
+async function readTestFiles(dir: string): Promise<PolicyFile[]> {
+  const names = (await readdir(dir)).filter(isPolicyTestFileName).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const files: PolicyFile[] = [];
+  for (const name of names) {
+    const file = path.join(dir, name);
+    if (!(await stat(file)).isFile()) continue;
+    files.push({ path: file, text: await readText(file, 'test file') });
+  }
+  return files;
+}
+
+async function readText(file: string, what: string): Promise<string> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (err) {
+    throw new CliExit(1, `${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new CliExit(1, `${what}: ${file} is not valid UTF-8`);
+  }
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function readConfig(file: string | undefined): Promise<BrokerConfig> {
+  try {
+    return await loadConfig(resolveConfigPath(file));
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliExit(1, `cannot load the config:\n${err.message}`);
+    throw err;
+  }
+}
+
+function displayPath(file: string): string {
+  return path.relative(process.cwd(), file) || file;
 }

@@ -6,6 +6,7 @@ import type { ExchangeDeps } from '../exchange.js';
 import { errorMiddleware } from './errors.js';
 import { auditRoutes, type Auditor } from './routes/audit.js';
 import { exchangeRoutes } from './routes/exchange.js';
+import { explainRoutes } from './routes/explain.js';
 import { healthRoutes } from './routes/health.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 
@@ -29,6 +30,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('query parser', 'simple');
   app.use(requestId());
   app.use(exchangeRoutes(deps));
+  app.use(explainRoutes(deps));
   app.use(wellKnownRoutes(deps));
   app.use(healthRoutes(deps));
   app.use(auditRoutes(deps));

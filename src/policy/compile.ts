@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { compileCondition, type CompiledCondition } from './cel.js';
 import { ClaimPathError, parseClaimPath } from './claim-path.js';
-import { compileMatcher, MatcherError, type ClaimMatcher, type ConditionSpec, type PolicyScalar } from './matchers.js';
+import { buildDenyIndex, exactCondition, type ExactCondition } from './deny-index.js';
+import { compileMatcher, globToRe2, MatcherError, type ClaimMatcher, type ConditionSpec, type PolicyScalar } from './matchers.js';
 import { parseYamlDocument, type KeyPath, type YamlDocument } from './parse.js';
-import { readGrant } from './grants.js';
-import { checkKnownKeys, describeValue, echo, has, isJsonObject, suggest, type Json, type Report } from './yaml-values.js';
+import { grantKeyProviders, readGrant } from './grants.js';
+import { checkKnownKeys, describeValue, echo, has, isJsonObject, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
 import type {
   CompileContext,
   CompiledPolicy,
@@ -20,6 +22,35 @@ import type {
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const POLICY_KEYS = ['name', 'description', 'issuer', 'effect', 'audience', 'claims', 'condition', 'allow_token_reuse', 'grant'] as const;
 const CONDITION_OPERATORS = ['in', 'glob', 'regex', 'exists'] as const;
+/** Other words for top-level keys: JWT claim names and the language's name. */
+const POLICY_KEY_ALIASES: ReadonlyMap<string, string> = new Map([
+  ['aud', 'audience'],
+  ['iss', 'issuer'],
+  ['cel', 'condition'],
+  ['expr', 'condition'],
+  ['expression', 'condition'],
+]);
+/** Claims CI tokens commonly carry; written at the top level they were meant under `claims:`. */
+const COMMON_CLAIMS = [
+  'sub', 'ref', 'ref_type', 'ref_protected', 'sha', 'repository', 'repository_id', 'repository_owner', 'repository_owner_id',
+  'repository_visibility', 'environment', 'event_name', 'actor', 'actor_id', 'workflow', 'workflow_ref', 'job_workflow_ref',
+  'run_attempt', 'runner_environment', 'head_ref', 'base_ref', 'project_path', 'project_id', 'namespace_path', 'namespace_id',
+  'pipeline_source', 'user_login', 'organization_id', 'pipeline_slug', 'build_branch', 'vcs_origin', 'jti',
+] as const;
+
+let topLevelHintsCache: KeyHints | undefined;
+/** Unknown top-level keys: grant keys and claim names say where they belong. */
+function topLevelHints(): KeyHints {
+  if (topLevelHintsCache !== undefined) return topLevelHintsCache;
+  const elsewhere = new Map<string, string>();
+  for (const claim of COMMON_CLAIMS) elsewhere.set(claim, 'under `claims:`, where each claim condition goes');
+  for (const [key, providers] of grantKeyProviders()) {
+    if ((POLICY_KEYS as readonly string[]).includes(key)) continue;
+    elsewhere.set(key, `under \`grant:\`${providers.length === 1 ? ` (provider ${providers.join('')})` : ''}`);
+  }
+  topLevelHintsCache = { aliases: POLICY_KEY_ALIASES, elsewhere };
+  return topLevelHintsCache;
+}
 
 
 /**
@@ -33,6 +64,7 @@ const CONDITION_OPERATORS = ['in', 'glob', 'regex', 'exists'] as const;
 export function compilePolicies(files: readonly PolicyFile[], ctx: CompileContext): CompileResult {
   const issues: PolicyIssue[] = [];
   const policies: CompiledPolicy[] = [];
+  const exactConditions = new Map<CompiledPolicy, readonly ExactCondition[]>();
   const firstFileByName = new Map<string, string>();
   for (const file of files) {
     const compiled = compileFile(file, ctx);
@@ -53,10 +85,13 @@ export function compilePolicies(files: readonly PolicyFile[], ctx: CompileContex
     }
     // Stable sort: file order first, then top to bottom within a file, as an editor shows them.
     issues.push(...fileIssues.sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity)));
-    if (compiled.policy) policies.push(compiled.policy);
+    if (compiled.policy) {
+      policies.push(compiled.policy);
+      exactConditions.set(compiled.policy, compiled.exact ?? []);
+    }
   }
   if (issues.length > 0) return { ok: false, issues };
-  return { ok: true, set: buildPolicySet(policies) };
+  return { ok: true, set: buildPolicySet(policies, exactConditions) };
 }
 
 interface FileOutcome {
@@ -64,6 +99,8 @@ interface FileOutcome {
   /** The policy's name when it is valid, even if the rest of the file is not, so duplicates are still caught. */
   name?: { value: string; line: number | undefined };
   policy?: CompiledPolicy;
+  /** The policy's equality and `in` conditions, which the deny index files it under. */
+  exact?: readonly ExactCondition[];
 }
 
 function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
@@ -81,7 +118,7 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
     report([], root === null || root === undefined ? 'the file is empty: a policy is a YAML map' : 'a policy must be a YAML map of keys');
     return { issues };
   }
-  checkKnownKeys(root, POLICY_KEYS, [], report);
+  checkKnownKeys(root, POLICY_KEYS, [], report, topLevelHints());
 
   const name = readName(root, file, doc, report, issues);
   const description = readOptional(root, 'description', 'string', report);
@@ -92,23 +129,23 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
   if (allowTokenReuse !== undefined && effect === 'deny') {
     report(['allow_token_reuse'], 'allow_token_reuse applies only to allow policies', 'remove it from this deny policy');
   }
-  if (has(root, 'condition')) {
-    // Fail closed: silently ignoring a condition would make the policy broader than written.
-    report(['condition'], 'CEL conditions are not supported by this version', 'express the rule with `claims` conditions, or remove `condition`');
-  }
-  const conditions = readClaims(root, report);
-  if (effect === 'allow' && issuer !== undefined && conditions !== undefined && conditions.length === 0) {
+  const exact: ExactCondition[] = [];
+  const conditions = readClaims(root, report, exact);
+  const condition = readCelCondition(root, file, doc, report, issues);
+  // A CEL condition counts only if it reads `claims`: `condition: "true"` would trust every token too.
+  const restricts = (conditions !== undefined && conditions.length > 0) || condition === null || condition?.readsClaims === true;
+  if (effect === 'allow' && issuer !== undefined && conditions !== undefined && !restricts) {
     report(
       ['claims'],
       'an allow policy needs at least one claim condition',
-      `without one it would trust every token of issuer '${issuer}'; pin the owner and repository ids, the ref, and so on`,
+      `without one it would trust every token of issuer '${issuer}'; pin the owner and repository ids, the ref, and so on (a \`condition\` counts only if it reads \`claims\`)`,
     );
   }
-  const grant = readGrant(root, effect, ctx, report);
+  const grant = readGrant(root, effect, ctx, report, POLICY_KEYS);
 
   const outcome: FileOutcome = { issues };
   if (name !== undefined) outcome.name = name;
-  if (issues.length > 0 || name === undefined || effect === undefined || issuer === undefined || conditions === undefined) return outcome;
+  if (issues.length > 0 || name === undefined || effect === undefined || issuer === undefined || conditions === undefined || condition === null) return outcome;
   if (effect === 'allow' && grant === undefined) return outcome;
 
   outcome.policy = makePolicy({
@@ -123,13 +160,15 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
     audience,
     allowTokenReuse: allowTokenReuse ?? false,
     conditions,
+    condition,
     grant: effect === 'allow' ? grant : undefined,
   });
+  outcome.exact = exact;
   return outcome;
 }
 
-function makePolicy(p: Omit<CompiledPolicy, 'evaluate'> & { conditions: readonly ClaimMatcher[] }): CompiledPolicy {
-  const { conditions, ...fields } = p;
+function makePolicy(p: Omit<CompiledPolicy, 'evaluate'> & { conditions: readonly ClaimMatcher[]; condition: CompiledCondition | undefined }): CompiledPolicy {
+  const { conditions, condition, ...fields } = p;
   const audience = fields.audience;
   return Object.freeze({
     ...fields,
@@ -140,6 +179,12 @@ function makePolicy(p: Omit<CompiledPolicy, 'evaluate'> & { conditions: readonly
         results.push(Object.freeze({ key: 'aud', operator: 'audience', expected: audience, actual: Object.freeze([...audiences]), matched: audiences.includes(audience) }));
       }
       for (const matcher of conditions) results.push(matcher(claims));
+      // The CEL condition last: it may combine the claims above, and its result is the least plain to read.
+      if (condition !== undefined) {
+        const { matched, actual } = condition.evaluate(claims);
+        // trimEnd: a `condition: |` block ends with a newline that says nothing.
+        results.push(Object.freeze({ key: 'condition', operator: 'cel', expected: condition.source.trimEnd(), actual, matched }));
+      }
       return results;
     },
   });
@@ -201,8 +246,45 @@ function readAudience(root: Json, issuer: string | undefined, ctx: CompileContex
   return value;
 }
 
-/** The claim conditions, in file order; undefined when any is invalid. */
-function readClaims(root: Json, report: Report): ClaimMatcher[] | undefined {
+/** A YAML key line such as `condition: |-  # comment`: what follows the colon. */
+const CONDITION_KEY_LINE = /^\s*(?:condition|"condition"|'condition')\s*:(.*)$/;
+
+/**
+ * The CEL `condition`, compiled: undefined when absent, null when invalid
+ * (reported). A compile error is placed at its own line in the file when the
+ * expression is a single line after the key or a literal block (`|`), else at
+ * the key; the message always gives the position inside the expression.
+ */
+function readCelCondition(root: Json, file: PolicyFile, doc: YamlDocument, report: Report, issues: PolicyIssue[]): CompiledCondition | null | undefined {
+  if (!has(root, 'condition')) return undefined;
+  const source = root.condition;
+  if (typeof source !== 'string') {
+    report(['condition'], `condition must be a CEL expression string, not ${describeValue(source)}`, 'quote it, or write it as a block: `condition: |`');
+    return null;
+  }
+  const compiled = compileCondition(source);
+  if (compiled.ok) return compiled.condition;
+  const { message, line, column } = compiled.error;
+  const keyLine = doc.lineOf(['condition']);
+  let fileLine = keyLine;
+  if (keyLine !== undefined) {
+    const afterKey = CONDITION_KEY_LINE.exec(file.text.split(/\r?\n/)[keyLine - 1] ?? '')?.[1]?.trim() ?? '';
+    // In a literal block, expression line n is n lines below the `condition: |` line; a one-line value sits on the key line.
+    if (afterKey.startsWith('|')) fileLine = keyLine + line;
+    else if (afterKey !== '' && !source.includes('\n')) fileLine = keyLine;
+  }
+  issues.push({
+    file: file.path,
+    line: fileLine,
+    keyPath: 'condition',
+    message: `invalid CEL condition at ${line}:${column}: ${message}`,
+    hint: 'the condition is a CEL expression over `claims`, e.g. claims.run_attempt == "1"; see docs/policies.md',
+  });
+  return null;
+}
+
+/** The claim conditions, in file order; undefined when any is invalid. Equality and `in` conditions are also added to `exact`. */
+function readClaims(root: Json, report: Report, exact: ExactCondition[]): ClaimMatcher[] | undefined {
   if (!has(root, 'claims')) return [];
   const claims = root.claims;
   if (!isJsonObject(claims)) {
@@ -219,6 +301,8 @@ function readClaims(root: Json, report: Report): ClaimMatcher[] | undefined {
     }
     try {
       matchers.push(compileMatcher(key, spec.spec));
+      const equality = exactCondition(key, spec.spec);
+      if (equality !== undefined) exact.push(equality);
     } catch (err) {
       if (!(err instanceof MatcherError)) throw err;
       report(spec.at, err.message, err.hint);
@@ -249,18 +333,29 @@ function readCondition(key: string, raw: unknown, report: Report): { spec: Condi
   }
   if (Array.isArray(raw)) {
     const values = readScalarList(raw, at, report);
-    return values && { spec: { operator: 'in', values }, at };
+    if (values === undefined) return undefined;
+    const wildcard = values.findIndex(looksLikePattern);
+    if (wildcard >= 0) {
+      reportWildcard([...at, wildcard], values[wildcard] as string, values, report, true);
+      return undefined;
+    }
+    return { spec: { operator: 'in', values }, at };
   }
   if (!isJsonObject(raw)) {
     const value = readScalar(raw, at, report);
-    return value === undefined ? undefined : { spec: { operator: 'equals', value }, at };
+    if (value === undefined) return undefined;
+    if (looksLikePattern(value)) {
+      reportWildcard(at, value, [value], report, false);
+      return undefined;
+    }
+    return { spec: { operator: 'equals', value }, at };
   }
 
   const operators = Object.keys(raw);
   let known = true;
   for (const op of operators) {
     if (!(CONDITION_OPERATORS as readonly string[]).includes(op)) {
-      report([...at, op], `unknown condition operator '${echo(op)}'`, suggest(op, CONDITION_OPERATORS) ?? `use one of ${CONDITION_OPERATORS.join(', ')}`);
+      report([...at, op], `unknown condition operator '${echo(op)}'`, operatorHint(op, raw[op]));
       known = false;
     }
   }
@@ -297,6 +392,48 @@ function readCondition(key: string, raw: unknown, report: Report): { spec: Condi
     default:
       return undefined;
   }
+}
+
+/**
+ * A plain value (or bare list item) with `*` or `?`: contract section 3 says
+ * plain values match exactly, so the author almost certainly meant a glob.
+ * `{ in: [...] }` stays exact and is how to match a literal `*` or `?`.
+ */
+function looksLikePattern(value: PolicyScalar): value is string {
+  return typeof value === 'string' && /[*?]/.test(value);
+}
+
+function reportWildcard(at: KeyPath, value: string, values: readonly PolicyScalar[], report: Report, inList: boolean): void {
+  const quoted = (v: PolicyScalar): string => JSON.stringify(typeof v === 'string' ? echo(v) : v);
+  const literally = `(to match ${inList ? 'them' : 'it'} literally, write { in: [${values.map(quoted).join(', ')}] })`;
+  const what = inList ? 'a list value' : 'a plain value';
+  const message = `'${echo(value)}' contains ${value.includes('*') ? "'*'" : "'?'"}, but ${what} is matched exactly, not as a pattern`;
+  if (!inList || values.length === 1) {
+    report(at, message, `${what} matches exactly; did you mean { glob: ${quoted(value)} }? ${literally}`);
+    return;
+  }
+  // Several values, some of them globs: one regex says the same (globs translated, other values escaped).
+  const alternatives = values.map((v) => globToRe2(String(v)));
+  report(at, message, `list values match exactly; did you mean { regex: ${quoted(alternatives.join('|'))} }? ${literally}`);
+}
+
+/** Hint for an unknown condition operator: a near miss, or what to write instead of a common operator from other policy languages. */
+function operatorHint(op: string, value: unknown): string {
+  const lower = op.toLowerCase().replace(/-/g, '_');
+  const shown = typeof value === 'string' ? echo(value) : undefined;
+  const asGlob = (glob: string | undefined): string => (shown === undefined ? '{ glob: "..." }' : `{ glob: ${JSON.stringify(glob)} }`);
+  if (['equals', 'equal', 'eq', 'is', 'exact', 'value'].includes(lower)) {
+    return `a plain value matches exactly: write the value itself${shown === undefined ? '' : ` (${JSON.stringify(shown)})`} instead of a map`;
+  }
+  if (/^(not|ne|neq|not_?(in|equals?|glob|regex|matches)|none_of|exclude[sd]?)$/.test(lower)) {
+    return 'there is no negated operator: write an effect: deny policy for the values to refuse, or a CEL `condition` with !';
+  }
+  if (['prefix', 'starts_with', 'startswith', 'begins_with'].includes(lower)) return `did you mean ${asGlob(shown && `${shown}*`)}?`;
+  if (['suffix', 'ends_with', 'endswith'].includes(lower)) return `did you mean ${asGlob(shown && `*${shown}`)}?`;
+  if (['pattern', 'regexp', 're', 'match', 'matches'].includes(lower)) return suggest(op, CONDITION_OPERATORS) ?? "did you mean 'regex' (or 'glob')?";
+  if (['any', 'any_of', 'one_of', 'oneof', 'values', 'list', 'within'].includes(lower)) return "did you mean 'in'?";
+  if (['present', 'defined', 'has', 'exist', 'required'].includes(lower)) return "did you mean 'exists'?";
+  return suggest(op, CONDITION_OPERATORS) ?? `use one of ${CONDITION_OPERATORS.join(', ')}`;
 }
 
 function readScalarList(list: unknown[], at: KeyPath, report: Report): PolicyScalar[] | undefined {
@@ -340,7 +477,7 @@ function readOptional(root: Json, key: string, type: 'string' | 'boolean', repor
   return undefined;
 }
 
-function buildPolicySet(policies: readonly CompiledPolicy[]): PolicySet {
+function buildPolicySet(policies: readonly CompiledPolicy[], exactConditions: ReadonlyMap<CompiledPolicy, readonly ExactCondition[]>): PolicySet {
   const denies = new Map<string, CompiledPolicy[]>();
   for (const policy of policies) {
     if (policy.effect !== 'deny') continue;
@@ -351,6 +488,7 @@ function buildPolicySet(policies: readonly CompiledPolicy[]): PolicySet {
   return Object.freeze({
     byName: readonlyMap(policies.map((p) => [p.name, p] as const)),
     denyByIssuer: readonlyMap([...denies].map(([issuer, list]) => [issuer, Object.freeze(list)] as const)),
+    denyIndex: readonlyMap([...denies].map(([issuer, list]) => [issuer, buildDenyIndex(list.map((policy) => ({ policy, exact: exactConditions.get(policy) ?? [] })))] as const)),
     size: policies.length,
   });
 }

@@ -9,6 +9,16 @@ export interface EvaluationToken {
   audiences: readonly string[];
 }
 
+/** How much of the deny policies a decision evaluates. */
+export interface EvaluateOptions {
+  /**
+   * Evaluate every deny policy of the issuer instead of only the index's
+   * candidates, so `evaluations` lists them all (explain). The decision
+   * (allowed, reason, message) is the same either way.
+   */
+  allDenyPolicies?: boolean;
+}
+
 /** How much of a caller-supplied policy name an error echoes. */
 const NAME_ECHO_LIMIT = 128;
 /** How much of one claim value a denial message shows. */
@@ -39,12 +49,21 @@ export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
  * (deny wins). Every condition is evaluated, even after a failure, so explain
  * and the audit record see the whole picture.
  *
- * `evaluations` holds the named policy, then each deny policy of the issuer;
- * deny policies' `expected` values are replaced by `(hidden)` so nothing built
- * from a Decision can leak them. Both are empty when the policy is a deny
- * policy or belongs to another issuer, since its conditions say nothing then.
+ * Deny policies are looked up in the issuer's deny index (`PolicySet.denyIndex`):
+ * only those that could match the token are evaluated, so the cost does not
+ * grow with the number of policies. The others each have an equality or `in`
+ * condition the token fails, so they could not have matched: the decision is
+ * the one a scan of every deny policy would give.
+ *
+ * `evaluations` holds the named policy, then the deny policies evaluated, in
+ * file order: the index's candidates (every deny policy the token could
+ * match, which includes every one that did), or every deny policy of the
+ * issuer with `{ allDenyPolicies: true }` (explain). Deny policies' `expected`
+ * values are replaced by `(hidden)` so nothing built from a Decision can leak
+ * them. `evaluations` is empty when the policy is a deny policy or belongs to
+ * another issuer, since its conditions say nothing then.
  */
-export function evaluate(set: PolicySet, policy: CompiledPolicy, token: EvaluationToken): Decision {
+export function evaluate(set: PolicySet, policy: CompiledPolicy, token: EvaluationToken, options: EvaluateOptions = {}): Decision {
   if (policy.effect !== 'allow') {
     return {
       allowed: false,
@@ -63,7 +82,8 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
   }
 
   const named = evaluationOf(policy, token, false);
-  const denials = (set.denyByIssuer.get(token.issuerName) ?? []).map((deny) => evaluationOf(deny, token, true));
+  const denyPolicies = options.allDenyPolicies === true ? set.denyByIssuer.get(token.issuerName) : set.denyIndex.get(token.issuerName)?.candidates(token.claims);
+  const denials = (denyPolicies ?? []).map((deny) => evaluationOf(deny, token, true));
   const evaluations = [named, ...denials];
 
   const matchedDenials = denials.filter((d) => d.matched);

@@ -1,6 +1,6 @@
 import type { KeyPath } from './parse.js';
 import type { AwsGrant, CompileContext, Effect, GcpGrant, Grant, JsonTemplate, JwtGrant, ProviderName, Template } from './types.js';
-import { checkKnownKeys, describeValue, echo, has, isJsonObject, readTemplate, suggest, type Json, type Report } from './yaml-values.js';
+import { checkKnownKeys, describeValue, echo, has, isJsonObject, readTemplate, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
 
 const PROVIDERS: readonly ProviderName[] = ['aws', 'gcp', 'jwt'];
 const JWT_GRANT_KEYS = ['provider', 'audience', 'claims', 'max_duration_seconds'] as const;
@@ -8,8 +8,11 @@ const JWT_GRANT_KEYS = ['provider', 'audience', 'claims', 'max_duration_seconds'
 const REGISTERED_CLAIMS: ReadonlySet<string> = new Set(['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti']);
 const JWT_DURATION = { min: 60, max: 43_200, default: 900 } as const;
 
-/** Reads a policy's `grant` for its provider (contract section 3). */
-export function readGrant(root: Json, effect: Effect | undefined, ctx: CompileContext, report: Report): Grant | undefined {
+/**
+ * Reads a policy's `grant` for its provider (contract section 3).
+ * `policyKeys` are the top-level keys, so a grant key that belongs there says so.
+ */
+export function readGrant(root: Json, effect: Effect | undefined, ctx: CompileContext, report: Report, policyKeys: readonly string[] = []): Grant | undefined {
   if (effect === 'deny') {
     if (has(root, 'grant')) report(['grant'], 'a deny policy cannot have a grant', 'remove `grant`, or set effect: allow');
     return undefined;
@@ -37,13 +40,14 @@ export function readGrant(root: Json, effect: Effect | undefined, ctx: CompileCo
     report(['grant', 'provider'], `provider '${name}' is not configured/supported`, `configured providers: ${[...ctx.providers].join(', ') || '(none)'}`);
     return undefined;
   }
+  const hints = grantKeyHints(name, policyKeys);
   switch (name) {
     case 'jwt':
-      return readJwtGrant(grant, report);
+      return readJwtGrant(grant, report, hints);
     case 'aws':
-      return readAwsGrant(grant, report);
+      return readAwsGrant(grant, report, hints);
     case 'gcp':
-      return readGcpGrant(grant, report);
+      return readGcpGrant(grant, report, hints);
     default: {
       const unreachable: never = name;
       return unreachable;
@@ -51,8 +55,8 @@ export function readGrant(root: Json, effect: Effect | undefined, ctx: CompileCo
   }
 }
 
-function readJwtGrant(grant: Json, report: Report): JwtGrant | undefined {
-  checkKnownKeys(grant, JWT_GRANT_KEYS, ['grant'], report);
+function readJwtGrant(grant: Json, report: Report, hints: KeyHints): JwtGrant | undefined {
+  checkKnownKeys(grant, JWT_GRANT_KEYS, ['grant'], report, hints);
   let failures = 0;
   const failing: Report = (...args) => {
     failures++;
@@ -106,8 +110,8 @@ const TAG_KEY = /^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$/u;
 const EXTERNAL_ID = /^[\w+=,.@:/-]{2,1224}$/;
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
 
-function readAwsGrant(grant: Json, report: Report): AwsGrant | undefined {
-  checkKnownKeys(grant, AWS_GRANT_KEYS, ['grant'], report);
+function readAwsGrant(grant: Json, report: Report, hints: KeyHints): AwsGrant | undefined {
+  checkKnownKeys(grant, AWS_GRANT_KEYS, ['grant'], report, hints);
   const { failing, failed } = countFailures(report);
 
   const roleArn = readLiteral(grant, 'role_arn', ROLE_ARN, 'an IAM role ARN such as arn:aws:iam::123456789012:role/deploy', failing, true);
@@ -176,8 +180,8 @@ const GOOGLE_ID_TOKEN_SECONDS = 3600;
 const SERVICE_ACCOUNT = /^[a-z0-9][a-z0-9.-]{0,62}@[a-z0-9][a-z0-9.-]*\.gserviceaccount\.com$/;
 const CLOUD_PLATFORM = 'https://www.googleapis.com/auth/cloud-platform';
 
-function readGcpGrant(grant: Json, report: Report): GcpGrant | undefined {
-  checkKnownKeys(grant, GCP_GRANT_KEYS, ['grant'], report);
+function readGcpGrant(grant: Json, report: Report, hints: KeyHints): GcpGrant | undefined {
+  checkKnownKeys(grant, GCP_GRANT_KEYS, ['grant'], report, hints);
   const { failing, failed } = countFailures(report);
   const serviceAccount = readLiteral(grant, 'service_account', SERVICE_ACCOUNT, 'a service account email such as deploy@my-project.iam.gserviceaccount.com', failing, true);
   const scopes = readStringList(grant, 'scopes', failing) ?? [CLOUD_PLATFORM];
@@ -254,6 +258,42 @@ function readLiteral(grant: Json, key: string, pattern: RegExp, expected: string
     return undefined;
   }
   return value;
+}
+
+/** Each provider's grant keys. */
+function keysOf(provider: ProviderName): readonly string[] {
+  switch (provider) {
+    case 'jwt':
+      return JWT_GRANT_KEYS;
+    case 'aws':
+      return AWS_GRANT_KEYS;
+    case 'gcp':
+      return GCP_GRANT_KEYS;
+    default: {
+      const unreachable: never = provider;
+      return unreachable;
+    }
+  }
+}
+
+/** Every grant key of every provider, with the providers that have it (for hints outside `grant:`). */
+export function grantKeyProviders(): ReadonlyMap<string, readonly ProviderName[]> {
+  const out = new Map<string, ProviderName[]>();
+  for (const provider of PROVIDERS) for (const key of keysOf(provider)) out.set(key, [...(out.get(key) ?? []), provider]);
+  return out;
+}
+
+/** For a `provider` grant: keys of the top level or of other providers say where they belong. */
+function grantKeyHints(provider: ProviderName, policyKeys: readonly string[]): KeyHints {
+  const own = keysOf(provider);
+  const elsewhere = new Map<string, string>();
+  for (const key of policyKeys) if (!own.includes(key)) elsewhere.set(key, 'at the top level of the policy, not under `grant:`');
+  for (const [key, providers] of grantKeyProviders()) {
+    if (own.includes(key)) continue;
+    const top = elsewhere.has(key) ? 'at the top level of the policy or ' : '';
+    elsewhere.set(key, `${top}in ${providers.join(' and ')} grants; this grant's provider is ${provider}`);
+  }
+  return { elsewhere };
 }
 
 function readStringList(grant: Json, key: string, report: Report): string[] | undefined {

@@ -1,6 +1,15 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { PolicyFile } from './types.js';
+
+/**
+ * Files read between two yields to the event loop. Policy files are small, and
+ * reading one synchronously costs ~10 µs where `fs/promises` costs ~100 µs of
+ * thread-pool round trips (10,000 files: 0.1 s instead of 1 s or more); reading
+ * in slices keeps a reload from holding up requests for more than a few ms.
+ */
+const READ_SLICE = 100;
 
 /** The policy directory cannot be read; the message names the path and the cause. */
 export class PolicyDirError extends Error {
@@ -35,13 +44,14 @@ export async function loadPolicyDir(dir: string): Promise<PolicyFile[]> {
 
   const decoder = new TextDecoder('utf-8', { fatal: true });
   const files: PolicyFile[] = [];
-  for (const name of candidates) {
+  for (const [index, name] of candidates.entries()) {
+    if (index > 0 && index % READ_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
     const file = path.join(dir, name);
     let bytes: Buffer;
     try {
       // stat follows symlinks: a directory named `x.yaml` is skipped, a dangling link is an error.
-      if (!(await stat(file)).isFile()) continue;
-      bytes = await readFile(file);
+      if (!statSync(file).isFile()) continue;
+      bytes = readFileSync(file);
     } catch (err) {
       throw new PolicyDirError(`Cannot read policy file '${file}': ${(err as NodeJS.ErrnoException).code ?? String(err)}.`, { cause: err });
     }

@@ -1,4 +1,5 @@
 import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
+import { parseSimpleYaml } from './yaml-fast.js';
 
 /** A path into a parsed document: map keys and sequence indexes. */
 export type KeyPath = readonly (string | number)[];
@@ -32,8 +33,19 @@ const MAX_ALIAS_COUNT = 100;
  * `<<` is an ordinary key). Syntax errors, duplicate keys, unknown tags,
  * non-scalar keys and multiple documents are problems, each with its line:
  * a policy must mean exactly what it says, so nothing is guessed or dropped.
+ *
+ * Text in the simple subset most policy files use is read by a fast path
+ * (yaml-fast.ts) that gives the same value and lines; anything else, and
+ * every text with a problem, goes through the `yaml` library.
  */
 export function parseYamlDocument(text: string): YamlParseResult {
+  const simple = parseSimpleYaml(text);
+  if (simple !== undefined) return { ok: true, doc: simple };
+  return parseYamlDocumentFully(text);
+}
+
+/** `parseYamlDocument` without the fast path: always the `yaml` library. */
+export function parseYamlDocumentFully(text: string): YamlParseResult {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, {
     lineCounter,

@@ -4,16 +4,20 @@
  */
 export type ProviderName = 'jwt' | 'aws' | 'gcp';
 export type Effect = 'allow' | 'deny';
-export type ConditionOperator = 'equals' | 'in' | 'glob' | 'regex' | 'exists' | 'audience';
+export type ConditionOperator = 'equals' | 'in' | 'glob' | 'regex' | 'exists' | 'audience' | 'cel';
 
 /** The outcome of one condition, as explain shows it. */
 export interface ConditionResult {
-  /** Claim name, or a JSON Pointer starting with `/`; `aud` for the audience condition. */
+  /** Claim name, or a JSON Pointer starting with `/`; `aud` for the audience condition; `condition` for the CEL condition (operator `cel`). */
   key: string;
   operator: ConditionOperator;
   /** Human form of what was required, e.g. `refs/heads/main`, `[push, workflow_dispatch]`, `glob acme/*`. */
   expected: string;
-  /** The claim's value in the token; undefined when absent. */
+  /**
+   * The claim's value in the token; undefined when absent. For `cel`: the
+   * bool result, or a string saying why there is none (an evaluation error
+   * with its position in the expression, or a non-bool result).
+   */
   actual: unknown;
   matched: boolean;
 }
@@ -108,6 +112,12 @@ export interface PolicySet {
   readonly byName: ReadonlyMap<string, CompiledPolicy>;
   /** Deny policies indexed by issuer name, so a decision never scans unrelated policies. */
   readonly denyByIssuer: ReadonlyMap<string, readonly CompiledPolicy[]>;
+  /**
+   * The same deny policies, per issuer, indexed by their equality conditions:
+   * a decision evaluates only the deny policies that could match its token
+   * (see deny-index.ts), so its cost does not grow with the number of policies.
+   */
+  readonly denyIndex: ReadonlyMap<string, import('./deny-index.js').DenyIndex>;
   readonly size: number;
 }
 

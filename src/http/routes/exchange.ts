@@ -67,8 +67,13 @@ const markFormat: RequestHandler = (req, res, next) => {
 
 /** Refuses a request whose shape is wrong before anything is verified; unknown fields are refused so a typo cannot silently change a duration. */
 function checkRequestShape(req: Request, format: string | undefined, headerToken: string | null | undefined, bodyToken: unknown): InvalidRequestError | undefined {
+  if (!format || !FORMATS.has(format)) return new InvalidRequestError('format must be json, env or credential_process.', { reason: 'bad_format' });
+  return checkBodyShape(req, headerToken, bodyToken);
+}
+
+/** The body and token checks shared by exchange and explain. */
+export function checkBodyShape(req: Request, headerToken: string | null | undefined, bodyToken: unknown): InvalidRequestError | undefined {
   const refuse = (message: string, reason: string) => new InvalidRequestError(message, { reason });
-  if (!format || !FORMATS.has(format)) return refuse('format must be json, env or credential_process.', 'bad_format');
   if (req.body === undefined && (Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined)) {
     return refuse('Send the body as JSON with "Content-Type: application/json".', 'unsupported_content_type');
   }
@@ -118,6 +123,6 @@ export function requestContext(req: Request, res: Response): RequestContext {
   };
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

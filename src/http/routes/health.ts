@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { NotReadyError } from '../../errors.js';
 import type { AuditStore } from '../../audit/types.js';
 import type { BrokerMetrics } from '../../metrics.js';
+import type { PolicySetStatus } from '../../policy/reload.js';
 import type { PolicySet } from '../../policy/types.js';
 import { sendError } from '../errors.js';
 
@@ -10,6 +11,11 @@ interface HealthDeps {
   policies: () => PolicySet;
   metrics: BrokerMetrics;
   isAccepting: () => boolean;
+  /**
+   * The serving policy set and the last reload (main.ts puts it on the deps).
+   * A failed reload does not gate readiness: the last good set still serves.
+   */
+  policyStatus?: () => PolicySetStatus;
 }
 
 /** Liveness, readiness (contract section 1) and Prometheus metrics. */
@@ -29,9 +35,10 @@ export function healthRoutes(deps: HealthDeps): Router {
         () => 'unavailable',
       ),
     };
-    if (checks.accepting && checks.audit === 'writable') return res.json({ status: 'ready', checks });
+    const details = deps.policyStatus ? { policies: deps.policyStatus() } : {};
+    if (checks.accepting && checks.audit === 'writable') return res.json({ status: 'ready', checks, ...details });
     const why = !checks.accepting ? 'The broker is shutting down.' : 'The audit store cannot take writes.';
-    sendError(res, new NotReadyError(why, { reason: 'not_ready' }), { checks });
+    sendError(res, new NotReadyError(why, { reason: 'not_ready' }), { checks, ...details });
   });
 
   router.get('/metrics', async (_req, res) => {

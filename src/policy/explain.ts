@@ -1,0 +1,240 @@
+import { evaluate, type EvaluationToken } from './evaluate.js';
+import type { CompileContext, CompiledPolicy, ConditionOperator, ConditionResult, Decision, Effect, PolicySet } from './types.js';
+
+/**
+ * The explain output (contract section 4, `POST /v1/explain`; section 6,
+ * `policy explain`): a Decision as JSON, and its text rendering. The HTTP
+ * route and the offline CLI print the same object, so a script reads both
+ * the same way.
+ */
+export interface ExplainOutput {
+  /** Id of the explain's audit record; null offline, where nothing is recorded. */
+  explain_id: string | null;
+  /** The policy the request named. */
+  policy: string;
+  decision: 'allow' | 'deny';
+  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `issuer_mismatch`, `not_an_allow_policy` (offline also `audience_not_accepted`). */
+  reason: string;
+  /** Sentence; names failing claims and the token's values, never another policy's values. */
+  message: string;
+  /** The named policy, then every deny policy of the token's issuer. */
+  evaluations: ExplainEvaluation[];
+}
+
+export interface ExplainEvaluation {
+  policy: string;
+  effect: Effect;
+  /** Every condition held (for a deny policy: it denies the token). */
+  matched: boolean;
+  conditions: ExplainCondition[];
+}
+
+export interface ExplainCondition {
+  /** Claim name, JSON Pointer, `aud` (audience narrowing) or `condition` (CEL). */
+  key: string;
+  operator: ConditionOperator;
+  /** Human form of what the policy requires; `(hidden)` over HTTP and for deny policies' values wherever the reader is not the owner. */
+  expected: string;
+  /** The token's value for the key, as JSON (the token's audiences for `aud`); left out when the token lacks the claim. */
+  actual?: unknown;
+  matched: boolean;
+}
+
+const HIDDEN = '(hidden)';
+
+/**
+ * The explain object. `reader: 'caller'` (HTTP) hides every policy's expected
+ * values: any holder of a token for the broker's audience can call explain,
+ * and a policy's pinned ids, refs and workflow paths are reconnaissance for
+ * them; the conditions, operators, the caller's own claim values and what
+ * matched are enough to see why. `'owner'` (the offline CLI, run by whoever
+ * holds the policy files) shows them.
+ */
+export function toExplainOutput(policy: string, decision: Decision, explainId: string | null, reader: 'caller' | 'owner'): ExplainOutput {
+  return {
+    explain_id: explainId,
+    policy,
+    decision: decision.allowed ? 'allow' : 'deny',
+    reason: decision.reason,
+    message: decision.message,
+    evaluations: decision.evaluations.map((e) => ({
+      policy: e.policy,
+      effect: e.effect,
+      matched: e.matched,
+      conditions: e.conditions.map((c) => {
+        const shown = reader === 'caller' ? { ...c, expected: HIDDEN } : c;
+        const actual = hidesActual(shown) ? HIDDEN : shown.actual;
+        return { key: c.key, operator: c.operator, expected: shown.expected, ...(actual === undefined ? {} : { actual }), matched: c.matched };
+      }),
+    })),
+  };
+}
+
+/**
+ * A hidden CEL condition's `actual` is hidden too unless it is the bool
+ * result: an evaluation error's text comes from the expression (a key it
+ * reads, a pattern, a position), not from the token.
+ */
+function hidesActual(c: ConditionResult): boolean {
+  return c.expected === HIDDEN && c.operator === 'cel' && typeof c.actual !== 'boolean';
+}
+
+/** A token as the offline commands (`policy explain`, `policy test`) make it up: nothing is verified. */
+export interface OfflineToken extends EvaluationToken {
+  /** True when the audiences were not given and the issuer's first configured audience was used. */
+  defaultAudience: boolean;
+}
+
+/**
+ * Builds the evaluation input from a claim set: the audiences are `audience`
+ * if given, else the claims' `aud` (string or list of strings), else the
+ * issuer's first configured audience (what a CI job asking this broker would
+ * normally request).
+ */
+export function offlineToken(ctx: CompileContext, issuerName: string, claims: Readonly<Record<string, unknown>>, audience?: readonly string[]): OfflineToken {
+  if (audience !== undefined) return { issuerName, claims, audiences: [...audience], defaultAudience: false };
+  const aud = claims.aud;
+  if (typeof aud === 'string') return { issuerName, claims, audiences: [aud], defaultAudience: false };
+  if (Array.isArray(aud)) return { issuerName, claims, audiences: aud.filter((a): a is string => typeof a === 'string'), defaultAudience: false };
+  const first = ctx.issuers.get(issuerName)?.audiences[0];
+  return { issuerName, claims, audiences: first === undefined ? [] : [first], defaultAudience: true };
+}
+
+/**
+ * The decision an exchange of this (unverified) token would get, for the
+ * offline commands. Like the broker's verifier, a token none of whose
+ * audiences the issuer accepts is refused before any policy is evaluated
+ * (reason `audience_not_accepted`). Every deny policy of the issuer is
+ * evaluated (not just the deny index's candidates), and their expected values
+ * are shown: whoever runs these commands holds the policy files.
+ */
+export function evaluateOffline(set: PolicySet, ctx: CompileContext, policy: CompiledPolicy, token: EvaluationToken): Decision {
+  const accepted = ctx.issuers.get(token.issuerName)?.audiences ?? [];
+  if (!token.audiences.some((a) => accepted.includes(a))) {
+    const shown = token.audiences.length === 0 ? 'no audience' : `audience ${token.audiences.map((a) => JSON.stringify(a)).join(', ')}`;
+    return {
+      allowed: false,
+      reason: 'audience_not_accepted',
+      message: `A token with ${shown} would be refused before any policy is evaluated: issuer '${token.issuerName}' accepts ${accepted.map((a) => JSON.stringify(a)).join(', ') || 'no audience'}.`,
+      evaluations: [],
+    };
+  }
+  return revealDenyExpected(set, evaluate(set, policy, token, { allDenyPolicies: true }), token);
+}
+
+/**
+ * Puts deny policies' expected values back into a Decision (evaluate() hides
+ * them) by evaluating those policies again. Offline use only: the HTTP API
+ * must never reveal them.
+ */
+export function revealDenyExpected(set: PolicySet, decision: Decision, token: EvaluationToken): Decision {
+  return {
+    ...decision,
+    evaluations: decision.evaluations.map((evaluation) => {
+      const policy = set.byName.get(evaluation.policy);
+      if (evaluation.effect !== 'deny' || policy === undefined) return evaluation;
+      const revealed = policy.evaluate(token.claims, token.audiences);
+      const sameShape = revealed.length === evaluation.conditions.length && revealed.every((r, i) => r.key === evaluation.conditions[i]?.key && r.operator === evaluation.conditions[i]?.operator);
+      return sameShape ? { ...evaluation, conditions: evaluation.conditions.map((c, i) => ({ ...c, expected: revealed[i]!.expected })) } : evaluation;
+    }),
+  };
+}
+
+/** How much of one value the text rendering shows; `--json` has them whole. */
+const CELL_LIMIT = 80;
+
+/**
+ * The explain output as a table for a terminal: the decision and its
+ * message, then for each evaluated policy one row per condition (✓ or ✗,
+ * key, operator, expected, the token's value). `notes` come first, one per
+ * line (e.g. "token not verified").
+ */
+export function renderExplainText(output: ExplainOutput, notes: readonly string[] = []): string {
+  const lines: string[] = notes.map((n) => `note: ${n}`);
+  if (lines.length > 0) lines.push('');
+  lines.push(`Decision: ${output.decision.toUpperCase()} (${output.reason})`);
+  lines.push(clean(output.message, Infinity));
+  if (output.evaluations.length === 0) return `${lines.join('\n')}\n`;
+
+  const header = ['', 'KEY', 'OPERATOR', 'EXPECTED', 'ACTUAL'];
+  const rows = output.evaluations.map((e) => e.conditions.map((c) => [c.matched ? '✓' : '✗', clean(c.key, CELL_LIMIT), c.operator, clean(c.expected, CELL_LIMIT), clean(showActual(c.actual), CELL_LIMIT)]));
+  const widths = header.map((h, i) => Math.max(width(h), ...rows.flat().map((r) => width(r[i]!))));
+  const format = (cells: readonly string[]): string => `  ${cells.map((cell, i) => (i === cells.length - 1 ? cell : cell + ' '.repeat(widths[i]! - width(cell)))).join('  ')}`.trimEnd();
+
+  output.evaluations.forEach((evaluation, i) => {
+    lines.push('', `${evaluation.effect === 'deny' ? 'deny policy' : 'policy'} ${evaluation.policy}: ${evaluationVerdict(evaluation)}`);
+    if (evaluation.conditions.length === 0) return;
+    lines.push(format(header));
+    for (const row of rows[i]!) lines.push(format(row));
+  });
+  return `${lines.join('\n')}\n`;
+}
+
+function evaluationVerdict(e: ExplainEvaluation): string {
+  const failed = e.conditions.filter((c) => !c.matched).length;
+  const total = e.conditions.length;
+  if (e.effect === 'deny') {
+    if (total === 0) return 'matches every token of its issuer: denies this token';
+    return e.matched ? 'matches: denies this token' : `does not match (${failed} of ${total} condition${total === 1 ? '' : 's'} fail${failed === 1 ? 's' : ''})`;
+  }
+  return e.matched ? `every condition holds (${total})` : `${failed} of ${total} condition${total === 1 ? '' : 's'} fail${failed === 1 ? 's' : ''}`;
+}
+
+/**
+ * One line on why a decision went the way it did, naming each failing
+ * condition with what it requires and the token's value (for `policy test`'s
+ * FAIL lines; offline, so deny policies' values are shown when revealed).
+ */
+export function summarizeDecision(decision: Decision): string {
+  const [named, ...denials] = decision.evaluations;
+  if (decision.reason === 'denied_by_policy') {
+    return denials
+      .filter((d) => d.matched)
+      .map((d) => `deny policy '${d.policy}' matches${d.conditions.length === 0 ? ' every token of its issuer' : `: ${d.conditions.map(describeCondition).join('; ')}`}`)
+      .join('; ');
+  }
+  if (decision.reason === 'conditions_not_met' && named) {
+    return `policy '${named.policy}' does not match: ${named.conditions.filter((c) => !c.matched).map(describeCondition).join('; ')}`;
+  }
+  return decision.message;
+}
+
+/** `ref in [refs/heads/main] (token: "refs/heads/dev")` */
+function describeCondition(c: ConditionResult): string {
+  const token = clean(showActual(c.actual), CELL_LIMIT);
+  const expected = clean(c.expected, CELL_LIMIT);
+  switch (c.operator) {
+    case 'equals':
+      return `${c.key} = ${expected} (token: ${token})`;
+    case 'in':
+      return `${c.key} in ${expected} (token: ${token})`;
+    case 'exists':
+      return `${c.key} ${expected === 'exists' ? 'exists' : `is ${expected}`} (token: ${token})`;
+    case 'audience':
+      return `aud holds ${expected} (token: ${token})`;
+    default:
+      // glob, regex: `expected` already names the operator; cel and anything newer: the expression.
+      return `${c.key} ${c.operator === 'glob' || c.operator === 'regex' ? 'matches ' : ''}${expected} (token: ${token})`;
+  }
+}
+
+function showActual(value: unknown): string {
+  if (value === undefined) return '(absent)';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return `a ${typeof value}`;
+  }
+}
+
+/** One line, no control or bidi characters (claims are untrusted input on a terminal), cut to `limit`. */
+function clean(text: string, limit: number): string {
+  // eslint-disable-next-line no-control-regex
+  const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?');
+  const chars = [...flat];
+  return chars.length > limit ? `${chars.slice(0, limit - 1).join('')}…` : flat;
+}
+
+function width(text: string): number {
+  return [...text].length;
+}

@@ -1,0 +1,290 @@
+// oidc-broker policy test | explain, run as a real process (exit codes, stdin), against temp policy directories.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import request from 'supertest';
+import { AUDIENCE, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const BROKER = 'https://broker.example.com';
+
+const CONFIG = `
+issuers:
+  - name: github
+    issuer: https://token.actions.githubusercontent.com
+    audiences: [${BROKER}]
+  - name: gitlab
+    issuer: https://gitlab.example.com
+    audiences: [${BROKER}]
+policies:
+  dir: ./policies
+`;
+
+const POLICIES: Record<string, string> = {
+  'deploy.yaml': `name: deploy
+issuer: github
+claims:
+  repository: acme/api
+  ref: [refs/heads/main, refs/heads/release]
+grant:
+  provider: jwt
+  audience: https://deploy.example.com
+`,
+  'deny-prt.yaml': `issuer: github
+effect: deny
+claims:
+  event_name: pull_request_target
+`,
+};
+
+const PASSING = `tests:
+  - name: main may deploy
+    policy: deploy
+    claims: {repository: acme/api, ref: refs/heads/main, event_name: push}
+    expect: allow
+  - name: pull_request_target may not
+    policy: deploy
+    claims: {repository: acme/api, ref: refs/heads/main, event_name: pull_request_target}
+    expect: deny
+`;
+
+const FAILING = `tests:
+  - name: release may deploy
+    policy: deploy
+    claims: {repository: acme/api, ref: refs/heads/release}
+    expect: allow
+  - name: feature may deploy
+    policy: deploy
+    claims: {repository: acme/api, ref: refs/heads/feature}
+    expect: allow
+`;
+
+let root: string;
+before(async () => {
+  root = await mkdtemp(path.join(tmpdir(), 'oidc-broker-cli-policy-'));
+});
+after(async () => rm(root, { recursive: true, force: true }));
+
+/** A config and a policy directory holding `files` (policies and test files); returns the config path and the directory. */
+async function workspace(name: string, files: Record<string, string>): Promise<{ config: string; dir: string }> {
+  const base = path.join(root, name);
+  const dir = path.join(base, 'policies');
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(base, 'broker.yaml'), CONFIG);
+  for (const [file, text] of Object.entries(files)) await writeFile(path.join(dir, file), text);
+  return { config: path.join(base, 'broker.yaml'), dir };
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI as a real process, from source; `stdin` is written to it. */
+function cli(args: string[], stdin?: string): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'test/helpers/cli-main.ts'), ...args], {
+      cwd: REPO,
+      env: { ...process.env, BROKER_CONFIG: '' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(stdin ?? '');
+  });
+}
+
+/** An unsigned JWT: offline explain decodes without verifying. */
+function unsignedJwt(payload: Record<string, unknown>): string {
+  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  return `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64(payload)}.${Buffer.from('not-a-signature').toString('base64url')}`;
+}
+
+describe('oidc-broker policy test', () => {
+  test('all cases pass: one PASS line each, a summary, exit 0', async () => {
+    const ws = await workspace('pass', { ...POLICIES, 'deploy.test.yaml': PASSING });
+    const run = await cli(['policy', 'test', '-c', ws.config]);
+    assert.equal(run.code, 0, run.stderr);
+    const lines = run.stdout.trimEnd().split('\n');
+    assert.match(lines[0]!, /^PASS .*policies\/deploy\.test\.yaml: main may deploy$/);
+    assert.match(lines[1]!, /^PASS .*policies\/deploy\.test\.yaml: pull_request_target may not$/);
+    assert.equal(lines[2], '2 passed, 0 failed (1 test file)');
+    assert.equal(run.stderr, '');
+  });
+
+  test('a failing case: FAIL with file:line, expected and actual decision, the failing condition and token value; exit 1', async () => {
+    const ws = await workspace('fail', { ...POLICIES, 'a.test.yaml': PASSING, 'b.test.yaml': FAILING });
+    const run = await cli(['policy', 'test', ws.dir, '--config', ws.config]);
+    assert.equal(run.code, 1);
+    const lines = run.stdout.trimEnd().split('\n');
+    assert.equal(lines.length, 5, run.stdout);
+    assert.match(lines[2]!, /^PASS .*b\.test\.yaml: release may deploy$/);
+    assert.equal(
+      lines[3]!.replace(/^FAIL .*?b\.test\.yaml/, 'FAIL b.test.yaml'),
+      `FAIL b.test.yaml:6: feature may deploy — expected allow, got deny: policy 'deploy' does not match: ref in [refs/heads/main, refs/heads/release] (token: "refs/heads/feature")`,
+    );
+    assert.equal(lines[4], '3 passed, 1 failed (2 test files)');
+  });
+
+  test('an invalid test file: file:line errors on stderr, exit 1; the valid files still run', async () => {
+    const invalid = `tests:\n  - name: typo\n    policy: deploy\n    claims: {}\n    expcet: deny\n`;
+    const ws = await workspace('invalid', { ...POLICIES, 'a.test.yaml': PASSING, 'bad.test.yaml': invalid });
+    const run = await cli(['policy', 'test', '-c', ws.config]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /bad\.test\.yaml:5: tests\[0\]\.expcet: unknown key 'expcet' \(hint: did you mean 'expect'\?\)/);
+    assert.match(run.stderr, /bad\.test\.yaml:2: tests\[0\]: expect is required/);
+    assert.match(run.stdout, /^2 passed, 0 failed, 2 problems in test files \(2 test files\)$/m);
+  });
+
+  test('a case naming a missing policy: an error at its line, exit 1', async () => {
+    const ws = await workspace('missing', { ...POLICIES, 'deploy.test.yaml': `tests:\n  - name: typo\n    policy: deplyo\n    claims: {}\n    expect: deny\n` });
+    const run = await cli(['policy', 'test', '-c', ws.config]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /deploy\.test\.yaml:3: tests\[0\]\.policy: test 'typo': no policy named 'deplyo' in the policy directory \(hint: did you mean 'deploy'\?\)/);
+  });
+
+  test('no test files: exit 1, so a CI step pointed at the wrong directory does not pass', async () => {
+    const ws = await workspace('none', POLICIES);
+    const run = await cli(['policy', 'test', '-c', ws.config]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /no test cases found: .*policies has no \*\.test\.yaml files/);
+  });
+
+  test('policies that do not compile: the compile errors, exit 1, no case run', async () => {
+    const ws = await workspace('broken', { ...POLICIES, 'broken.yaml': 'issuer: github\nclaims:\n  ref: { globb: "x" }\n', 'deploy.test.yaml': PASSING });
+    const run = await cli(['policy', 'test', '-c', ws.config]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /broken\.yaml:3: claims\.ref\.globb: unknown condition operator 'globb'/);
+    assert.match(run.stderr, /oidc-broker: the policies do not compile: /);
+    assert.doesNotMatch(run.stdout, /PASS|FAIL/);
+  });
+});
+
+describe('oidc-broker policy explain', () => {
+  const failing = { repository: 'acme/api', ref: 'refs/heads/feature', event_name: 'push' };
+
+  test('--claims FILE: the decision and a table with ✗ on the failing condition; exit 3 on deny', async () => {
+    const ws = await workspace('explain', POLICIES);
+    const claimsFile = path.join(ws.dir, '..', 'claims.json');
+    await writeFile(claimsFile, JSON.stringify({ ...failing, aud: BROKER }));
+    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config]);
+    assert.equal(run.code, 3, run.stderr);
+    const lines = run.stdout.split('\n');
+    assert.equal(lines[0], 'Decision: DENY (conditions_not_met)');
+    assert.match(lines[1]!, /^Policy 'deploy' does not match this token: claim 'ref' is "refs\/heads\/feature"\.$/);
+    assert.match(run.stdout, /^policy deploy: 1 of 2 conditions fails$/m);
+    assert.match(run.stdout, /^ {2}✓ {2}repository +equals +acme\/api +"acme\/api"$/m);
+    assert.match(run.stdout, /^ {2}✗ {2}ref +in +\[refs\/heads\/main, refs\/heads\/release\] +"refs\/heads\/feature"$/m);
+    // Offline, the deny policy's expected value is shown: whoever runs this holds the policy files.
+    assert.match(run.stdout, /^deny policy deny-prt: does not match \(1 of 1 condition fails\)$/m);
+    assert.match(run.stdout, /^ {2}✗ {2}event_name +equals +pull_request_target +"push"$/m);
+    assert.equal(run.stderr, '');
+  });
+
+  test('--claims - reads stdin; an allowed decision exits 0; a missing aud is noted', async () => {
+    const ws = await workspace('explain-stdin', POLICIES);
+    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '-c', ws.config], JSON.stringify({ repository: 'acme/api', ref: 'refs/heads/main' }));
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^note: no aud claim: evaluated with audience https:\/\/broker\.example\.com, the first configured audience of issuer 'github'$/m);
+    assert.match(run.stdout, /^Decision: ALLOW \(allowed\)$/m);
+  });
+
+  test('--token: decoded without verification and said so; the issuer is found by iss', async () => {
+    const ws = await workspace('explain-token', { ...POLICIES, 'gitlab.yaml': `issuer: gitlab\nclaims:\n  project_path: acme/api\ngrant:\n  provider: jwt\n  audience: https://x.example.com\n` });
+    const token = unsignedJwt({ iss: 'https://gitlab.example.com', aud: BROKER, sub: 'project_path:acme/api', project_path: 'acme/api' });
+    const [allowed, mismatch, fromStdin, viaFlag] = await Promise.all([
+      cli(['policy', 'explain', '--policy', 'gitlab', '--token', token, '-c', ws.config]),
+      cli(['policy', 'explain', '--policy', 'deploy', '--token', token, '-c', ws.config]),
+      cli(['policy', 'explain', '--policy', 'gitlab', '--token', '-', '--json', '-c', ws.config], `${token}\n`),
+      cli(['policy', 'explain', '--policy', 'gitlab', '--token', token, '--issuer', 'github', '-c', ws.config]),
+    ]);
+    assert.equal(allowed.code, 0, allowed.stderr);
+    assert.match(allowed.stdout, /^note: token not verified: offline explain shows what the policy would decide$/m);
+    assert.match(allowed.stdout, /^Decision: ALLOW \(allowed\)$/m);
+    assert.equal(mismatch.code, 3);
+    assert.match(mismatch.stdout, /^Decision: DENY \(issuer_mismatch\)$/m);
+    assert.equal(fromStdin.code, 0, fromStdin.stderr);
+    assert.equal(JSON.parse(fromStdin.stdout).decision, 'allow');
+    assert.match(fromStdin.stderr, /^oidc-broker: note: token not verified/m, 'with --json the note goes to stderr');
+    assert.equal(viaFlag.code, 3);
+    assert.match(viaFlag.stdout, /^Decision: DENY \(issuer_mismatch\)$/m);
+  });
+
+  test('errors exit 1 with a message', async () => {
+    const ws = await workspace('explain-errors', POLICIES);
+    const claimsFile = path.join(ws.dir, '..', 'claims.json');
+    await writeFile(claimsFile, '{"repository": ');
+    const runs = await Promise.all([
+      cli(['policy', 'explain', '--policy', 'deploy', '-c', ws.config]),
+      cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '--token', 'x', '-c', ws.config]),
+      cli(['policy', 'explain', '--policy', 'deplo', '--claims', '-', '-c', ws.config], '{}'),
+      cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config]),
+      cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '-c', ws.config], '[1]'),
+      cli(['policy', 'explain', '--policy', 'deploy', '--token', 'not-a-jwt', '-c', ws.config]),
+      cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '--issuer', 'gitlub', '-c', ws.config], '{}'),
+      cli(['policy', 'explain', '--claims', '-', '-c', ws.config], '{}'),
+    ]);
+    const expected = [
+      /give either --claims FILE\.json or --token JWT/,
+      /give either --claims FILE\.json or --token JWT/,
+      /no policy named 'deplo' in .*policies \(did you mean 'deploy'\?\)/,
+      /--claims: .*claims\.json is not JSON/,
+      /--claims: stdin must hold a JSON object of claims/,
+      /--token: not a JWT/,
+      /--issuer: 'gitlub' is not a configured issuer \(did you mean 'github'\?\)/,
+      /required option '--policy <name>' not specified/,
+    ];
+    runs.forEach((run, i) => {
+      assert.equal(run.code, 1, `run ${i}: ${run.stderr}`);
+      assert.match(run.stderr, expected[i]!, `run ${i}`);
+    });
+  });
+});
+
+describe('policy explain --json is the HTTP explain object', () => {
+  let fx: BrokerFixture;
+  before(async () => {
+    fx = await startBrokerFixture({
+      policies: {
+        'deploy.yaml': POLICIES['deploy.yaml']!.replace('issuer: github', 'issuer: local'),
+        'deny-prt.yaml': POLICIES['deny-prt.yaml']!.replace('issuer: github', 'issuer: local'),
+        'deny-bots.yaml': 'issuer: local\neffect: deny\nclaims:\n  actor: { glob: "bot-*" }\n',
+      },
+    });
+  });
+  after(async () => fx.close());
+
+  for (const [name, claims] of [
+    ['allowed', { repository: 'acme/api', ref: 'refs/heads/main', event_name: 'push', actor: 'octocat' }],
+    ['a condition fails, a claim is absent', { repository: 'acme/api', ref: 'refs/heads/feature' }],
+    ['a deny policy matches', { repository: 'acme/api', ref: 'refs/heads/main', event_name: 'pull_request_target', actor: 'bot-1' }],
+  ] as const) {
+    test(name, async () => {
+      const token = await fx.issuer.mint({ aud: AUDIENCE, sub: 'repo:acme/api', ...claims });
+      const http = await request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+      assert.equal(http.status, 200);
+      const run = await cli(['policy', 'explain', '--policy', 'deploy', '--token', token, '--json', '-c', path.join(fx.dir, 'broker.yaml')]);
+      assert.equal(run.code, http.body.decision === 'allow' ? 0 : 3, run.stderr);
+      const offline = JSON.parse(run.stdout);
+      assert.deepEqual(Object.keys(offline), Object.keys(http.body));
+      assert.equal(offline.explain_id, null);
+      assert.match(http.body.explain_id, /^[0-9A-Z]{26}$/);
+      // Identical but for the policies' expected values, which only the offline form (the policy owner's) shows.
+      const hide = (body: { evaluations: { effect: string; conditions: { expected: string }[] }[] }) =>
+        body.evaluations.map((e) => ({ ...e, conditions: e.conditions.map((c) => ({ ...c, expected: '(hidden)' })) }));
+      assert.deepEqual(hide(offline), http.body.evaluations);
+      assert.deepEqual({ ...offline, explain_id: null, evaluations: null }, { ...http.body, explain_id: null, evaluations: null });
+      const offlineDeny = offline.evaluations.find((e: { policy: string }) => e.policy === 'deny-bots');
+      assert.equal(offlineDeny.conditions[0].expected, 'glob bot-*');
+    });
+  }
+});

@@ -1,0 +1,344 @@
+// POST /v1/explain: the exchange's input, the decision as an answer, nothing issued, one `explain` audit record.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import request from 'supertest';
+import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import type { AuditRecord } from '../src/audit/types.js';
+
+const POLICIES = {
+  'deploy.yaml': `
+name: deploy
+issuer: local
+claims:
+  repository: acme/api
+  ref: [refs/heads/main, refs/heads/release]
+grant:
+  provider: jwt
+  audience: https://deploy.example.com
+`,
+  'deny-prt.yaml': `
+issuer: local
+effect: deny
+claims:
+  event_name: pull_request_target
+`,
+  // Values an explain must never reveal to a caller: only the token's own values are shown.
+  'deny-blocklist.yaml': `
+issuer: local
+effect: deny
+claims:
+  repository_owner: { in: [blocklisted-org-7f3a, other-blocked-org-91c2] }
+  workflow: { regex: "secret-workflow-pattern-[0-9]+" }
+`,
+};
+
+const GOOD_CLAIMS = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', repository_owner: 'acme', ref: 'refs/heads/main', event_name: 'push', workflow: 'deploy' };
+
+let fx: BrokerFixture;
+const secrets: string[] = [];
+
+async function mint(claims: Record<string, unknown> = GOOD_CLAIMS, options?: Parameters<BrokerFixture['issuer']['mint']>[1]): Promise<string> {
+  const token = await fx.issuer.mint({ aud: AUDIENCE, ...claims }, options);
+  secrets.push(token);
+  return token;
+}
+
+function explainCall(token: string | undefined, body: unknown = { policy: 'deploy' }) {
+  const req = request(fx.broker.app).post('/v1/explain');
+  if (token !== undefined) req.set('Authorization', `Bearer ${token}`);
+  return req.send(body as object);
+}
+
+function exchangeCall(token: string, body: object = { policy: 'deploy' }) {
+  return request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send(body);
+}
+
+async function auditEvents(): Promise<AuditRecord[]> {
+  const res = await request(fx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`).query({ limit: 1000 });
+  assert.equal(res.status, 200);
+  return res.body.events as AuditRecord[];
+}
+
+async function auditRecord(id: string): Promise<AuditRecord> {
+  const found = (await auditEvents()).find((e) => e.id === id);
+  assert.ok(found, `audit record ${id} exists`);
+  return found;
+}
+
+async function lastAuditRecord(): Promise<AuditRecord> {
+  const events = await auditEvents();
+  assert.ok(events.length > 0);
+  return events[events.length - 1]!;
+}
+
+function assertErrorBody(res: request.Response, status: number, code: string): void {
+  assert.equal(res.status, status, `status for ${code}: ${JSON.stringify(res.body)}`);
+  assert.equal(res.body.error, code);
+  assert.equal(typeof res.body.error_description, 'string');
+  assert.equal(res.body.request_id, res.headers['x-request-id']);
+}
+
+interface Condition {
+  key: string;
+  operator: string;
+  expected: string;
+  actual?: unknown;
+  matched: boolean;
+}
+interface Evaluation {
+  policy: string;
+  effect: string;
+  matched: boolean;
+  conditions: Condition[];
+}
+
+function evaluationOf(body: { evaluations: Evaluation[] }, policy: string): Evaluation {
+  const found = body.evaluations.find((e) => e.policy === policy);
+  assert.ok(found, `evaluation of ${policy}`);
+  return found;
+}
+
+before(async () => {
+  fx = await startBrokerFixture({ policies: POLICIES });
+});
+
+after(async () => {
+  await fx.close();
+});
+
+describe('POST /v1/explain answers the decision, condition by condition', () => {
+  test('an allowed token: every condition with the expected value and the claim value; audited as explain', async () => {
+    const res = await explainCall(await mint());
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.headers['cache-control'], 'no-store');
+    assert.deepEqual(Object.keys(res.body).sort(), ['decision', 'evaluations', 'explain_id', 'message', 'policy', 'reason']);
+    assert.equal(res.body.policy, 'deploy');
+    assert.equal(res.body.decision, 'allow');
+    assert.equal(res.body.reason, 'allowed');
+    assert.match(res.body.message, /allows/);
+    // The named policy first, then every deny policy of the issuer.
+    assert.equal(res.body.evaluations[0].policy, 'deploy');
+    assert.deepEqual(res.body.evaluations.slice(1).map((e: Evaluation) => e.policy).sort(), ['deny-blocklist', 'deny-prt']);
+    assert.deepEqual(res.body.evaluations[0], {
+      policy: 'deploy',
+      effect: 'allow',
+      matched: true,
+      conditions: [
+        { key: 'repository', operator: 'equals', expected: '(hidden)', actual: 'acme/api', matched: true },
+        { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/main', matched: true },
+      ],
+    });
+    assert.deepEqual(evaluationOf(res.body, 'deny-prt'), {
+      policy: 'deny-prt',
+      effect: 'deny',
+      matched: false,
+      conditions: [{ key: 'event_name', operator: 'equals', expected: '(hidden)', actual: 'push', matched: false }],
+    });
+
+    const record = await auditRecord(res.body.explain_id);
+    assert.equal(record.decision, 'explain');
+    assert.equal(record.error, null);
+    assert.match(record.reason!, /^allow: allowed: /);
+    assert.equal(record.policy, 'deploy');
+    assert.match(record.policy_sha256!, /^[0-9a-f]{64}$/);
+    assert.equal(record.credential_id, null);
+    assert.equal(record.provider, null);
+    assert.equal(record.expires_at, null);
+    assert.equal(record.issuer, 'local');
+    assert.equal(record.subject, GOOD_CLAIMS.sub);
+    assert.equal((record.claims as Record<string, unknown>).repository, 'acme/api');
+    assert.equal(record.request_id, res.headers['x-request-id']);
+  });
+
+  test('a denied token is a 200 too, naming the failing condition and the token value', async () => {
+    const res = await explainCall(await mint({ ...GOOD_CLAIMS, ref: 'refs/heads/feature' }));
+    assert.equal(res.status, 200);
+    assert.equal(res.body.decision, 'deny');
+    assert.equal(res.body.reason, 'conditions_not_met');
+    assert.match(res.body.message, /refs\/heads\/feature/);
+    const deploy = evaluationOf(res.body, 'deploy');
+    assert.equal(deploy.matched, false);
+    assert.deepEqual(
+      deploy.conditions.find((c) => c.key === 'ref'),
+      { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/feature', matched: false },
+    );
+    assert.equal(deploy.conditions.find((c) => c.key === 'repository')?.matched, true);
+    const record = await auditRecord(res.body.explain_id);
+    assert.equal(record.decision, 'explain');
+    assert.match(record.reason!, /^deny: conditions_not_met: /);
+  });
+
+  test('an absent claim has no `actual`', async () => {
+    const res = await explainCall(await mint({ sub: 'x', repository: 'acme/api' }));
+    assert.equal(res.status, 200);
+    const ref = evaluationOf(res.body, 'deploy').conditions.find((c) => c.key === 'ref')!;
+    assert.equal(ref.matched, false);
+    assert.ok(!('actual' in ref));
+  });
+
+  test('a matching deny policy: its conditions show the token values, never the policy values', async () => {
+    const res = await explainCall(await mint({ ...GOOD_CLAIMS, repository_owner: 'blocklisted-org-7f3a', workflow: 'secret-workflow-pattern-42' }));
+    assert.equal(res.status, 200);
+    assert.equal(res.body.decision, 'deny');
+    assert.equal(res.body.reason, 'denied_by_policy');
+    assert.match(res.body.message, /deny-blocklist/);
+    const deny = evaluationOf(res.body, 'deny-blocklist');
+    assert.equal(deny.effect, 'deny');
+    assert.equal(deny.matched, true);
+    assert.deepEqual(deny.conditions, [
+      { key: 'repository_owner', operator: 'in', expected: '(hidden)', actual: 'blocklisted-org-7f3a', matched: true },
+      { key: 'workflow', operator: 'regex', expected: '(hidden)', actual: 'secret-workflow-pattern-42', matched: true },
+    ]);
+    const record = await auditRecord(res.body.explain_id);
+    assert.match(record.reason!, /^deny: denied_by_policy: /);
+  });
+
+  test('a deny policy that does not match reveals nothing of its values either', async () => {
+    const res = await explainCall(await mint());
+    assert.equal(res.status, 200);
+    for (const hidden of ['blocklisted-org-7f3a', 'other-blocked-org-91c2', 'secret-workflow-pattern', 'pull_request_target']) {
+      assert.ok(!res.text.includes(hidden), `${hidden} is not in the answer`);
+    }
+    for (const c of evaluationOf(res.body, 'deny-blocklist').conditions) assert.equal(c.expected, '(hidden)');
+  });
+
+  test('naming a deny policy is a deny decision, not an error', async () => {
+    const res = await explainCall(await mint(), { policy: 'deny-prt' });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.decision, 'deny');
+    assert.equal(res.body.reason, 'not_an_allow_policy');
+  });
+
+  test('never a credential, never the token', async () => {
+    const token = await mint();
+    const res = await explainCall(token, { policy: 'deploy', duration_seconds: 300 });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.credentials, undefined);
+    assert.equal(res.body.issuance_id, undefined);
+    assert.doesNotMatch(res.text, /access_token|credentials/);
+    assert.ok(!res.text.includes(token.split('.')[2]!), 'the token is not echoed');
+    assert.equal((await auditRecord(res.body.explain_id)).credential_id, null);
+  });
+
+  test('the token may come in the body instead of the header', async () => {
+    const res = await explainCall(undefined, { policy: 'deploy', token: await mint() });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.decision, 'allow');
+  });
+});
+
+describe('explain does not use up the token', () => {
+  test('explain, then exchange the same token: 200; explain again after the exchange: still 200', async () => {
+    const token = await mint();
+    assert.equal((await explainCall(token)).status, 200);
+    assert.equal((await explainCall(token)).status, 200);
+    const exchanged = await exchangeCall(token);
+    assert.equal(exchanged.status, 200, JSON.stringify(exchanged.body));
+    secrets.push(exchanged.body.credentials.access_token);
+    assert.equal((await explainCall(token)).status, 200);
+    assert.equal((await exchangeCall(token)).status, 409, 'the exchange itself still counts against replay');
+  });
+
+  test('a token without jti too (replay keyed by hash)', async () => {
+    const token = await mint(GOOD_CLAIMS, { omit: ['jti'] });
+    assert.equal((await explainCall(token)).status, 200);
+    const exchanged = await exchangeCall(token);
+    assert.equal(exchanged.status, 200);
+    secrets.push(exchanged.body.credentials.access_token);
+  });
+});
+
+describe('refusals answer as the exchange does, and are audited as refused explains', () => {
+  const cases: { name: string; status: number; code: string; call: () => Promise<request.Response> }[] = [
+    { name: 'no token at all', status: 401, code: 'invalid_token', call: async () => explainCall(undefined) },
+    { name: 'garbage token', status: 401, code: 'invalid_token', call: async () => explainCall('not.a.jwt') },
+    { name: 'expired token', status: 401, code: 'invalid_token', call: async () => explainCall(await mint(GOOD_CLAIMS, { issuedAt: Math.floor(Date.now() / 1000) - 3600, expiresInSeconds: 600 })) },
+    { name: 'wrong audience', status: 401, code: 'invalid_token', call: async () => explainCall(await mint({ ...GOOD_CLAIMS, aud: 'https://elsewhere.example.com' })) },
+    { name: 'unknown policy', status: 404, code: 'unknown_policy', call: async () => explainCall(await mint(), { policy: 'no-such-policy' }) },
+    { name: 'Authorization not Bearer', status: 400, code: 'invalid_request', call: async () => request(fx.broker.app).post('/v1/explain').set('Authorization', 'Basic Zm9vOmJhcg==').send({ policy: 'deploy' }) },
+    { name: 'token in header and body', status: 400, code: 'invalid_request', call: async () => explainCall(await mint(), { policy: 'deploy', token: await mint() }) },
+    { name: 'token field not a string', status: 400, code: 'invalid_request', call: async () => explainCall(undefined, { policy: 'deploy', token: 42 }) },
+    { name: 'no policy named', status: 400, code: 'invalid_request', call: async () => explainCall(await mint(), {}) },
+    { name: 'policy not a string', status: 400, code: 'invalid_request', call: async () => explainCall(await mint(), { policy: ['deploy'] }) },
+    { name: 'duration not an integer', status: 400, code: 'invalid_request', call: async () => explainCall(await mint(), { policy: 'deploy', duration_seconds: '900' }) },
+    { name: 'duration out of range', status: 400, code: 'invalid_request', call: async () => explainCall(await mint(), { policy: 'deploy', duration_seconds: 0 }) },
+    { name: 'unknown body field', status: 400, code: 'invalid_request', call: async () => explainCall(await mint(), { policy: 'deploy', verbose: true }) },
+    { name: 'body is a JSON array', status: 400, code: 'invalid_request', call: async () => explainCall(await mint(), [1, 2]) },
+    {
+      name: 'body that is not JSON by content type',
+      status: 400,
+      code: 'invalid_request',
+      call: async () => request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${await mint()}`).type('form').send('policy=deploy'),
+    },
+    {
+      name: 'compressed body (never inflated)',
+      status: 400,
+      code: 'invalid_request',
+      call: async () => request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${await mint()}`).set('Content-Type', 'application/json').set('Content-Encoding', 'gzip').send('garbage'),
+    },
+    {
+      name: 'body is not JSON',
+      status: 400,
+      code: 'invalid_request',
+      call: async () => request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${await mint()}`).set('Content-Type', 'application/json').send('{"policy":'),
+    },
+    { name: 'body too large', status: 413, code: 'request_too_large', call: async () => explainCall(await mint(), { policy: 'deploy', padding: 'x'.repeat(100_000) }) },
+  ];
+
+  for (const c of cases) {
+    test(c.name, async () => {
+      const res = await c.call();
+      assertErrorBody(res, c.status, c.code);
+      assert.equal(res.body.evaluations, undefined);
+      if (c.status === 401) assert.match(String(res.headers['www-authenticate']), /^Bearer error="invalid_token"/);
+      const record = await lastAuditRecord();
+      assert.equal(record.request_id, res.headers['x-request-id'], 'the refusal has its own record');
+      assert.equal(record.decision, 'denied');
+      assert.equal(record.error, c.code);
+      assert.match(record.reason!, /^explain: ./);
+      assert.equal(record.credential_id, null);
+    });
+  }
+
+  test('a token that fails verification keeps what it claims under `unverified`, never `claims`', async () => {
+    const res = await explainCall(await mint(GOOD_CLAIMS, { issuedAt: Math.floor(Date.now() / 1000) - 3600, expiresInSeconds: 600 }));
+    assert.equal(res.status, 401);
+    const record = await lastAuditRecord();
+    assert.equal(record.claims, null);
+    assert.deepEqual(record.unverified, { iss: fx.issuer.url, sub: GOOD_CLAIMS.sub });
+  });
+
+  test('an unknown policy is recorded with the verified token', async () => {
+    const res = await explainCall(await mint(), { policy: 'no-such-policy' });
+    assert.equal(res.status, 404);
+    const record = await lastAuditRecord();
+    assert.equal(record.subject, GOOD_CLAIMS.sub);
+    assert.equal(record.policy, null);
+    assert.match(record.reason!, /^explain: unknown_policy: /);
+  });
+});
+
+describe('metrics and secrets', () => {
+  test('explains are counted under decision "explain", whatever their outcome', async () => {
+    const res = await request(fx.broker.app).get('/metrics');
+    assert.match(res.text, /broker_exchanges_total\{policy="deploy",provider="none",decision="explain"\} \d+/);
+    assert.match(res.text, /broker_exchanges_total\{policy="unknown",provider="none",decision="explain"\} \d+/);
+  });
+
+  test('neither the audit database nor the logs hold a raw CI token', async () => {
+    assert.ok(secrets.length > 10);
+    const db = new Database(path.join(fx.dir, 'data', 'audit.db'), { readonly: true });
+    const dumped = JSON.stringify(db.prepare('SELECT * FROM audit_events').all());
+    db.close();
+    const files = Buffer.concat([await readFile(path.join(fx.dir, 'data', 'audit.db')), await readFile(path.join(fx.dir, 'data', 'audit.db-wal')).catch(() => Buffer.alloc(0))]);
+    const logs = fx.logLines().join('\n');
+    for (const secret of secrets) {
+      const signature = secret.split('.')[2]!;
+      assert.ok(!dumped.includes(signature) && !files.includes(signature) && !logs.includes(signature));
+    }
+    assert.ok(logs.includes('"msg":"explain"'), 'explains are logged as explain');
+  });
+});
