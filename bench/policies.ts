@@ -11,7 +11,16 @@
  * repository, an owner id, an event or actors (some with a second, non-equality
  * condition), plus four org-wide deny rules with no equality condition at all
  * (globs, regexes, a JSON Pointer), which every decision has to evaluate
- * whatever N is (from N = 100 on, when the set has them all).
+ * whatever N is (from N = 100 on, when the set has them all). Patterns repeat
+ * as they would: the job_workflow_ref glob is one per owner (50 in all), half
+ * the allow policies share one ref regex, and the other half each have their
+ * own sub regex (4,500 distinct regexes at N = 10,000: most of the compile time).
+ *
+ * Each compile size runs in a fresh process: "start-up" is its first compile
+ * (cold JIT, nothing cached), "later" the median of the next runs, each after a
+ * full GC so no RE2 program of the previous set is reused, and "reload" one
+ * more compile while the previous set is still alive (as during a hot reload,
+ * which then shares the RE2 programs of unchanged patterns).
  *
  * Env: BENCH_POLICY_SIZES (compile sizes, default 1,100,1000,10000),
  * BENCH_DECISION_SIZES (default 1,10,100,1000,10000), BENCH_DECISION_MS
@@ -194,8 +203,10 @@ interface CompileRun {
   readMs: number;
   compileMs: number;
   compileCpuMs: number;
-  /** Heap the compiled set holds, after a full GC (first run only: a finished run's set may linger in the frame). */
+  /** Heap the compiled set holds, after a full GC (first run only). */
   setMb: number | undefined;
+  /** Compiled while the previous set of the same files was alive (the last line). */
+  reload?: boolean;
 }
 
 /**
@@ -213,8 +224,8 @@ async function compileChild(dir: string, runs: number): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20)); // let weak references and finalizers settle
     gc();
   };
-  for (let run = 0; run < runs; run++) {
-    await fullGc();
+  // One function call per run, so nothing of a finished run (its set, its RE2 programs) stays reachable.
+  const runOnce = async (first: boolean): Promise<CompileRun> => {
     const heapBefore = process.memoryUsage().heapUsed;
     const started = performance.now();
     const files = await loadPolicyDir(dir);
@@ -224,12 +235,25 @@ async function compileChild(dir: string, runs: number): Promise<void> {
     const compiled = performance.now();
     const cpu = process.cpuUsage(cpuStart);
     if (!result.ok) throw new Error(`generated policies do not compile: ${JSON.stringify(result.issues.slice(0, 3))}`);
-    await fullGc();
-    const setMb = run === 0 ? (process.memoryUsage().heapUsed - heapBefore) / 1e6 : undefined;
     if (result.set.size !== files.length) throw new Error(`expected ${files.length} policies, got ${result.set.size}`);
-    const line: CompileRun = { readMs: read - started, compileMs: compiled - read, compileCpuMs: (cpu.user + cpu.system) / 1000, setMb };
-    process.stdout.write(`${JSON.stringify(line)}\n`);
+    let setMb: number | undefined;
+    if (first) {
+      await fullGc();
+      setMb = (process.memoryUsage().heapUsed - heapBefore) / 1e6;
+      if (result.set.size === 0) throw new Error('unreachable: keeps the set alive through the GC');
+    }
+    return { readMs: read - started, compileMs: compiled - read, compileCpuMs: (cpu.user + cpu.system) / 1000, setMb };
+  };
+  for (let run = 0; run < runs; run++) {
+    await fullGc();
+    process.stdout.write(`${JSON.stringify(await runOnce(run === 0))}\n`);
   }
+  // A reload: the serving set is alive while the new one compiles, so its RE2 programs are shared.
+  await fullGc();
+  const serving = compilePolicies(await loadPolicyDir(dir), CTX);
+  const reload = await runOnce(false);
+  if (!serving.ok) throw new Error('unreachable: the same files compiled before');
+  process.stdout.write(`${JSON.stringify({ ...reload, reload: true })}\n`);
 }
 
 async function compileRuns(dir: string, runs: number): Promise<CompileRun[]> {
@@ -249,7 +273,9 @@ async function compileFigures(root: string): Promise<object[]> {
   for (const n of COMPILE_SIZES) {
     const dir = await writeSet(root, n);
     const runs = n >= 10_000 ? 4 : n >= 1000 ? 5 : 7;
-    const results = await compileRuns(dir, runs);
+    const all = await compileRuns(dir, runs);
+    const reload = all.find((r) => r.reload === true);
+    const results = all.filter((r) => r.reload !== true);
     const [cold, ...warm] = results;
     rows.push({
       policies: n,
@@ -259,6 +285,7 @@ async function compileFigures(root: string): Promise<object[]> {
       'compile CPU ms (later)': round(median(warm.map((r) => r.compileCpuMs))),
       'read+compile ms (start-up)': round(cold!.readMs + cold!.compileMs),
       'µs/policy (later)': round((median(warm.map((r) => r.compileMs)) * 1000) / n),
+      'reload compile ms': round(reload?.compileMs ?? Number.NaN),
       'set heap MB': round(cold!.setMb ?? Number.NaN),
     });
   }
@@ -341,7 +368,7 @@ async function main(): Promise<void> {
   const root = await mkdtemp(path.join(tmpdir(), 'oidc-broker-policies-'));
   try {
     console.log(
-      '\nPolicy directory load, each size in a fresh process: read (readdir + stat + readFile + UTF-8 decode, median) and compile; start-up = the first compile (cold JIT), later = median of the next runs (full GC between runs)',
+      '\nPolicy directory load, each size in a fresh process: read (readdir + stat + readFile + UTF-8 decode, median) and compile; start-up = the first compile (cold JIT), later = median of the next runs (full GC between runs), reload = compiled while the previous set is alive',
     );
     console.table(await compileFigures(root));
   } finally {

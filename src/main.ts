@@ -137,8 +137,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     metrics,
     logger,
   };
-  // `policyStatus` is read by the /readyz route (health.ts); AppDeps does not declare it.
-  const deps: AppDeps & { policyStatus: () => PolicySetStatus } = {
+  const deps: AppDeps = {
     ...exchangeDeps,
     publicUrl: config.server.publicUrl,
     publicJwks: { keys: [signingKey.publicJwk] },

@@ -23,7 +23,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
     // `policy` is only ever a configured policy name (or "unknown"), so a caller cannot blow up label cardinality.
     exchanges: new Counter({
       name: 'broker_exchanges_total',
-      help: 'Exchange decisions by policy, provider and decision (issued, denied, error).',
+      help: 'Exchange and explain decisions by policy, provider and decision (issued, denied, error, explain).',
       labelNames: ['policy', 'provider', 'decision'],
       registers: [registry],
     }),

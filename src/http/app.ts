@@ -3,6 +3,7 @@ import type { CryptoKey, JWK } from 'jose';
 import { NotFoundError } from '../errors.js';
 import { newUlid } from '../ids.js';
 import type { ExchangeDeps } from '../exchange.js';
+import type { PolicySetStatus } from '../policy/reload.js';
 import { errorMiddleware } from './errors.js';
 import { auditRoutes, type Auditor } from './routes/audit.js';
 import { exchangeRoutes } from './routes/exchange.js';
@@ -18,6 +19,8 @@ export interface AppDeps extends ExchangeDeps {
   /** Keys that verify audit checkpoints, by kid. */
   checkpointKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
   auditors: readonly Auditor[];
+  /** The policy set serving and the last reload, for /readyz. */
+  policyStatus: () => PolicySetStatus;
   /** False while starting or shutting down: /readyz answers 503 then. */
   isAccepting: () => boolean;
 }

@@ -109,7 +109,10 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
 
 function evaluationOf(policy: CompiledPolicy, token: EvaluationToken, hideExpected: boolean): PolicyEvaluation {
   const results = policy.evaluate(token.claims, token.audiences);
-  const conditions = hideExpected ? results.map((r) => ({ ...r, expected: HIDDEN })) : results;
+  // A CEL error text comes from the expression (a key it reads, a position), not from the token: hidden with it.
+  const conditions = hideExpected
+    ? results.map((r) => ({ ...r, expected: HIDDEN, ...(r.operator === 'cel' && typeof r.actual === 'string' ? { actual: HIDDEN } : {}) }))
+    : results;
   // A condition-free deny policy matches every token of its issuer: a deliberate kill switch.
   return { policy: policy.name, effect: policy.effect, matched: conditions.every((c) => c.matched), conditions };
 }
@@ -117,9 +120,11 @@ function evaluationOf(policy: CompiledPolicy, token: EvaluationToken, hideExpect
 /** Names each failing condition and the token's value for it, never the expected value. */
 function describeFailures(conditions: readonly ConditionResult[]): string {
   const failed = conditions.filter((c) => !c.matched);
-  const parts = failed.slice(0, MAX_LISTED_FAILURES).map((c) =>
-    c.operator === 'audience' ? `the token's audience ${showValue(c.actual)} is not the one it requires` : `claim '${printable(c.key, NAME_ECHO_LIMIT)}' is ${showValue(c.actual)}`,
-  );
+  const parts = failed.slice(0, MAX_LISTED_FAILURES).map((c) => {
+    if (c.operator === 'audience') return `the token's audience ${showValue(c.actual)} is not the one it requires`;
+    if (c.operator === 'cel') return c.actual === false ? 'the condition is false' : `the condition failed: ${printable(String(c.actual), VALUE_ECHO_LIMIT)}`;
+    return `claim '${printable(c.key, NAME_ECHO_LIMIT)}' is ${showValue(c.actual)}`;
+  });
   if (failed.length > MAX_LISTED_FAILURES) parts.push(`and ${failed.length - MAX_LISTED_FAILURES} more`);
   return parts.join('; ');
 }

@@ -135,7 +135,7 @@ export function revealDenyExpected(set: PolicySet, decision: Decision, token: Ev
       if (evaluation.effect !== 'deny' || policy === undefined) return evaluation;
       const revealed = policy.evaluate(token.claims, token.audiences);
       const sameShape = revealed.length === evaluation.conditions.length && revealed.every((r, i) => r.key === evaluation.conditions[i]?.key && r.operator === evaluation.conditions[i]?.operator);
-      return sameShape ? { ...evaluation, conditions: evaluation.conditions.map((c, i) => ({ ...c, expected: revealed[i]!.expected })) } : evaluation;
+      return sameShape ? { ...evaluation, conditions: evaluation.conditions.map((c, i) => ({ ...c, expected: revealed[i]!.expected, actual: revealed[i]!.actual })) } : evaluation;
     }),
   };
 }

@@ -163,6 +163,6 @@ export interface Decision {
   reason: string;
   /** Sentence safe to return to the caller: names the failing claims, never another policy's values. */
   message: string;
-  /** The named policy's evaluation, then every deny policy of the issuer. */
+  /** The named policy's evaluation, then the deny policies evaluated: the deny index's candidates, or every deny policy of the issuer with `allDenyPolicies`. */
   evaluations: PolicyEvaluation[];
 }

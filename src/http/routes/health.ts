@@ -15,7 +15,7 @@ interface HealthDeps {
    * The serving policy set and the last reload (main.ts puts it on the deps).
    * A failed reload does not gate readiness: the last good set still serves.
    */
-  policyStatus?: () => PolicySetStatus;
+  policyStatus: () => PolicySetStatus;
 }
 
 /** Liveness, readiness (contract section 1) and Prometheus metrics. */
@@ -35,7 +35,7 @@ export function healthRoutes(deps: HealthDeps): Router {
         () => 'unavailable',
       ),
     };
-    const details = deps.policyStatus ? { policies: deps.policyStatus() } : {};
+    const details = { policies: deps.policyStatus() };
     if (checks.accepting && checks.audit === 'writable') return res.json({ status: 'ready', checks, ...details });
     const why = !checks.accepting ? 'The broker is shutting down.' : 'The audit store cannot take writes.';
     sendError(res, new NotReadyError(why, { reason: 'not_ready' }), { checks, ...details });
