@@ -86,6 +86,23 @@ function raw(): Database.Database {
   return new Database(dbPath, { timeout: 200 });
 }
 
+/**
+ * Changes the credential_id of record `forgedSeq` and recomputes the hash of
+ * every record in `tail` (consecutive, the first one's prev_hash kept), as an
+ * attacker with write access to the file would.
+ */
+function forgeFrom(tail: readonly AuditRecord[], forgedSeq: number): void {
+  const db = raw();
+  let prev = tail[0]!.prev_hash;
+  for (const record of tail) {
+    const changed = record.seq === forgedSeq ? { ...record, credential_id: 'forged' } : record;
+    const hash = hashRecord(prev, record.seq, changed);
+    db.prepare('UPDATE audit_events SET credential_id = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(changed.credential_id, prev, hash, record.seq);
+    prev = hash;
+  }
+  db.close();
+}
+
 describe('checkpoint signatures', () => {
   it('verify with the broker key and only for exactly the stored statement', async () => {
     const checkpoint = await signCheckpoint(key, { seq: 7, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
@@ -152,15 +169,7 @@ describe('the checkpointer', () => {
     assert.equal((await checkpointer.checkpointNow())?.seq, 2);
     const records = await appendDays(checkpointer.store, 3, 2);
     // The attacker changes record 4 and recomputes every hash after it.
-    const db = raw();
-    let prev = records[0]!.hash;
-    for (const record of records.slice(1)) {
-      const changed = record.seq === 4 ? { ...record, credential_id: 'forged' } : record;
-      const hash = hashRecord(prev, record.seq, changed);
-      db.prepare('UPDATE audit_events SET credential_id = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(changed.credential_id, prev, hash, record.seq);
-      prev = hash;
-    }
-    db.close();
+    forgeFrom(records.slice(1), 4);
     assert.equal((await store.verify()).ok, true, 'the rewritten chain is internally consistent');
     assert.equal(await checkpointer.checkpointNow(), null);
     assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [2]);
@@ -233,15 +242,7 @@ describe('verifyAuditLog', () => {
     const records = await appendDays(store, 6);
     await store.saveCheckpoint(await signCheckpoint(key, { seq: 6, hash: records[5]!.hash }, 'periodic', new Date(T0 + 20 * DAY)));
     // The attacker changes record 4 and recomputes every hash after it.
-    const db = raw();
-    let prev = records[2]!.hash;
-    for (const record of records.slice(3)) {
-      const changed = record.seq === 4 ? { ...record, credential_id: 'forged' } : record;
-      const hash = hashRecord(prev, record.seq, changed);
-      db.prepare('UPDATE audit_events SET credential_id = ?, prev_hash = ?, hash = ? WHERE seq = ?').run(changed.credential_id, prev, hash, record.seq);
-      prev = hash;
-    }
-    db.close();
+    forgeFrom(records.slice(3), 4);
     assert.equal((await store.verify()).ok, true, 'the rewritten chain is internally consistent');
     const result = await verifyAuditLog(store, keys);
     assert.equal(result.ok, false);

@@ -10,42 +10,19 @@ import pg from 'pg';
 import { openAuditStore } from '../src/audit/open.js';
 import { POSTGRES_SCHEMA_VERSION, openPostgresAuditStore, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres-store.js';
 import { compileAuditQuery } from '../src/audit/query.js';
-import { GENESIS_HASH, newAuditId } from '../src/audit/record.js';
+import { GENESIS_HASH } from '../src/audit/record.js';
 import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { AuditUnavailableError } from '../src/errors.js';
 import { PG_ADMIN_URL, PostgresTestDatabase } from './helpers/audit-stores.js';
+import { T0, makeEntry as baseEntry } from './helpers/audit-entries.js';
 
 const db = new PostgresTestDatabase();
 after(() => db.drop());
 
-const T0 = Date.UTC(2026, 10, 25, 19, 0, 0);
 
+/** This suite's entries: no jti, two claims. */
 function makeEntry(overrides: Partial<AuditEntry> = {}): AuditEntry {
-  return {
-    id: newAuditId(),
-    time: new Date(T0).toISOString(),
-    decision: 'issued',
-    error: null,
-    reason: null,
-    request_id: 'req-1',
-    issuer: 'https://token.actions.githubusercontent.com',
-    subject: 'repo:acme/api:ref:refs/heads/main',
-    audience: ['https://broker.example.com'],
-    jti: null,
-    token_sha256: 'a'.repeat(64),
-    claims: { repository: 'acme/api', run_number: 6 },
-    unverified: null,
-    policy: 'api-deploy-prod',
-    policy_sha256: 'b'.repeat(64),
-    provider: 'aws',
-    target: 'arn:aws:iam::123456789012:role/deploy',
-    credential_id: null,
-    expires_at: null,
-    duration_seconds: 900,
-    client_ip: '127.0.0.1',
-    user_agent: 'test',
-    ...overrides,
-  };
+  return baseEntry({ jti: null, claims: { repository: 'acme/api', run_number: 6 }, ...overrides });
 }
 
 function isUnavailable(reason: string) {

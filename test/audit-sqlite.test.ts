@@ -8,9 +8,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError } from '../src/errors.js';
 import { compileAuditQuery } from '../src/audit/query.js';
-import { newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore, toSqliteSelect, type SqliteAuditStoreOptions } from '../src/audit/sqlite-store.js';
-import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
+import type { AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
+import { T0, appendMany, makeEntry } from './helpers/audit-entries.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const dirs: string[] = [];
@@ -29,39 +29,8 @@ function openStore(options: SqliteAuditStoreOptions = {}): { store: AuditStore; 
   return { store: openSqliteAuditStore(path, { busyTimeoutMs: 200, ...options }), path };
 }
 
-const T0 = Date.UTC(2026, 10, 25, 19, 0, 0);
 
-function makeEntry(overrides: Partial<AuditEntry> = {}): AuditEntry {
-  return {
-    id: newAuditId(),
-    time: new Date(T0).toISOString(),
-    decision: 'issued',
-    error: null,
-    reason: null,
-    request_id: 'req-1',
-    issuer: 'https://token.actions.githubusercontent.com',
-    subject: 'repo:acme/api:ref:refs/heads/main',
-    audience: ['https://broker.example.com'],
-    jti: 'jti-1',
-    token_sha256: 'a'.repeat(64),
-    claims: { repository: 'acme/api', run_number: 6, ref_protected: true },
-    unverified: null,
-    policy: 'api-deploy-prod',
-    policy_sha256: 'b'.repeat(64),
-    provider: 'aws',
-    target: 'arn:aws:iam::123456789012:role/deploy',
-    credential_id: 'ASIAEXAMPLE',
-    expires_at: new Date(T0 + 900_000).toISOString(),
-    duration_seconds: 900,
-    client_ip: '127.0.0.1',
-    user_agent: 'test',
-    ...overrides,
-  };
-}
 
-async function appendMany(store: AuditStore, n: number, overrides: (i: number) => Partial<AuditEntry> = () => ({})): Promise<AuditRecord[]> {
-  return Promise.all(Array.from({ length: n }, (_, i) => store.append(makeEntry(overrides(i)))));
-}
 
 /** A second connection to the same file, as an attacker (or an operator's sqlite3 shell) would have. */
 function rawConnection(path: string): Database.Database {

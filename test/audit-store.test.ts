@@ -10,40 +10,10 @@ import { queryAll } from '../src/audit/query.js';
 import { GENESIS_HASH, hashRecord, newAuditId } from '../src/audit/record.js';
 import type { AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { postgresKind, sqliteKind, type StoreKind, type StoreLog } from './helpers/audit-stores.js';
+import { T0, appendMany, makeEntry } from './helpers/audit-entries.js';
 
-const T0 = Date.UTC(2026, 10, 25, 19, 0, 0);
 
-function makeEntry(overrides: Partial<AuditEntry> = {}): AuditEntry {
-  return {
-    id: newAuditId(),
-    time: new Date(T0).toISOString(),
-    decision: 'issued',
-    error: null,
-    reason: null,
-    request_id: 'req-1',
-    issuer: 'https://token.actions.githubusercontent.com',
-    subject: 'repo:acme/api:ref:refs/heads/main',
-    audience: ['https://broker.example.com'],
-    jti: 'jti-1',
-    token_sha256: 'a'.repeat(64),
-    claims: { repository: 'acme/api', run_number: 6, ref_protected: true },
-    unverified: null,
-    policy: 'api-deploy-prod',
-    policy_sha256: 'b'.repeat(64),
-    provider: 'aws',
-    target: 'arn:aws:iam::123456789012:role/deploy',
-    credential_id: 'ASIAEXAMPLE',
-    expires_at: new Date(T0 + 900_000).toISOString(),
-    duration_seconds: 900,
-    client_ip: '127.0.0.1',
-    user_agent: 'test',
-    ...overrides,
-  };
-}
 
-async function appendMany(store: AuditStore, n: number, overrides: (i: number) => Partial<AuditEntry> = () => ({})): Promise<AuditRecord[]> {
-  return Promise.all(Array.from({ length: n }, (_, i) => store.append(makeEntry(overrides(i)))));
-}
 
 function isUnavailable(reason: string, causeCode?: RegExp) {
   return (err: unknown) => {
