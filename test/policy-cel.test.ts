@@ -298,3 +298,17 @@ describe('end to end: compilePolicies + evaluate', () => {
     assert.doesNotMatch(JSON.stringify({ message: decision.message, evaluations: decision.evaluations }), /endsWith|\[bot\]'/);
   });
 });
+
+describe('what a caller learns from a failing condition', () => {
+  test("the denial message says the condition could not be evaluated, never the error text that quotes the policy's literals", () => {
+    const set = setOf({ 'deploy.yaml': `issuer: github\nclaims:\n  repository: acme/api\ncondition: 'claims.teams["acme-secret-team-4711"] == "admin"'\n${GRANT}` });
+    const decision = evaluate(set, lookupPolicy(set, 'deploy'), { issuerName: 'github', audiences: [BROKER], claims: { repository: 'acme/api', teams: {} } });
+    assert.equal(decision.allowed, false);
+    assert.match(decision.message, /the condition could not be evaluated/);
+    assert.doesNotMatch(decision.message, /acme-secret-team-4711/);
+    const condition = decision.evaluations[0]!.conditions.find((c) => c.operator === 'cel')!;
+    assert.match(String(condition.actual), /acme-secret-team-4711/, 'the detail stays available to explain offline');
+    const falseDecision = evaluate(set, lookupPolicy(set, 'deploy'), { issuerName: 'github', audiences: [BROKER], claims: { repository: 'acme/api', teams: { 'acme-secret-team-4711': 'viewer' } } });
+    assert.match(falseDecision.message, /the condition is false/);
+  });
+});

@@ -40,17 +40,27 @@ const PLANNER_CALLS: ReadonlySet<string> = new Set(['_&&_', '_||_', '_?_:_', '_[
 const OPTIONAL_CALLS: ReadonlySet<string> = new Set(['_[?_]', '_?._']);
 /** Type names the evaluator resolves as identifiers, e.g. `type(claims.n) == double`. */
 const TYPE_IDENTIFIERS: readonly string[] = ['int', 'uint', 'double', 'bool', 'string', 'bytes', 'list', 'map', 'null_type', 'type'];
-/** Stop caching regexes past this many distinct patterns (only literal patterns reach the cache). */
-const MAX_CACHED_PATTERNS = 10_000;
+/** At most this many compiled patterns are kept (about 30 KB each); the least recently used goes first. */
+const MAX_CACHED_PATTERNS = 2_000;
 
-/** Compiled `matches()` patterns by source, shared by every condition: each literal pattern compiles once. */
+/**
+ * Compiled `matches()` patterns by source, shared by every condition (the
+ * evaluator asks for the program on every call). Least recently used first in
+ * Map order, so patterns dropped by a policy reload age out instead of being
+ * kept forever.
+ */
 const patternCache = new Map<string, RE2JS>();
 
 function compilePattern(pattern: string): RE2JS {
   const cached = patternCache.get(pattern);
-  if (cached !== undefined) return cached;
+  if (cached !== undefined) {
+    patternCache.delete(pattern);
+    patternCache.set(pattern, cached);
+    return cached;
+  }
   const compiled = RE2JS.compile(pattern);
-  if (patternCache.size < MAX_CACHED_PATTERNS) patternCache.set(pattern, compiled);
+  patternCache.set(pattern, compiled);
+  if (patternCache.size > MAX_CACHED_PATTERNS) patternCache.delete(patternCache.keys().next().value!);
   return compiled;
 }
 

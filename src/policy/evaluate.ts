@@ -122,7 +122,8 @@ function describeFailures(conditions: readonly ConditionResult[]): string {
   const failed = conditions.filter((c) => !c.matched);
   const parts = failed.slice(0, MAX_LISTED_FAILURES).map((c) => {
     if (c.operator === 'audience') return `the token's audience ${showValue(c.actual)} is not the one it requires`;
-    if (c.operator === 'cel') return c.actual === false ? 'the condition is false' : `the condition failed: ${printable(String(c.actual), VALUE_ECHO_LIMIT)}`;
+    // A CEL error's text quotes the expression (keys, literals it reads): callers get that it failed, explain offline shows why.
+    if (c.operator === 'cel') return c.actual === false ? 'the condition is false' : 'the condition could not be evaluated (a claim it reads is missing or of another type)';
     return `claim '${printable(c.key, NAME_ECHO_LIMIT)}' is ${showValue(c.actual)}`;
   });
   if (failed.length > MAX_LISTED_FAILURES) parts.push(`and ${failed.length - MAX_LISTED_FAILURES} more`);

@@ -184,6 +184,8 @@ export function createPolicyReloader(options: PolicyReloaderOptions): PolicyRelo
   let lastWatchWarning: string | undefined;
   let debounceTimer: NodeJS.Timeout | undefined;
   let burstStartedAt: number | undefined;
+  /** Watch events seen so far: a reload that saw one arrive while it read the directory does not swap. */
+  let changeEvents = 0;
   let pollTimer: NodeJS.Timeout | undefined;
   let polling = false;
 
@@ -221,6 +223,7 @@ export function createPolicyReloader(options: PolicyReloaderOptions): PolicyRelo
     const at = new Date();
     const startedMs = performance.now();
     if (started && !closed) arm();
+    const changesAtStart = changeEvents;
 
     let issues: PolicyIssue[] = [];
     let outcome: ReloadOutcome = 'failure';
@@ -229,6 +232,10 @@ export function createPolicyReloader(options: PolicyReloaderOptions): PolicyRelo
       issues = read.issues;
     } else if (read.digest === serving.sha256) {
       outcome = 'unchanged';
+    } else if (changeEvents !== changesAtStart) {
+      // Files still arriving (a deploy copying one by one): a set read now may lack a deny policy
+      // that lands next. Keep serving; the change already scheduled the next reload.
+      issues = [{ file: dir, keyPath: '', message: 'the directory changed while it was read; the next reload will pick it up' }];
     } else {
       try {
         const result = await options.compile(read.files);
@@ -314,7 +321,10 @@ export function createPolicyReloader(options: PolicyReloaderOptions): PolicyRelo
       if (code !== 'ENOENT') warnWatch(err);
       return;
     }
-    w.on('change', () => schedule());
+    w.on('change', () => {
+      changeEvents += 1;
+      schedule();
+    });
     w.on('error', (err) => {
       warnWatch(err);
       if (watcher === w) disarm();
