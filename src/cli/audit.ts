@@ -8,10 +8,10 @@ import { openAuditStore } from '../audit/open.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toCursor, toTimeBound } from '../audit/query.js';
 import { AUDIT_DECISIONS } from '../audit/record.js';
 import type { AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
-import { ConfigError, loadConfig, resolveConfigPath, type BrokerConfig } from '../config.js';
+import type { BrokerConfig } from '../config.js';
 import { BrokerError } from '../errors.js';
 import { loadSigningKey, SigningKeyMissingError, type SigningKey } from '../providers/signing-key.js';
-import { CliExit, type CliIo } from './io.js';
+import { CliExit, readConfig, type CliIo } from './io.js';
 
 const FORMATS: readonly ExportFormat[] = ['table', 'json', 'ndjson', 'csv'];
 /** Records printed by default: everything for the export formats, a screenful for the others. */
@@ -304,15 +304,6 @@ function parseTimeArg(value: string, flag: string): string {
     return toTimeBound(text, flag);
   } catch {
     throw new CliExit(1, `${flag}: expected an RFC 3339 time such as 2026-11-25T19:00:00Z or a date such as 2026-11-25, got '${value}'`);
-  }
-}
-
-async function readConfig(file: string | undefined): Promise<BrokerConfig> {
-  try {
-    return await loadConfig(resolveConfigPath(file));
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliExit(1, `cannot load the config:\n${err.message}`);
-    throw err;
   }
 }
 

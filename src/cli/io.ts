@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream';
+import { ConfigError, loadConfig, resolveConfigPath, type BrokerConfig } from '../config.js';
 
 /** An output stream of the CLI: process.stdout/stderr, or a stream with the same TTY facts (tests). */
 export type CliStream = Writable & { isTTY?: boolean; columns?: number };
@@ -23,5 +24,15 @@ export class CliExit extends Error {
     message = '',
   ) {
     super(message);
+  }
+}
+
+/** The config a command runs against (`-c FILE`, $BROKER_CONFIG, ./broker.yaml or the dev defaults); a bad one ends the command with exit 1. */
+export async function readConfig(file: string | undefined): Promise<BrokerConfig> {
+  try {
+    return await loadConfig(resolveConfigPath(file));
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliExit(1, `cannot load the config:\n${err.message}`);
+    throw err;
   }
 }

@@ -2,7 +2,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { decodeJwt } from 'jose';
-import { ConfigError, loadConfig, resolveConfigPath, type BrokerConfig } from '../config.js';
+import type { BrokerConfig } from '../config.js';
 import { compileContext, formatPolicyIssue } from '../main.js';
 import { compilePolicies } from '../policy/compile.js';
 import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../policy/explain.js';
@@ -10,7 +10,7 @@ import { loadPolicyDir } from '../policy/load.js';
 import { isPolicyTestFileName, runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
 import type { CompileContext, PolicyFile, PolicySet } from '../policy/types.js';
 import { suggest } from '../policy/yaml-values.js';
-import { CliExit, PROCESS_IO, type CliIo } from './io.js';
+import { CliExit, PROCESS_IO, readConfig, type CliIo } from './io.js';
 
 const CONFIG_HELP = 'config file naming the issuers and providers policies may use (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
 const DIR_HELP = 'policy directory (default: the configured policies.dir)';
@@ -35,13 +35,7 @@ export function registerPolicyCommands(program: Command, io: CliIo = PROCESS_IO)
     .option('-c, --config <file>', CONFIG_HELP)
     .description('Compile every policy with the server\'s compiler; exit 1 with file:line errors.')
     .action(async (dir: string | undefined, options: { config?: string }) => {
-      let config;
-      try {
-        config = await loadConfig(resolveConfigPath(options.config));
-      } catch (err) {
-        if (err instanceof ConfigError) throw new Error(`cannot load the config:\n${err.message}`);
-        throw err;
-      }
+      const config = await readConfig(options.config);
       const files = await loadPolicyDir(dir ?? config.policies.dir);
       const result = compilePolicies(files, compileContext(config));
       if (!result.ok) {
@@ -260,15 +254,6 @@ async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
-}
-
-async function readConfig(file: string | undefined): Promise<BrokerConfig> {
-  try {
-    return await loadConfig(resolveConfigPath(file));
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliExit(1, `cannot load the config:\n${err.message}`);
-    throw err;
-  }
 }
 
 function displayPath(file: string): string {
