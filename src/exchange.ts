@@ -54,6 +54,14 @@ export interface DecisionInput extends RequestContext {
 export interface ExchangeInput extends DecisionInput {
   /** How the credential will be delivered; checked against the grant before anything is issued. */
   format: ResponseFormat;
+  /**
+   * A route-specific check of the grant (e.g. /oauth2/token answers single
+   * tokens only): run once the policy is allowed and its grant known, before
+   * the token is claimed and before anything is issued, so a credential the
+   * route could not deliver is never minted. The refusal it returns is
+   * audited like any other.
+   */
+  checkGrant?: (grant: Grant, policy: CompiledPolicy) => BrokerError | undefined;
 }
 
 /** Explain takes exactly what an exchange takes, and issues nothing. */
@@ -197,6 +205,8 @@ async function authorizeAndIssue(deps: ExchangeDeps, input: ExchangeInput, entry
   if (input.format === 'credential_process' && grant.provider !== 'aws') {
     throw new InvalidRequestError(`format=credential_process is for AWS grants; policy '${policy.name}' grants ${grant.provider}.`, { reason: 'format_not_supported' });
   }
+  const grantRefusal = input.checkGrant?.(grant, policy);
+  if (grantRefusal) throw grantRefusal;
 
   if (!policy.allowTokenReuse) {
     const key = replayKey(policy, token);

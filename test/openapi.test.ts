@@ -168,6 +168,37 @@ test('explain responses match the spec in every outcome', async () => {
   }
 });
 
+test('token exchange (/oauth2/token) responses match the spec in every outcome', async () => {
+  const form = (params: Record<string, string>) => request(fx.broker.app).post('/oauth2/token').type('form').send(new URLSearchParams(params).toString());
+  const params = async (extra: Record<string, string> = {}) => ({
+    grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+    subject_token: await mint(),
+    subject_token_type: 'urn:ietf:params:oauth:token-type:jwt',
+    scope: 'deploy',
+    ...extra,
+  });
+  const issued = await form(await params());
+  check(issued, '/oauth2/token');
+  checkHeaders(issued, '/oauth2/token', 'post');
+  check(await form(await params({ grant_type: 'client_credentials' })), '/oauth2/token');
+  check(await form(await params({ subject_token: 'not.a.jwt' })), '/oauth2/token');
+  check(await form(await params({ scope: 'nope' })), '/oauth2/token');
+  check(await form(await params({ subject_token: await mint({ repository: 'evil/api' }) })), '/oauth2/token');
+  check(await request(fx.broker.app).post('/oauth2/token').send(await params()), '/oauth2/token');
+  check(await form(await params({ pad: 'x'.repeat(70_000) })), '/oauth2/token');
+
+  const blocker = new Database(path.join(fx.dir, 'data', 'audit.db'));
+  blocker.exec('BEGIN EXCLUSIVE');
+  try {
+    const unavailable = await form(await params());
+    check(unavailable, '/oauth2/token');
+    checkHeaders(unavailable, '/oauth2/token', 'post');
+  } finally {
+    blocker.exec('ROLLBACK');
+    blocker.close();
+  }
+});
+
 /** Validates the documented response headers that the real response carries. */
 function checkHeaders(res: request.Response, route: string, method: string): void {
   const headers = (responseSpec(route, method, res.status).headers ?? {}) as Record<string, { schema?: unknown; $ref?: string }>;

@@ -9,6 +9,7 @@ import { auditRoutes, type Auditor } from './routes/audit.js';
 import { exchangeRoutes } from './routes/exchange.js';
 import { explainRoutes } from './routes/explain.js';
 import { healthRoutes } from './routes/health.js';
+import { oauthTokenRoutes } from './routes/oauth-token.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 
 export interface AppDeps extends ExchangeDeps {
@@ -34,6 +35,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(requestId());
   app.use(exchangeRoutes(deps));
   app.use(explainRoutes(deps));
+  app.use(oauthTokenRoutes(deps));
   app.use(wellKnownRoutes(deps));
   app.use(healthRoutes(deps));
   app.use(auditRoutes(deps));

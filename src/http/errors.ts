@@ -28,6 +28,70 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   not_ready: 503,
 };
 
+/** The RFC 6749 section 5.2 / RFC 8693 section 2.2.2 error codes `/oauth2/token` answers. */
+export type OAuthErrorCode = 'invalid_request' | 'invalid_grant' | 'invalid_target' | 'unsupported_grant_type' | 'server_error' | 'temporarily_unavailable';
+
+/**
+ * The one place where a broker error code becomes an OAuth error on
+ * `POST /oauth2/token` (RFC 6749 section 5.2, RFC 8693 section 2.2.2). The
+ * audit record keeps the broker code; only the wire answer changes.
+ *
+ * - invalid_token: an invalid subject_token is `invalid_request` (RFC 8693 2.2.2), 400.
+ * - access_denied (a policy or deny policy refuses) and token_replayed (the
+ *   subject token was already spent): `invalid_grant`, 400 (the presented grant
+ *   does not entitle the caller, like a used or unauthorized authorization code).
+ * - unknown_policy: `invalid_target`, 400 (no such `scope`/`audience`).
+ * - issuer_unavailable, audit_unavailable, not_ready, rate_limited:
+ *   `temporarily_unavailable`, their broker status kept (503, 429).
+ * - provider_error: `server_error`, 502 kept; server_error 500.
+ * - request_too_large, not_acceptable, not_found: `invalid_request`, broker status kept.
+ */
+export const OAUTH_ERROR: Readonly<Record<ErrorCode, { error: OAuthErrorCode; status: number }>> = {
+  invalid_request: { error: 'invalid_request', status: 400 },
+  invalid_token: { error: 'invalid_request', status: 400 },
+  access_denied: { error: 'invalid_grant', status: 400 },
+  unknown_policy: { error: 'invalid_target', status: 400 },
+  not_found: { error: 'invalid_request', status: 404 },
+  not_acceptable: { error: 'invalid_request', status: 406 },
+  token_replayed: { error: 'invalid_grant', status: 400 },
+  request_too_large: { error: 'invalid_request', status: 413 },
+  rate_limited: { error: 'temporarily_unavailable', status: 429 },
+  server_error: { error: 'server_error', status: 500 },
+  provider_error: { error: 'server_error', status: 502 },
+  issuer_unavailable: { error: 'temporarily_unavailable', status: 503 },
+  audit_unavailable: { error: 'temporarily_unavailable', status: 503 },
+  not_ready: { error: 'temporarily_unavailable', status: 503 },
+};
+
+/**
+ * A malformed token request whose OAuth code is more specific than
+ * `invalid_request` (`unsupported_grant_type`, `invalid_target`); audited as
+ * the broker's `invalid_request`.
+ */
+export class OAuthRequestError extends InvalidRequestError {
+  constructor(
+    readonly oauthError: 'invalid_request' | 'unsupported_grant_type' | 'invalid_target',
+    message: string,
+    reason: string,
+  ) {
+    super(message, { reason });
+  }
+}
+
+/** Writes an RFC 6749 section 5.2 error body `{error, error_description, request_id}` for `/oauth2/token`. */
+export function sendOAuthError(res: Response, error: BrokerError): void {
+  const mapped = OAUTH_ERROR[error.code];
+  const status = mapped.status;
+  if (status === 429 || status === 503) res.set('Retry-After', '5');
+  res.set('Cache-Control', 'no-store');
+  res.set('Pragma', 'no-cache');
+  res.status(status).json({
+    error: error instanceof OAuthRequestError ? error.oauthError : mapped.error,
+    error_description: error.message,
+    request_id: res.locals.requestId as string | undefined,
+  });
+}
+
 /** Writes the contract's error body: `{error, error_description, request_id}` (+ extra fields). */
 export function sendError(res: Response, error: BrokerError, extra: Record<string, unknown> = {}): void {
   const status = HTTP_STATUS[error.code];

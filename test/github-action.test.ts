@@ -1,0 +1,289 @@
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { AUDIENCE, createCapturingLogger, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { listen, type RunningServer } from '../src/http/server.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const DIST = path.join(ROOT, 'action', 'dist', 'index.js');
+const REQUEST_TOKEN = 'runner-request-token-for-tests';
+
+const POLICIES = {
+  'deploy.yaml': `
+name: deploy
+issuer: local
+claims:
+  repository: acme/api
+  ref: refs/heads/main
+grant:
+  provider: jwt
+  audience: https://deploy.example.com
+  max_duration_seconds: 600
+  claims:
+    repo: \${repository}
+`,
+};
+const GOOD_CLAIMS = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', ref: 'refs/heads/main', event_name: 'push' };
+
+let fx: BrokerFixture;
+let broker: RunningServer;
+let idService: http.Server;
+let idServiceUrl: string;
+let proxy: http.Server;
+let proxyUrl: string;
+let dir: string;
+
+/** Per test: the claims the ID token service mints, what it saw, and how many broker requests fail first. */
+let claims: Record<string, unknown> = GOOD_CLAIMS;
+let idTokens: string[] = [];
+let idAudiences: string[] = [];
+let exchangeRequests = 0;
+let failFirst = 0;
+
+async function listenOn(server: http.Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+before(async () => {
+  fx = await startBrokerFixture({ policies: POLICIES });
+  broker = await listen(fx.broker, { host: '127.0.0.1', port: 0, logger: createCapturingLogger().logger });
+  dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-action-'));
+
+  // The runner's ID token service: checks the request token, mints for the requested audience.
+  idService = http.createServer((req, res) => {
+    void (async () => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (req.headers.authorization !== `Bearer ${REQUEST_TOKEN}` || url.searchParams.get('api-version') !== '2.0') {
+        res.writeHead(401).end();
+        return;
+      }
+      const aud = url.searchParams.get('audience');
+      if (!aud) return res.writeHead(400).end();
+      idAudiences.push(aud);
+      const token = await fx.issuer.mint({ ...claims, aud });
+      idTokens.push(token);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ count: 1, value: token }));
+    })();
+  });
+  idServiceUrl = await listenOn(idService);
+
+  // In front of the broker: counts exchanges and can answer 503 to the first ones.
+  proxy = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      void (async () => {
+        exchangeRequests++;
+        if (exchangeRequests <= failFirst) {
+          res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'temporarily_unavailable', error_description: 'Try again.', request_id: 'r-503' }));
+          return;
+        }
+        const headers: Record<string, string> = {};
+        for (const name of ['authorization', 'content-type', 'accept']) if (typeof req.headers[name] === 'string') headers[name] = req.headers[name];
+        const upstream = await fetch(`${broker.url}${req.url}`, { method: req.method, headers, body: Buffer.concat(chunks) });
+        res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await upstream.arrayBuffer()));
+      })();
+    });
+  });
+  proxyUrl = await listenOn(proxy);
+});
+
+after(async () => {
+  await new Promise((resolve) => idService.close(resolve));
+  await new Promise((resolve) => proxy.close(resolve));
+  await broker.shutdown();
+  await fx.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+beforeEach(() => {
+  claims = GOOD_CLAIMS;
+  idTokens = [];
+  idAudiences = [];
+  exchangeRequests = 0;
+  failFirst = 0;
+});
+
+interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  outputs: string;
+  env: string;
+}
+
+let runs = 0;
+/** Runs the committed bundle the way the runner does: `node action/dist/index.js` with INPUT_* and the command files. */
+async function runAction(inputs: Record<string, string>, extraEnv: Record<string, string | undefined> = {}): Promise<RunResult> {
+  runs++;
+  const outputFile = path.join(dir, `output-${runs}`);
+  const envFile = path.join(dir, `env-${runs}`);
+  await writeFile(outputFile, '');
+  await writeFile(envFile, '');
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    GITHUB_OUTPUT: outputFile,
+    GITHUB_ENV: envFile,
+    ACTIONS_ID_TOKEN_REQUEST_URL: `${idServiceUrl}/token?api-version=2.0`,
+    ACTIONS_ID_TOKEN_REQUEST_TOKEN: REQUEST_TOKEN,
+    OIDC_BROKER_ACTION_RETRY_BASE_MS: '10',
+  };
+  for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value;
+  for (const [name, value] of Object.entries(extraEnv)) {
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  }
+  const child = spawn(process.execPath, [DIST], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, stdout, stderr, outputs: await readFile(outputFile, 'utf8'), env: await readFile(envFile, 'utf8') };
+}
+
+/** Parses `name<<DELIM\nvalue\nDELIM\n` blocks, checking each delimiter is random and closes its block. */
+function parseFileCommands(text: string): Map<string, string> {
+  const result = new Map<string, string>();
+  const lines = text.split('\n');
+  const delimiters = new Set<string>();
+  let i = 0;
+  while (i < lines.length) {
+    const line = lines[i]!;
+    if (line === '' && i === lines.length - 1) break;
+    const match = /^([^<]+)<<(ghadelimiter_[0-9a-f-]{36})$/.exec(line);
+    assert.ok(match, `not a heredoc header: ${line}`);
+    const [, name, delimiter] = match;
+    assert.ok(!delimiters.has(delimiter!), 'delimiters are random');
+    delimiters.add(delimiter!);
+    const end = lines.indexOf(delimiter!, i + 1);
+    assert.ok(end > i, `unterminated block for ${name}`);
+    result.set(name!, lines.slice(i + 1, end).join('\n'));
+    i = end + 1;
+  }
+  return result;
+}
+
+/** Every secret is masked, and its mask comes before any other line that holds it. */
+function assertMaskedFirst(stdout: string, secrets: string[]): void {
+  const lines = stdout.split('\n');
+  for (const secret of secrets) {
+    const mask = lines.indexOf(`::add-mask::${secret}`);
+    assert.ok(mask >= 0, 'secret is masked');
+    const firstUse = lines.findIndex((line) => line.includes(secret));
+    assert.equal(firstUse, mask, 'the mask line is the first line holding the secret');
+  }
+}
+
+const errorLine = (stdout: string) => stdout.split('\n').find((line) => line.startsWith('::error::')) ?? '';
+
+describe('GitHub Action (action/dist/index.js)', () => {
+  test('exchanges the ID token, writes outputs and env in heredoc format, masks every secret first', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'duration-seconds': '300' });
+    assert.equal(result.code, 0, result.stdout + result.stderr);
+    assert.deepEqual(idAudiences, [AUDIENCE]);
+    const outputs = parseFileCommands(result.outputs);
+    assert.deepEqual([...outputs.keys()], ['issuance-id', 'expires-at', 'access-token']);
+    const token = outputs.get('access-token')!;
+    const payload = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+    assert.equal(payload.aud, 'https://deploy.example.com');
+    assert.equal(payload.repo, 'acme/api');
+    assert.ok((payload.exp as number) - (payload.iat as number) <= 300);
+    assert.match(outputs.get('issuance-id')!, /\S/);
+    assert.ok(!Number.isNaN(Date.parse(outputs.get('expires-at')!)));
+    const env = parseFileCommands(result.env);
+    assert.deepEqual([...env.entries()], [['OIDC_BROKER_TOKEN', token]]);
+    assertMaskedFirst(result.stdout, [token, idTokens[0]!, REQUEST_TOKEN]);
+    assert.ok(!result.stdout.includes('::error::'));
+    assert.equal(result.stderr, '');
+  });
+
+  test('export-env: false writes outputs only', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'export-env': 'false' });
+    assert.equal(result.code, 0, result.stdout);
+    assert.ok(parseFileCommands(result.outputs).has('access-token'));
+    assert.equal(result.env, '');
+  });
+
+  test('without id-token: write, says so', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy' }, { ACTIONS_ID_TOKEN_REQUEST_URL: undefined, ACTIONS_ID_TOKEN_REQUEST_TOKEN: undefined });
+    assert.equal(result.code, 1);
+    assert.match(errorLine(result.stdout), /this job needs `permissions: id-token: write`/);
+    assert.equal(exchangeRequests, 0);
+    assert.equal(result.outputs, '');
+  });
+
+  test('a wrong audience (default broker-url) names the audience input', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy' });
+    assert.equal(result.code, 1);
+    assert.deepEqual(idAudiences, [proxyUrl]);
+    assert.match(errorLine(result.stdout), /the audience input must be one of the broker's accepted audiences \(default: broker-url\)/);
+    assert.match(errorLine(result.stdout), /broker request id /);
+    assert.equal(exchangeRequests, 1, '4xx is never retried');
+  });
+
+  test('a denial names the policy and the broker reason, and is not retried', async () => {
+    claims = { ...GOOD_CLAIMS, ref: 'refs/heads/feature' };
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE });
+    assert.equal(result.code, 1);
+    const line = errorLine(result.stdout);
+    assert.match(line, /^::error::Policy "deploy" denied this job: \S/);
+    assert.equal(exchangeRequests, 1);
+    assert.equal(idTokens.length, 1);
+    assert.equal(result.outputs, '');
+    assert.equal(result.env, '');
+  });
+
+  test('an unknown policy says to check the policy input', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'nope', audience: AUDIENCE });
+    assert.equal(result.code, 1);
+    assert.match(errorLine(result.stdout), /no policy "nope": check the policy input/);
+    assert.equal(exchangeRequests, 1);
+  });
+
+  test('a 503 is retried with a fresh ID token', async () => {
+    failFirst = 1;
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE });
+    assert.equal(result.code, 0, result.stdout);
+    assert.equal(exchangeRequests, 2);
+    assert.equal(idTokens.length, 2);
+    assert.notEqual(idTokens[0], idTokens[1]);
+    assert.match(result.stdout, /Attempt 1 of 3 failed: The broker answered HTTP 503/);
+    assertMaskedFirst(result.stdout, [idTokens[0]!, idTokens[1]!, parseFileCommands(result.outputs).get('access-token')!]);
+  });
+
+  test('gives up after three 503s', async () => {
+    failFirst = 10;
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE });
+    assert.equal(result.code, 1);
+    assert.equal(exchangeRequests, 3);
+    assert.equal(idTokens.length, 3);
+    assert.match(errorLine(result.stdout), /HTTP 503 temporarily_unavailable: Try again\. \(broker request id r-503\)/);
+  });
+
+  test('refuses a bad duration-seconds before any request', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', 'duration-seconds': '5m' });
+    assert.equal(result.code, 1);
+    assert.match(errorLine(result.stdout), /duration-seconds input must be a positive whole number/);
+    assert.equal(idTokens.length, 0);
+  });
+
+  test('the committed bundle is what npm run build:action produces from action/src', async () => {
+    const pkg = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    const script = pkg.scripts['build:action']!;
+    assert.ok(script.includes('--outfile=action/dist/index.js'));
+    const outfile = path.join(dir, 'rebuilt.js');
+    const args = script.split(' ').slice(1).map((arg) => (arg === '--outfile=action/dist/index.js' ? `--outfile=${outfile}` : arg));
+    const child = spawn(path.join(ROOT, 'node_modules', '.bin', 'esbuild'), [...args, '--log-level=warning'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    assert.equal(await new Promise((resolve) => child.on('close', resolve)), 0, stderr);
+    assert.equal(await readFile(outfile, 'utf8'), await readFile(DIST, 'utf8'), 'action/dist/index.js is stale: run npm run build:action and commit it');
+  });
+});
