@@ -120,6 +120,8 @@ describe('POST /v1/exchange issues a broker-signed token', () => {
     assert.ok(jwks.keys.every((k: Record<string, unknown>) => k.d === undefined), 'no private key material served');
     const discovery = (await request(fx.broker.app).get('/.well-known/openid-configuration')).body;
     assert.equal(discovery.issuer, 'http://127.0.0.1:8080');
+    assert.equal(discovery.token_endpoint, 'http://127.0.0.1:8080/oauth2/token', 'OAuth clients discover the RFC 8693 endpoint');
+    assert.deepEqual(discovery.grant_types_supported, ['urn:ietf:params:oauth:grant-type:token-exchange']);
     const { payload, protectedHeader } = await jwtVerify(issued, createLocalJWKSet(jwks), { issuer: discovery.issuer, audience: 'https://deploy.example.com' });
     assert.equal(protectedHeader.alg, 'ES256');
     assert.equal(payload.sub, GOOD_CLAIMS.sub);

@@ -16,6 +16,10 @@ export function wellKnownRoutes(deps: { publicUrl: string; publicJwks: { keys: J
       response_types_supported: ['id_token'],
       subject_types_supported: ['public'],
       id_token_signing_alg_values_supported: [...new Set(deps.publicJwks.keys.map((k) => k.alg).filter(Boolean))],
+      // RFC 8414 fields, so OAuth clients find the RFC 8693 endpoint; it takes no client authentication.
+      token_endpoint: `${deps.publicUrl}/oauth2/token`,
+      grant_types_supported: ['urn:ietf:params:oauth:grant-type:token-exchange'],
+      token_endpoint_auth_methods_supported: ['none'],
     });
   });
   return router;
