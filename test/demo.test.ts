@@ -1,0 +1,85 @@
+// `npm run demo` end to end: the script runs as a child process (issuer, STS emulator and broker
+// on loopback), exits 0, prints every step, and never prints a secret in full.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function run(env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/demo.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`demo did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test('npm run demo walks through every step and prints no secret in full', { timeout: 90_000 }, async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-demo-test-'));
+  try {
+    const secretsFile = path.join(dir, 'secrets.json');
+    const env: NodeJS.ProcessEnv = { ...process.env, OIDC_BROKER_DEMO_SECRETS_FILE: secretsFile };
+    delete env.FORCE_COLOR;
+    const { code, stdout, stderr } = await run(env, 80_000);
+    assert.equal(code, 0, `demo exited ${code}\n${stdout}\n${stderr}`);
+
+    for (const headline of [
+      '1. Mint a CI token for acme/api on refs/heads/main',
+      '2. Exchange it for AWS credentials',
+      '3. Exchange a fresh token for a broker-signed token',
+      '4. A denial: a token from a feature branch',
+      '5. Query the audit log as an auditor',
+    ]) {
+      assert.ok(stdout.includes(headline), `missing headline ${headline}`);
+    }
+    assert.doesNotMatch(stdout, /\u001b\[/, 'no colours when stdout is not a TTY');
+    // Step 2: an issued temporary AWS credential, and what STS received.
+    assert.match(stdout, /issued ASIA[A-Z0-9]{16} \(issuance id /);
+    assert.match(stdout, /"RoleSessionName": "ci-acme-api-4242"/);
+    assert.match(stdout, /"SecretAccessKey": ".{4}…\(redacted\)"/);
+    // Step 3: verified against the JWKS.
+    assert.match(stdout, /verified with jose against the broker's JWKS/);
+    // Step 4: the 403 and its reason, the explain over HTTP (hidden) and offline (shown).
+    assert.match(stdout, /HTTP 403/);
+    assert.ok(stdout.includes(`Policy 'demo-aws-deploy' does not match this token: claim 'ref' is \\"refs/heads/feature/login\\".`));
+    assert.match(stdout, /"reason": "conditions_not_met"/);
+    assert.match(stdout, /"expected": "\(hidden\)"/);
+    assert.match(stdout, /npx oidc-broker policy explain --policy demo-aws-deploy/);
+    assert.match(stdout, /✗ {2}ref {9}equals {4}refs\/heads\/main/);
+    // Step 5: the audit table and the chain verification.
+    assert.match(stdout, /issued {4}demo-aws-deploy {4}repo:acme\/api:ref:refs\/heads\/main {11}ASIA[A-Z0-9]{16}/);
+    assert.match(stdout, /denied {4}demo-aws-deploy/);
+    assert.match(stdout, /"ok": true/);
+    assert.match(stdout, /Demo finished/);
+
+    // No secret in full: the emulator's SecretAccessKey/SessionToken, the CI tokens, the broker token, the auditor token.
+    const secrets = JSON.parse(await readFile(secretsFile, 'utf8')) as string[];
+    assert.ok(secrets.length >= 8, `expected the demo's secrets, got ${secrets.length}`);
+    assert.ok(secrets.some((s) => s.startsWith('IQoJb3JpZ2luX2VjE')), 'the emulator session token is among the checked secrets');
+    const everything = stdout + stderr;
+    for (const secret of secrets) assert.ok(!everything.includes(secret), `a secret was printed in full: ${secret.slice(0, 12)}…`);
+    // And by shape, independently of the list: no whole JWT, no whole session token.
+    assert.doesNotMatch(everything, /eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]{8,}/);
+    assert.doesNotMatch(everything, /IQoJb3JpZ2luX2VjE[A-Za-z0-9+/]{20,}/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
