@@ -6,6 +6,7 @@
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
 import { toClaimIndex } from '../src/audit/record.js';
+import { toStoredColumns } from '../src/audit/rows.js';
 import type { AuditEntry } from '../src/audit/types.js';
 
 export interface BulkRecord {
@@ -16,16 +17,7 @@ export interface BulkRecord {
 const PLACEHOLDER_HASH = 'f'.repeat(64);
 
 function columns(record: BulkRecord): Record<string, string | number | null> {
-  const { entry } = record;
-  return {
-    ...entry,
-    audience: entry.audience === null ? null : JSON.stringify(entry.audience),
-    claims: entry.claims === null ? null : JSON.stringify(entry.claims),
-    unverified: entry.unverified === null ? null : JSON.stringify(entry.unverified),
-    seq: record.seq,
-    prev_hash: PLACEHOLDER_HASH,
-    hash: PLACEHOLDER_HASH,
-  };
+  return toStoredColumns({ ...record.entry, seq: record.seq, prev_hash: PLACEHOLDER_HASH, hash: PLACEHOLDER_HASH });
 }
 
 export function bulkLoadSqlite(db: Database.Database, records: Iterable<BulkRecord>): void {

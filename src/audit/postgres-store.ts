@@ -28,7 +28,8 @@ import pg from 'pg';
 import { AuditUnavailableError } from '../errors.js';
 import { compileAuditQuery, hourOf, toCursor, type CompiledAuditQuery } from './query.js';
 import { AUDIT_ENTRY_FIELDS, GENESIS_HASH, createChainVerifier, hashRecord, toCanonicalEntry, toClaimIndex } from './record.js';
-import type { AuditCheckpoint, AuditDecision, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainPoint, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
+import { RECORD_COLUMNS, fromStoredRow, toStoredColumns, type StoredRow } from './rows.js';
+import type { AuditCheckpoint, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainPoint, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 
 export interface PostgresAuditStoreOptions {
   /** Called after each committed batch with its commit latency (BEGIN to COMMIT), in seconds. */
@@ -150,7 +151,7 @@ const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-const COLUMNS = [...AUDIT_ENTRY_FIELDS, 'seq', 'prev_hash', 'hash'] as const;
+const COLUMNS = RECORD_COLUMNS;
 const SELECT_COLUMNS = COLUMNS.join(', ');
 /** The column types for the unnest() of an append. */
 const COLUMN_TYPES: Record<(typeof COLUMNS)[number], 'text' | 'bigint'> = Object.fromEntries(
@@ -171,11 +172,7 @@ const UPSERT_HOURS_SQL = `
 const INSERT_CHECKPOINT_SQL = 'INSERT INTO audit_checkpoints (seq, hash, time, kind, kid, jws) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING';
 
 /** A row of audit_events as pg returns it (bigint columns arrive as strings). */
-type EventRow = { [K in (typeof AUDIT_ENTRY_FIELDS)[number]]: K extends 'id' | 'time' ? string : string | null } & {
-  seq: string;
-  prev_hash: string;
-  hash: string;
-};
+type EventRow = StoredRow;
 
 interface Pending {
   entry: AuditEntry;
@@ -382,7 +379,8 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
     }
     if (records.length === 0) return results;
 
-    const columns = COLUMNS.map((column) => records.map((r) => toColumn(r, column)));
+    const stored = records.map(toStoredColumns);
+    const columns = COLUMNS.map((column) => stored.map((r) => r[column]));
     await client.query(INSERT_EVENTS_SQL, columns);
     const claimSeqs: number[] = [];
     const claimNames: string[] = [];
@@ -455,7 +453,7 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
       const more = rows.length > compiled.limit;
       let events: AuditRecord[];
       try {
-        events = (more ? rows.slice(0, compiled.limit) : rows).map(toRecord);
+        events = (more ? rows.slice(0, compiled.limit) : rows).map(fromStoredRow);
       } catch (err) {
         // Only an edited table holds a row that does not parse; verify() names it.
         throw readFailed(err);
@@ -509,7 +507,7 @@ export async function openPostgresAuditStore(url: string, options: PostgresAudit
         for (const row of rows) {
           let record: AuditRecord;
           try {
-            record = toRecord(row);
+            record = fromStoredRow(row);
           } catch {
             verifier.fail({ seq: Number(row.seq), id: typeof row.id === 'string' ? row.id : null }, 'unreadable');
             return verifier.result();
@@ -725,48 +723,7 @@ async function readHead(client: pg.PoolClient): Promise<ChainPoint> {
   return row === undefined ? { seq: 0, hash: GENESIS_HASH } : { seq: Number(row.seq), hash: row.hash };
 }
 
-function toColumn(record: AuditRecord, column: (typeof COLUMNS)[number]): string | number | null {
-  switch (column) {
-    case 'audience':
-    case 'claims':
-    case 'unverified':
-      return record[column] === null ? null : JSON.stringify(record[column]);
-    default:
-      return record[column];
-  }
-}
 
-/** A stored row as an AuditRecord; throws if a JSON column does not parse (an edited table). */
-function toRecord(row: EventRow): AuditRecord {
-  const duration = row.duration_seconds;
-  return {
-    id: row.id,
-    time: row.time,
-    decision: row.decision as AuditDecision,
-    error: row.error,
-    reason: row.reason,
-    request_id: row.request_id,
-    issuer: row.issuer,
-    subject: row.subject,
-    audience: row.audience === null ? null : (JSON.parse(row.audience) as string[]),
-    jti: row.jti,
-    token_sha256: row.token_sha256,
-    claims: row.claims === null ? null : (JSON.parse(row.claims) as Record<string, unknown>),
-    unverified: row.unverified === null ? null : (JSON.parse(row.unverified) as AuditRecord['unverified']),
-    policy: row.policy,
-    policy_sha256: row.policy_sha256,
-    provider: row.provider,
-    target: row.target,
-    credential_id: row.credential_id,
-    expires_at: row.expires_at,
-    duration_seconds: duration === null ? null : Number(duration),
-    client_ip: row.client_ip,
-    user_agent: row.user_agent,
-    seq: Number(row.seq),
-    prev_hash: row.prev_hash,
-    hash: row.hash,
-  };
-}
 
 /**
  * The keyset query for one page, in seq order; fetches limit + 1 rows to know

@@ -16,8 +16,9 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError } from '../errors.js';
 import { compileAuditQuery, hourOf, toCursor, type CompiledAuditQuery } from './query.js';
-import { AUDIT_ENTRY_FIELDS, GENESIS_HASH, createChainVerifier, hashRecord, toCanonicalEntry, toClaimIndex } from './record.js';
-import type { AuditCheckpoint, AuditDecision, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainPoint, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
+import { GENESIS_HASH, createChainVerifier, hashRecord, toCanonicalEntry, toClaimIndex } from './record.js';
+import { RECORD_COLUMNS, fromStoredRow, toStoredColumns, type RecordColumn, type StoredRow } from './rows.js';
+import type { AuditCheckpoint, AuditEntry, AuditPage, AuditQuery, AuditRecord, AuditStore, ChainPoint, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 
 export interface SqliteAuditStoreOptions {
   /** Called after each committed batch with its commit latency (BEGIN to COMMIT), in seconds. */
@@ -108,16 +109,13 @@ const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-const COLUMNS = [...AUDIT_ENTRY_FIELDS, 'seq', 'prev_hash', 'hash'] as const;
+const COLUMNS = RECORD_COLUMNS;
 const SELECT_COLUMNS = COLUMNS.join(', ');
 
 /** A row of audit_events as better-sqlite3 returns it. */
-type EventRow = { [K in (typeof AUDIT_ENTRY_FIELDS)[number]]: K extends 'duration_seconds' ? number | null : K extends 'id' | 'time' ? string : string | null } & {
-  seq: number;
-  prev_hash: string;
-  hash: string;
-};
-type EventParams = Record<(typeof COLUMNS)[number], string | number | null>;
+/** SQLite gives integers as numbers. */
+type EventRow = StoredRow & { seq: number; duration_seconds: number | null };
+type EventParams = Record<RecordColumn, string | number | null>;
 
 interface Connection {
   db: Database.Database;
@@ -317,7 +315,7 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
       const page = more ? rows.slice(0, compiled.limit) : rows;
       let events: AuditRecord[];
       try {
-        events = page.map(toRecord);
+        events = page.map(fromStoredRow);
       } catch (err) {
         // Only an edited file holds a row that does not parse; verify() names it.
         throw readFailed(err);
@@ -370,7 +368,7 @@ export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOpti
         for (const row of rows) {
           let record: AuditRecord;
           try {
-            record = toRecord(row);
+            record = fromStoredRow(row);
           } catch {
             verifier.fail({ seq: row.seq, id: typeof row.id === 'string' ? row.id : null }, 'unreadable');
             return verifier.result();
@@ -580,7 +578,7 @@ function writeBatch(c: Connection, batch: readonly Pending[]): (AuditRecord | { 
       const seq = head.seq + 1;
       const record: AuditRecord = { ...entry, seq, prev_hash: head.hash, hash: hashRecord(head.hash, seq, entry) };
       try {
-        c.insertEvent.run(toParams(record));
+        c.insertEvent.run(toStoredColumns(record));
       } catch (err) {
         // A failed statement is undone by SQLite on its own; only a constraint
         // (a reused id: a caller bug) is this entry's alone.
@@ -616,45 +614,7 @@ function currentHead(c: Connection): ChainPoint {
   return c.head.get() ?? c.prunedHead.get() ?? { seq: 0, hash: GENESIS_HASH };
 }
 
-function toParams(record: AuditRecord): EventParams {
-  return {
-    ...record,
-    audience: record.audience === null ? null : JSON.stringify(record.audience),
-    claims: record.claims === null ? null : JSON.stringify(record.claims),
-    unverified: record.unverified === null ? null : JSON.stringify(record.unverified),
-  };
-}
 
-/** A stored row as an AuditRecord; throws if a JSON column does not parse (an edited file). */
-function toRecord(row: EventRow): AuditRecord {
-  return {
-    id: row.id,
-    time: row.time,
-    decision: row.decision as AuditDecision,
-    error: row.error,
-    reason: row.reason,
-    request_id: row.request_id,
-    issuer: row.issuer,
-    subject: row.subject,
-    audience: row.audience === null ? null : (JSON.parse(row.audience) as string[]),
-    jti: row.jti,
-    token_sha256: row.token_sha256,
-    claims: row.claims === null ? null : (JSON.parse(row.claims) as Record<string, unknown>),
-    unverified: row.unverified === null ? null : (JSON.parse(row.unverified) as AuditRecord['unverified']),
-    policy: row.policy,
-    policy_sha256: row.policy_sha256,
-    provider: row.provider,
-    target: row.target,
-    credential_id: row.credential_id,
-    expires_at: row.expires_at,
-    duration_seconds: row.duration_seconds,
-    client_ip: row.client_ip,
-    user_agent: row.user_agent,
-    seq: row.seq,
-    prev_hash: row.prev_hash,
-    hash: row.hash,
-  };
-}
 
 /**
  * The keyset query for one page, in seq order; fetches limit + 1 rows to know
