@@ -70,7 +70,8 @@ export async function checkpointKeys(jwks: readonly JWK[]): Promise<Map<string, 
  */
 export async function verifyAuditLog(store: AuditStore, keys: ReadonlyMap<string, CryptoKey | Uint8Array>): Promise<AuditVerification> {
   const checkpoints = await store.checkpoints();
-  const latest = checkpoints.reduce<AuditCheckpoint | null>((newest, c) => (newest === null || c.seq >= newest.seq ? c : newest), null);
+  // The store lists them in seq order, then time: the last is the newest.
+  const latest = checkpoints.at(-1) ?? null;
   const summary = { checkpoints: checkpoints.length, latest_checkpoint: latest === null ? null : { seq: latest.seq, time: latest.time } };
 
   let anchor: ChainPoint = { seq: 0, hash: GENESIS_HASH };
@@ -143,7 +144,7 @@ export function startCheckpointer(deps: { store: AuditStore; key: SigningKey; lo
     const target = written;
     if (target === undefined || target.seq <= newestSeen) return null;
     const stored = await deps.store.checkpoints();
-    const newest = stored.reduce<AuditCheckpoint | null>((n, c) => (n === null || c.seq > n.seq ? c : n), null);
+    const newest = stored.at(-1) ?? null;
     if ((newest?.seq ?? 0) < newestSeen) return refuse('checkpoints were deleted from the store', { newest_seen: newestSeen, newest_stored: newest?.seq ?? 0 });
     if (newest !== null && !(await isCheckpointAuthentic(newest, await keys))) return refuse('the newest stored checkpoint is not authentic', { seq: newest.seq });
     const from: ChainPoint = newest === null ? { seq: 0, hash: GENESIS_HASH } : { seq: newest.seq, hash: newest.hash };
