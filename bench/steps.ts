@@ -13,7 +13,7 @@ import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
 import type { JwtGrant } from '../src/policy/types.js';
 import { createJwtProvider } from '../src/providers/jwt.js';
-import { loadOrCreateSigningKey } from '../src/providers/signing-key.js';
+import { loadOrCreateSigningKey } from '../src/keys/signing-key.js';
 
 const AUDIENCE = 'http://127.0.0.1:8080';
 const CLAIMS = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', ref: 'refs/heads/main', event_name: 'push' };

@@ -15,7 +15,7 @@ import type { CompileContext, PolicyIssue, PolicySet, ProviderName } from './pol
 import { createAwsProvider } from './providers/aws.js';
 import { createGcpProvider } from './providers/gcp.js';
 import { createJwtProvider } from './providers/jwt.js';
-import { loadOrCreateSigningKey } from './providers/signing-key.js';
+import { loadOrCreateSigningKey } from './keys/signing-key.js';
 import { createMemoryReplayStore } from './replay/memory-store.js';
 
 /** Policies that do not compile; the broker does not start on them (contract section 3). */

@@ -17,7 +17,7 @@ import {
 import { hashRecord, newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
 import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
-import { loadOrCreateSigningKey, type SigningKey } from '../src/providers/signing-key.js';
+import { loadOrCreateSigningKey, type SigningKey } from '../src/keys/signing-key.js';
 import { createCapturingLogger } from './helpers/broker-fixture.js';
 
 const T0 = Date.parse('2026-11-01T00:00:00Z');

@@ -16,7 +16,7 @@ import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
 import type { AuditEntry, AuditQuery, AuditRecord } from '../src/audit/types.js';
 import { runCli } from '../src/cli/index.js';
 import type { CliIo } from '../src/cli/io.js';
-import { generateSigningJwk, loadSigningKey } from '../src/providers/signing-key.js';
+import { generateSigningJwk, loadSigningKey } from '../src/keys/signing-key.js';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OLD = 40;

@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { createTokenVerifier } from '../src/oidc/verify.js';
 import type { IssuerConfig } from '../src/oidc/types.js';
+import { readJsonFixture } from './helpers/fixtures.js';
 import { assertInvalidToken } from './helpers/oidc.js';
 
 // Real GitHub Actions ID tokens (2022-2023, long expired) and the JWKS snapshot
-// that signed them: shared/ sits beside the clone (fixtures/README.md).
-const FIXTURE = fileURLToPath(new URL('../../shared/fixtures/real-ci-tokens/github-actions.json', import.meta.url));
+// that signed them (test/fixtures/README.md).
+const FIXTURE = 'real-ci-tokens/github-actions.json';
 
 interface Fixture {
   issuer: string;
@@ -19,14 +18,14 @@ interface Fixture {
 const GITHUB = 'https://token.actions.githubusercontent.com';
 
 describe('real GitHub Actions tokens, static JWKS, injected clock', () => {
-  // Missing fixtures fail the run rather than skip it: a silent skip would hide a regression.
-  assert.ok(existsSync(FIXTURE), `fixture not found at ${FIXTURE}`);
-  const fixture = JSON.parse(readFileSync(FIXTURE, 'utf8')) as Fixture;
+  let fixture: Fixture;
   const fetchCalls: string[] = [];
   const realFetch = globalThis.fetch;
 
   // No network is allowed: static keys only, and any fetch at all fails the test.
   before(() => {
+    // A missing fixture fails here, visibly, rather than skipping: a silent skip would hide a regression.
+    fixture = readJsonFixture<Fixture>(FIXTURE);
     globalThis.fetch = ((input: unknown) => {
       fetchCalls.push(String(input));
       return Promise.reject(new Error('network access is not allowed in this test'));

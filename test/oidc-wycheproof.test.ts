@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { InvalidTokenError } from '../src/errors.js';
+import { readJsonFixture } from './helpers/fixtures.js';
 import { ASYMMETRIC_JWS_ALGORITHMS, isAsymmetricJwsAlgorithm, verifyJwsSignature } from '../src/oidc/jws.js';
 
-// Project Wycheproof JWS vectors (C2SP/wycheproof, Apache-2.0), read from
-// shared/ beside the clone (fixtures/README.md). They exercise the signature
-// layer the token verifier uses, not the JWT claim checks.
-const FIXTURE = fileURLToPath(new URL('../../shared/fixtures/wycheproof/json_web_signature_test.json', import.meta.url));
+// Project Wycheproof JWS vectors (C2SP/wycheproof, Apache-2.0; test/fixtures/README.md).
+// They exercise the signature layer the token verifier uses, not the JWT claim checks.
+const FIXTURE = 'wycheproof/json_web_signature_test.json';
 
 interface Vector {
   tcId: number;
@@ -60,9 +58,12 @@ async function outcome(jws: unknown, key: Record<string, unknown>, allowed: read
 }
 
 describe('Wycheproof JWS vectors at the signature layer', () => {
-  assert.ok(existsSync(FIXTURE), `fixture not found at ${FIXTURE}`);
-  const suite = JSON.parse(readFileSync(FIXTURE, 'utf8')) as { numberOfTests: number; testGroups: Group[] };
-  const all = suite.testGroups.flatMap((g) => g.tests.map((t) => ({ group: g, test: t })));
+  let suite: { numberOfTests: number; testGroups: Group[] };
+  let all: { group: Group; test: Vector }[];
+  before(() => {
+    suite = readJsonFixture(FIXTURE);
+    all = suite.testGroups.flatMap((g) => g.tests.map((t) => ({ group: g, test: t })));
+  });
 
   it('the file holds the 401 documented vectors', () => {
     assert.equal(suite.numberOfTests, 401);

@@ -4,7 +4,7 @@ import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createSilentLogger } from '../src/logger.js';
-import { loadOrCreateSigningKey, loadSigningKey, SigningKeyMissingError } from '../src/providers/signing-key.js';
+import { loadOrCreateSigningKey, loadSigningKey, SigningKeyMissingError } from '../src/keys/signing-key.js';
 
 let dir: string;
 before(async () => {

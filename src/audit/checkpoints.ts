@@ -11,7 +11,7 @@
  */
 import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK } from 'jose';
 import type { Logger } from '../logger.js';
-import type { SigningKey } from '../providers/signing-key.js';
+import type { SigningKey } from '../keys/signing-key.js';
 import { GENESIS_HASH } from './record.js';
 import type { AuditCheckpoint, AuditStore, ChainBreak, ChainPoint, ChainVerification } from './types.js';
 

@@ -10,7 +10,7 @@ import { AUDIT_DECISIONS } from '../audit/record.js';
 import type { AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
 import type { BrokerConfig } from '../config.js';
 import { BrokerError } from '../errors.js';
-import { loadSigningKey, SigningKeyMissingError, type SigningKey } from '../providers/signing-key.js';
+import { loadSigningKey, SigningKeyMissingError, type SigningKey } from '../keys/signing-key.js';
 import { CliExit, readConfig, type CliIo } from './io.js';
 
 const FORMATS: readonly ExportFormat[] = ['table', 'json', 'ndjson', 'csv'];

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { generateSigningJwk } from '../providers/signing-key.js';
+import { generateSigningJwk } from '../keys/signing-key.js';
 
 export function registerKeysCommands(program: Command): void {
   const keys = program.command('keys').description('Manage the broker signing key.');

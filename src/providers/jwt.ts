@@ -1,7 +1,7 @@
 import { SignJWT } from 'jose';
 import { ProviderError } from '../errors.js';
 import type { JwtGrant } from '../policy/types.js';
-import type { SigningKey } from './signing-key.js';
+import type { SigningKey } from '../keys/signing-key.js';
 import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from './types.js';
 
 const MIN_DURATION_SECONDS = 60;
