@@ -5,6 +5,7 @@ import { LineCounter, parseDocument, isScalar, isMap, isSeq, type Document, type
 import { z } from 'zod';
 import { isAllowedOutboundUrl } from './oidc/url-policy.js';
 import type { IssuerConfig } from './oidc/types.js';
+import { formatKeyPath } from './values.js';
 
 /** The validated, normalised configuration (contract section 2). */
 export interface BrokerConfig {
@@ -289,9 +290,6 @@ function describeValue(value: unknown): string {
   return `${typeof value} ${JSON.stringify(value)}`.slice(0, 80);
 }
 
-function formatKeyPath(keyPath: readonly PropertyKey[]): string {
-  return keyPath.reduce<string>((acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : acc ? `${acc}.${String(key)}` : String(key)), '');
-}
 
 function lineOfPath(doc: Document, keyPath: readonly PropertyKey[], lineOf: (offset: number) => number): number | undefined {
   // Walk down as far as the document goes: a missing key reports its parent's line.

@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import canonicalizeModule from 'canonicalize';
 import type { AuditDecision, AuditEntry, AuditRecord, ChainBreak, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 import { newUlid } from '../ids.js';
+import { isPlainObject } from '../values.js';
 
 type Canonicalize = (input: unknown) => string | undefined;
 // canonicalize is CommonJS (`module.exports = fn`) while its types declare an
@@ -288,11 +289,6 @@ function jsonRoundTrip<T>(value: T): T {
   return JSON.parse(JSON.stringify(value, (_key, v: unknown) => (typeof v === 'string' ? v.toWellFormed() : v))) as T;
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const proto: unknown = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 function isRealTime(time: string): boolean {
   const ms = Date.parse(time);

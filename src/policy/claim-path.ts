@@ -56,26 +56,6 @@ export function resolveClaim(claims: Readonly<Record<string, unknown>>, path: re
   return node;
 }
 
-/**
- * The string a claim compares and renders as: a string as is, a number in
- * JavaScript's canonical form (`String(n)`), a boolean as `true`/`false`.
- * Undefined for anything else (absent, null, object, array), which therefore
- * never equals a policy value and cannot be rendered into a template.
- */
-export function toStringForm(value: unknown): string | undefined {
-  switch (typeof value) {
-    case 'string':
-      return value;
-    case 'number':
-      return Number.isFinite(value) ? String(value) : undefined;
-    case 'boolean':
-    case 'bigint':
-      return String(value);
-    default:
-      return undefined;
-  }
-}
-
 /** Names the kind of a claim value for messages that must not print the value. */
 export function describeKind(value: unknown): 'absent' | 'null' | 'an array' | 'an object' | 'a scalar' {
   if (value === undefined) return 'absent';

@@ -17,6 +17,7 @@ import type {
   PolicyIssue,
   PolicySet,
 } from './types.js';
+import { formatKeyPath } from '../values.js';
 
 /** Contract section 3: policy names are what callers send and what metrics label, so keep them plain. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -511,7 +512,4 @@ function readonlyMap<K, V>(entries: Iterable<readonly [K, V]>): ReadonlyMap<K, V
   return Object.freeze(view);
 }
 
-function formatKeyPath(keyPath: KeyPath): string {
-  return keyPath.reduce<string>((out, segment) => (typeof segment === 'number' ? `${out}[${segment}]` : out === '' ? segment : `${out}.${segment}`), '');
-}
 

@@ -1,5 +1,6 @@
 import { RE2JS, RE2Set } from 're2js';
-import { ClaimPathError, parseClaimPath, resolveClaim, toStringForm } from './claim-path.js';
+import { ClaimPathError, parseClaimPath, resolveClaim } from './claim-path.js';
+import { toStringForm } from '../values.js';
 import type { ConditionResult } from './types.js';
 
 /** A value a policy may compare a claim with. */

@@ -1,4 +1,5 @@
-import { ClaimPathError, describeKind, parseClaimPath, resolveClaim, toStringForm } from './claim-path.js';
+import { ClaimPathError, describeKind, parseClaimPath, resolveClaim } from './claim-path.js';
+import { toStringForm } from '../values.js';
 import { TemplateError, type ClaimValueCheck, type Template } from './types.js';
 
 /** A template that cannot be compiled; the message is safe to show. */

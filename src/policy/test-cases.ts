@@ -2,6 +2,7 @@ import { evaluateOffline, offlineToken } from './explain.js';
 import { parseYamlDocument, type KeyPath } from './parse.js';
 import { checkKnownKeys, describeValue, echo, has, isJsonObject, suggest, type Json, type Report } from './yaml-values.js';
 import type { CompileContext, Decision, PolicyFile, PolicyIssue, PolicySet } from './types.js';
+import { formatKeyPath } from '../values.js';
 
 /**
  * Policy test files (contract section 7): `*.test.yaml` next to the policies,
@@ -234,6 +235,3 @@ function runCase(testCase: PolicyTestCase, set: PolicySet, ctx: CompileContext):
   return { case: testCase, passed: decision.allowed === (testCase.expect === 'allow'), decision };
 }
 
-function formatKeyPath(keyPath: KeyPath): string {
-  return keyPath.reduce<string>((out, segment) => (typeof segment === 'number' ? `${out}[${segment}]` : out === '' ? segment : `${out}.${segment}`), '');
-}

@@ -3,6 +3,7 @@ import { exchange, auditRefusedRequest, type ExchangeDeps, type ExchangeResult, 
 import { InvalidRequestError, toBrokerError } from '../../errors.js';
 import { fromBodyParserError, sendError } from '../errors.js';
 import { shellQuote } from '../shell.js';
+import { isPlainObject } from '../../values.js';
 
 const FORMATS: ReadonlySet<string> = new Set<ResponseFormat>(['json', 'env', 'credential_process']);
 
@@ -123,6 +124,3 @@ export function requestContext(req: Request, res: Response): RequestContext {
   };
 }
 
-export function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}

@@ -3,7 +3,8 @@ import { auditRefusedRequest, explain, type ExchangeDeps } from '../../exchange.
 import { toBrokerError } from '../../errors.js';
 import { toExplainOutput } from '../../policy/explain.js';
 import { fromBodyParserError, sendError } from '../errors.js';
-import { bearerToken, checkBodyShape, isPlainObject, jsonBody, requestContext } from './exchange.js';
+import { isPlainObject } from '../../values.js';
+import { bearerToken, checkBodyShape, jsonBody, requestContext } from './exchange.js';
 
 /**
  * POST /v1/explain (contract section 4): the exchange's input, answered with
