@@ -16,7 +16,7 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { compileContext } from '../src/main.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { loadPolicyDir } from '../src/policy/load.js';
-import { parseTestFile } from '../src/policy/test-cases.js';
+import { parseTestFile, runPolicyTests } from '../src/policy/test-cases.js';
 import type { CompileContext } from '../src/policy/types.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
@@ -57,6 +57,24 @@ async function filesUnder(dir: string, match: (name: string) => boolean): Promis
 }
 
 const isTestFile = (name: string) => /\.test\.ya?ml$/.test(name);
+
+/** The ```yaml blocks of a Markdown file that parse to a map, with their line. */
+async function yamlBlocks(doc: string): Promise<{ where: string; text: string; value: Record<string, unknown> }[]> {
+  const markdown = await readFile(at(doc), 'utf8');
+  const out: { where: string; text: string; value: Record<string, unknown> }[] = [];
+  for (const match of markdown.matchAll(/```yaml\n([\s\S]*?)```/g)) {
+    const text = match[1]!;
+    let value: unknown;
+    try {
+      value = yaml(text);
+    } catch {
+      continue;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
+    out.push({ where: `${doc}:${markdown.slice(0, match.index).split('\n').length}`, text, value: value as Record<string, unknown> });
+  }
+  return out;
+}
 
 /** Issuers and providers every policy below may name. */
 const CTX: CompileContext = {
@@ -302,20 +320,9 @@ describe('config.schema.json', () => {
     const docs = ['README.md', ...(await filesUnder(at('docs'), (n) => n.endsWith('.md'))).map((f) => path.relative(ROOT, f))];
     const out: { where: string; text: string }[] = [];
     for (const doc of docs) {
-      const markdown = await readFile(at(doc), 'utf8');
-      for (const match of markdown.matchAll(/```yaml\n([\s\S]*?)```/g)) {
-        const text = match[1]!;
-        let value: unknown;
-        try {
-          value = yaml(text);
-        } catch {
-          continue;
-        }
-        if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
-        const keys = Object.keys(value);
-        if (keys.length === 0 || !keys.every((k) => CONFIG_KEYS.has(k))) continue;
-        const line = markdown.slice(0, match.index).split('\n').length;
-        out.push({ where: `${doc}:${line}`, text });
+      for (const block of await yamlBlocks(doc)) {
+        const keys = Object.keys(block.value);
+        if (keys.length > 0 && keys.every((k) => CONFIG_KEYS.has(k))) out.push(block);
       }
     }
     return out;
@@ -391,4 +398,44 @@ auditors:
       assert.equal((await loads(text)).ok, false, `the loader accepts it:\n${text}`);
     });
   }
+});
+
+describe('copy-paste policy examples', () => {
+  /** The issuers and providers the cookbook's recipes assume. */
+  const RECIPES_CTX: CompileContext = {
+    issuers: new Map([
+      ['github', { audiences: ['https://broker.example.com', 'https://broker-prod.example.com'] }],
+      ['gitlab', { audiences: ['https://broker.example.com'] }],
+      ['circleci', { audiences: ['https://broker.example.com'] }],
+      ['buildkite', { audiences: ['https://broker.example.com'] }],
+      ['legacy-ci', { audiences: ['https://broker.example.com'] }],
+    ]),
+    providers: new Set(['jwt', 'aws', 'gcp']),
+  };
+
+  test('every policy of the cookbook compiles, and every test case of the cookbook passes against them', async () => {
+    const blocks = await yamlBlocks('docs/policies/cookbook.md');
+    const policies = blocks.filter((b) => 'issuer' in b.value);
+    const testFiles = blocks.filter((b) => 'tests' in b.value);
+    assert.ok(policies.length >= 15 && testFiles.length >= 12, `found ${policies.length} policies and ${testFiles.length} test files`);
+    for (const block of policies) assert.equal(schemaErrors(policySchema, block.value), '', block.where);
+    for (const block of testFiles) assert.equal(schemaErrors(testsSchema, block.value), '', block.where);
+    const compiled = compilePolicies(policies.map((b) => ({ path: b.where, text: b.text })), RECIPES_CTX);
+    if (!compiled.ok) assert.fail(JSON.stringify(compiled.issues, null, 2));
+    const run = runPolicyTests(testFiles.map((b) => ({ path: b.where, text: b.text })), compiled.set, RECIPES_CTX);
+    assert.deepEqual(run.issues, []);
+    const failed = run.results.filter((r) => !r.passed).map((r) => `${r.case.file}: ${r.case.name}: ${r.decision.message}`);
+    assert.deepEqual(failed, []);
+    assert.ok(run.results.length >= 30, `only ${run.results.length} cases`);
+  });
+
+  test('every policy of the README passes the schema and compiles', async () => {
+    const policies = (await yamlBlocks('README.md')).filter((b) => 'issuer' in b.value && 'grant' in b.value);
+    assert.ok(policies.length >= 3, `found ${policies.length} policies`);
+    for (const block of policies) {
+      assert.equal(schemaErrors(policySchema, block.value), '', block.where);
+      const compiled = compilePolicies([{ path: block.where, text: block.text }], RECIPES_CTX);
+      assert.equal(compiled.ok, true, compiled.ok ? '' : JSON.stringify(compiled.issues, null, 2));
+    }
+  });
 });
