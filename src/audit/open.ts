@@ -1,5 +1,5 @@
-import { openPostgresAuditStore } from './postgres-store.js';
-import { openSqliteAuditStore } from './sqlite-store.js';
+import { openPostgresAuditStore } from './postgres/store.js';
+import { openSqliteAuditStore } from './sqlite/store.js';
 import type { AuditStore } from './types.js';
 
 export interface AuditStoreOptions {
