@@ -5,8 +5,8 @@
  * Everything dialect-free (the group-commit queue, the verification walk,
  * query paging, prune and checkpoint rules, error mapping) lives in
  * `store.ts` over this interface; a backend only moves rows. Every method is
- * async and takes and returns plain data, so a backend may run its database
- * elsewhere (another thread) without the core changing.
+ * async and passes data, never callbacks, so a backend may run its database
+ * elsewhere (a worker thread) without the core changing.
  */
 import { hourOf, type CompiledAuditQuery } from '../query.js';
 import { hashRecord, toClaimIndex } from '../record.js';

@@ -13,13 +13,13 @@ import { readFailed, unwritable, writeFailed } from './errors.js';
 import { createGroupCommit } from './group-commit.js';
 import { verifyWalk } from './verify-walk.js';
 
-export interface CoreStoreOptions {
-  /** Called after each committed batch with its commit latency, in seconds. */
-  onAppendSeconds?: ((seconds: number) => void) | undefined;
+export interface AuditStoreOptions {
+  /** Called after each committed batch with its latency (from writing the batch to its COMMIT), in seconds. */
+  onAppendSeconds?: (seconds: number) => void;
 }
 
 /** The AuditStore over `backend`; never logs. */
-export function createAuditStore(backend: AuditBackend, options: CoreStoreOptions = {}): AuditStore {
+export function createAuditStore(backend: AuditBackend, options: AuditStoreOptions = {}): AuditStore {
   const forbidden = backend.forbiddenCharacter;
   const commits = createGroupCommit({ write: (entries) => backend.appendBatch(entries), deadlineMs: backend.batchDeadlineMs, onAppendSeconds: options.onAppendSeconds });
   let closing: Promise<void> | null = null;

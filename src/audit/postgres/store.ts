@@ -1,31 +1,20 @@
 /**
  * The PostgreSQL audit backend, for several broker replicas sharing one
- * database (docs/audit.md, "PostgreSQL").
+ * database (docs/audit.md, "PostgreSQL": one serialised chain, fail closed).
  *
- * Concurrency: every append batch is one transaction that first takes a
- * transaction-scoped advisory lock (`pg_advisory_xact_lock`, one constant key
- * per database), then reads the head (the last record, or after everything
- * was pruned the latest prune checkpoint), extends the chain and inserts the
- * batch. The lock is held until COMMIT or ROLLBACK, so writers from any
- * number of processes take turns and each reads the head its predecessor
- * committed: the chain cannot fork, whatever any process kept in memory, and
- * the primary key on seq would refuse a fork anyway. The lock is released by
- * the server if the session dies (and `idle_in_transaction_session_timeout`
- * ends a session whose client vanished mid-transaction), so a crashed replica
- * cannot block the others for long.
- *
- * Fail closed: connecting, every statement and every lock wait are bounded
- * (`connectionTimeoutMillis`, `statement_timeout`, `lock_timeout`, a client-side
- * `query_timeout`, plus a deadline on the whole batch), so an unreachable or
- * locked database makes append reject with AuditUnavailableError instead of
- * hanging; a client that failed is discarded, and the pool reconnects once
- * the database is back.
+ * Every append batch is one transaction that first takes a transaction-scoped
+ * advisory lock, then reads the head and extends the chain from it, so
+ * writers in any number of processes take turns and none can fork the chain
+ * (the primary key on seq would refuse a fork anyway). Connecting, every
+ * statement, every lock wait and each whole batch are bounded, so an
+ * unreachable or locked database fails an append instead of hanging it; a
+ * client that failed is discarded, and the pool reconnects by itself.
  */
 import pg from 'pg';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
 import { openFailed, sanitize } from '../core/errors.js';
 import { toKeysetSelect } from '../core/select.js';
-import { createAuditStore } from '../core/store.js';
+import { createAuditStore, type AuditStoreOptions } from '../core/store.js';
 import { GENESIS_HASH } from '../record.js';
 import { RECORD_COLUMNS, toStoredColumns, type StoredRow } from '../rows.js';
 import type { CompiledAuditQuery } from '../query.js';
@@ -33,9 +22,7 @@ import type { AuditCheckpoint, AuditStore, ChainPoint } from '../types.js';
 import { ADVISORY_LOCK, POSTGRES_SCHEMA_VERSION, migrate } from './schema.js';
 import { inTransaction, queryWithin } from './session.js';
 
-export interface PostgresAuditStoreOptions {
-  /** Called after each committed batch with its commit latency, in seconds. */
-  onAppendSeconds?: (seconds: number) => void;
+export interface PostgresAuditStoreOptions extends AuditStoreOptions {
   /** How long getting a connection may take (connecting, or waiting for a free one); default 5000 ms. */
   connectTimeoutMs?: number;
   /**
@@ -56,10 +43,6 @@ const DEFAULT_MAINTENANCE_TIMEOUT_MS = 600_000;
 const DEFAULT_MAX_CONNECTIONS = 10;
 
 const SELECT_COLUMNS = RECORD_COLUMNS.join(', ');
-/** The column types for the unnest() of an append. */
-const COLUMN_TYPES: Record<(typeof RECORD_COLUMNS)[number], 'text' | 'bigint'> = Object.fromEntries(
-  RECORD_COLUMNS.map((c) => [c, c === 'seq' || c === 'duration_seconds' ? 'bigint' : 'text']),
-) as Record<(typeof RECORD_COLUMNS)[number], 'text' | 'bigint'>;
 
 const HEAD_SQL = `
   SELECT seq, hash FROM (
@@ -67,7 +50,8 @@ const HEAD_SQL = `
     UNION ALL
     (SELECT seq, hash, 2 AS source FROM audit_checkpoints WHERE kind = 'prune' ORDER BY seq DESC LIMIT 1)
   ) h ORDER BY source LIMIT 1`;
-const INSERT_EVENTS_SQL = `INSERT INTO audit_events (${SELECT_COLUMNS}) SELECT * FROM unnest(${RECORD_COLUMNS.map((c, i) => `$${i + 1}::${COLUMN_TYPES[c]}[]`).join(', ')})`;
+/** One array parameter per column, typed for unnest(). */
+const INSERT_EVENTS_SQL = `INSERT INTO audit_events (${SELECT_COLUMNS}) SELECT * FROM unnest(${RECORD_COLUMNS.map((c, i) => `$${i + 1}::${c === 'seq' || c === 'duration_seconds' ? 'bigint' : 'text'}[]`).join(', ')})`;
 const INSERT_CLAIMS_SQL = 'INSERT INTO audit_claims (seq, name, value, time) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])';
 const UPSERT_HOURS_SQL = `
   INSERT INTO audit_hours AS h (hour, min_seq, max_seq) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
@@ -88,7 +72,7 @@ const INSERT_CHECKPOINT_SQL = 'INSERT INTO audit_checkpoints (seq, hash, time, k
  * const record = await audit.append(entry); // committed once resolved
  */
 export async function openPostgresAuditStore(url: string, options: PostgresAuditStoreOptions = {}): Promise<AuditStore> {
-  return createAuditStore(await openPostgresBackend(url, options), { onAppendSeconds: options.onAppendSeconds });
+  return createAuditStore(await openPostgresBackend(url, options), options);
 }
 
 async function openPostgresBackend(url: string, options: PostgresAuditStoreOptions): Promise<AuditBackend> {

@@ -13,43 +13,30 @@ import Database from 'better-sqlite3';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
 import { openFailed } from '../core/errors.js';
 import { toKeysetSelect } from '../core/select.js';
-import { createAuditStore } from '../core/store.js';
+import { createAuditStore, type AuditStoreOptions } from '../core/store.js';
 import { GENESIS_HASH } from '../record.js';
-import { RECORD_COLUMNS, toStoredColumns, type RecordColumn, type StoredRow } from '../rows.js';
+import { RECORD_COLUMNS, toStoredColumns, type StoredRow } from '../rows.js';
 import type { CompiledAuditQuery } from '../query.js';
 import type { AuditCheckpoint, AuditStore, ChainPoint } from '../types.js';
 import { migrate } from './schema.js';
 
-export interface SqliteAuditStoreOptions {
-  /** Called after each committed batch with its commit latency, in seconds. */
-  onAppendSeconds?: (seconds: number) => void;
+export interface SqliteAuditStoreOptions extends AuditStoreOptions {
   /** How long a write waits for another connection's lock before failing; default 2000 ms. */
   busyTimeoutMs?: number;
 }
 
 const DEFAULT_BUSY_TIMEOUT_MS = 2000;
 const SELECT_COLUMNS = RECORD_COLUMNS.join(', ');
+const LAST_RECORD_SQL = 'SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1';
+const INSERT_CHECKPOINT_SQL = 'INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, kind, kid, jws) VALUES (@seq, @hash, @time, @kind, @kid, @jws)';
 
 /** SQLite gives integers as numbers. */
 type EventRow = StoredRow & { seq: number; duration_seconds: number | null };
 
+/** A connection and its prepared statements, each prepared once on first use. */
 interface Connection {
   db: Database.Database;
-  begin: Database.Statement<[]>;
-  commit: Database.Statement<[]>;
-  rollback: Database.Statement<[]>;
-  head: Database.Statement<[], { seq: number; hash: string }>;
-  prunedHead: Database.Statement<[], { seq: number; hash: string }>;
-  dropClaimsAfter: Database.Statement<[number]>;
-  idTaken: Database.Statement<[string], { id: string }>;
-  insertEvent: Database.Statement<[Record<RecordColumn, string | number | null>]>;
-  insertClaim: Database.Statement<[number, string, string]>;
-  upsertHour: Database.Statement<[HourRange]>;
-  hourSpan: Database.Statement<[string, string], { lo: number | null; hi: number | null }>;
-  touch: Database.Statement<[]>;
-  rangeEvents: Database.Statement<[number, number, number], EventRow>;
-  rangeClaims: Database.Statement<[number, number], { seq: number; name: string; value: string }>;
-  insertCheckpoint: Database.Statement<[AuditCheckpoint]>;
+  sql<R = unknown>(text: string): Database.Statement<unknown[], R>;
 }
 
 /**
@@ -68,7 +55,7 @@ interface Connection {
 export function openSqliteAuditStore(path: string, options: SqliteAuditStoreOptions = {}): AuditStore {
   const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS;
   if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) throw new TypeError('busyTimeoutMs must be a non-negative integer');
-  return createAuditStore(openSqliteBackend(path, busyTimeoutMs), { onAppendSeconds: options.onAppendSeconds });
+  return createAuditStore(openSqliteBackend(path, busyTimeoutMs), options);
 }
 
 function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
@@ -154,23 +141,26 @@ function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
 
     appendBatch: (entries) =>
       withConnection((c) => {
-        c.begin.run();
+        c.sql('BEGIN IMMEDIATE').run();
         try {
           const head = currentHead(c);
           // Claim rows above the head can only be left over from deleted records
           // (tampering); clear them so they cannot collide with the new ones.
-          c.dropClaimsAfter.run(head.seq);
-          const taken = new Set(entries.filter((e) => c.idTaken.get(e.id) !== undefined).map((e) => e.id));
+          c.sql('DELETE FROM audit_claims WHERE seq > ?').run(head.seq);
+          const taken = new Set(entries.filter((e) => c.sql('SELECT id FROM audit_events WHERE id = ?').get(e.id) !== undefined).map((e) => e.id));
           const batch = extendChain(head, entries, taken);
-          for (const record of batch.records) c.insertEvent.run(toStoredColumns(record));
-          for (const { seq, name, value } of batch.claims) c.insertClaim.run(seq, name, value);
-          for (const hour of batch.hours) c.upsertHour.run(hour);
-          c.commit.run();
+          const insert = c.sql(`INSERT INTO audit_events (${SELECT_COLUMNS}) VALUES (${RECORD_COLUMNS.map((column) => `@${column}`).join(', ')})`);
+          for (const record of batch.records) insert.run(toStoredColumns(record));
+          for (const { seq, name, value } of batch.claims) c.sql('INSERT INTO audit_claims (seq, name, value) VALUES (?, ?, ?)').run(seq, name, value);
+          for (const hour of batch.hours) {
+            c.sql('INSERT INTO audit_hours (hour, min_seq, max_seq) VALUES (@hour, @min, @max) ON CONFLICT (hour) DO UPDATE SET min_seq = min(min_seq, @min), max_seq = max(max_seq, @max)').run(hour);
+          }
+          c.sql('COMMIT').run();
           return batch.results.map((r) => r ?? new Database.SqliteError('UNIQUE constraint failed: audit_events.id', 'SQLITE_CONSTRAINT_UNIQUE'));
         } catch (err) {
           if (c.db.inTransaction) {
             try {
-              c.rollback.run();
+              c.sql('ROLLBACK').run();
             } catch {
               // SQLite rolls back by itself when a transaction cannot continue
               // (I/O error, full disk); the original error is the one to report.
@@ -184,25 +174,25 @@ function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
 
     hourSpan: (fromHour, toHour) =>
       withConnection((c) => {
-        const span = c.hourSpan.get(fromHour, toHour);
+        const span = c.sql<{ lo: number | null; hi: number | null }>('SELECT min(min_seq) AS lo, max(max_seq) AS hi FROM audit_hours WHERE hour >= ? AND hour <= ?').get(fromHour, toHour);
         return span?.lo == null || span.hi == null ? null : { lo: span.lo, hi: span.hi };
       }),
 
     hourRanges: () =>
-      withConnection((c) => c.db.prepare<[], HourRange>('SELECT hour, min_seq AS min, max_seq AS max FROM audit_hours').all()),
+      withConnection((c) => c.sql<HourRange>('SELECT hour, min_seq AS min, max_seq AS max FROM audit_hours').all()),
 
     readPage: (query, upperSeq) =>
       withConnection((c) => {
         const select = toSqliteSelect(query, upperSeq);
-        return c.db.prepare<unknown[], EventRow>(select.text).all(...select.values);
+        return c.sql<EventRow>(select.text).all(...select.values);
       }),
 
     readRange: (afterSeq, throughSeq, limit) =>
       withConnection((c) => {
-        const events = c.rangeEvents.all(afterSeq, throughSeq, limit);
+        const events = c.sql<EventRow>(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`).all(afterSeq, throughSeq, limit);
         const last = events.at(-1);
         const bySeq = new Map<number, StoredClaim[]>();
-        for (const { seq, name, value } of last === undefined ? [] : c.rangeClaims.all(afterSeq, last.seq)) {
+        for (const { seq, name, value } of last === undefined ? [] : c.sql<{ seq: number; name: string; value: string }>('SELECT seq, name, value FROM audit_claims WHERE seq > ? AND seq <= ?').all(afterSeq, last.seq)) {
           let list = bySeq.get(seq);
           if (list === undefined) bySeq.set(seq, (list = []));
           // This schema keeps no time with claim rows.
@@ -213,11 +203,11 @@ function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
 
     pruneBoundary: (before) =>
       withConnection((c) => {
-        const firstKept = c.db.prepare<[string], { seq: number }>('SELECT min(seq) AS seq FROM audit_events WHERE time >= ?').get(before)?.seq ?? null;
+        const firstKept = c.sql<{ seq: number | null }>('SELECT min(seq) AS seq FROM audit_events WHERE time >= ?').get(before)?.seq ?? null;
         const boundary =
           firstKept === null
-            ? c.head.get()
-            : c.db.prepare<[number], { seq: number; hash: string }>('SELECT seq, hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1').get(firstKept);
+            ? c.sql<ChainPoint>(LAST_RECORD_SQL).get()
+            : c.sql<ChainPoint>('SELECT seq, hash FROM audit_events WHERE seq < ? ORDER BY seq DESC LIMIT 1').get(firstKept);
         return boundary ?? null;
       }),
 
@@ -225,32 +215,32 @@ function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
       withConnection((c) =>
         c.db
           .transaction((): number | null => {
-            const at = c.db.prepare<[number], { hash: string }>('SELECT hash FROM audit_events WHERE seq = ?').get(anchor.seq);
+            const at = c.sql<{ hash: string }>('SELECT hash FROM audit_events WHERE seq = ?').get(anchor.seq);
             if (at?.hash !== anchor.hash) return null;
-            c.insertCheckpoint.run(anchor);
-            c.db.prepare('DELETE FROM audit_claims WHERE seq <= ?').run(anchor.seq);
-            c.db.prepare('DELETE FROM audit_hours WHERE max_seq <= ?').run(anchor.seq);
-            return c.db.prepare('DELETE FROM audit_events WHERE seq <= ?').run(anchor.seq).changes;
+            c.sql(INSERT_CHECKPOINT_SQL).run(anchor);
+            c.sql('DELETE FROM audit_claims WHERE seq <= ?').run(anchor.seq);
+            c.sql('DELETE FROM audit_hours WHERE max_seq <= ?').run(anchor.seq);
+            return c.sql('DELETE FROM audit_events WHERE seq <= ?').run(anchor.seq).changes;
           })
           .immediate(),
       ),
 
     saveCheckpoint: (checkpoint) =>
       withConnection((c) => {
-        c.insertCheckpoint.run(checkpoint);
+        c.sql(INSERT_CHECKPOINT_SQL).run(checkpoint);
       }),
 
-    checkpoints: () => withConnection((c) => c.db.prepare<[], AuditCheckpoint>('SELECT seq, hash, time, kind, kid, jws FROM audit_checkpoints ORDER BY seq, time').all()),
+    checkpoints: () => withConnection((c) => c.sql<AuditCheckpoint>('SELECT seq, hash, time, kind, kid, jws FROM audit_checkpoints ORDER BY seq, time').all()),
 
     ping: () =>
       withConnection((c) => {
         // BEGIN IMMEDIATE alone succeeds on a connection SQLite opened
         // read-only; a write inside the transaction proves the file is writable.
-        c.begin.run();
+        c.sql('BEGIN IMMEDIATE').run();
         try {
-          c.touch.run();
+          c.sql('UPDATE schema_version SET version = version WHERE id = 1').run();
         } finally {
-          c.rollback.run();
+          c.sql('ROLLBACK').run();
         }
       }),
 
@@ -276,7 +266,7 @@ function openConnection(path: string, busyTimeoutMs: number, create: boolean): C
     // The schema is ours: never run functions a tampered file's schema names.
     db.pragma('trusted_schema = OFF');
     migrate(db);
-    return prepareStatements(db);
+    return withStatements(db);
   } catch (err) {
     db.close();
     throw err;
@@ -294,32 +284,21 @@ function createFile(path: string): void {
   }
 }
 
-function prepareStatements(db: Database.Database): Connection {
+function withStatements(db: Database.Database): Connection {
+  const prepared = new Map<string, Database.Statement<unknown[], unknown>>();
   return {
     db,
-    begin: db.prepare('BEGIN IMMEDIATE'),
-    commit: db.prepare('COMMIT'),
-    rollback: db.prepare('ROLLBACK'),
-    head: db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
-    prunedHead: db.prepare("SELECT seq, hash FROM audit_checkpoints WHERE kind = 'prune' ORDER BY seq DESC LIMIT 1"),
-    dropClaimsAfter: db.prepare('DELETE FROM audit_claims WHERE seq > ?'),
-    idTaken: db.prepare('SELECT id FROM audit_events WHERE id = ?'),
-    insertEvent: db.prepare(`INSERT INTO audit_events (${SELECT_COLUMNS}) VALUES (${RECORD_COLUMNS.map((c) => `@${c}`).join(', ')})`),
-    insertClaim: db.prepare('INSERT INTO audit_claims (seq, name, value) VALUES (?, ?, ?)'),
-    upsertHour: db.prepare(
-      'INSERT INTO audit_hours (hour, min_seq, max_seq) VALUES (@hour, @min, @max) ON CONFLICT (hour) DO UPDATE SET min_seq = min(min_seq, @min), max_seq = max(max_seq, @max)',
-    ),
-    hourSpan: db.prepare('SELECT min(min_seq) AS lo, max(max_seq) AS hi FROM audit_hours WHERE hour >= ? AND hour <= ?'),
-    touch: db.prepare('UPDATE schema_version SET version = version WHERE id = 1'),
-    rangeEvents: db.prepare(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`),
-    rangeClaims: db.prepare('SELECT seq, name, value FROM audit_claims WHERE seq > ? AND seq <= ?'),
-    insertCheckpoint: db.prepare('INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, kind, kid, jws) VALUES (@seq, @hash, @time, @kind, @kid, @jws)'),
+    sql<R>(text: string) {
+      let statement = prepared.get(text);
+      if (statement === undefined) prepared.set(text, (statement = db.prepare(text)));
+      return statement as Database.Statement<unknown[], R>;
+    },
   };
 }
 
 /** The last record, or after everything was pruned the prune anchor, or the genesis. */
 function currentHead(c: Connection): ChainPoint {
-  return c.head.get() ?? c.prunedHead.get() ?? { seq: 0, hash: GENESIS_HASH };
+  return c.sql<ChainPoint>(LAST_RECORD_SQL).get() ?? c.sql<ChainPoint>("SELECT seq, hash FROM audit_checkpoints WHERE kind = 'prune' ORDER BY seq DESC LIMIT 1").get() ?? { seq: 0, hash: GENESIS_HASH };
 }
 
 /**
