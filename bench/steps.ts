@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { newAuditId } from '../src/audit/record.js';
-import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
+import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditEntry } from '../src/audit/types.js';
 import { startDevIssuer } from '../src/dev/issuer.js';
 import { createSilentLogger } from '../src/logger.js';

@@ -15,7 +15,7 @@ import {
   verifyAuditLog,
 } from '../src/audit/checkpoints.js';
 import { hashRecord, newAuditId } from '../src/audit/record.js';
-import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
+import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { loadOrCreateSigningKey, type SigningKey } from '../src/keys/signing-key.js';
 import { createCapturingLogger } from './helpers/broker-fixture.js';

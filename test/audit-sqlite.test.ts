@@ -8,7 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError } from '../src/errors.js';
 import { compileAuditQuery } from '../src/audit/query.js';
-import { openSqliteAuditStore, toSqliteSelect, type SqliteAuditStoreOptions } from '../src/audit/sqlite-store.js';
+import { openSqliteAuditStore, toSqliteSelect, type SqliteAuditStoreOptions } from '../src/audit/sqlite/store.js';
 import type { AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { T0, appendMany, makeEntry } from './helpers/audit-entries.js';
 
@@ -125,7 +125,7 @@ describe('sqlite audit store: fails closed', () => {
     }
     const dir = tempDir();
     if (ids !== undefined) chownSync(dir, ids.uid, ids.gid);
-    const storeUrl = pathToFileURL(join(repoRoot, 'src/audit/sqlite-store.ts')).href;
+    const storeUrl = pathToFileURL(join(repoRoot, 'src/audit/sqlite/store.ts')).href;
     const recordUrl = pathToFileURL(join(repoRoot, 'src/audit/record.ts')).href;
     const script = `
       import { chmodSync, existsSync } from 'node:fs';
@@ -199,7 +199,7 @@ describe('sqlite audit store: query plans', () => {
     const raw = rawConnection(path);
     try {
       const plan = (query: AuditQuery) => {
-        const { sql, params } = toSqliteSelect(compileAuditQuery(query));
+        const { text: sql, values: params } = toSqliteSelect(compileAuditQuery(query));
         return raw
           .prepare(`EXPLAIN QUERY PLAN ${sql}`)
           .all(...params)

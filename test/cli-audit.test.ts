@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { signCheckpoint } from '../src/audit/checkpoints.js';
 import { queryAll } from '../src/audit/query.js';
 import { newAuditId } from '../src/audit/record.js';
-import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
+import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditEntry, AuditQuery, AuditRecord } from '../src/audit/types.js';
 import { runCli } from '../src/cli/index.js';
 import type { CliIo } from '../src/cli/io.js';

@@ -1,11 +1,9 @@
-import { openPostgresAuditStore } from './postgres-store.js';
-import { openSqliteAuditStore } from './sqlite-store.js';
+import { openPostgresAuditStore } from './postgres/store.js';
+import { openSqliteAuditStore } from './sqlite/store.js';
+import type { AuditStoreOptions } from './core/store.js';
 import type { AuditStore } from './types.js';
 
-export interface AuditStoreOptions {
-  /** Called after each committed batch with its commit latency, in seconds. */
-  onAppendSeconds?: (seconds: number) => void;
-}
+export type { AuditStoreOptions };
 
 /**
  * Opens the store an `audit.url` names: `sqlite:<path>` or `postgres://...`

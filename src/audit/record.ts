@@ -1,6 +1,6 @@
 /**
- * The audit hash chain (contract section 5), pure and store-independent: the
- * SQLite store and a later PostgreSQL store share exactly these bytes.
+ * The audit hash chain (contract section 5), pure and store-independent: both
+ * backends (SQLite, PostgreSQL) share exactly these bytes.
  *
  * Each record commits to its predecessor:
  *
@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import canonicalizeModule from 'canonicalize';
 import type { AuditDecision, AuditEntry, AuditRecord, ChainBreak, ChainProblem, ChainVerification, ChainVerifyOptions } from './types.js';
 import { newUlid } from '../ids.js';
-import { isPlainObject } from '../values.js';
+import { isPlainObject, toStringForm } from '../values.js';
 
 type Canonicalize = (input: unknown) => string | undefined;
 // canonicalize is CommonJS (`module.exports = fn`) while its types declare an
@@ -199,9 +199,8 @@ export function toClaimIndex(claims: Record<string, unknown> | null): [name: str
   if (claims === null) return [];
   const out: [string, string][] = [];
   for (const [name, value] of Object.entries(claims)) {
-    if (typeof value === 'string') out.push([name, value]);
-    else if (typeof value === 'number' && Number.isFinite(value)) out.push([name, String(value)]);
-    else if (typeof value === 'boolean') out.push([name, value ? 'true' : 'false']);
+    const text = toStringForm(value);
+    if (text !== undefined) out.push([name, text]);
   }
   return out;
 }

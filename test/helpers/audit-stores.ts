@@ -12,8 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
-import { ADVISORY_LOCK, openPostgresAuditStore, type PostgresAuditStoreOptions } from '../../src/audit/postgres-store.js';
-import { openSqliteAuditStore } from '../../src/audit/sqlite-store.js';
+import { ADVISORY_LOCK } from '../../src/audit/postgres/schema.js';
+import { openPostgresAuditStore, type PostgresAuditStoreOptions } from '../../src/audit/postgres/store.js';
+import { openSqliteAuditStore } from '../../src/audit/sqlite/store.js';
 import type { AuditStore } from '../../src/audit/types.js';
 
 export interface OpenOptions {

@@ -1,0 +1,124 @@
+/**
+ * Group commit (docs/audit.md): appends are queued and written together, one
+ * batch of at most MAX_BATCH entries in flight at a time, each caller's
+ * promise resolving only after its batch's COMMIT. When the database fails a
+ * batch, everything queued behind it fails at once (it would fail the same
+ * way); with a deadline, no entry waits in the queue longer than one batch
+ * may take.
+ */
+import type { AuditEntry, AuditRecord } from '../types.js';
+import { writeFailed } from './errors.js';
+
+/** At most this many queued entries per transaction: one commit stays short. */
+export const MAX_BATCH = 500;
+
+export interface GroupCommitOptions {
+  /** Writes one batch in one transaction (AuditBackend.appendBatch). */
+  write: (entries: readonly AuditEntry[]) => Promise<(AuditRecord | Error)[]>;
+  /** How long an entry may wait in the queue; null for no bound. */
+  deadlineMs: number | null;
+  /** Called after each committed batch with its latency, in seconds. */
+  onAppendSeconds?: ((seconds: number) => void) | undefined;
+}
+
+export interface GroupCommit {
+  /** Queues a canonical entry; resolves with its record once committed. */
+  append(entry: AuditEntry): Promise<AuditRecord>;
+  /** Refuses new appends and writes what is queued. */
+  close(): Promise<void>;
+}
+
+interface Pending {
+  entry: AuditEntry;
+  /** performance.now() when queued. */
+  queuedAt: number;
+  resolve: (record: AuditRecord) => void;
+  reject: (err: unknown) => void;
+}
+
+export function createGroupCommit(options: GroupCommitOptions): GroupCommit {
+  const { write, deadlineMs, onAppendSeconds } = options;
+  let closing = false;
+  let queue: Pending[] = [];
+  let scheduled = false;
+  let inFlight: Promise<void> | null = null;
+
+  function schedule(): void {
+    if (scheduled || inFlight !== null || queue.length === 0) return;
+    scheduled = true;
+    // On the next turn of the event loop, so that appends made together go in one batch.
+    setImmediate(() => {
+      scheduled = false;
+      startBatch();
+    });
+  }
+
+  function startBatch(): void {
+    if (inFlight !== null || queue.length === 0) return;
+    if (deadlineMs !== null) {
+      // Behind a slow database the queue grows; nobody waits longer than a batch may take.
+      const expired = performance.now() - deadlineMs;
+      if (queue[0]!.queuedAt < expired) {
+        const failure = writeFailed(new Error('timed out waiting in the append queue'));
+        for (const p of queue.filter((p) => p.queuedAt < expired)) p.reject(failure);
+        queue = queue.filter((p) => p.queuedAt >= expired);
+        if (queue.length === 0) return;
+      }
+    }
+    const batch = queue.slice(0, MAX_BATCH);
+    queue = queue.slice(batch.length);
+    inFlight = writeBatch(batch).finally(() => {
+      inFlight = null;
+      schedule();
+    });
+  }
+
+  /** Writes one batch and settles its promises; never rejects. */
+  async function writeBatch(batch: readonly Pending[]): Promise<void> {
+    let results: (AuditRecord | Error)[];
+    let seconds: number;
+    try {
+      const started = process.hrtime.bigint();
+      results = await write(batch.map((p) => p.entry));
+      seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    } catch (err) {
+      const failure = writeFailed(err);
+      const waiting = queue;
+      queue = [];
+      for (const p of [...batch, ...waiting]) p.reject(failure);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const result = results[i];
+      if (result !== undefined && !(result instanceof Error)) p.resolve(result);
+      else p.reject(writeFailed(result ?? new Error('the batch returned no result for this entry')));
+    });
+    if (onAppendSeconds !== undefined) {
+      try {
+        onAppendSeconds(seconds);
+      } catch {
+        // A metrics callback must not turn a committed batch into a failure,
+        // and the store never logs; the records above are already durable.
+      }
+    }
+  }
+
+  return {
+    append(entry) {
+      if (closing) return Promise.reject(writeFailed(new Error('the audit store is closed')));
+      return new Promise<AuditRecord>((resolve, reject) => {
+        queue.push({ entry, queuedAt: performance.now(), resolve, reject });
+        schedule();
+      });
+    },
+
+    async close() {
+      closing = true;
+      for (;;) {
+        if (inFlight === null) startBatch();
+        if (inFlight === null) break;
+        await inFlight;
+      }
+    },
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * The keyset query for one page of an audit query, in seq order, for either
+ * dialect; fetches limit + 1 rows to know whether another page follows.
+ *
+ * Every plan walks an index in seq order and stops at the limit, so a page
+ * costs about the same wherever it is in a long walk: with a claim filter the
+ * claim index `(name, value, seq)` drives (ordering by its seq is what lets
+ * the planner see the index is already in order; further claims are point
+ * lookups); otherwise the primary key or a `(column, seq)` index does.
+ * `upperSeq` and `q.afterSeq`, from the hour ranges, bound a time window's
+ * walk to its seq range; the time bounds themselves are filters on the
+ * dialect's time expression.
+ */
+import type { CompiledAuditQuery } from '../query.js';
+import { RECORD_COLUMNS } from '../rows.js';
+
+export interface SelectDialect {
+  /** The placeholder of the n-th parameter, from 1. */
+  placeholder(n: number): string;
+  /** The expression the time window is checked on, with or without the claim index driving. */
+  time(claimDriven: boolean): string;
+}
+
+export function toKeysetSelect(q: CompiledAuditQuery, upperSeq: number | null, dialect: SelectDialect): { text: string; values: (string | number)[] } {
+  const where: string[] = [];
+  const values: (string | number)[] = [];
+  const param = (value: string | number) => {
+    values.push(value);
+    return dialect.placeholder(values.length);
+  };
+  const [first, ...more] = q.claims;
+  const from = first === undefined ? 'audit_events e' : 'audit_claims c JOIN audit_events e ON e.seq = c.seq';
+  const seqColumn = first === undefined ? 'e.seq' : 'c.seq';
+  if (first !== undefined) where.push(`c.name = ${param(first[0])}`, `c.value = ${param(first[1])}`);
+  where.push(`${seqColumn} > ${param(q.afterSeq)}`);
+  if (upperSeq !== null) where.push(`${seqColumn} <= ${param(upperSeq)}`);
+  for (const [name, value] of more) {
+    where.push(`EXISTS (SELECT 1 FROM audit_claims x WHERE x.seq = ${seqColumn} AND x.name = ${param(name)} AND x.value = ${param(value)})`);
+  }
+  const time = dialect.time(first !== undefined);
+  if (q.since !== null) where.push(`${time} >= ${param(q.since)}`);
+  if (q.until !== null) where.push(`${time} < ${param(q.until)}`);
+  const eq = (column: string, value: string | null) => {
+    if (value !== null) where.push(`e.${column} = ${param(value)}`);
+  };
+  eq('decision', q.decision);
+  eq('policy', q.policy);
+  eq('issuer', q.issuer);
+  eq('subject', q.subject);
+  eq('credential_id', q.credentialId);
+  const columns = RECORD_COLUMNS.map((c) => `e.${c}`).join(', ');
+  return { text: `SELECT ${columns} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ${seqColumn} LIMIT ${param(q.limit + 1)}`, values };
+}

@@ -1,0 +1,171 @@
+/**
+ * The PostgreSQL audit schema, its migrations and the advisory lock keys
+ * (docs/audit.md, "PostgreSQL").
+ */
+import type pg from 'pg';
+import { inTransaction, queryWithin } from './session.js';
+
+/** The schema version this code writes; `audit_schema_migrations` lists the versions applied. */
+export const POSTGRES_SCHEMA_VERSION = 1;
+
+/**
+ * Advisory lock keys (the two-int form, so they cannot collide with a
+ * single-bigint lock of another application): class, then one key per use.
+ * Locks are per database, so stores in different schemas of one database
+ * also take turns; that is slower, never wrong.
+ * @internal exported for tests
+ */
+export const ADVISORY_LOCK = { class: 0x6f696462 /* 'oidb' */, append: 1, migrate: 2 } as const;
+
+/**
+ * Schema migrations, applied in order at open under an advisory lock; entry i
+ * brings the schema from version i to i + 1. Tables are created in the
+ * connection's current schema (the first of `search_path`).
+ *
+ * Every AuditRecord field is a column. `claims`, `audience` and `unverified`
+ * are JSON kept as `text`, not `jsonb`: jsonb reorders keys and normalises
+ * numbers, and a record must read back exactly as it was hashed. Times are
+ * `toISOString()` text compared in the "C" collation, which is their
+ * chronological order whatever the database's default collation.
+ *
+ * Derived data, all of which verify() checks against the records:
+ * - `audit_claims` indexes the scalar top-level claims for
+ *   `claim.<name>=<value>` queries, with the record's time so that a time
+ *   window is checked from the index alone;
+ * - `audit_hours` holds, for each hour (the first 13 characters of `time`),
+ *   the lowest and highest seq of a record in that hour, so a time window
+ *   maps to a seq range without reading the window's records; records are
+ *   appended nearly in time order, so that range is about the window.
+ *
+ * Every filter index ends in seq, for keyset pagination in seq order.
+ */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE audit_events (
+    seq bigint PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    time text COLLATE "C" NOT NULL,
+    decision text COLLATE "C" NOT NULL,
+    error text,
+    reason text,
+    request_id text,
+    issuer text COLLATE "C",
+    subject text COLLATE "C",
+    audience text,
+    jti text,
+    token_sha256 text,
+    claims text,
+    unverified text,
+    policy text COLLATE "C",
+    policy_sha256 text,
+    provider text,
+    target text,
+    credential_id text COLLATE "C",
+    expires_at text,
+    duration_seconds bigint,
+    client_ip text,
+    user_agent text,
+    prev_hash text NOT NULL,
+    hash text NOT NULL
+  );
+  CREATE INDEX audit_events_time ON audit_events (time, seq);
+  CREATE INDEX audit_events_decision ON audit_events (decision, seq);
+  CREATE INDEX audit_events_policy ON audit_events (policy, seq);
+  CREATE INDEX audit_events_issuer ON audit_events (issuer, seq);
+  CREATE INDEX audit_events_subject ON audit_events (subject, seq);
+  CREATE INDEX audit_events_credential_id ON audit_events (credential_id, seq);
+  CREATE TABLE audit_claims (
+    seq bigint NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    value text COLLATE "C" NOT NULL,
+    time text COLLATE "C" NOT NULL,
+    PRIMARY KEY (seq, name)
+  );
+  CREATE INDEX audit_claims_value ON audit_claims (name, value, seq) INCLUDE (time);
+  CREATE TABLE audit_hours (
+    hour text COLLATE "C" PRIMARY KEY,
+    min_seq bigint NOT NULL,
+    max_seq bigint NOT NULL
+  );
+  CREATE TABLE audit_checkpoints (
+    seq bigint NOT NULL,
+    hash text NOT NULL,
+    time text COLLATE "C" NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('periodic', 'prune')),
+    kid text NOT NULL,
+    jws text NOT NULL,
+    PRIMARY KEY (seq, kind, time)
+  );
+  `,
+];
+
+/**
+ * Brings the schema to POSTGRES_SCHEMA_VERSION. The common case (already
+ * current) only reads. Otherwise everything happens in one transaction under
+ * a transaction-scoped advisory lock, re-reading the version under it, so
+ * replicas starting together migrate once and the others find it done (and a
+ * connection pooler in transaction mode cannot strand the lock).
+ */
+export async function migrate(pool: pg.Pool, timeoutMs: number): Promise<void> {
+  const client = await pool.connect();
+  try {
+    // Records must read back exactly as they were hashed; a database in
+    // another encoding would refuse (or alter) some characters.
+    const [encoding] = (await client.query<{ name: string }>("SELECT current_setting('server_encoding') AS name")).rows;
+    if (encoding?.name !== 'UTF8') throw new Error(`the database encoding is ${encoding?.name ?? 'unknown'}; the audit log needs UTF8`);
+    const current = await schemaVersion(client);
+    if (current > POSTGRES_SCHEMA_VERSION) throw newerSchema(current);
+    if (current < POSTGRES_SCHEMA_VERSION) {
+      const bounded = (text: string, values: unknown[] = []) => queryWithin(client, timeoutMs + 1000, text, values);
+      await inTransaction(client, async () => {
+        await bounded(`SET LOCAL lock_timeout = ${timeoutMs}`);
+        await bounded(`SET LOCAL statement_timeout = ${timeoutMs}`);
+        await bounded('SELECT pg_advisory_xact_lock($1, $2)', [ADVISORY_LOCK.class, ADVISORY_LOCK.migrate]);
+        let version = await schemaVersion(client);
+        if (version > POSTGRES_SCHEMA_VERSION) throw newerSchema(version);
+        if (version === 0) {
+          if (await tableExists(client, 'audit_events')) throw new Error('audit_events exists but audit_schema_migrations does not: not a schema this broker created');
+          await bounded('CREATE TABLE audit_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+        }
+        for (; version < POSTGRES_SCHEMA_VERSION; version += 1) {
+          const step = MIGRATIONS[version];
+          if (step === undefined) throw new Error(`no migration from schema version ${version}`);
+          await bounded(step);
+          await bounded('INSERT INTO audit_schema_migrations (version) VALUES ($1)', [version + 1]);
+        }
+      });
+    }
+    client.release();
+  } catch (err) {
+    client.release(err instanceof Error ? err : new Error('migration failed'));
+    throw err;
+  }
+}
+
+/** The highest applied migration, 0 if there is no migrations table. */
+async function schemaVersion(client: pg.PoolClient): Promise<number> {
+  if (!(await tableExists(client, 'audit_schema_migrations'))) return 0;
+  const [row] = (await client.query<{ version: number | null }>('SELECT max(version) AS version FROM audit_schema_migrations')).rows;
+  return row?.version ?? 0;
+}
+
+/**
+ * Whether the current schema has table `name`, read from pg_class with the
+ * statement's snapshot. (A name lookup such as to_regclass() goes through the
+ * session's catalog cache, which can still say "no such table" for one
+ * another session created while this one waited for the migration lock.)
+ */
+async function tableExists(client: pg.PoolClient, name: string): Promise<boolean> {
+  const { rows } = await client.query<{ found: boolean }>(
+    `SELECT EXISTS (
+       SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+       WHERE n.nspname = current_schema() AND c.relname = $1
+     ) AS found`,
+    [name],
+  );
+  return rows[0]?.found === true;
+}
+
+function newerSchema(version: number): Error {
+  return new Error(`the audit schema has version ${version}; this version of the broker supports up to ${POSTGRES_SCHEMA_VERSION}`);
+}
