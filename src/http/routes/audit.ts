@@ -7,9 +7,8 @@ import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../..
 import { AUDIT_DECISIONS } from '../../audit/record.js';
 import type { AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
 import { InvalidRequestError, InvalidTokenError, NotAcceptableError } from '../../errors.js';
-import { errorSummary } from '../../exchange.js';
-import type { Logger } from '../../logger.js';
-import { bearerToken } from './exchange.js';
+import { errorSummary, type Logger } from '../../logger.js';
+import { bearerToken } from '../request.js';
 
 export interface Auditor {
   name: string;
