@@ -4,9 +4,9 @@ import type { Logger } from '../logger.js';
 import { HTTP_STATUS } from './errors.js';
 
 /** Request headers beyond this are refused before any route runs (Node's own parser limit). */
-export const MAX_HEADER_BYTES = 16 * 1024;
+const MAX_HEADER_BYTES = 16 * 1024;
 /** How long shutdown waits for in-flight requests before cutting connections. */
-export const SHUTDOWN_GRACE_MS = 10_000;
+const SHUTDOWN_GRACE_MS = 10_000;
 
 /** What `listen` serves and shuts down (main.ts's `Broker` is one). */
 export interface ServedBroker {
