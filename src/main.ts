@@ -89,10 +89,10 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
 
   const exchangeDeps: ExchangeDeps = {
     verifier,
-    // One read per request (exchange.ts): a request decides on one whole set, old or new, never a mix.
+    // One read per request (pipeline/exchange.ts): a request decides on one whole set, old or new, never a mix.
     policies: () => reloader.current().set,
     replay,
-    providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey, logger }),
+    providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey }),
     audit,
     metrics,
     logger,

@@ -40,9 +40,10 @@ async function decideExchange(deps: ExchangeDeps, input: ExchangeInput, issuance
     const grantRefusal = input.checkGrant?.(grant, policy);
     if (grantRefusal) throw grantRefusal;
     const replayKey = await claimReplay(deps.replay, policy, token);
-    facts = { token, policy, grant, ...(replayKey === undefined ? {} : { replayKey }) };
+    const claimed = { token, policy, grant, ...(replayKey === undefined ? {} : { replayKey }) };
+    facts = claimed;
     const issued = await issue(deps.providers, grant, token, request.durationSeconds, issuanceId);
-    return { kind: 'issued', facts: { ...facts, token, policy, grant }, issued };
+    return { kind: 'issued', facts: claimed, issued };
   } catch (err) {
     return { kind: 'refused', facts, error: toBrokerError(err) };
   }

@@ -1,7 +1,6 @@
 import type { z } from 'zod';
 import { AccessDeniedError } from '../errors.js';
 import type { SigningKey } from '../keys/signing-key.js';
-import type { Logger } from '../logger.js';
 import type { VerifiedToken } from '../oidc/types.js';
 import type { KeyHints, Json, Report } from '../policy/yaml-values.js';
 import { TemplateError } from '../policy/template.js';
@@ -60,7 +59,6 @@ export interface ProviderContext {
   /** The broker's public URL: the issuer of broker-signed tokens. */
   publicUrl: string;
   signingKey: SigningKey;
-  logger: Logger;
 }
 
 /**
