@@ -35,6 +35,8 @@ export async function settle<O extends Outcome>(
   const entry = toAuditEntry({ id: start.id, time: start.time, operation, request, outcome });
   const refusal = outcome.kind === 'refused' ? outcome.error : undefined;
   const releaseClaim = async () => {
+    // A release that fails only leaves the token spent until it expires (the caller then uses a
+    // fresh one); the decision's answer stays the same, so the failure is not the caller's.
     if (refusal && outcome.facts.replayKey !== undefined) await deps.replay.release(outcome.facts.replayKey).catch(() => undefined);
   };
   try {

@@ -8,6 +8,10 @@ import type { Provider, ProviderContext, ProviderModule } from './types.js';
  * Every credential provider the broker knows, one line each (docs/architecture.md,
  * "Adding a provider"). The config's `providers:` section, the policy grant
  * union and the exchange's dispatch all derive from this list.
+ *
+ * Each name appears once, so a module (or a created provider) looked up by a
+ * grant's `provider` takes exactly that grant: the casts below rest on this,
+ * since TypeScript cannot follow a lookup by a union key.
  */
 export const PROVIDERS = [jwtProvider, awsProvider, gcpProvider] as const;
 
@@ -22,11 +26,7 @@ export type Grant = GrantOf<AnyProviderModule>;
 /** Each provider's config as it uses it; undefined for an optional provider that is not configured. */
 export type ProviderConfigs = { [N in ProviderName]: ReturnType<ModuleOf<N>['toConfig']> };
 
-/**
- * The module of a grant's provider, typed for that grant. The one cast in the
- * registry: `PROVIDERS` holds one module per name, so the module found by
- * `grant.provider` takes exactly that grant.
- */
+/** The module of a grant's provider, typed for that grant. */
 export function providerOf<G extends Grant>(grant: G): ProviderModule<G['provider'], G, unknown, unknown> {
   return PROVIDERS.find((p) => p.name === grant.provider) as unknown as ProviderModule<G['provider'], G, unknown, unknown>;
 }
