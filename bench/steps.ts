@@ -11,8 +11,8 @@ import { createSilentLogger } from '../src/logger.js';
 import { createTokenVerifier } from '../src/oidc/verify.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
-import type { JwtGrant } from '../src/policy/types.js';
-import { createJwtProvider } from '../src/providers/jwt.js';
+import type { JwtGrant } from '../src/providers/jwt/grant.js';
+import { createJwtProvider } from '../src/providers/jwt/issuer.js';
 import { loadOrCreateSigningKey } from '../src/keys/signing-key.js';
 
 const AUDIENCE = 'http://127.0.0.1:8080';
@@ -63,7 +63,7 @@ export async function stepCosts(): Promise<object[]> {
   const signingKey = await loadOrCreateSigningKey(path.join(dir, 'key.jwk'), createSilentLogger());
   const provider = createJwtProvider({ issuerUrl: AUDIENCE, signingKey });
   const token = { issuerName: 'local', issuer: 'x', subject: CLAIMS.sub, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64) };
-  rows.push(await timeEach('sign broker token (ES256)', 2000, () => provider.issue({ grant: policy.grant as JwtGrant, policy, token, requestedDurationSeconds: undefined, issuanceId: newAuditId() })));
+  rows.push(await timeEach('sign broker token (ES256)', 2000, () => provider.issue({ grant: policy.grant as JwtGrant, token, requestedDurationSeconds: undefined, issuanceId: newAuditId() })));
 
   const store = openSqliteAuditStore(path.join(dir, 'audit.db'));
   const entry = (): AuditEntry => ({

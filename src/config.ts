@@ -3,8 +3,10 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { LineCounter, parseDocument, isScalar, isMap, isSeq, type Document, type Node as YamlNode } from 'yaml';
 import { z } from 'zod';
-import { isAllowedOutboundUrl } from './oidc/url-policy.js';
+import { outboundUrl } from './config-fields.js';
 import type { IssuerConfig } from './oidc/types.js';
+import type { CompileContext } from './policy/types.js';
+import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
 import { formatKeyPath } from './values.js';
 
 /** The validated, normalised configuration (contract section 2). */
@@ -17,12 +19,8 @@ export interface BrokerConfig {
   /** `sqlite:<absolute path>` or `postgres://...`. */
   audit: { url: string; checkpointIntervalSeconds: number };
   replay: { url: string };
-  providers: {
-    jwt: { signingKeyFile: string };
-    /** Present only when configured: policies may grant aws only then. */
-    aws?: { region: string | undefined; endpoint: string | undefined; timeoutSeconds: number };
-    gcp?: { endpoint: string | undefined; maxLifetimeSeconds: number; timeoutSeconds: number };
-  };
+  /** One entry per registered provider (providers/registry.ts); an optional provider is undefined unless configured. */
+  providers: ProviderConfigs;
   auditors: { name: string; tokenSha256: string }[];
 }
 
@@ -33,14 +31,6 @@ export class ConfigError extends Error {
 
 const DEFAULT_ALGORITHMS = ['RS256', 'ES256'];
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
-
-const outboundUrl = z
-  .string()
-  .url('expected a URL')
-  .refine(isAllowedOutboundUrl, 'expected an https:// URL (http:// is accepted only for loopback hosts)');
-
-/** A whole provider call, retries included: what a CI job waits at most before a 502. */
-const providerTimeout = z.number().int().min(1).max(60).default(25);
 
 const issuerSchema = z
   .strictObject({
@@ -91,25 +81,7 @@ const fileSchema = z.strictObject({
   replay: z
     .strictObject({ url: z.string().refine((u) => u === 'memory:', 'expected memory: (Redis arrives with the multi-replica work)').default('memory:') })
     .default({ url: 'memory:' }),
-  providers: z
-    .strictObject({
-      jwt: z.strictObject({ signing_key_file: z.string().min(1).default('./data/signing-key.jwk') }).default({ signing_key_file: './data/signing-key.jwk' }),
-      aws: z
-        .strictObject({
-          region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region such as us-east-1').optional(),
-          endpoint: outboundUrl.optional(),
-          timeout_seconds: providerTimeout,
-        })
-        .optional(),
-      gcp: z
-        .strictObject({
-          endpoint: outboundUrl.optional(),
-          max_lifetime_seconds: z.number().int().min(60).max(43_200).default(3600),
-          timeout_seconds: providerTimeout,
-        })
-        .optional(),
-    })
-    .default({ jwt: { signing_key_file: './data/signing-key.jwk' } }),
+  providers: providersConfigSchema,
   auditors: z
     .array(
       z.strictObject({
@@ -145,6 +117,14 @@ export const DEVELOPMENT_DEFAULTS = {
     { name: 'buildkite', issuer: 'https://agent.buildkite.com' },
   ],
 };
+
+/** What the policy compiler must know of the running config: its issuers, and the providers it configures. */
+export function compileContext(config: BrokerConfig): CompileContext {
+  return {
+    issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences }])),
+    providers: new Set(PROVIDERS.filter((p) => config.providers[p.name] !== undefined).map((p) => p.name)),
+  };
+}
 
 /**
  * Finds the config file (contract section 1): `--config`, else `BROKER_CONFIG`,
@@ -221,11 +201,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
     policies: { dir: path.resolve(baseDir, file.policies.dir) },
     audit: { url: resolveAuditUrl(file.audit.url), checkpointIntervalSeconds: file.audit.checkpoint_interval_seconds },
     replay: { url: file.replay.url },
-    providers: {
-      jwt: { signingKeyFile: path.resolve(baseDir, file.providers.jwt.signing_key_file) },
-      ...(file.providers.aws ? { aws: { region: file.providers.aws.region, endpoint: file.providers.aws.endpoint, timeoutSeconds: file.providers.aws.timeout_seconds } } : {}),
-      ...(file.providers.gcp ? { gcp: { endpoint: file.providers.gcp.endpoint, maxLifetimeSeconds: file.providers.gcp.max_lifetime_seconds, timeoutSeconds: file.providers.gcp.timeout_seconds } } : {}),
-    },
+    providers: toProviderConfigs(file.providers, (file) => path.resolve(baseDir, file)),
     auditors: file.auditors.map((a) => ({ name: a.name, tokenSha256: a.token_sha256 })),
   };
 }

@@ -79,10 +79,6 @@ export class RequestTooLargeError extends BrokerError {
   readonly code = 'request_too_large' as const;
 }
 
-export class RateLimitedError extends BrokerError {
-  readonly code = 'rate_limited' as const;
-}
-
 /** A bug in the broker; the client sees only a generic sentence. */
 export class ServerError extends BrokerError {
   readonly code = 'server_error' as const;

@@ -25,3 +25,10 @@ const messageAsMsg = winston.format((info) => {
 export function createSilentLogger(): Logger {
   return createLogger({ silent: true });
 }
+
+/** Name and message (and stack for bugs) of a cause; upstream bodies never reach the client, only this log. */
+export function errorSummary(err: unknown, withStack = false): Record<string, unknown> | undefined {
+  if (err === undefined) return undefined;
+  if (!(err instanceof Error)) return { value: String(err) };
+  return { name: err.name, message: err.message, ...(withStack ? { stack: err.stack } : {}) };
+}

@@ -1,41 +1,25 @@
-import path from 'node:path';
 import type { Express } from 'express';
 import { checkpointKeys, startCheckpointer } from './audit/checkpoints.js';
 import { openAuditStore } from './audit/open.js';
 import type { AuditStore } from './audit/types.js';
-import type { BrokerConfig } from './config.js';
-import type { ExchangeDeps } from './exchange.js';
+import { compileContext, type BrokerConfig } from './config.js';
 import { createApp, type AppDeps } from './http/app.js';
+import type { ServedBroker } from './http/server.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type BrokerMetrics } from './metrics.js';
 import { createTokenVerifier } from './oidc/verify.js';
+import type { ExchangeDeps } from './pipeline/types.js';
 import { compilePolicies } from './policy/compile.js';
+import { formatPolicyIssue, PolicyLoadError } from './policy/issues.js';
 import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, type PolicySetStatus, type ReloadResult, type ReloadTrigger } from './policy/reload.js';
-import type { CompileContext, PolicyIssue, PolicySet, ProviderName } from './policy/types.js';
-import { createAwsProvider } from './providers/aws.js';
-import { createGcpProvider } from './providers/gcp.js';
-import { createJwtProvider } from './providers/jwt.js';
+import type { PolicySet } from './policy/types.js';
+import { createProviders } from './providers/registry.js';
 import { loadOrCreateSigningKey } from './keys/signing-key.js';
 import { createMemoryReplayStore } from './replay/memory-store.js';
 
-/** Policies that do not compile; the broker does not start on them (contract section 3). */
-export class PolicyLoadError extends Error {
-  override name = 'PolicyLoadError';
-  constructor(readonly issues: PolicyIssue[]) {
-    super(`${issues.length} problem${issues.length === 1 ? '' : 's'} in the policy directory:\n${issues.map(formatPolicyIssue).join('\n')}`);
-  }
-}
-
-export function formatPolicyIssue(issue: PolicyIssue): string {
-  const where = `${path.relative(process.cwd(), issue.file) || issue.file}${issue.line ? `:${issue.line}` : ''}`;
-  return `${where}: ${issue.keyPath ? `${issue.keyPath}: ` : ''}${issue.message}${issue.hint ? ` (hint: ${issue.hint})` : ''}`;
-}
-
-export interface Broker {
+export interface Broker extends ServedBroker {
   app: Express;
   deps: AppDeps;
-  /** Stops taking requests (readyz 503) before the server closes. */
-  stopAccepting(): void;
   /**
    * Re-reads and recompiles the policy directory; the new set serves only if
    * every file compiles (contract section 3). Never rejects; the result says
@@ -44,8 +28,6 @@ export interface Broker {
   reloadPolicies(trigger?: ReloadTrigger): Promise<ReloadResult>;
   /** The serving set and the last reload, as /readyz shows them. */
   policyStatus(): PolicySetStatus;
-  /** Stops watching the policy directory, flushes and closes the stores. */
-  close(): Promise<void>;
 }
 
 export interface BrokerOptions {
@@ -54,24 +36,6 @@ export interface BrokerOptions {
   now?: () => Date;
   /** Defaults to the real SQLite store from config. */
   audit?: AuditStore;
-}
-
-/** What the compiler must know of the running config. */
-export function compileContext(config: BrokerConfig): CompileContext {
-  const providers = new Set<ProviderName>(['jwt']);
-  if (config.providers.aws) providers.add('aws');
-  if (config.providers.gcp) providers.add('gcp');
-  return { issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences }])), providers };
-}
-
-/** A provider's deadline covers its retries; each attempt gets a third of it (at least 1 s). */
-function providerOptions<T extends { timeoutSeconds: number }>(config: T): T & { deadlineMs: number; attemptTimeoutMs: number } {
-  return { ...config, deadlineMs: config.timeoutSeconds * 1000, attemptTimeoutMs: Math.max(1000, Math.floor((config.timeoutSeconds * 1000) / 3)) };
-}
-
-/** Loads and compiles the policy directory. @throws PolicyLoadError, PolicyDirError */
-export async function loadPolicies(config: BrokerConfig): Promise<PolicySet> {
-  return (await loadPolicySnapshot(config)).set;
 }
 
 /** The start-up load: the set and its digest (see `policySetDigest` in policy/reload.ts). @throws PolicyLoadError, PolicyDirError */
@@ -125,14 +89,10 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
 
   const exchangeDeps: ExchangeDeps = {
     verifier,
-    // One read per request (exchange.ts): a request decides on one whole set, old or new, never a mix.
+    // One read per request (pipeline/exchange.ts): a request decides on one whole set, old or new, never a mix.
     policies: () => reloader.current().set,
     replay,
-    providers: {
-      jwt: createJwtProvider({ issuerUrl: config.server.publicUrl, signingKey }),
-      ...(config.providers.aws ? { aws: createAwsProvider(providerOptions(config.providers.aws)) } : {}),
-      ...(config.providers.gcp ? { gcp: createGcpProvider(providerOptions(config.providers.gcp)) } : {}),
-    },
+    providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey }),
     audit,
     metrics,
     logger,

@@ -2,7 +2,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { compilePolicies } from '../src/policy/compile.js';
-import type { AwsGrant, CompileContext, GcpGrant, PolicyIssue, ProviderName } from '../src/policy/types.js';
+import type { AwsGrant } from '../src/providers/aws/grant.js';
+import type { GcpGrant } from '../src/providers/gcp/grant.js';
+import type { ProviderName } from '../src/providers/registry.js';
+import type { CompileContext, PolicyIssue } from '../src/policy/types.js';
 
 const ROLE = 'arn:aws:iam::123456789012:role/deploy';
 const SA = 'deploy@my-project.iam.gserviceaccount.com';

@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import request from 'supertest';
 import { createSilentLogger } from '../src/logger.js';
-import { formatPolicyIssue } from '../src/main.js';
+import { formatPolicyIssue } from '../src/policy/issues.js';
 import { createMetrics } from '../src/metrics.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { createPolicyReloader, readPolicyDirConsistent, type PolicySetStatus } from '../src/policy/reload.js';

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { compileTemplate } from '../src/policy/template.js';
-import { TemplateError } from '../src/policy/types.js';
+import { TemplateError } from '../src/policy/template.js';
 
 const CLAIMS = {
   repository: 'acme/api',

@@ -18,7 +18,8 @@ import { AUDIENCE, AUDITOR_TOKEN, createCapturingLogger, startBrokerFixture, typ
 import { CLOUD_PLATFORM_SCOPE, startGcpEmulator, type GcpEmulator, type GcpFault, type IssuedGcpCredential } from './emulators/gcp.js';
 import type { AuditRecord } from '../src/audit/types.js';
 import { parseConfig } from '../src/config.js';
-import { createBroker, PolicyLoadError } from '../src/main.js';
+import { createBroker } from '../src/main.js';
+import { PolicyLoadError } from '../src/policy/issues.js';
 
 const PROJECT = 'emulator-project';
 const DEPLOYER = `deployer@${PROJECT}.iam.gserviceaccount.com`;

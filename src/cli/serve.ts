@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { ConfigError, loadConfig, resolveConfigPath } from '../config.js';
 import { listen } from '../http/server.js';
 import { createLogger } from '../logger.js';
-import { createBroker, PolicyLoadError, type Broker } from '../main.js';
+import { createBroker, type Broker } from '../main.js';
+import { PolicyLoadError } from '../policy/issues.js';
 import { PolicyDirError } from '../policy/load.js';
 
 export function registerServeCommand(program: Command): void {

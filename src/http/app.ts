@@ -2,7 +2,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import type { CryptoKey, JWK } from 'jose';
 import { NotFoundError } from '../errors.js';
 import { newUlid } from '../ids.js';
-import type { ExchangeDeps } from '../exchange.js';
+import type { ExchangeDeps } from '../pipeline/types.js';
 import type { PolicySetStatus } from '../policy/reload.js';
 import { errorMiddleware } from './errors.js';
 import { auditRoutes, type Auditor } from './routes/audit.js';

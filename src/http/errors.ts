@@ -6,8 +6,7 @@ import {
   toBrokerError,
   type ErrorCode,
 } from '../errors.js';
-import type { Logger } from '../logger.js';
-import { errorSummary } from '../exchange.js';
+import { errorSummary, type Logger } from '../logger.js';
 import { shellQuote } from './shell.js';
 
 /** The one place where an error code becomes an HTTP status (contract section 4). */

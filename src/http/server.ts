@@ -1,13 +1,21 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../logger.js';
-import type { Broker } from '../main.js';
 import { HTTP_STATUS } from './errors.js';
 
 /** Request headers beyond this are refused before any route runs (Node's own parser limit). */
-export const MAX_HEADER_BYTES = 16 * 1024;
+const MAX_HEADER_BYTES = 16 * 1024;
 /** How long shutdown waits for in-flight requests before cutting connections. */
-export const SHUTDOWN_GRACE_MS = 10_000;
+const SHUTDOWN_GRACE_MS = 10_000;
+
+/** What `listen` serves and shuts down (main.ts's `Broker` is one). */
+export interface ServedBroker {
+  app: http.RequestListener;
+  /** Stops taking requests (readyz 503) before the server closes. */
+  stopAccepting(): void;
+  /** Stops watching the policy directory, flushes and closes the stores. */
+  close(): Promise<void>;
+}
 
 export interface RunningServer {
   url: string;
@@ -17,7 +25,7 @@ export interface RunningServer {
 }
 
 /** Listens and logs the contract's `"msg":"listening"` line. */
-export async function listen(broker: Broker, options: { host: string; port: number; logger: Logger; graceMs?: number }): Promise<RunningServer> {
+export async function listen(broker: ServedBroker, options: { host: string; port: number; logger: Logger; graceMs?: number }): Promise<RunningServer> {
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 20_000 }, broker.app);
   server.keepAliveTimeout = 5_000;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {

@@ -1,6 +1,26 @@
 import { ClaimPathError, describeKind, parseClaimPath, resolveClaim } from './claim-path.js';
 import { toStringForm } from '../values.js';
-import { TemplateError, type ClaimValueCheck, type Template } from './types.js';
+
+/** A `${claim}` template split into parts at load. */
+export interface Template {
+  /** The template as written. */
+  readonly source: string;
+  /**
+   * Renders with claim values inserted literally (never re-expanded).
+   * @throws TemplateError when a referenced claim is absent, null, or not a scalar.
+   */
+  render(claims: Readonly<Record<string, unknown>>, checkValue?: ClaimValueCheck): string;
+}
+
+/** Sees each claim value before it is inserted; throws TemplateError to refuse it (e.g. IAM wildcards in a session policy). */
+export type ClaimValueCheck = (value: string, claim: string) => void;
+
+export class TemplateError extends Error {
+  constructor(readonly claim: string, message: string) {
+    super(message);
+    this.name = 'TemplateError';
+  }
+}
 
 /** A template that cannot be compiled; the message is safe to show. */
 export class TemplateSyntaxError extends Error {

@@ -2,7 +2,8 @@
  * Compiled trust policies (contract section 3). Everything here is built once
  * at load by `compilePolicies`; evaluation only compares.
  */
-export type ProviderName = 'jwt' | 'aws' | 'gcp';
+import type { Grant, ProviderName } from '../providers/registry.js';
+
 export type Effect = 'allow' | 'deny';
 export type ConditionOperator = 'equals' | 'in' | 'glob' | 'regex' | 'exists' | 'audience' | 'cel';
 
@@ -21,72 +22,6 @@ export interface ConditionResult {
   actual: unknown;
   matched: boolean;
 }
-
-/** A `${claim}` template split into parts at load. */
-export interface Template {
-  /** The template as written. */
-  readonly source: string;
-  /**
-   * Renders with claim values inserted literally (never re-expanded).
-   * @throws TemplateError when a referenced claim is absent, null, or not a scalar.
-   */
-  render(claims: Readonly<Record<string, unknown>>, checkValue?: ClaimValueCheck): string;
-}
-
-/** Sees each claim value before it is inserted; throws TemplateError to refuse it (e.g. IAM wildcards in a session policy). */
-export type ClaimValueCheck = (value: string, claim: string) => void;
-
-export class TemplateError extends Error {
-  constructor(readonly claim: string, message: string) {
-    super(message);
-    this.name = 'TemplateError';
-  }
-}
-
-export interface JwtGrant {
-  provider: 'jwt';
-  maxDurationSeconds: number;
-  audience: Template;
-  /** Extra claims of the broker-signed token; registered claims (iss, sub, aud, exp, nbf, iat, jti) are refused at load. */
-  claims: Record<string, Template>;
-}
-
-/** A JSON value whose strings are templates: an AWS session policy. */
-export type JsonTemplate = Template | number | boolean | null | readonly JsonTemplate[] | { readonly [key: string]: JsonTemplate };
-
-export interface AwsGrant {
-  provider: 'aws';
-  /** Ceiling; the session lasts at least 900 s (STS's floor). */
-  maxDurationSeconds: number;
-  /** Literal, checked at load: a role chosen by claims would let a token pick its own privileges. */
-  roleArn: string;
-  sessionName: Template | undefined;
-  sourceIdentity: Template | undefined;
-  /** Tag key (literal) and value template, in file order. */
-  sessionTags: readonly (readonly [key: string, value: Template])[];
-  transitiveTagKeys: readonly string[];
-  sessionPolicy: JsonTemplate | undefined;
-  policyArns: readonly string[];
-  externalId: string | undefined;
-  region: string | undefined;
-}
-
-export interface GcpGrant {
-  provider: 'gcp';
-  /** Ceiling of the token's lifetime; the provider also caps it at its configured maximum. */
-  maxDurationSeconds: number;
-  /** Literal service account email, checked at load. */
-  serviceAccount: string;
-  scopes: readonly string[];
-  delegates: readonly string[];
-  tokenType: 'access_token' | 'id_token';
-  /** Required for id tokens. */
-  idTokenAudience: Template | undefined;
-  includeEmail: boolean;
-}
-
-/** Grants are a tagged union on `provider`. */
-export type Grant = JwtGrant | AwsGrant | GcpGrant;
 
 export interface CompiledPolicy {
   name: string;

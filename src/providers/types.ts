@@ -1,10 +1,17 @@
+import type { z } from 'zod';
 import { AccessDeniedError } from '../errors.js';
+import type { SigningKey } from '../keys/signing-key.js';
 import type { VerifiedToken } from '../oidc/types.js';
-import { TemplateError, type CompiledPolicy, type Grant, type ProviderName } from '../policy/types.js';
+import type { KeyHints, Json, Report } from '../policy/yaml-values.js';
+import { TemplateError } from '../policy/template.js';
 
-export interface IssueRequest<G extends Grant = Grant> {
+/** What every compiled grant has; each provider's grant adds its own fields (contract section 3). */
+export interface GrantBase<N extends string = string> {
+  readonly provider: N;
+}
+
+export interface IssueRequest<G extends GrantBase> {
   grant: G;
-  policy: CompiledPolicy;
   token: VerifiedToken;
   /** What the caller asked for, if anything; providers clamp it to the grant's ceiling. */
   requestedDurationSeconds: number | undefined;
@@ -14,7 +21,6 @@ export interface IssueRequest<G extends Grant = Grant> {
 
 /** What a provider hands back. `credentials` is secret and never reaches a log or a record. */
 export interface IssuedCredential {
-  provider: ProviderName;
   /** Role ARN, service account, or audience: goes to the audit record. */
   target: string;
   /** AccessKeyId, token fingerprint or jti: goes to the audit record. */
@@ -27,10 +33,69 @@ export interface IssuedCredential {
   env: [name: string, value: string][];
 }
 
-export interface Provider<G extends Grant = Grant> {
-  readonly name: G['provider'];
+export interface Provider<G extends GrantBase> {
   /** @throws ProviderError (upstream failure) or AccessDeniedError (the grant cannot be rendered for this token). */
   issue(request: IssueRequest<G>): Promise<IssuedCredential>;
+}
+
+/** RFC 8693 section 3 token type identifiers. */
+export const TOKEN_TYPE = {
+  jwt: 'urn:ietf:params:oauth:token-type:jwt',
+  idToken: 'urn:ietf:params:oauth:token-type:id_token',
+  accessToken: 'urn:ietf:params:oauth:token-type:access_token',
+} as const;
+
+/** How one token of a grant is answered by `POST /oauth2/token` (RFC 8693 section 2.2.1). */
+export interface TokenExchangeForm {
+  /** The `credentials` field that holds the token. */
+  credential: string;
+  issuedTokenType: string;
+  /** `N_A` when the issued token is not an access token (RFC 8693 section 2.2.1). */
+  tokenType: 'Bearer' | 'N_A';
+}
+
+/** What a provider's `create` may use besides its own config section. */
+export interface ProviderContext {
+  /** The broker's public URL: the issuer of broker-signed tokens. */
+  publicUrl: string;
+  signingKey: SigningKey;
+}
+
+/**
+ * One credential provider, complete (docs/architecture.md, "Adding a
+ * provider"): its config section, its grant compiler, and how the exchange
+ * describes and delivers what it issues. Everything here is loaded by the
+ * offline CLI too, so it must not import a cloud SDK: `create` loads the
+ * issuing half (`./issuer.ts`) with a dynamic import.
+ */
+export interface ProviderModule<N extends string, G extends GrantBase<N>, Raw, C> {
+  readonly name: N;
+  /**
+   * `providers.<name>` in the config file (contract section 2). Optional
+   * providers parse to undefined when absent; policies may grant a provider
+   * only when its section is there.
+   */
+  readonly configSchema: z.ZodType<Raw>;
+  /** The parsed section as the provider uses it; relative paths resolve against the config file's directory. */
+  toConfig(raw: Raw, resolvePath: (file: string) => string): C;
+  /** Every key a grant of this provider may have (for unknown-key errors and hints). */
+  readonly grantKeys: readonly string[];
+  /** Reads a policy's `grant` (its provider already checked); reports every problem and returns undefined if there was one. */
+  compileGrant(grant: Json, report: Report, hints: KeyHints): G | undefined;
+  /** The audit record's `target` when the grant fixes it (so a failed call's record says what was asked for); null when only issuing tells. */
+  target(grant: G): string | null;
+  /** Whether the credentials are the AWS CLI's `credential_process` fields. */
+  readonly credentialProcess: boolean;
+  /**
+   * How `POST /oauth2/token` (RFC 8693) answers this grant: one token, whose
+   * form for `requested` (or the default type) is undefined when this grant
+   * cannot issue that type; or several values, which it refuses, naming them.
+   */
+  readonly tokenExchange:
+    | { kind: 'token'; form(grant: G, requested: string | undefined): TokenExchangeForm | undefined }
+    | { kind: 'multi_part'; credential: string };
+  /** Builds the issuing half from the provider's config. */
+  create(config: NonNullable<C>, context: ProviderContext): Promise<Provider<G>>;
 }
 
 /** The caller may ask for less than the ceiling, never more; and never less than the provider's floor. */
@@ -39,11 +104,16 @@ export function clampDurationSeconds(requested: number | undefined, floorSeconds
   return Math.max(floorSeconds, Math.min(wanted, ceilingSeconds));
 }
 
+/** A provider's deadline covers its retries; each attempt gets a third of it (at least 1 s). */
+export function callTimeouts(timeoutSeconds: number): { deadlineMs: number; attemptTimeoutMs: number } {
+  return { deadlineMs: timeoutSeconds * 1000, attemptTimeoutMs: Math.max(1000, Math.floor((timeoutSeconds * 1000) / 3)) };
+}
+
 /**
  * Runs a grant's template rendering: a token whose claims cannot fill the
  * grant (absent, not a plain value, refused by a value check) is a denial.
  */
-export function renderGrant<T>(provider: ProviderName, render: () => T): T {
+export function renderGrant<T>(provider: string, render: () => T): T {
   try {
     return render();
   } catch (err) {

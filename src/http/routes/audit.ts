@@ -7,9 +7,8 @@ import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../..
 import { AUDIT_DECISIONS } from '../../audit/record.js';
 import type { AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
 import { InvalidRequestError, InvalidTokenError, NotAcceptableError } from '../../errors.js';
-import { errorSummary } from '../../exchange.js';
-import type { Logger } from '../../logger.js';
-import { bearerToken } from './exchange.js';
+import { errorSummary, type Logger } from '../../logger.js';
+import { bearerToken } from '../request.js';
 
 export interface Auditor {
   name: string;
@@ -177,7 +176,7 @@ function auditorAuth(auditors: readonly Auditor[]): RequestHandler {
  * parameters and empty values are refused, except that a claim filter may
  * match an empty claim (`claim.head_ref=`).
  */
-export function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
+function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
   // A null-prototype map, so `claim.__proto__=x` is a filter like any other instead of a silent no-op.
   const claims = Object.create(null) as Record<string, string>;
   const query: AuditQuery = { claims };

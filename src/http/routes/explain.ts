@@ -1,10 +1,11 @@
-import { Router, type Request, type Response } from 'express';
-import { auditRefusedRequest, explain, type ExchangeDeps } from '../../exchange.js';
-import { toBrokerError } from '../../errors.js';
+import { Router } from 'express';
+import { explain } from '../../pipeline/explain.js';
+import { refuse } from '../../pipeline/record.js';
+import type { ExchangeDeps } from '../../pipeline/types.js';
 import { toExplainOutput } from '../../policy/explain.js';
-import { fromBodyParserError, sendError } from '../errors.js';
 import { isPlainObject } from '../../values.js';
-import { bearerToken, checkBodyShape, jsonBody, requestContext } from './exchange.js';
+import { fromBodyParserError, sendError } from '../errors.js';
+import { auditBodyRefusals, bearerToken, checkBodyShape, jsonBody, requestContext } from '../request.js';
 
 /**
  * POST /v1/explain (contract section 4): the exchange's input, answered with
@@ -24,10 +25,7 @@ export function explainRoutes(deps: ExchangeDeps): Router {
 
     const refusal = checkBodyShape(req, headerToken, bodyToken);
     const token = headerToken ?? (typeof bodyToken === 'string' ? bodyToken : undefined);
-    if (refusal) {
-      await auditRefusedRequest(deps, context, refusal, token, 'explain');
-      return sendError(res, refusal);
-    }
+    if (refusal) return refuse(deps, 'explain', { ...context, token }, refusal);
 
     const result = await explain(deps, { ...context, token, policy: body.policy, durationSeconds: body.duration_seconds });
     // The answer holds the caller's claims: never cached.
@@ -36,17 +34,7 @@ export function explainRoutes(deps: ExchangeDeps): Router {
     res.json(toExplainOutput(result.policy, result.decision, result.explainId, 'caller'));
   });
 
-  // A body the parser refused is still a decision: audit it before answering.
-  router.use('/v1/explain', async (err: unknown, req: Request, res: Response, next: (err?: unknown) => void) => {
-    const refusal = fromBodyParserError(err);
-    if (!refusal) return next(err);
-    try {
-      await auditRefusedRequest(deps, requestContext(req, res), refusal, bearerToken(req.get('authorization')) ?? undefined, 'explain');
-      sendError(res, refusal);
-    } catch (auditErr) {
-      sendError(res, toBrokerError(auditErr));
-    }
-  });
+  router.use('/v1/explain', auditBodyRefusals(deps, 'explain', { toRefusal: fromBodyParserError, send: sendError, withToken: true }));
 
   return router;
 }

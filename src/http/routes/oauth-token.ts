@@ -1,16 +1,15 @@
-import express, { Router, type Request, type Response } from 'express';
-import { auditRefusedRequest, exchange, type ExchangeDeps, type ExchangeResult } from '../../exchange.js';
+import express, { Router, type Request } from 'express';
 import { InvalidRequestError, RequestTooLargeError, toBrokerError, type BrokerError } from '../../errors.js';
-import type { Grant } from '../../policy/types.js';
+import { exchange } from '../../pipeline/exchange.js';
+import { refuse } from '../../pipeline/record.js';
+import type { ExchangeDeps, ExchangeResult } from '../../pipeline/types.js';
+import { providerOf, type Grant } from '../../providers/registry.js';
+import { TOKEN_TYPE, type TokenExchangeForm } from '../../providers/types.js';
+import { isPlainObject } from '../../values.js';
 import { fromBodyParserError, OAuthRequestError, sendOAuthError } from '../errors.js';
-import { MAX_BODY_BYTES, requestContext } from './exchange.js';
+import { auditBodyRefusals, MAX_BODY_BYTES, requestContext } from '../request.js';
 
-export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
-const TOKEN_TYPE = {
-  jwt: 'urn:ietf:params:oauth:token-type:jwt',
-  idToken: 'urn:ietf:params:oauth:token-type:id_token',
-  accessToken: 'urn:ietf:params:oauth:token-type:access_token',
-} as const;
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.jwt, TOKEN_TYPE.idToken]);
 const REQUESTED_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.accessToken, TOKEN_TYPE.jwt]);
 /** RFC 6749 section 3.2: parameters other than these may not repeat; `audience` may (RFC 8693), but we take one. */
@@ -37,47 +36,37 @@ export function oauthTokenRoutes(deps: ExchangeDeps): Router {
 
   router.post('/oauth2/token', formBody, async (req, res) => {
     const context = requestContext(req, res);
-    const params: Record<string, unknown> = req.is('application/x-www-form-urlencoded') && isRecord(req.body) ? req.body : {};
+    const params: Record<string, unknown> = req.is('application/x-www-form-urlencoded') && isPlainObject(req.body) ? req.body : {};
     const rawToken = typeof params.subject_token === 'string' && params.subject_token !== '' ? params.subject_token : undefined;
     const parsed = parseTokenRequest(req, params);
     try {
-      if (parsed instanceof InvalidRequestError) {
-        await auditRefusedRequest(deps, context, parsed, rawToken);
-        return sendOAuthError(res, parsed);
-      }
+      if (parsed instanceof InvalidRequestError) return await refuse(deps, 'exchange', { ...context, token: rawToken }, parsed);
       const result = await exchange(deps, {
         ...context,
         token: parsed.subjectToken,
         policy: parsed.policy,
         durationSeconds: undefined,
-        format: 'json',
         checkGrant: (grant) => checkGrant(grant, parsed.requestedTokenType),
       });
       res.set('Cache-Control', 'no-store');
       res.set('Pragma', 'no-cache');
-      res.json(toTokenExchangeResponse(result, parsed.requestedTokenType));
+      res.json(toTokenExchangeResponse(result, tokenExchangeForm(result.grant, parsed.requestedTokenType)));
     } catch (err) {
       sendOAuthError(res, toBrokerError(err));
     }
   });
 
   // A body the parser refused is a decision too: audit it, answer an OAuth error.
-  router.use('/oauth2/token', async (err: unknown, req: Request, res: Response, next: (err?: unknown) => void) => {
-    const type = (err as { type?: unknown } | null)?.type;
-    const refusal =
-      type === 'parameters.too.many' ? new RequestTooLargeError('The request has too many parameters.', { reason: 'too_many_parameters', cause: err })
-      : type === 'entity.parse.failed' ? new InvalidRequestError('The request body is not a valid form.', { reason: 'malformed_body', cause: err })
-      : fromBodyParserError(err);
-    if (!refusal) return next(err);
-    try {
-      await auditRefusedRequest(deps, requestContext(req, res), refusal);
-      sendOAuthError(res, refusal);
-    } catch (auditErr) {
-      sendOAuthError(res, toBrokerError(auditErr));
-    }
-  });
+  router.use('/oauth2/token', auditBodyRefusals(deps, 'exchange', { toRefusal: fromFormParserError, send: sendOAuthError, withToken: false }));
 
   return router;
+}
+
+function fromFormParserError(err: unknown): BrokerError | undefined {
+  const type = (err as { type?: unknown } | null)?.type;
+  if (type === 'parameters.too.many') return new RequestTooLargeError('The request has too many parameters.', { reason: 'too_many_parameters', cause: err });
+  if (type === 'entity.parse.failed') return new InvalidRequestError('The request body is not a valid form.', { reason: 'malformed_body', cause: err });
+  return fromBodyParserError(err);
 }
 
 /** Validates the RFC 8693 request; a refusal is returned (to be audited), never thrown. */
@@ -115,48 +104,34 @@ function parseTokenRequest(req: Request, params: Record<string, unknown>): Token
 }
 
 /**
- * What an RFC 8693 answer can carry: one token. Returns undefined for a grant
- * whose credential fits the requested type, else the refusal; run by the
+ * What an RFC 8693 answer can carry: one token of the requested type. Returns
+ * undefined for a grant that issues one, else the refusal; run by the
  * pipeline before anything is minted.
  */
 function checkGrant(grant: Grant, requested: string | undefined): BrokerError | undefined {
-  if (grant.provider === 'aws') {
-    return new OAuthRequestError('invalid_request', 'This policy grants AWS credentials (three values), which a token exchange response cannot carry; use POST /v1/exchange.', 'multi_part_credential');
+  const answer = providerOf(grant).tokenExchange;
+  if (answer.kind === 'multi_part') {
+    return new OAuthRequestError('invalid_request', `This policy grants ${answer.credential}, which a token exchange response cannot carry; use POST /v1/exchange.`, 'multi_part_credential');
   }
-  if (requested === undefined) return undefined;
-  const issued = issuedTokenType(grant, requested);
-  if (issued === undefined) return new OAuthRequestError('invalid_request', `This policy cannot issue requested_token_type ${requested}.`, 'bad_requested_token_type');
+  if (answer.form(grant, requested) === undefined) return new OAuthRequestError('invalid_request', `This policy cannot issue requested_token_type ${requested}.`, 'bad_requested_token_type');
   return undefined;
 }
 
-/**
- * The issued token's type: the jwt provider's token is a JWT access token
- * (either type, as requested; access_token by default); a GCP access token is
- * opaque (access_token only); a GCP ID token is a JWT but no access token.
- */
-function issuedTokenType(grant: Grant, requested: string | undefined): string | undefined {
-  if (grant.provider === 'jwt') return requested ?? TOKEN_TYPE.accessToken;
-  if (grant.provider === 'gcp' && grant.tokenType === 'access_token') return requested === undefined || requested === TOKEN_TYPE.accessToken ? TOKEN_TYPE.accessToken : undefined;
-  if (grant.provider === 'gcp') return requested === undefined ? TOKEN_TYPE.idToken : requested === TOKEN_TYPE.jwt ? TOKEN_TYPE.jwt : undefined;
-  return undefined;
+/** The token's form; checkGrant refused, before issuing, every grant that has none. */
+function tokenExchangeForm(grant: Grant, requested: string | undefined): TokenExchangeForm {
+  const answer = providerOf(grant).tokenExchange;
+  const form = answer.kind === 'token' ? answer.form(grant, requested) : undefined;
+  if (form === undefined) throw new TypeError(`grant of ${grant.provider} passed checkGrant without a token form`);
+  return form;
 }
 
 /** RFC 8693 section 2.2.1; `issuance_id` (the audit record's id) is an extension field. */
-export function toTokenExchangeResponse(result: ExchangeResult, requested: string | undefined): Record<string, unknown> {
-  const idToken = result.credentials.id_token;
-  const accessToken = result.credentials.access_token ?? idToken;
-  const issuedTokenType =
-    idToken !== undefined && result.credentials.access_token === undefined ? (requested ?? TOKEN_TYPE.idToken) : result.provider === 'jwt' ? (requested ?? TOKEN_TYPE.accessToken) : TOKEN_TYPE.accessToken;
+function toTokenExchangeResponse(result: ExchangeResult, form: TokenExchangeForm): Record<string, unknown> {
   return {
-    access_token: accessToken,
-    issued_token_type: issuedTokenType,
-    // RFC 8693 2.2.1: "N_A" when the issued token is not an access token.
-    token_type: issuedTokenType === TOKEN_TYPE.accessToken || result.provider === 'jwt' ? 'Bearer' : 'N_A',
+    access_token: result.credentials[form.credential],
+    issued_token_type: form.issuedTokenType,
+    token_type: form.tokenType,
     expires_in: Math.max(0, Math.round((result.expiresAt.getTime() - Date.now()) / 1000)),
     issuance_id: result.issuanceId,
   };
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

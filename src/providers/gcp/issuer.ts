@@ -2,9 +2,9 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IAMCredentialsClient } from '@google-cloud/iam-credentials';
 import { decodeJwt } from 'jose';
-import { ProviderError } from '../errors.js';
-import type { GcpGrant } from '../policy/types.js';
-import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from './types.js';
+import { ProviderError } from '../../errors.js';
+import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
+import type { GcpGrant } from './grant.js';
 
 export interface GcpProviderOptions {
   /** IAM Credentials REST endpoint override (`http://` only on loopback); default iamcredentials.googleapis.com. */
@@ -91,7 +91,6 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
   };
 
   return {
-    name: 'gcp',
     async issue({ grant, token, requestedDurationSeconds }): Promise<IssuedCredential> {
       const name = `projects/-/serviceAccounts/${grant.serviceAccount}`;
       const delegates = grant.delegates.map((email) => `projects/-/serviceAccounts/${email}`);
@@ -103,7 +102,6 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
         if (!idToken) throw new ProviderError('Google answered without a token; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });
         const expiresAt = idTokenExpiry(idToken);
         return {
-          provider: 'gcp',
           target: grant.serviceAccount,
           credentialId: fingerprint(idToken),
           expiresAt,
@@ -121,7 +119,6 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
       const expireSeconds = Number(response.expireTime?.seconds ?? 0);
       if (!accessToken || !expireSeconds) throw new ProviderError('Google answered without a token; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });
       return {
-        provider: 'gcp',
         target: grant.serviceAccount,
         credentialId: fingerprint(accessToken),
         expiresAt: new Date(expireSeconds * 1000),

@@ -1,8 +1,8 @@
 import { SignJWT } from 'jose';
-import { ProviderError } from '../errors.js';
-import type { JwtGrant } from '../policy/types.js';
-import type { SigningKey } from '../keys/signing-key.js';
-import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from './types.js';
+import { ProviderError } from '../../errors.js';
+import type { SigningKey } from '../../keys/signing-key.js';
+import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
+import type { JwtGrant } from './grant.js';
 
 const MIN_DURATION_SECONDS = 60;
 
@@ -14,7 +14,6 @@ const MIN_DURATION_SECONDS = 60;
 export function createJwtProvider(options: { issuerUrl: string; signingKey: SigningKey; now?: () => number }): Provider<JwtGrant> {
   const now = options.now ?? Date.now;
   return {
-    name: 'jwt',
     async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
       const { audience, extraClaims } = renderGrant('jwt', () => ({
         audience: grant.audience.render(token.claims),
@@ -39,7 +38,6 @@ export function createJwtProvider(options: { issuerUrl: string; signingKey: Sign
         throw new ProviderError('The broker could not sign the token.', { reason: 'signing_failed', cause: err });
       }
       return {
-        provider: 'jwt',
         target: audience,
         credentialId: issuanceId,
         expiresAt: new Date(expiresAt * 1000),

@@ -1,7 +1,8 @@
 import { AssumeRoleCommand, STSClient, STSServiceException, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
-import { AccessDeniedError, ProviderError } from '../errors.js';
-import { TemplateError, type AwsGrant, type JsonTemplate, type Template } from '../policy/types.js';
-import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from './types.js';
+import { AccessDeniedError, ProviderError } from '../../errors.js';
+import { TemplateError, type Template } from '../../policy/template.js';
+import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
+import type { AwsGrant, JsonTemplate } from './grant.js';
 
 export interface AwsProviderOptions {
   /** Default region when the grant names none; else the SDK's own (AWS_REGION), else us-east-1. */
@@ -50,7 +51,6 @@ export function createAwsProvider(options: AwsProviderOptions = {}): Provider<Aw
   };
 
   return {
-    name: 'aws',
     async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
       const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_DURATION_SECONDS, grant.maxDurationSeconds);
       const input = toAssumeRoleInput(grant, token.claims, durationSeconds, issuanceId);
@@ -67,7 +67,6 @@ export function createAwsProvider(options: AwsProviderOptions = {}): Provider<Aw
       }
       const expiration = credentials.Expiration.toISOString();
       return {
-        provider: 'aws',
         target: grant.roleArn,
         credentialId: credentials.AccessKeyId,
         expiresAt: credentials.Expiration,
@@ -95,7 +94,7 @@ export function createAwsProvider(options: AwsProviderOptions = {}): Provider<Aw
  * make the request invalid.
  * @throws AccessDeniedError when the grant cannot be rendered for this token.
  */
-export function toAssumeRoleInput(grant: AwsGrant, claims: Readonly<Record<string, unknown>>, durationSeconds: number, issuanceId: string): AssumeRoleCommandInput {
+function toAssumeRoleInput(grant: AwsGrant, claims: Readonly<Record<string, unknown>>, durationSeconds: number, issuanceId: string): AssumeRoleCommandInput {
   return renderGrant('aws', () => {
     const sessionName = fitSessionName(grant.sessionName?.render(claims) ?? '', issuanceId);
     const sourceIdentity = grant.sourceIdentity && fitSourceIdentity(grant.sourceIdentity.render(claims));

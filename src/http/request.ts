@@ -1,0 +1,67 @@
+import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
+import { InvalidRequestError, toBrokerError, type BrokerError } from '../errors.js';
+import { refuse } from '../pipeline/record.js';
+import type { ExchangeDeps, Operation, RequestContext } from '../pipeline/types.js';
+import { isPlainObject } from '../values.js';
+
+/** An exchange request is a policy name, a duration and perhaps a token: a few KiB at most. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+// inflate: false, so a compressed body is refused as unsupported (and audited) instead of reaching zlib.
+export const jsonBody = express.json({ limit: MAX_BODY_BYTES, strict: true, inflate: false });
+
+const BODY_FIELDS = new Set(['policy', 'duration_seconds', 'token']);
+
+/** undefined: no header; null: a header that is not a Bearer token. */
+export function bearerToken(header: string | undefined): string | undefined | null {
+  if (header === undefined) return undefined;
+  const match = /^Bearer +([^\s]+) *$/i.exec(header);
+  return match ? match[1]! : null;
+}
+
+export function requestContext(req: Request, res: Response): RequestContext {
+  return {
+    requestId: res.locals.requestId as string,
+    clientIp: req.ip ?? null,
+    userAgent: req.get('user-agent')?.slice(0, 512) ?? null,
+  };
+}
+
+/** The body and token checks shared by exchange and explain; unknown fields are refused so a typo cannot silently change a duration. */
+export function checkBodyShape(req: Request, headerToken: string | null | undefined, bodyToken: unknown): InvalidRequestError | undefined {
+  const refuse = (message: string, reason: string) => new InvalidRequestError(message, { reason });
+  if (req.body === undefined && (Number(req.get('content-length') ?? 0) > 0 || req.get('transfer-encoding') !== undefined)) {
+    return refuse('Send the body as JSON with "Content-Type: application/json".', 'unsupported_content_type');
+  }
+  if (req.body !== undefined && !isPlainObject(req.body)) return refuse('The request body must be a JSON object.', 'malformed_body');
+  const unknown = Object.keys(req.body ?? {}).filter((key) => !BODY_FIELDS.has(key));
+  if (unknown.length > 0) return refuse(`Unknown field ${JSON.stringify(unknown[0]!.slice(0, 64))} in the request body; expected policy, duration_seconds or token.`, 'unknown_field');
+  if (headerToken === null) return refuse('The Authorization header must be "Bearer <token>".', 'bad_authorization_header');
+  if (bodyToken !== undefined && typeof bodyToken !== 'string') return refuse('The "token" field must be a string.', 'bad_token_field');
+  if (headerToken !== undefined && bodyToken !== undefined) return refuse('Send the token either in the Authorization header or in the body, not both.', 'token_sent_twice');
+  return undefined;
+}
+
+/**
+ * A body the parser refused is still a decision on a decision route: it is
+ * audited (the pipeline's `refuse`) before it is answered with `send`.
+ * `toRefusal` translates the parser's error, undefined for errors that are not
+ * the body's (they go on to the error middleware).
+ */
+export function auditBodyRefusals(
+  deps: ExchangeDeps,
+  operation: Operation,
+  options: { toRefusal: (err: unknown) => BrokerError | undefined; send: (res: Response, error: BrokerError) => void; withToken: boolean },
+): ErrorRequestHandler {
+  return async (err: unknown, req, res, next) => {
+    const refusal = options.toRefusal(err);
+    if (!refusal) return next(err);
+    const token = options.withToken ? (bearerToken(req.get('authorization')) ?? undefined) : undefined;
+    try {
+      await refuse(deps, operation, { ...requestContext(req, res), token }, refusal);
+    } catch (recorded) {
+      // `refuse` throws the refusal once it is recorded, or the audit failure that stopped it.
+      options.send(res, toBrokerError(recorded));
+    }
+  };
+}

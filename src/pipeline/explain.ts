@@ -1,0 +1,35 @@
+import { toBrokerError } from '../errors.js';
+import { settle, startDecision } from './record.js';
+import { lookUpAndEvaluate, validateInput } from './steps.js';
+import type { ExchangeDeps, Explained, ExplainInput, ExplainResult, Facts, Refused } from './types.js';
+
+/**
+ * Explain (contract section 4, `POST /v1/explain`): the first half of the
+ * exchange pipeline (verify, look up, evaluate), then the decision is answered
+ * whatever it is. Never claims the token against replay and never issues, so
+ * an explained token can still be exchanged. One audit record: decision
+ * `explain` with the outcome in `reason`; a refusal before evaluation (bad
+ * body, bad token, unknown policy) is a `denied` record like an exchange's,
+ * its reason prefixed `explain: `.
+ *
+ * @throws BrokerError: the refusal, already audited; or AuditUnavailableError.
+ */
+export async function explain(deps: ExchangeDeps, input: ExplainInput): Promise<ExplainResult> {
+  const start = startDecision();
+  const { facts, decision } = await settle(deps, start, 'explain', input, await decideExplain(deps, input));
+  return { explainId: start.id, policy: facts.policy.name, decision };
+}
+
+async function decideExplain(deps: ExchangeDeps, input: ExplainInput): Promise<Explained | Refused> {
+  let facts: Facts = {};
+  try {
+    const request = validateInput(input);
+    const token = await deps.verifier.verify(request.token);
+    facts = { token };
+    // Every deny policy of the issuer, not just the index's candidates: explain shows them all.
+    const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token, { allDenyPolicies: true });
+    return { kind: 'explained', facts: { token, policy }, decision };
+  } catch (err) {
+    return { kind: 'refused', facts, error: toBrokerError(err) };
+  }
+}

@@ -1,0 +1,111 @@
+import { performance } from 'node:perf_hooks';
+import { newAuditId } from '../audit/record.js';
+import type { AuditDecision, AuditEntry } from '../audit/types.js';
+import { AuditUnavailableError, type BrokerError } from '../errors.js';
+import { errorSummary, type Logger } from '../logger.js';
+import { toAuditEntry } from './audit-entry.js';
+import type { ExchangeDeps, Operation, Outcome, Refused, RequestFacts } from './types.js';
+
+/** The audit record's id and time, fixed when the decision starts (the id names the issued session or token). */
+export interface DecisionStart {
+  id: string;
+  time: Date;
+  startedMs: number;
+}
+
+export function startDecision(): DecisionStart {
+  return { id: newAuditId(), time: new Date(), startedMs: performance.now() };
+}
+
+/**
+ * The one place a decision is recorded (contract section 5): its audit record
+ * is committed before anything is answered. A refusal is then thrown; a
+ * replay claim the decision made is released when it was refused (nothing
+ * was minted).
+ *
+ * @throws AuditUnavailableError when the record cannot be committed (no credential leaves then); else the refusal.
+ */
+export async function settle<O extends Outcome>(
+  deps: Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger' | 'replay'>,
+  start: DecisionStart,
+  operation: Operation,
+  request: RequestFacts,
+  outcome: O,
+): Promise<Exclude<O, Refused>> {
+  const entry = toAuditEntry({ id: start.id, time: start.time, operation, request, outcome });
+  const refusal = outcome.kind === 'refused' ? outcome.error : undefined;
+  const releaseClaim = async () => {
+    // A release that fails only leaves the token spent until it expires (the caller then uses a
+    // fresh one); the decision's answer stays the same, so the failure is not the caller's.
+    if (refusal && outcome.facts.replayKey !== undefined) await deps.replay.release(outcome.facts.replayKey).catch(() => undefined);
+  };
+  try {
+    await commit(deps, entry);
+  } catch (err) {
+    // The credential (if any) is dropped undelivered. The token stays spent when one was minted:
+    // the record may have committed all the same (a database that timed out after COMMIT), and a
+    // second `issued` record for a single-use token would read as a replay. Retries use a fresh token.
+    await releaseClaim();
+    observe(deps, entry, metricDecision(operation, 'error'), start.startedMs);
+    throw err;
+  }
+  observe(deps, entry, metricDecision(operation, entry.decision), start.startedMs);
+  logDecision(deps.logger, entry, refusal, operation);
+  if (refusal) {
+    await releaseClaim();
+    throw refusal;
+  }
+  return outcome as Exclude<O, Refused>;
+}
+
+/**
+ * Records a refusal made before the pipeline could run (a body that is not
+ * JSON or too large, a bad format, the token sent twice): it is a decision
+ * too, and gets the same record.
+ *
+ * @throws always: the refusal once recorded, or AuditUnavailableError.
+ */
+export async function refuse(deps: Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger' | 'replay'>, operation: Operation, request: RequestFacts, error: BrokerError): Promise<void> {
+  const refused: Refused = { kind: 'refused', facts: {}, error };
+  await settle(deps, startDecision(), operation, request, refused);
+}
+
+async function commit(deps: Pick<ExchangeDeps, 'audit' | 'logger'>, entry: AuditEntry): Promise<void> {
+  try {
+    await deps.audit.append(entry);
+  } catch (err) {
+    deps.logger.error('audit append failed: refusing to answer', { request_id: entry.request_id, issuance_id: entry.id, decision: entry.decision, cause: errorSummary(err) });
+    throw err instanceof AuditUnavailableError
+      ? err
+      : new AuditUnavailableError('The audit log is unavailable, so the broker refuses to decide; try again shortly.', { reason: 'audit_write_failed', cause: err });
+  }
+}
+
+/** Explains are counted under decision `explain` whatever their outcome, so exchange denials stay exchange denials. */
+function metricDecision(operation: Operation, decision: AuditDecision): AuditDecision {
+  return operation === 'explain' ? 'explain' : decision;
+}
+
+function observe(deps: Pick<ExchangeDeps, 'metrics'>, entry: AuditEntry, decision: AuditDecision, startedMs: number): void {
+  deps.metrics.exchanges.inc({ policy: entry.policy ?? 'unknown', provider: entry.provider ?? 'none', decision });
+  deps.metrics.exchangeSeconds.observe({ decision }, (performance.now() - startedMs) / 1000);
+}
+
+function logDecision(logger: Logger, entry: AuditEntry, refusal: BrokerError | undefined, operation: Operation): void {
+  const fields = {
+    request_id: entry.request_id,
+    issuance_id: entry.id,
+    decision: entry.decision,
+    policy: entry.policy,
+    issuer: entry.issuer,
+    subject: entry.subject,
+    token_sha256: entry.token_sha256,
+    error: entry.error,
+    reason: entry.reason,
+    credential_id: entry.credential_id,
+  };
+  if (refusal === undefined) logger.info(operation, fields);
+  else if (refusal.code === 'server_error') logger.error(`${operation} failed: bug`, { ...fields, cause: errorSummary(refusal.cause, true) });
+  else if (entry.decision === 'error') logger.warn(`${operation} failed`, { ...fields, cause: errorSummary(refusal.cause) });
+  else logger.info(operation, fields);
+}
