@@ -1,4 +1,4 @@
-import type { KeyPath } from './parse.js';
+import type { KeyPath } from '../yaml/document.js';
 import { compileTemplate, TemplateSyntaxError } from './template.js';
 import type { Template } from './types.js';
 
@@ -133,9 +133,8 @@ export function has(obj: Json, key: string): boolean {
   return Object.hasOwn(obj, key);
 }
 
-export function isJsonObject(value: unknown): value is Json {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
+/** The grant reader's (grants.ts) name for `isPlainObject`: one implementation, in values.ts. */
+export { isPlainObject as isJsonObject } from '../values.js';
 
 export function describeValue(value: unknown): string {
   if (value === null || value === undefined) return 'nothing';

@@ -1,4 +1,4 @@
-// The YAML fast path (yaml-fast.ts) must give exactly what the `yaml` library
+// The YAML fast path (src/yaml/fast.ts) must give exactly what the `yaml` library
 // gives (value and every line) whenever it accepts a text, and leave anything
 // else to the library. Checked on the repository's policies, generated
 // policies, hand-picked edge cases, and seeded random mutations of them all.
@@ -7,8 +7,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { generate } from '../bench/policies.js';
-import { parseYamlDocument, parseYamlDocumentFully, type KeyPath } from '../src/policy/parse.js';
-import { parseSimpleYaml } from '../src/policy/yaml-fast.js';
+import type { KeyPath } from '../src/yaml/document.js';
+import { parseSimpleYaml } from '../src/yaml/fast.js';
+import { parseYaml, parseYamlWithLibrary } from '../src/yaml/parse.js';
 
 function yamlFiles(dir: string): string[] {
   const out: string[] = [];
@@ -32,7 +33,7 @@ function pathsOf(value: unknown, prefix: (string | number)[] = []): KeyPath[] {
 function agrees(text: string, context = ''): boolean {
   const fast = parseSimpleYaml(text);
   if (fast === undefined) return false;
-  const full = parseYamlDocumentFully(text);
+  const full = parseYamlWithLibrary(text);
   const where = `${context}\n---- text ----\n${text}\n--------------`;
   assert.ok(full.ok, `the fast path accepted a text the full parser refuses: ${JSON.stringify(!full.ok && full.problems)}${where}`);
   assert.deepStrictEqual(fast.value, full.doc.value, `values differ${where}`);
@@ -162,13 +163,13 @@ describe('the fast path agrees with the full parse', () => {
     assert.deepEqual(Object.keys(value), ['__proto__', 'constructor']);
   });
 
-  test('parseYamlDocument answers from the fast path when it can and reports problems from the full parse', () => {
-    const ok = parseYamlDocument('a: b\n');
+  test('parseYaml answers from the fast path when it can and reports problems from the full parse', () => {
+    const ok = parseYaml('a: b\n');
     assert.ok(ok.ok);
     assert.deepEqual(ok.doc.value, { a: 'b' });
-    const dup = parseYamlDocument('a: b\na: c\n');
+    const dup = parseYaml('a: b\na: c\n');
     assert.ok(!dup.ok);
-    assert.deepEqual(dup, parseYamlDocumentFully('a: b\na: c\n'));
+    assert.deepEqual(dup, parseYamlWithLibrary('a: b\na: c\n'));
   });
 
   test('on seeded random mutations of all of the above', () => {
