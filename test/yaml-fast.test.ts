@@ -62,6 +62,7 @@ const IN_SUBSET: string[] = [
   '# d\u00e9j\u00e0 vu \u2026 \ud83d\ude80\na: "\u00e9" # \u2014\nb: [\u00e9, \u3000x]\n',
   'a: b\u00a0\nc: \u3000d\u3000\ne: [f\u00a0, \u00a0g]\n',
   'claims:\n  repository: acme/api\n  ref: [refs/heads/main]\n  sub: { glob: "repo:acme/*:ref:refs/heads/**" }\n  event_name: { regex: "push|workflow_dispatch" }\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n  claims:\n    repo: ${repository}\n',
+  'server:\n  host: localhost\n  port: 8080\n  public_url: https://broker.example.com\nreplay:\n  url: "memory:"\naudit:\n  url: sqlite:${DATA_DIR}/audit.db\n',
 ];
 
 /** Cases near the edges of the subset, accepted or not. */
@@ -134,6 +135,9 @@ const EDGES: string[] = [
   'a: "unterminated\n',
   "a: 'x''\n",
   `a: ${'x'.repeat(1200)}\n`,
+  // Broker configs (src/config.ts reads through the same front end): `0.0.0.0`, `./x` and sequences of maps fall back.
+  'server:\n  host: 0.0.0.0\n  port: 8080\n  public_url: https://broker.example.com\npolicies:\n  dir: ./policies\naudit:\n  url: postgres://broker:${PGPASS}@db.internal:5432/audit\n  checkpoint_interval_seconds: 60\nproviders:\n  aws:\n    region: eu-west-1\n',
+  'issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\nauditors:\n  - name: sec\n    token_sha256: ${AUDITOR_SHA}\n',
   'a: [x, y\nb: z]\n',
   'a: {b: c\n',
 ];
