@@ -6,7 +6,7 @@ import { buildDenyIndex, exactCondition, type ExactCondition } from './deny-inde
 import { compileMatcher, globToRe2, MatcherError, type ClaimMatcher, type ConditionSpec, type PolicyScalar } from './matchers.js';
 import { parsePolicyYaml, type KeyPath } from './parse.js';
 import { grantKeyProviders, readGrant } from './grants.js';
-import { checkKnownKeys, describeValue, echo, has, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
+import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
 import type {
   CompileContext,
   CompiledPolicy,
@@ -453,8 +453,8 @@ function readScalarList(list: unknown[], at: KeyPath, report: Report): PolicySca
 function readScalar(value: unknown, at: KeyPath, report: Report): PolicyScalar | undefined {
   if (typeof value === 'string' || typeof value === 'boolean') return value;
   if (typeof value === 'number') {
-    // YAML reads a long id like 12345678901234567890 as an imprecise float; comparing that would match the wrong ids.
-    if (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value))) {
+    // Comparing an imprecise float would match the wrong ids.
+    if (isInexactNumber(value)) {
       report(at, `the number ${String(value)} cannot be compared exactly`, 'quote it as a string');
       return undefined;
     }

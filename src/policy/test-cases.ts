@@ -1,6 +1,6 @@
 import { evaluateOffline, offlineToken } from './explain.js';
 import { parsePolicyYaml, type KeyPath } from './parse.js';
-import { checkKnownKeys, describeValue, echo, has, suggest, type Json, type Report } from './yaml-values.js';
+import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type Report } from './yaml-values.js';
 import type { CompileContext, Decision, PolicyFile, PolicyIssue, PolicySet } from './types.js';
 import { isPlainObject } from '../values.js';
 
@@ -169,8 +169,8 @@ function readClaims(obj: Json, at: KeyPath, report: Report): Record<string, unkn
   }
   let exact = true;
   const check = (value: unknown, path: KeyPath): void => {
-    if (typeof value === 'number' && (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)))) {
-      // YAML reads a long id as an imprecise float: the case would test another value than the one written.
+    if (typeof value === 'number' && isInexactNumber(value)) {
+      // The case would test another value than the one written.
       report(path, `the number ${String(value)} cannot be represented exactly`, 'quote it as a string');
       exact = false;
     } else if (Array.isArray(value)) value.forEach((item, i) => check(item, [...path, i]));

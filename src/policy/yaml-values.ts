@@ -136,6 +136,15 @@ export function has(obj: Json, key: string): boolean {
 /** The grant reader's (grants.ts) name for `isPlainObject`: one implementation, in values.ts. */
 export { isPlainObject as isJsonObject } from '../values.js';
 
+/**
+ * Whether a number YAML read cannot stand for what was written: a long id such
+ * as 12345678901234567890 becomes an imprecise float, and `.inf`/`.nan` are no
+ * value a token carries. Such numbers are refused, with a hint to quote them.
+ */
+export function isInexactNumber(value: number): boolean {
+  return !Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value));
+}
+
 export function describeValue(value: unknown): string {
   if (value === null || value === undefined) return 'nothing';
   if (Array.isArray(value)) return 'a list';
