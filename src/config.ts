@@ -1,13 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { LineCounter, parseDocument, isScalar, isMap, isSeq, type Document, type Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { outboundUrl } from './config-fields.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
 import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
-import { formatKeyPath } from './values.js';
+import { formatKeyPath, isPlainObject } from './values.js';
+import type { YamlDocument } from './yaml/document.js';
+import { parseYaml } from './yaml/parse.js';
 
 /** The validated, normalised configuration (contract section 2). */
 export interface BrokerConfig {
@@ -154,22 +155,19 @@ export async function loadConfig(configPath: string | undefined, env: NodeJS.Pro
 
 /** Validates config text; relative paths in it resolve against the file's directory. */
 export async function parseConfig(text: string, configPath: string, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, lineCounter });
-  const lineOf = (offset: number) => lineCounter.linePos(offset).line;
-  if (doc.errors.length > 0) {
-    const first = doc.errors[0]!;
-    throw new ConfigError(`${configPath}:${lineOf(first.pos[0])}: invalid YAML: ${first.message.split('\n')[0]}`);
+  const yaml = parseYaml(text);
+  if (!yaml.ok) {
+    throw new ConfigError(yaml.problems.map((p) => `${configPath}${atLine(p.line)}: invalid YAML: ${p.message.split('\n')[0]}`).join('\n'));
   }
-  const raw = substituteEnv(doc.toJS() ?? {}, [], configPath, env, doc, lineOf);
+  const { doc } = yaml;
+  const raw = substituteEnv(doc.value ?? {}, [], configPath, env, doc);
   const parsed = fileSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       // An unknown key is reported at its own line, not its parent's.
       const at = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path;
       const keyPath = formatKeyPath(issue.path);
-      const line = lineOfPath(doc, at, lineOf);
-      return `${configPath}${line ? `:${line}` : ''}: ${keyPath || '(top level)'}: ${describeIssue(issue)}`;
+      return `${configPath}${atLine(doc.lineOf(at))}: ${keyPath || '(top level)'}: ${describeIssue(issue)}`;
     });
     throw new ConfigError(problems.join('\n'));
   }
@@ -235,22 +233,26 @@ function hostForUrl(host: string): string {
 }
 
 /** Replaces `${NAME}` in every string value; a missing variable is an error naming the key. */
-function substituteEnv(value: unknown, keyPath: (string | number)[], file: string, env: NodeJS.ProcessEnv, doc: Document, lineOf: (offset: number) => number): unknown {
+function substituteEnv(value: unknown, keyPath: (string | number)[], file: string, env: NodeJS.ProcessEnv, doc: YamlDocument): unknown {
   if (typeof value === 'string') {
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_match, name: string) => {
       const replacement = env[name];
       if (replacement === undefined) {
-        const line = lineOfPath(doc, keyPath, lineOf);
-        throw new ConfigError(`${file}${line ? `:${line}` : ''}: ${formatKeyPath(keyPath)}: environment variable ${name} is not set`);
+        throw new ConfigError(`${file}${atLine(doc.lineOf(keyPath))}: ${formatKeyPath(keyPath)}: environment variable ${name} is not set`);
       }
       return replacement;
     });
   }
-  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, [...keyPath, i], file, env, doc, lineOf));
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...keyPath, k], file, env, doc, lineOf)]));
+  if (Array.isArray(value)) return value.map((item, i) => substituteEnv(item, [...keyPath, i], file, env, doc));
+  if (isPlainObject(value)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, [...keyPath, k], file, env, doc)]));
   }
   return value;
+}
+
+/** `:<line>` after the file name in a message, or nothing when the problem has no line. */
+function atLine(line: number | undefined): string {
+  return line === undefined ? '' : `:${line}`;
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string {
@@ -266,21 +268,3 @@ function describeValue(value: unknown): string {
   return `${typeof value} ${JSON.stringify(value)}`.slice(0, 80);
 }
 
-
-function lineOfPath(doc: Document, keyPath: readonly PropertyKey[], lineOf: (offset: number) => number): number | undefined {
-  // Walk down as far as the document goes: a missing key reports its parent's line.
-  let node: unknown = doc.contents;
-  let offset: number | undefined = (node as YamlNode | null)?.range?.[0];
-  for (const key of keyPath) {
-    if (isMap(node)) {
-      const pair = node.items.find((p) => isScalar(p.key) && p.key.value === key);
-      if (!pair) break;
-      offset = (pair.key as YamlNode).range?.[0] ?? offset;
-      node = pair.value;
-    } else if (isSeq(node) && typeof key === 'number') {
-      node = node.items[key];
-      offset = (node as YamlNode | undefined)?.range?.[0] ?? offset;
-    } else break;
-  }
-  return offset === undefined ? undefined : lineOf(offset);
-}

@@ -88,7 +88,12 @@ describe('a config file', () => {
     ['jwks_uri and jwks_file', 'issuers:\n  - name: a\n    issuer: https://a.example.com\n    jwks_uri: https://a.example.com/k\n    jwks_file: k.json\n', /set jwks_uri or jwks_file, not both/],
     ['auditor hash not hex', 'auditors:\n  - name: x\n    token_sha256: secret\n', /auditors\[0\]\.token_sha256: expected the lowercase hex SHA-256/],
     ['YAML syntax', 'server: [\n', /broker\.yaml:\d+: invalid YAML/],
-    ['duplicate YAML key', 'server:\n  port: 1\n  port: 2\n', /invalid YAML/],
+    ['duplicate YAML key', 'server:\n  port: 1\n  port: 2\n', /broker\.yaml:3: invalid YAML: duplicate key 'port'/],
+    // The policies' strictness (one YAML front end): no guessing at tags, no collection keys, aliases bounded.
+    ['unknown YAML tag', 'server:\n  host: !secret x\n', /broker\.yaml:2: invalid YAML: Unresolved tag: !secret/],
+    ['a non-string map key', 'server:\n  ? [a]\n  : b\n', /broker\.yaml:2: invalid YAML: map keys must be plain strings/],
+    ['too many aliases', `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${Array(10).fill('*a').join(', ')}]\nc: [${Array(10).fill('*b').join(', ')}]\n`, /broker\.yaml: invalid YAML: .*alias/i],
+    ['a YAML 1.1 boolean is a string (core schema)', 'server:\n  port: 8080\n  public_url: yes\n', /broker\.yaml:3: server\.public_url: expected a URL/],
     ['unset env var', 'server:\n  public_url: ${NOPE_NOT_SET}\n', /broker\.yaml:2: server\.public_url: environment variable NOPE_NOT_SET is not set/],
     ['audit url not sqlite', 'audit:\n  url: mysql://x\n', /audit\.url: expected sqlite:<path> or postgres:\/\//],
     ['checkpoint interval too short', 'audit:\n  checkpoint_interval_seconds: 1\n', /broker\.yaml:2: audit\.checkpoint_interval_seconds: Too small/],

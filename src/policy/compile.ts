@@ -4,9 +4,9 @@ import { compileCondition, type CompiledCondition } from './cel.js';
 import { ClaimPathError, parseClaimPath } from './claim-path.js';
 import { buildDenyIndex, exactCondition, type ExactCondition } from './deny-index.js';
 import { compileMatcher, globToRe2, MatcherError, type ClaimMatcher, type ConditionSpec, type PolicyScalar } from './matchers.js';
-import { parseYamlDocument, type KeyPath, type YamlDocument } from './parse.js';
+import { parsePolicyYaml, type KeyPath } from './parse.js';
 import { grantKeyProviders, readGrant } from './grants.js';
-import { checkKnownKeys, describeValue, echo, has, isJsonObject, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
+import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
 import type {
   CompileContext,
   CompiledPolicy,
@@ -17,7 +17,8 @@ import type {
   PolicyIssue,
   PolicySet,
 } from './types.js';
-import { formatKeyPath } from '../values.js';
+import type { YamlDocument } from '../yaml/document.js';
+import { isPlainObject } from '../values.js';
 
 /** Contract section 3: policy names are what callers send and what metrics label, so keep them plain. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -106,16 +107,11 @@ interface FileOutcome {
 
 function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
   const issues: PolicyIssue[] = [];
-  const parsed = parseYamlDocument(file.text);
-  if (!parsed.ok) {
-    return { issues: parsed.problems.map((p) => ({ file: file.path, line: p.line, keyPath: '', message: p.message })) };
-  }
-  const { doc } = parsed;
-  const report: Report = (keyPath, message, hint) => {
-    issues.push({ file: file.path, line: doc.lineOf(keyPath), keyPath: formatKeyPath(keyPath), message, ...(hint === undefined ? {} : { hint }) });
-  };
+  const parsed = parsePolicyYaml(file, issues);
+  if (parsed === undefined) return { issues };
+  const { doc, report } = parsed;
   const root = doc.value;
-  if (!isJsonObject(root)) {
+  if (!isPlainObject(root)) {
     report([], root === null || root === undefined ? 'the file is empty: a policy is a YAML map' : 'a policy must be a YAML map of keys');
     return { issues };
   }
@@ -288,7 +284,7 @@ function readCelCondition(root: Json, file: PolicyFile, doc: YamlDocument, repor
 function readClaims(root: Json, report: Report, exact: ExactCondition[]): ClaimMatcher[] | undefined {
   if (!has(root, 'claims')) return [];
   const claims = root.claims;
-  if (!isJsonObject(claims)) {
+  if (!isPlainObject(claims)) {
     report(['claims'], 'claims must be a map of claim name to condition');
     return undefined;
   }
@@ -342,7 +338,7 @@ function readCondition(key: string, raw: unknown, report: Report): { spec: Condi
     }
     return { spec: { operator: 'in', values }, at };
   }
-  if (!isJsonObject(raw)) {
+  if (!isPlainObject(raw)) {
     const value = readScalar(raw, at, report);
     if (value === undefined) return undefined;
     if (looksLikePattern(value)) {
@@ -457,8 +453,8 @@ function readScalarList(list: unknown[], at: KeyPath, report: Report): PolicySca
 function readScalar(value: unknown, at: KeyPath, report: Report): PolicyScalar | undefined {
   if (typeof value === 'string' || typeof value === 'boolean') return value;
   if (typeof value === 'number') {
-    // YAML reads a long id like 12345678901234567890 as an imprecise float; comparing that would match the wrong ids.
-    if (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value))) {
+    // Comparing an imprecise float would match the wrong ids.
+    if (isInexactNumber(value)) {
       report(at, `the number ${String(value)} cannot be compared exactly`, 'quote it as a string');
       return undefined;
     }

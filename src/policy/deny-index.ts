@@ -17,7 +17,7 @@
 import { parseClaimPath, resolveClaim } from './claim-path.js';
 import { toStringForm } from '../values.js';
 import type { ConditionSpec } from './matchers.js';
-import type { CompiledPolicy } from './types.js';
+import type { CompiledPolicy, DenyIndex } from './types.js';
 
 /** An equality or `in` condition: the claim at `path` must have one of `forms` as its string form. */
 export interface ExactCondition {
@@ -32,21 +32,6 @@ export interface ExactCondition {
 export interface DenyEntry {
   readonly policy: CompiledPolicy;
   readonly exact: readonly ExactCondition[];
-}
-
-/** The deny policies of one issuer. */
-export interface DenyIndex {
-  /** Every deny policy of the issuer, in file order (explain lists them all). */
-  readonly all: readonly CompiledPolicy[];
-  /** How many of them have no equality condition, so every decision evaluates them. */
-  readonly alwaysEvaluated: number;
-  /**
-   * The deny policies that could match a token with these claims, in file
-   * order: those filed under the token's own string form of an indexed claim,
-   * plus those without an equality condition. Every other deny policy of the
-   * issuer fails one of its equality conditions on these claims.
-   */
-  candidates(claims: Readonly<Record<string, unknown>>): readonly CompiledPolicy[];
 }
 
 /**

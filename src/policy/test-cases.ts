@@ -1,8 +1,8 @@
 import { evaluateOffline, offlineToken } from './explain.js';
-import { parseYamlDocument, type KeyPath } from './parse.js';
-import { checkKnownKeys, describeValue, echo, has, isJsonObject, suggest, type Json, type Report } from './yaml-values.js';
+import { parsePolicyYaml, type KeyPath } from './parse.js';
+import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type Report } from './yaml-values.js';
 import type { CompileContext, Decision, PolicyFile, PolicyIssue, PolicySet } from './types.js';
-import { formatKeyPath } from '../values.js';
+import { isPlainObject } from '../values.js';
 
 /**
  * Policy test files (contract section 7): `*.test.yaml` next to the policies,
@@ -69,16 +69,13 @@ export function isPolicyTestFileName(name: string): boolean {
  * first), each with the file, the line and the key path.
  */
 export function parseTestFile(file: PolicyFile): TestFileParse {
-  const parsed = parseYamlDocument(file.text);
-  if (!parsed.ok) return { ok: false, issues: parsed.problems.map((p) => ({ file: file.path, line: p.line, keyPath: '', message: p.message })) };
-  const { doc } = parsed;
   const issues: PolicyIssue[] = [];
-  const report: Report = (at, message, hint) => {
-    issues.push({ file: file.path, line: doc.lineOf(at), keyPath: formatKeyPath(at), message, ...(hint === undefined ? {} : { hint }) });
-  };
+  const parsed = parsePolicyYaml(file, issues);
+  if (parsed === undefined) return { ok: false, issues };
+  const { doc, report } = parsed;
 
   const root = doc.value;
-  if (!isJsonObject(root)) {
+  if (!isPlainObject(root)) {
     report([], root === null || root === undefined ? 'the file is empty: a policy test file is a map with a `tests:` list' : 'a policy test file must be a YAML map with a `tests:` list');
     return { ok: false, issues };
   }
@@ -107,7 +104,7 @@ export function parseTestFile(file: PolicyFile): TestFileParse {
 }
 
 function readCase(raw: unknown, at: KeyPath, file: string, lineOf: (path: KeyPath) => number | undefined, report: Report): PolicyTestCase | undefined {
-  if (!isJsonObject(raw)) {
+  if (!isPlainObject(raw)) {
     report(at, `a test case must be a map of ${CASE_KEYS.join(', ')}, not ${describeValue(raw)}`);
     return undefined;
   }
@@ -166,18 +163,18 @@ function readClaims(obj: Json, at: KeyPath, report: Report): Record<string, unkn
     return undefined;
   }
   const claims = obj.claims;
-  if (!isJsonObject(claims)) {
+  if (!isPlainObject(claims)) {
     report([...at, 'claims'], `claims must be a map of claim name to value, not ${describeValue(claims)}`);
     return undefined;
   }
   let exact = true;
   const check = (value: unknown, path: KeyPath): void => {
-    if (typeof value === 'number' && (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)))) {
-      // YAML reads a long id as an imprecise float: the case would test another value than the one written.
+    if (typeof value === 'number' && isInexactNumber(value)) {
+      // The case would test another value than the one written.
       report(path, `the number ${String(value)} cannot be represented exactly`, 'quote it as a string');
       exact = false;
     } else if (Array.isArray(value)) value.forEach((item, i) => check(item, [...path, i]));
-    else if (isJsonObject(value)) for (const [k, v] of Object.entries(value)) check(v, [...path, k]);
+    else if (isPlainObject(value)) for (const [k, v] of Object.entries(value)) check(v, [...path, k]);
   };
   check(claims, [...at, 'claims']);
   return exact ? claims : undefined;

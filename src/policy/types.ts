@@ -52,8 +52,26 @@ export interface PolicySet {
    * a decision evaluates only the deny policies that could match its token
    * (see deny-index.ts), so its cost does not grow with the number of policies.
    */
-  readonly denyIndex: ReadonlyMap<string, import('./deny-index.js').DenyIndex>;
+  readonly denyIndex: ReadonlyMap<string, DenyIndex>;
   readonly size: number;
+}
+
+/**
+ * The deny policies of one issuer, indexed by their equality conditions
+ * (built by deny-index.ts).
+ */
+export interface DenyIndex {
+  /** Every deny policy of the issuer, in file order (explain lists them all). */
+  readonly all: readonly CompiledPolicy[];
+  /** How many of them have no equality condition, so every decision evaluates them. */
+  readonly alwaysEvaluated: number;
+  /**
+   * The deny policies that could match a token with these claims, in file
+   * order: those filed under the token's own string form of an indexed claim,
+   * plus those without an equality condition. Every other deny policy of the
+   * issuer fails one of its equality conditions on these claims.
+   */
+  candidates(claims: Readonly<Record<string, unknown>>): readonly CompiledPolicy[];
 }
 
 /** One policy file as read from disk. */

@@ -1,4 +1,4 @@
-import type { KeyPath } from './parse.js';
+import type { KeyPath } from '../yaml/document.js';
 import { compileTemplate, TemplateSyntaxError } from './template.js';
 import type { Template } from './template.js';
 
@@ -133,8 +133,16 @@ export function has(obj: Json, key: string): boolean {
   return Object.hasOwn(obj, key);
 }
 
-export function isJsonObject(value: unknown): value is Json {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+/** The grant reader's (grants.ts) name for `isPlainObject`: one implementation, in values.ts. */
+export { isPlainObject as isJsonObject } from '../values.js';
+
+/**
+ * Whether a number YAML read cannot stand for what was written: a long id such
+ * as 12345678901234567890 becomes an imprecise float, and `.inf`/`.nan` are no
+ * value a token carries. Such numbers are refused, with a hint to quote them.
+ */
+export function isInexactNumber(value: number): boolean {
+  return !Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value));
 }
 
 export function describeValue(value: unknown): string {

@@ -1,4 +1,4 @@
-// The YAML fast path (yaml-fast.ts) must give exactly what the `yaml` library
+// The YAML fast path (src/yaml/fast.ts) must give exactly what the `yaml` library
 // gives (value and every line) whenever it accepts a text, and leave anything
 // else to the library. Checked on the repository's policies, generated
 // policies, hand-picked edge cases, and seeded random mutations of them all.
@@ -7,8 +7,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { generate } from '../bench/policies.js';
-import { parseYamlDocument, parseYamlDocumentFully, type KeyPath } from '../src/policy/parse.js';
-import { parseSimpleYaml } from '../src/policy/yaml-fast.js';
+import type { KeyPath } from '../src/yaml/document.js';
+import { parseSimpleYaml } from '../src/yaml/fast.js';
+import { parseYaml, parseYamlWithLibrary } from '../src/yaml/parse.js';
 
 function yamlFiles(dir: string): string[] {
   const out: string[] = [];
@@ -32,7 +33,7 @@ function pathsOf(value: unknown, prefix: (string | number)[] = []): KeyPath[] {
 function agrees(text: string, context = ''): boolean {
   const fast = parseSimpleYaml(text);
   if (fast === undefined) return false;
-  const full = parseYamlDocumentFully(text);
+  const full = parseYamlWithLibrary(text);
   const where = `${context}\n---- text ----\n${text}\n--------------`;
   assert.ok(full.ok, `the fast path accepted a text the full parser refuses: ${JSON.stringify(!full.ok && full.problems)}${where}`);
   assert.deepStrictEqual(fast.value, full.doc.value, `values differ${where}`);
@@ -61,6 +62,7 @@ const IN_SUBSET: string[] = [
   '# d\u00e9j\u00e0 vu \u2026 \ud83d\ude80\na: "\u00e9" # \u2014\nb: [\u00e9, \u3000x]\n',
   'a: b\u00a0\nc: \u3000d\u3000\ne: [f\u00a0, \u00a0g]\n',
   'claims:\n  repository: acme/api\n  ref: [refs/heads/main]\n  sub: { glob: "repo:acme/*:ref:refs/heads/**" }\n  event_name: { regex: "push|workflow_dispatch" }\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n  claims:\n    repo: ${repository}\n',
+  'server:\n  host: localhost\n  port: 8080\n  public_url: https://broker.example.com\nreplay:\n  url: "memory:"\naudit:\n  url: sqlite:${DATA_DIR}/audit.db\n',
 ];
 
 /** Cases near the edges of the subset, accepted or not. */
@@ -133,6 +135,9 @@ const EDGES: string[] = [
   'a: "unterminated\n',
   "a: 'x''\n",
   `a: ${'x'.repeat(1200)}\n`,
+  // Broker configs (src/config.ts reads through the same front end): `0.0.0.0`, `./x` and sequences of maps fall back.
+  'server:\n  host: 0.0.0.0\n  port: 8080\n  public_url: https://broker.example.com\npolicies:\n  dir: ./policies\naudit:\n  url: postgres://broker:${PGPASS}@db.internal:5432/audit\n  checkpoint_interval_seconds: 60\nproviders:\n  aws:\n    region: eu-west-1\n',
+  'issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\nauditors:\n  - name: sec\n    token_sha256: ${AUDITOR_SHA}\n',
   'a: [x, y\nb: z]\n',
   'a: {b: c\n',
 ];
@@ -162,13 +167,13 @@ describe('the fast path agrees with the full parse', () => {
     assert.deepEqual(Object.keys(value), ['__proto__', 'constructor']);
   });
 
-  test('parseYamlDocument answers from the fast path when it can and reports problems from the full parse', () => {
-    const ok = parseYamlDocument('a: b\n');
+  test('parseYaml answers from the fast path when it can and reports problems from the full parse', () => {
+    const ok = parseYaml('a: b\n');
     assert.ok(ok.ok);
     assert.deepEqual(ok.doc.value, { a: 'b' });
-    const dup = parseYamlDocument('a: b\na: c\n');
+    const dup = parseYaml('a: b\na: c\n');
     assert.ok(!dup.ok);
-    assert.deepEqual(dup, parseYamlDocumentFully('a: b\na: c\n'));
+    assert.deepEqual(dup, parseYamlWithLibrary('a: b\na: c\n'));
   });
 
   test('on seeded random mutations of all of the above', () => {
