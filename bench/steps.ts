@@ -7,7 +7,7 @@ import { newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditEntry } from '../src/audit/types.js';
 import { startDevIssuer } from '../src/dev/issuer.js';
-import { createSilentLogger } from '../src/logger.js';
+import { createLogger } from '../src/logger.js';
 import { createTokenVerifier } from '../src/oidc/verify.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
@@ -60,7 +60,7 @@ export async function stepCosts(): Promise<object[]> {
   const verified = { issuerName: 'local', claims: { ...CLAIMS, aud: AUDIENCE }, audiences: [AUDIENCE] };
   rows.push(await timeEach('evaluate policy + deny policies', 100_000, () => evaluate(set, policy, verified)));
 
-  const signingKey = await loadOrCreateSigningKey(path.join(dir, 'key.jwk'), createSilentLogger());
+  const signingKey = await loadOrCreateSigningKey(path.join(dir, 'key.jwk'), createLogger({ silent: true }));
   const provider = createJwtProvider({ issuerUrl: AUDIENCE, signingKey });
   const token = { issuerName: 'local', issuer: 'x', subject: CLAIMS.sub, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64) };
   rows.push(await timeEach('sign broker token (ES256)', 2000, () => provider.issue({ grant: policy.grant as JwtGrant, token, requestedDurationSeconds: undefined, issuanceId: newAuditId() })));

@@ -21,11 +21,6 @@ const messageAsMsg = winston.format((info) => {
   return Object.assign(rest, { msg: message }) as unknown as winston.Logform.TransformableInfo;
 });
 
-/** A logger that drops everything; for tests and offline CLI commands. */
-export function createSilentLogger(): Logger {
-  return createLogger({ silent: true });
-}
-
 /** Name and message (and stack for bugs) of a cause; upstream bodies never reach the client, only this log. */
 export function errorSummary(err: unknown, withStack = false): Record<string, unknown> | undefined {
   if (err === undefined) return undefined;

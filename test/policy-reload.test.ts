@@ -12,7 +12,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import request from 'supertest';
-import { createSilentLogger } from '../src/logger.js';
+import { createLogger } from '../src/logger.js';
 import { formatPolicyIssue } from '../src/policy/issues.js';
 import { createMetrics } from '../src/metrics.js';
 import { compilePolicies } from '../src/policy/compile.js';
@@ -249,7 +249,7 @@ describe('the reloader on its own (no watcher)', () => {
         return compilePolicies(files, ctx);
       },
       formatIssue: formatPolicyIssue,
-      logger: createSilentLogger(),
+      logger: createLogger({ silent: true }),
       metrics,
     });
     try {

@@ -275,7 +275,7 @@ function readCelCondition(root: Json, file: PolicyFile, doc: YamlDocument, repor
     line: fileLine,
     keyPath: 'condition',
     message: `invalid CEL condition at ${line}:${column}: ${message}`,
-    hint: 'the condition is a CEL expression over `claims`, e.g. claims.run_attempt == "1"; see docs/policies.md',
+    hint: 'the condition is a CEL expression over `claims`, e.g. claims.run_attempt == "1"; see docs/policies/troubleshooting.md',
   });
   return null;
 }

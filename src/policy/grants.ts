@@ -1,6 +1,7 @@
 import { findProvider, PROVIDERS, type Grant, type ProviderName } from '../providers/registry.js';
+import { isPlainObject } from '../values.js';
 import type { CompileContext, Effect } from './types.js';
-import { describeValue, has, isJsonObject, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
+import { describeValue, has, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
 
 /** Provider names as messages list them: alphabetically. */
 const PROVIDER_NAMES: readonly ProviderName[] = PROVIDERS.map((p) => p.name).sort();
@@ -20,7 +21,7 @@ export function readGrant(root: Json, effect: Effect | undefined, ctx: CompileCo
     return undefined;
   }
   const grant = root.grant;
-  if (!isJsonObject(grant)) {
+  if (!isPlainObject(grant)) {
     report(['grant'], 'grant must be a map with a provider');
     return undefined;
   }

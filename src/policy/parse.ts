@@ -6,7 +6,7 @@ import type { Report } from './yaml-values.js';
 
 export type { KeyPath } from '../yaml/document.js';
 
-/** How a policy issue introduces each kind of YAML problem (docs/policies.md shows `YAML: Unresolved tag: ...`). */
+/** How a policy issue introduces each kind of YAML problem (docs/policies/troubleshooting.md shows `YAML: Unresolved tag: ...`). */
 const FRAMING: Readonly<Record<YamlProblem['kind'], string>> = { syntax: 'YAML syntax error: ', refused: 'YAML: ', key: '' };
 
 /** A policy or policy test file as a YAML document, and how to report a problem in it. */

@@ -133,9 +133,6 @@ export function has(obj: Json, key: string): boolean {
   return Object.hasOwn(obj, key);
 }
 
-/** The grant reader's (grants.ts) name for `isPlainObject`: one implementation, in values.ts. */
-export { isPlainObject as isJsonObject } from '../values.js';
-
 /**
  * Whether a number YAML read cannot stand for what was written: a long id such
  * as 12345678901234567890 becomes an imprecise float, and `.inf`/`.nan` are no

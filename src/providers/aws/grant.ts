@@ -1,6 +1,7 @@
 import type { KeyPath } from '../../policy/parse.js';
+import { isPlainObject } from '../../values.js';
 import type { Template } from '../../policy/template.js';
-import { checkKnownKeys, describeValue, echo, has, isJsonObject, readTemplate, type Json, type KeyHints, type Report } from '../../policy/yaml-values.js';
+import { checkKnownKeys, describeValue, echo, has, readTemplate, type Json, type KeyHints, type Report } from '../../policy/yaml-values.js';
 import { countFailures, readDuration, readLiteral, readStringList } from '../grant-fields.js';
 
 /** A JSON value whose strings are templates: an AWS session policy. */
@@ -47,7 +48,7 @@ export function compileAwsGrant(grant: Json, report: Report, hints: KeyHints): A
   const sessionTags: (readonly [string, Template])[] = [];
   if (has(grant, 'session_tags')) {
     const tags = grant.session_tags;
-    if (!isJsonObject(tags)) failing(['grant', 'session_tags'], 'session_tags must be a map of tag key to template');
+    if (!isPlainObject(tags)) failing(['grant', 'session_tags'], 'session_tags must be a map of tag key to template');
     else {
       const seen = new Set<string>();
       for (const [key, raw] of Object.entries(tags)) {
@@ -69,7 +70,7 @@ export function compileAwsGrant(grant: Json, report: Report, hints: KeyHints): A
   let sessionPolicy: JsonTemplate | undefined;
   if (has(grant, 'session_policy')) {
     const raw = grant.session_policy;
-    if (!isJsonObject(raw) || !has(raw, 'Version') || !has(raw, 'Statement')) {
+    if (!isPlainObject(raw) || !has(raw, 'Version') || !has(raw, 'Statement')) {
       failing(['grant', 'session_policy'], 'session_policy must be an IAM policy document with Version and Statement');
     } else sessionPolicy = readJsonTemplate(raw, ['grant', 'session_policy'], failing);
   }
@@ -106,7 +107,7 @@ function readJsonTemplate(value: unknown, at: KeyPath, report: Report): JsonTemp
     const items = value.map((item, index) => readJsonTemplate(item, [...at, index], report));
     return items.every((item) => item !== undefined) ? Object.freeze(items as JsonTemplate[]) : undefined;
   }
-  if (isJsonObject(value)) {
+  if (isPlainObject(value)) {
     const out: Record<string, JsonTemplate> = {};
     for (const [key, item] of Object.entries(value)) {
       const compiled = readJsonTemplate(item, [...at, key], report);

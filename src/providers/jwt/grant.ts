@@ -1,4 +1,5 @@
-import { readTemplate, checkKnownKeys, has, isJsonObject, type Json, type KeyHints, type Report } from '../../policy/yaml-values.js';
+import { readTemplate, checkKnownKeys, has, type Json, type KeyHints, type Report } from '../../policy/yaml-values.js';
+import { isPlainObject } from '../../values.js';
 import type { Template } from '../../policy/template.js';
 import { countFailures, readDuration } from '../grant-fields.js';
 
@@ -27,7 +28,7 @@ export function compileJwtGrant(grant: Json, report: Report, hints: KeyHints): J
 
   const claims: Record<string, Template> = {};
   if (has(grant, 'claims')) {
-    if (!isJsonObject(grant.claims)) {
+    if (!isPlainObject(grant.claims)) {
       failing(['grant', 'claims'], 'grant.claims must be a map of claim name to template');
     } else {
       for (const [key, raw] of Object.entries(grant.claims)) {
