@@ -19,7 +19,7 @@ import { createLogger } from '../src/logger.js';
 import { createBroker, type Broker } from '../src/main.js';
 import { runCli } from '../src/cli/index.js';
 import { listen, type RunningServer } from '../src/http/server.js';
-import { startStsEmulator, type StsEmulator } from '../test/emulators/sts.js';
+import { startStsEmulator, type StsEmulator } from '../test/emulators/index.js';
 
 const AUDIENCE = 'http://127.0.0.1:8080';
 const ROLE_ARN = 'arn:aws:iam::123456789012:role/demo-deploy-api';

@@ -10,7 +10,7 @@ import { inspect } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { IAMCredentialsClient } from '@google-cloud/iam-credentials';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
-import { CLOUD_PLATFORM_SCOPE, GOOGLE_HTTP_STATUS, startGcpEmulator, type GcpEmulator, type GoogleStatus } from './emulators/gcp.js';
+import { CLOUD_PLATFORM_SCOPE, GOOGLE_HTTP_STATUS, startGcpEmulator, type GcpEmulator, type GoogleStatus } from './emulators/index.js';
 
 const DEPLOYER = 'deployer@emulator-project.iam.gserviceaccount.com';
 const DELEGATE = 'hop-one@emulator-project.iam.gserviceaccount.com';

@@ -6,8 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRoleCommandInput, type STSClientConfig } from '@aws-sdk/client-sts';
-import { startStsEmulator, type StsEmulator } from './emulators/sts.js';
-import { verifySigV4 } from './emulators/sts-sigv4.js';
+import { startStsEmulator, verifySigV4, type StsEmulator } from './emulators/index.js';
 
 const AKID = 'AKIAEMULATORTEST0001';
 const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEMULATORKEY';

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { startStsEmulator, type StsEmulator } from './emulators/sts.js';
+import { startStsEmulator, type StsEmulator } from './emulators/index.js';
 import type { AuditRecord } from '../src/audit/types.js';
 
 const BROKER_KEY = { accessKeyId: 'AKIAOIDCBROKERTEST01', secretAccessKey: 'broker/secret/key/for/tests/only/000000000' };

@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 import { createLocalJWKSet, decodeJwt, jwtVerify } from 'jose';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, createCapturingLogger, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { CLOUD_PLATFORM_SCOPE, startGcpEmulator, type GcpEmulator, type GcpFault, type IssuedGcpCredential } from './emulators/gcp.js';
+import { CLOUD_PLATFORM_SCOPE, startGcpEmulator, type GcpEmulator, type GcpFault, type IssuedGcpCredential } from './emulators/index.js';
 import type { AuditRecord } from '../src/audit/types.js';
 import { parseConfig } from '../src/config.js';
 import { createBroker } from '../src/main.js';

@@ -6,7 +6,7 @@
  * Messages follow STS's shapes ("1 validation error detected: Value '...' at 'roleSessionName'
  * failed to satisfy constraint: ...") so a broker that logs them sees what production would say.
  */
-import type { StsErrorAnswer } from './sts-sigv4.js';
+import type { StsErrorAnswer } from './sigv4.js';
 
 export const STS_API_VERSION = '2011-06-15';
 

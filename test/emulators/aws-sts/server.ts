@@ -18,11 +18,11 @@
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseAssumeRoleForm, STS_API_VERSION, validateAssumeRole, type AssumeRoleParams } from './sts-assume-role.js';
-import { verifySigV4, type StsErrorAnswer } from './sts-sigv4.js';
+import { parseAssumeRoleForm, STS_API_VERSION, validateAssumeRole, type AssumeRoleParams } from './assume-role.js';
+import { verifySigV4, type StsErrorAnswer } from './sigv4.js';
 
-export type { AssumeRoleParams, SessionTag } from './sts-assume-role.js';
-export type { StsErrorAnswer } from './sts-sigv4.js';
+export type { AssumeRoleParams, SessionTag } from './assume-role.js';
+export type { StsErrorAnswer } from './sigv4.js';
 
 export interface StsEmulatorOptions {
   /** The one access key id the emulator accepts (anything else: 403 InvalidClientTokenId). */
