@@ -1,24 +1,19 @@
 // oidc-broker audit query | verify | prune, run in-process through runCli (and as a real process where exit codes and pipes matter).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { signCheckpoint } from '../src/audit/checkpoints.js';
 import { queryAll } from '../src/audit/query.js';
 import { newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
 import type { AuditEntry, AuditQuery, AuditRecord } from '../src/audit/types.js';
-import { runCli } from '../src/cli/index.js';
-import type { CliIo } from '../src/cli/io.js';
 import { generateSigningJwk, loadSigningKey } from '../src/keys/signing-key.js';
+import { cli, cliProcess } from './helpers/cli.js';
 
-const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OLD = 40;
 const RECENT = 2500;
 const OLD_T0 = Date.UTC(2020, 0, 1);
@@ -106,45 +101,6 @@ function countRows(log: Log): number {
   }
 }
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI in-process; `tty` says which streams claim to be terminals. */
-async function cli(args: string[], tty: { stdout?: boolean; stderr?: boolean; columns?: number } = {}): Promise<Run> {
-  const stdout = Object.assign(new PassThrough(), { isTTY: tty.stdout === true, columns: tty.columns ?? 80 });
-  const stderr = Object.assign(new PassThrough(), { isTTY: tty.stderr === true, columns: 80 });
-  let out = '';
-  let err = '';
-  stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
-  const io: CliIo = { stdout, stderr };
-  const code = await runCli(['node', 'oidc-broker', ...args], io);
-  return { code, stdout: out, stderr: err };
-}
-
-/** Runs the CLI as a real process, from source. */
-function cliProcess(args: string[], options: { closeStdoutAfterBytes?: number } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'test/helpers/cli-main.ts'), ...args], {
-      cwd: REPO,
-      env: { ...process.env, BROKER_CONFIG: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString('utf8');
-      if (options.closeStdoutAfterBytes !== undefined && stdout.length >= options.closeStdoutAfterBytes) child.stdout.destroy();
-    });
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
-
 /** RFC 4180, strict enough for these tests. */
 function parseCsv(text: string): string[][] {
   const rows: string[][] = [];
@@ -230,7 +186,7 @@ describe('audit query', () => {
     const lines = table.stdout.trimEnd().split('\n');
     assert.match(lines[0]!, /^TIME\s+DECISION\s+POLICY\s+SUBJECT\s+CREDENTIAL_ID\s+REASON$/);
     assert.equal(lines.length, 101);
-    const narrow = await cli(['audit', 'query', '-c', log.config, '--limit', '20'], { stdout: true, columns: 90 });
+    const narrow = await cli(['audit', 'query', '-c', log.config, '--limit', '20'], { tty: { stdout: true, columns: 90 } });
     for (const line of narrow.stdout.trimEnd().split('\n')) assert.ok([...line].length <= 90, `fits 90 columns: ${line}`);
   });
 
@@ -253,10 +209,10 @@ describe('audit query', () => {
   });
 
   test('progress on stderr only when stderr is a terminal and stdout is not', async () => {
-    const redirected = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { stderr: true });
+    const redirected = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { tty: { stderr: true } });
     assert.match(redirected.stderr, new RegExp(`${OLD + RECENT} records written\\n$`));
     assert.ok(!redirected.stdout.includes('records written'));
-    const onTerminal = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { stderr: true, stdout: true });
+    const onTerminal = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { tty: { stderr: true, stdout: true } });
     assert.equal(onTerminal.stderr, '');
     const piped = await cli(['audit', 'query', '-c', log.config, '--format', 'csv']);
     assert.equal(piped.stderr, '');
