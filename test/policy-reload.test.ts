@@ -413,7 +413,10 @@ describe('atomic swap under load (ConfigMap-style ..data symlink swaps)', () => 
     assert.ok(seen.x['issued-A'] > 0 && seen.y['issued-B'] > 0, `both versions served during the load: ${JSON.stringify(seen)}`);
     assert.ok(seen.x.denied > 0 && seen.y.denied > 0, `and refused per version: ${JSON.stringify(seen)}`);
     assert.ok(swaps >= 4, `the set was swapped while requests ran (${swaps} swaps)`);
-    assert.equal(logs(fx, 'policy reload failed').length, 0, 'no reload failed: a symlink swap is never seen half done');
+    // A reload that overlaps a flip may find the directory changed while it read it: it then keeps the
+    // serving set and leaves the change to the next reload. Any other failure means a swap was seen half done.
+    const failures = logs(fx, 'policy reload failed').filter((l) => !(l.errors as string[]).every((e) => e.endsWith('the directory changed while it was read; the next reload will pick it up')));
+    assert.deepEqual(failures, [], 'no reload failed otherwise: a symlink swap is never seen half done');
   });
 });
 
