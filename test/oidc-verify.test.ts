@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+import { DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from '../src/oidc/jwks.js';
 import { MAX_TOKEN_LENGTH } from '../src/oidc/jws.js';
 import type { JwksFetchOutcome } from '../src/oidc/types.js';
 import { createTokenVerifier, readUnverifiedIdentity, type TokenVerifierOptions } from '../src/oidc/verify.js';
@@ -13,8 +14,8 @@ import {
   decodePayload,
   issuerConfigFor,
   JWKS_PATH,
+  manualClock,
   nowSeconds,
-  sleep,
   startCountingServer,
   withPayload,
   type CountingServer,
@@ -372,15 +373,16 @@ describe('verify: key sources', () => {
   it('static jwks: no network at all, even for an unknown kid', async () => {
     const issuer = await startDevIssuer();
     const fetches: string[] = [];
+    const clock = manualClock();
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwks: issuer.jwks() as { keys: Record<string, unknown>[] } })], {
-        ...FAST,
+        now: clock.now,
         onJwksFetch: (name, outcome) => fetches.push(`${name}:${outcome}`),
       });
       await verifier.verify(await issuer.mint());
       await assertInvalidToken(verifier.verify(await issuer.mint({}, { kid: 'not-a-published-kid' })), 'unknown_key');
       await issuer.rotateKey();
-      await sleep(250);
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
       await assertInvalidToken(verifier.verify(await issuer.mint()), 'unknown_key');
       assert.equal(issuer.requestCount(DISCOVERY_PATH), 0);
       assert.equal(issuer.requestCount(JWKS_PATH), 0);
@@ -442,13 +444,14 @@ describe('verify: key sources', () => {
 describe('verify: remote key refresh', () => {
   it('key rotation: a new kid triggers one refetch, and old tokens keep verifying', async () => {
     const issuer = await startDevIssuer();
+    const clock = manualClock();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 150, fetchTimeoutMs: 1000 });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
       const oldKid = issuer.kid;
       const oldToken = await issuer.mint();
       await verifier.verify(oldToken);
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
-      await sleep(200);
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
       const newKid = await issuer.rotateKey();
       const newToken = await issuer.mint();
       assert.notEqual(newKid, oldKid);
@@ -464,16 +467,18 @@ describe('verify: remote key refresh', () => {
   });
 
   it('a rotation inside the cooldown is picked up only once the cooldown has passed', async () => {
-    // ES256: key generation is fast, so the rotation surely lands inside the cooldown.
     const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 1000, fetchTimeoutMs: 1000 });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
       await verifier.verify(await issuer.mint());
       await issuer.rotateKey();
       const token = await issuer.mint();
       await assertInvalidToken(verifier.verify(token), 'unknown_key');
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS - 1);
+      await assertInvalidToken(verifier.verify(token), 'unknown_key');
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
-      await sleep(1050);
+      clock.advance(1);
       await verifier.verify(token);
       assert.equal(issuer.requestCount(JWKS_PATH), 2);
     } finally {
@@ -484,10 +489,10 @@ describe('verify: remote key refresh', () => {
   it('a flood of tokens with random kids causes at most one refetch per cooldown', async () => {
     const issuer = await startDevIssuer({ alg: 'ES256' });
     const fetches: JwksFetchOutcome[] = [];
+    const clock = manualClock();
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
-        jwksCooldownMs: 2000,
-        fetchTimeoutMs: 1000,
+        now: clock.now,
         onJwksFetch: (_name, outcome) => fetches.push(outcome),
       });
       await verifier.verify(await issuer.mint());
@@ -498,7 +503,7 @@ describe('verify: remote key refresh', () => {
       await Promise.all(early.map((t) => assertInvalidToken(verifier.verify(t), 'unknown_key')));
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
 
-      await sleep(2100);
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
       // Cooldown over: 50 concurrent misses share exactly one refetch...
       const flood = await Promise.all(Array.from({ length: 50 }, () => issuer.mint({}, { kid: randomUUID() })));
       await Promise.all(flood.map((t) => assertInvalidToken(verifier.verify(t), 'unknown_key')));
@@ -514,6 +519,24 @@ describe('verify: remote key refresh', () => {
       await issuer.close();
     }
   });
+
+  it('keys older than the cache max age are refetched before use, even for a known kid', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS - 1);
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+      clock.advance(1);
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 1, 'discovery is not repeated');
+    } finally {
+      await issuer.close();
+    }
+  });
 });
 
 describe('verify: unavailable issuers', () => {
@@ -523,29 +546,29 @@ describe('verify: unavailable issuers', () => {
     it(`jwks_uri answering "${mode}" -> IssuerUnavailableError(jwks_unavailable), then recovery`, async () => {
       const issuer = await startDevIssuer();
       const fetches: JwksFetchOutcome[] = [];
+      const clock = manualClock();
       try {
         const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
-          jwksCooldownMs: 250,
+          now: clock.now,
           fetchTimeoutMs: 300,
           onJwksFetch: (_name, outcome) => fetches.push(outcome),
         });
         const token = await issuer.mint();
         issuer.setFailure(mode);
-        const started = Date.now();
         const err = await assertIssuerUnavailable(verifier.verify(token), 'jwks_unavailable');
-        assert.ok(Date.now() - started < 2000, 'bounded by the fetch timeout');
         assert.ok(!err.message.includes(token));
         assert.equal(issuer.requestCount(JWKS_PATH), 1);
         if (mode === 'redirect') assert.equal(issuer.requestCount(`/redirected${JWKS_PATH}`), 0, 'the redirect must not be followed');
 
-        // Within the cooldown: fail fast, no new request.
+        // Within the cooldown, up to its last millisecond: fail fast, no new request, even once the issuer is back.
         await assertIssuerUnavailable(verifier.verify(token), 'jwks_unavailable');
+        issuer.setFailure('none');
+        clock.advance(DEFAULT_JWKS_COOLDOWN_MS - 1);
         await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
         assert.equal(issuer.requestCount(JWKS_PATH), 1);
 
-        // Back up, cooldown over: verifies.
-        issuer.setFailure('none');
-        await sleep(300);
+        // Cooldown over: verifies.
+        clock.advance(1);
         await verifier.verify(token);
         assert.equal(issuer.requestCount(JWKS_PATH), 2);
         assert.deepEqual(fetches, ['error', 'ok']);
@@ -558,17 +581,20 @@ describe('verify: unavailable issuers', () => {
   for (const mode of modes) {
     it(`discovery answering "${mode}" -> IssuerUnavailableError(discovery_failed), then recovery`, async () => {
       const issuer = await startDevIssuer();
+      const clock = manualClock();
       try {
-        const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 250, fetchTimeoutMs: 300 });
+        const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now, fetchTimeoutMs: 300 });
         const token = await issuer.mint();
         issuer.setFailure(mode);
         await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
         await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
+        issuer.setFailure('none');
+        clock.advance(DEFAULT_JWKS_COOLDOWN_MS - 1);
+        await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
         assert.equal(issuer.requestCount(DISCOVERY_PATH), 1, 'a failed discovery is retried at most once per cooldown');
         assert.equal(issuer.requestCount(JWKS_PATH), 0);
         if (mode === 'redirect') assert.equal(issuer.requestCount(`/redirected${DISCOVERY_PATH}`), 0);
-        issuer.setFailure('none');
-        await sleep(300);
+        clock.advance(1);
         await verifier.verify(token);
         assert.equal(issuer.requestCount(DISCOVERY_PATH), 2);
       } finally {
