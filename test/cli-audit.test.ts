@@ -305,17 +305,6 @@ describe('audit verify', () => {
     assert.match(cut.stdout, /truncated: the chain ends before the newest signed checkpoint/);
   });
 
-  test('a real process exits 2 for a broken chain', async () => {
-    const tampered = await makeLog('tampered-process', { checkpoint: false });
-    const db = new Database(tampered.db);
-    db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
-    db.close();
-    const run = await cliProcess(['audit', 'verify', '-c', tampered.config]);
-    assert.equal(run.code, 2, run.stderr);
-    assert.match(run.stdout, /broken at:\s+seq 6/);
-    assert.match(run.stdout, /seq_gap/);
-  });
-
   test('the signing key is read, never created; --jwks verifies with public keys instead', async () => {
     const nokey = await makeLog('nokey');
     await rm(nokey.keyFile);
@@ -393,7 +382,19 @@ describe('audit prune', () => {
   });
 });
 
-describe('pipes', () => {
+// What only a real process shows: the bin's exit code, a closed pipe. Side by side, each on its own log.
+describe('as a real process', { concurrency: true }, () => {
+  test('a broken chain exits 2', async () => {
+    const tampered = await makeLog('tampered-process', { checkpoint: false });
+    const db = new Database(tampered.db);
+    db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
+    db.close();
+    const run = await cliProcess(['audit', 'verify', '-c', tampered.config]);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stdout, /broken at:\s+seq 6/);
+    assert.match(run.stdout, /seq_gap/);
+  });
+
   test('a reader that stops early (| head) ends the command quietly', async () => {
     const run = await cliProcess(['audit', 'query', '-c', log.config, '--format', 'ndjson'], { closeStdoutAfterBytes: 1 });
     assert.equal(run.code, 0, run.stderr);

@@ -25,7 +25,8 @@ before(async () => {
 });
 after(async () => rm(dir, { recursive: true, force: true }));
 
-describe('oidc-broker serve', () => {
+// Each test has its own directory and process: they run side by side.
+describe('oidc-broker serve', { concurrency: true }, () => {
   test('on the built-in defaults: example policies, SQLite audit, a generated 0600 signing key; SIGTERM exits 0', async () => {
     const cwd = path.join(dir, 'defaults');
     await mkdir(cwd);
@@ -60,7 +61,8 @@ describe('oidc-broker serve', () => {
     const { url } = (await waitForOutput(broker, logLine('listening'))) as { url: string };
     // A request whose body is still arriving when SIGTERM lands must still be answered.
     const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = http.request(`${url}/v1/exchange`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength('{"policy":"local-dev"}')) } }, (res) => {
+      // agent: false closes the connection after the answer, so the exit does not wait for an idle keep-alive connection.
+      const req = http.request(`${url}/v1/exchange`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength('{"policy":"local-dev"}')) } }, (res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
@@ -93,10 +95,9 @@ describe('oidc-broker serve', () => {
     await mkdir(path.join(cwd, 'policies'), { recursive: true });
     await writeFile(path.join(cwd, 'policies', 'broken.yaml'), 'issuer: local\nclaims:\n  ref: { regex: "(a)\\\\1" }\ngrant:\n  provider: jwt\n  audience: x\n');
     const broker = spawnCli(['serve', '--config', path.join(cwd, 'missing.yaml')], { cwd });
+    const again = spawnCli(['serve'], { cwd, env: { PORT: '0' } });
     assert.equal(await broker.exited, 1);
     assert.match(broker.stderr(), /missing\.yaml: cannot read the config file/);
-
-    const again = spawnCli(['serve'], { cwd, env: { PORT: '0' } });
     assert.equal(await again.exited, 1);
     assert.match(again.stderr(), /broken\.yaml:3: claims\.ref/);
   });
