@@ -2,7 +2,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -79,6 +79,13 @@ async function makeLog(name: string, options: { checkpoint?: boolean } = {}): Pr
   if (options.checkpoint !== false) await store.saveCheckpoint(await signCheckpoint(await loadSigningKey(keyFile), await store.head(), 'periodic', new Date()));
   await store.close();
   return { dir, config, db, keyFile };
+}
+
+/** A copy of the shared log, for a test that changes it (much cheaper than writing a new one). */
+async function copyLog(name: string): Promise<Log> {
+  const dir = path.join(root, name);
+  await cp(log.dir, dir, { recursive: true });
+  return { dir, config: path.join(dir, 'broker.yaml'), db: path.join(dir, 'audit.db'), keyFile: path.join(dir, 'signing-key.jwk') };
 }
 
 async function storeRecords(log: Log, query: AuditQuery = {}): Promise<AuditRecord[]> {
@@ -281,7 +288,7 @@ describe('audit verify', () => {
   });
 
   test('a tampered row: exit 2, the first broken record and the problem in plain words', async () => {
-    const tampered = await makeLog('tampered');
+    const tampered = await copyLog('tampered');
     const db = new Database(tampered.db);
     db.prepare("UPDATE audit_events SET policy = 'innocent' WHERE seq = 100").run();
     db.close();
@@ -296,7 +303,7 @@ describe('audit verify', () => {
     assert.deepEqual(JSON.parse(json.stdout).broken.seq, 100);
 
     // Deleting the newest records is caught by the checkpoint.
-    const truncated = await makeLog('truncated');
+    const truncated = await copyLog('truncated');
     const db2 = new Database(truncated.db);
     db2.prepare('DELETE FROM audit_events WHERE seq > ?').run(OLD + RECENT - 3);
     db2.close();
@@ -306,14 +313,14 @@ describe('audit verify', () => {
   });
 
   test('the signing key is read, never created; --jwks verifies with public keys instead', async () => {
-    const nokey = await makeLog('nokey');
+    const nokey = await copyLog('nokey');
     await rm(nokey.keyFile);
     const run = await cli(['audit', 'verify', '-c', nokey.config]);
     assert.equal(run.code, 1);
     assert.match(run.stderr, /the signing key .*signing-key\.jwk does not exist/);
     assert.equal(existsSync(nokey.keyFile), false, 'no key was created');
 
-    const withKey = await makeLog('jwks');
+    const withKey = await copyLog('jwks');
     const jwks = path.join(withKey.dir, 'jwks.json');
     await writeFile(jwks, JSON.stringify({ keys: [(await loadSigningKey(withKey.keyFile)).publicJwk] }));
     await rm(withKey.keyFile);
@@ -330,7 +337,7 @@ describe('audit verify', () => {
 
 describe('audit prune', () => {
   test('without --yes: a dry run that says what would go and deletes nothing', async () => {
-    const pruned = await makeLog('dry');
+    const pruned = await copyLog('dry');
     const run = await cli(['audit', 'prune', '-c', pruned.config, '--before', '2021-01-01']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, new RegExp(`dry run: would delete ${OLD} records older than 2021-01-01T00:00:00.000Z \\(seq 1 to ${OLD},`));
@@ -340,7 +347,7 @@ describe('audit prune', () => {
   });
 
   test('with --yes: deletes, prints the anchor, and verify still passes', async () => {
-    const pruned = await makeLog('prune');
+    const pruned = await copyLog('prune');
     const before = await storeRecords(pruned);
     const run = await cli(['audit', 'prune', '-c', pruned.config, '--before', '2021-01-01T00:00:00Z', '--yes']);
     assert.equal(run.code, 0, run.stderr);
@@ -370,7 +377,7 @@ describe('audit prune', () => {
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /--before <date>/);
 
-    const tampered = await makeLog('prune-tampered');
+    const tampered = await copyLog('prune-tampered');
     const db = new Database(tampered.db);
     db.prepare("UPDATE audit_events SET subject = 'someone-else' WHERE seq = 3").run();
     db.close();
