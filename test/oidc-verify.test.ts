@@ -331,7 +331,7 @@ describe('verify: one dev issuer over loopback HTTP', () => {
 
 describe('verify: key sources', () => {
   it('discovery: fetched once, then cached', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
       await verifier.verify(await issuer.mint());
@@ -345,7 +345,7 @@ describe('verify: key sources', () => {
   });
 
   it('concurrent first tokens share one discovery and one JWKS fetch', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
       const tokens = await Promise.all(Array.from({ length: 20 }, () => issuer.mint()));
@@ -371,7 +371,7 @@ describe('verify: key sources', () => {
   });
 
   it('static jwks: no network at all, even for an unknown kid', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const fetches: string[] = [];
     const clock = manualClock();
     try {
@@ -393,7 +393,7 @@ describe('verify: key sources', () => {
   });
 
   it('static jwks with private or symmetric key material is refused at creation', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const pub = issuer.jwks().keys[0] as Record<string, unknown>;
       for (const keys of [[{ ...pub, d: 'AAAA' }], [{ kty: 'oct', k: 'c2VjcmV0' }], 'not-an-array']) {
@@ -443,7 +443,7 @@ describe('verify: key sources', () => {
 
 describe('verify: remote key refresh', () => {
   it('key rotation: a new kid triggers one refetch, and old tokens keep verifying', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const clock = manualClock();
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
@@ -544,7 +544,7 @@ describe('verify: unavailable issuers', () => {
 
   for (const mode of modes) {
     it(`jwks_uri answering "${mode}" -> IssuerUnavailableError(jwks_unavailable), then recovery`, async () => {
-      const issuer = await startDevIssuer();
+      const issuer = await startDevIssuer({ alg: 'ES256' });
       const fetches: JwksFetchOutcome[] = [];
       const clock = manualClock();
       try {
@@ -580,7 +580,7 @@ describe('verify: unavailable issuers', () => {
 
   for (const mode of modes) {
     it(`discovery answering "${mode}" -> IssuerUnavailableError(discovery_failed), then recovery`, async () => {
-      const issuer = await startDevIssuer();
+      const issuer = await startDevIssuer({ alg: 'ES256' });
       const clock = manualClock();
       try {
         const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now, fetchTimeoutMs: 300 });
@@ -604,7 +604,7 @@ describe('verify: unavailable issuers', () => {
   }
 
   it('an issuer that is not listening at all', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const token = await issuer.mint();
     const config = issuerConfigFor(issuer);
     await issuer.close();
@@ -613,7 +613,7 @@ describe('verify: unavailable issuers', () => {
   });
 
   it('cached keys keep working while the issuer is down', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
       await verifier.verify(await issuer.mint());
@@ -630,7 +630,7 @@ describe('verify: unavailable issuers', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"keys": "nope"}');
     });
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${server.url}/jwks` })], FAST);
       await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
@@ -643,7 +643,7 @@ describe('verify: unavailable issuers', () => {
 
 describe('verify: discovery document checks', () => {
   it('refuses a discovery document whose issuer differs from the configured one (trailing slash)', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       // Configured with a trailing slash; the document says it without. Discovery
       // still goes to <issuer>/.well-known/... (OIDC Discovery 4.1) but must refuse.
@@ -658,7 +658,7 @@ describe('verify: discovery document checks', () => {
   });
 
   it('refuses a discovery document naming another issuer', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       issuer.setDiscoveryOverride({ issuer: 'https://token.actions.githubusercontent.com' });
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
@@ -670,7 +670,7 @@ describe('verify: discovery document checks', () => {
   });
 
   it('refuses a jwks_uri the broker may not fetch', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const counting = await startCountingServer();
     try {
       for (const jwksUri of ['http://10.0.0.1/jwks', 'file:///etc/passwd', 'ftp://127.0.0.1/jwks', 42, undefined, `http://user:pass@127.0.0.1:1/jwks`]) {
@@ -685,7 +685,7 @@ describe('verify: discovery document checks', () => {
   });
 
   it('follows a jwks_uri on another allowed origin', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const keys = await startCountingServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/jwk-set+json' });
       res.end(JSON.stringify(issuer.jwks()));
@@ -704,7 +704,7 @@ describe('verify: discovery document checks', () => {
 
 describe('verify: injected clock', () => {
   it('uses now() for exp, nbf, iat and max age', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const iat = 1_900_000_000;
       const token = await issuer.mint({ nbf: iat }, { issuedAt: iat, expiresInSeconds: 600 });
