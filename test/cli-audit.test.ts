@@ -6,7 +6,7 @@ import { cp, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { signCheckpoint } from '../src/audit/checkpoints.js';
+import { signCheckpoint, type AuditVerification } from '../src/audit/checkpoints.js';
 import { queryAll } from '../src/audit/query.js';
 import { newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite-store.js';
@@ -146,7 +146,7 @@ describe('audit query', () => {
     const lines = run.stdout.trimEnd().split('\n');
     assert.equal(lines.length, OLD + RECENT);
     assert.deepEqual(
-      lines.map((l) => JSON.parse(l)),
+      lines.map((l) => JSON.parse(l) as AuditRecord),
       await storeRecords(log),
     );
   });
@@ -211,7 +211,7 @@ describe('audit query', () => {
       assert.equal(run.code, 0, `${args.join(' ')}: ${run.stderr}`);
       const expected = await storeRecords(log, query);
       assert.ok(expected.length > 0, args.join(' '));
-      assert.deepEqual(run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l)), expected, args.join(' '));
+      assert.deepEqual(run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as AuditRecord), expected, args.join(' '));
     }
   });
 
@@ -279,7 +279,7 @@ describe('audit verify', () => {
     assert.match(run.stdout, new RegExp(`checkpoints:\\s+1, the latest vouches for seq ${OLD + RECENT}`));
     const json = await cli(['audit', 'verify', '-c', log.config, '--json']);
     assert.equal(json.code, 0);
-    const result = JSON.parse(json.stdout);
+    const result = JSON.parse(json.stdout) as AuditVerification;
     assert.equal(result.ok, true);
     assert.equal(result.events, OLD + RECENT);
     assert.equal(result.first_seq, 1);
@@ -300,7 +300,7 @@ describe('audit verify', () => {
     assert.match(run.stdout, /verified before:\s+99 events \(seq 1 to 99\)/);
     const json = await cli(['audit', 'verify', '-c', tampered.config, '--json']);
     assert.equal(json.code, 2);
-    assert.deepEqual(JSON.parse(json.stdout).broken.seq, 100);
+    assert.deepEqual((JSON.parse(json.stdout) as AuditVerification & { ok: false }).broken.seq, 100);
 
     // Deleting the newest records is caught by the checkpoint.
     const truncated = await copyLog('truncated');
@@ -357,7 +357,7 @@ describe('audit prune', () => {
 
     const verify = await cli(['audit', 'verify', '-c', pruned.config, '--json']);
     assert.equal(verify.code, 0, verify.stdout);
-    const result = JSON.parse(verify.stdout);
+    const result = JSON.parse(verify.stdout) as AuditVerification;
     assert.equal(result.first_seq, OLD + 1);
     assert.equal(result.events, RECENT);
     assert.match((await cli(['audit', 'verify', '-c', pruned.config])).stdout, /records before seq 41 were pruned/);

@@ -5,6 +5,7 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import request from 'supertest';
+import type { ExplainOutput } from '../src/policy/explain.js';
 import { AUDIENCE, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import { cli, REPO } from './helpers/cli.js';
 
@@ -207,7 +208,7 @@ describe('oidc-broker policy explain', () => {
     assert.equal(mismatch.code, 3);
     assert.match(mismatch.stdout, /^Decision: DENY \(issuer_mismatch\)$/m);
     assert.equal(fromStdin.code, 0, fromStdin.stderr);
-    assert.equal(JSON.parse(fromStdin.stdout).decision, 'allow');
+    assert.equal((JSON.parse(fromStdin.stdout) as ExplainOutput).decision, 'allow');
     assert.match(fromStdin.stderr, /^oidc-broker: note: token not verified/m, 'with --json the note goes to stderr');
     assert.equal(viaFlag.code, 3);
     assert.match(viaFlag.stdout, /^Decision: DENY \(issuer_mismatch\)$/m);
@@ -264,21 +265,21 @@ describe('policy explain --json is the HTTP explain object', () => {
   ] as const) {
     test(name, async () => {
       const token = await fx.issuer.mint({ aud: AUDIENCE, sub: 'repo:acme/api', ...claims });
-      const http = await request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
-      assert.equal(http.status, 200);
+      const res = await request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+      assert.equal(res.status, 200);
+      const http = res.body as ExplainOutput;
       const run = await cli(['policy', 'explain', '--policy', 'deploy', '--token', token, '--json', '-c', path.join(fx.dir, 'broker.yaml')]);
-      assert.equal(run.code, http.body.decision === 'allow' ? 0 : 3, run.stderr);
-      const offline = JSON.parse(run.stdout);
-      assert.deepEqual(Object.keys(offline), Object.keys(http.body));
+      assert.equal(run.code, http.decision === 'allow' ? 0 : 3, run.stderr);
+      const offline = JSON.parse(run.stdout) as ExplainOutput;
+      assert.deepEqual(Object.keys(offline), Object.keys(http));
       assert.equal(offline.explain_id, null);
-      assert.match(http.body.explain_id, /^[0-9A-Z]{26}$/);
+      assert.match(http.explain_id ?? '', /^[0-9A-Z]{26}$/);
       // Identical but for the policies' expected values, which only the offline form (the policy owner's) shows.
-      const hide = (body: { evaluations: { effect: string; conditions: { expected: string }[] }[] }) =>
-        body.evaluations.map((e) => ({ ...e, conditions: e.conditions.map((c) => ({ ...c, expected: '(hidden)' })) }));
-      assert.deepEqual(hide(offline), http.body.evaluations);
-      assert.deepEqual({ ...offline, explain_id: null, evaluations: null }, { ...http.body, explain_id: null, evaluations: null });
-      const offlineDeny = offline.evaluations.find((e: { policy: string }) => e.policy === 'deny-bots');
-      assert.equal(offlineDeny.conditions[0].expected, 'glob bot-*');
+      const hide = (body: ExplainOutput) => body.evaluations.map((e) => ({ ...e, conditions: e.conditions.map((c) => ({ ...c, expected: '(hidden)' })) }));
+      assert.deepEqual(hide(offline), http.evaluations);
+      assert.deepEqual({ ...offline, explain_id: null, evaluations: null }, { ...http, explain_id: null, evaluations: null });
+      const offlineDeny = offline.evaluations.find((e) => e.policy === 'deny-bots');
+      assert.equal(offlineDeny?.conditions[0]?.expected, 'glob bot-*');
     });
   }
 });

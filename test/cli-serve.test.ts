@@ -45,7 +45,7 @@ describe('oidc-broker serve', { concurrency: true }, () => {
     // Headers past the cap are refused before any route runs, with the contract's code.
     const big = await rawRequest(`${listening.url}/healthz`, { headers: { 'x-padding': 'x'.repeat(20_000) } });
     assert.equal(big.status, 413);
-    assert.equal(JSON.parse(big.body).error, 'request_too_large');
+    assert.equal((JSON.parse(big.body) as { error: string }).error, 'request_too_large');
 
     broker.child.kill('SIGTERM');
     assert.equal(await broker.exited, 0);
@@ -77,7 +77,7 @@ describe('oidc-broker serve', { concurrency: true }, () => {
     });
     const res = await answered;
     assert.equal(res.status, 401, res.body);
-    assert.equal(JSON.parse(res.body).error, 'invalid_token');
+    assert.equal((JSON.parse(res.body) as { error: string }).error, 'invalid_token');
     assert.equal(await broker.exited, 0);
   });
 

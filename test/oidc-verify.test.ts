@@ -375,7 +375,7 @@ describe('verify: key sources', () => {
     const fetches: string[] = [];
     const clock = manualClock();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwks: issuer.jwks() as { keys: Record<string, unknown>[] } })], {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwks: issuer.jwks() })], {
         now: clock.now,
         onJwksFetch: (name, outcome) => fetches.push(`${name}:${outcome}`),
       });

@@ -192,7 +192,7 @@ function issuerOfToken(config: BrokerConfig, claims: Record<string, unknown>, no
 
 function decodeToken(token: string): Record<string, unknown> {
   try {
-    return decodeJwt(token) as Record<string, unknown>;
+    return decodeJwt(token);
   } catch (err) {
     throw new CliExit(1, `--token: not a JWT whose payload is a JSON object (${err instanceof Error ? err.message : String(err)})`);
   }

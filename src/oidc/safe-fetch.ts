@@ -117,7 +117,7 @@ export async function fetchJson(url: string, options: FetchJsonOptions = {}): Pr
 
 async function readCapped(response: Response, maxBytes: number, url: string): Promise<Uint8Array> {
   if (!response.body) return new Uint8Array();
-  const reader = response.body.getReader();
+  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {

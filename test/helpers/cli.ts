@@ -94,8 +94,8 @@ export function spawnCli(args: string[], options: { cwd?: string; env?: NodeJS.P
     env: { ...process.env, BROKER_CONFIG: '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const output = collect(child.stdout!, child.stderr!, (stdout) => {
-    if (options.closeStdoutAfterBytes !== undefined && stdout.length >= options.closeStdoutAfterBytes) child.stdout!.destroy();
+  const output = collect(child.stdout, child.stderr, (stdout) => {
+    if (options.closeStdoutAfterBytes !== undefined && stdout.length >= options.closeStdoutAfterBytes) child.stdout.destroy();
   });
   const exited = new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
