@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { exportJWK, generateKeyPair } from 'jose';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
 import { DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from '../src/oidc/jwks.js';
 import { MAX_TOKEN_LENGTH } from '../src/oidc/jws.js';
@@ -631,6 +632,23 @@ describe('verify: unavailable issuers', () => {
       res.end('{"keys": "nope"}');
     });
     const issuer = await startDevIssuer({ alg: 'ES256' });
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${server.url}/jwks` })], FAST);
+      await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
+      assert.equal(server.count(), 1);
+    } finally {
+      await Promise.all([server.close(), issuer.close()]);
+    }
+  });
+  it('a JWKS that publishes a private key is the issuer\'s fault: jwks_unavailable, not a bad token', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const server = await startCountingServer((_req, res) => {
+      void exportJWK(privateKey).then((jwk) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ keys: [{ ...jwk, kid: issuer.kid, alg: 'ES256' }] }));
+      });
+    });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${server.url}/jwks` })], FAST);
       await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');

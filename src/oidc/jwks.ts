@@ -1,4 +1,4 @@
-import { createLocalJWKSet, errors, type JSONWebKeySet, type JWK } from 'jose';
+import { createLocalJWKSet, errors, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
 import { IssuerUnavailableError } from '../errors.js';
 import { createIssuerDiscovery } from './discovery.js';
 import { ISSUER_UNAVAILABLE_MESSAGE, toKeyResolver } from './jws.js';
@@ -116,16 +116,23 @@ export function createRemoteKeyResolver(issuerName: string, jwksUri: string, opt
       pending = undefined;
     }));
 
+  const match: (from: { resolve: KeyResolver }, ...args: Parameters<KeyResolver>) => Promise<CryptoKey> = async (from, protectedHeader, token) => {
+    try {
+      return await from.resolve(protectedHeader, token);
+    } catch (err) {
+      // A published key jose cannot use as a public key means the issuer's JWKS is broken, not the token.
+      if (err instanceof errors.JWKSInvalid) throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: err });
+      throw err;
+    }
+  };
+
   return async (protectedHeader, token) => {
     const current = keys !== undefined && nowMs() - keys.fetchedAt < cacheMaxAgeMs ? keys : await refresh();
     try {
-      return await current.resolve(protectedHeader, token);
+      return await match(current, protectedHeader, token);
     } catch (err) {
-      if (err instanceof errors.JWKSNoMatchingKey && nowMs() - current.fetchedAt >= cooldownMs) {
-        return (await refresh()).resolve(protectedHeader, token);
-      }
-      // A published key jose cannot use as a public key means the issuer's JWKS is broken, not the token.
-      if (err instanceof errors.JWKSInvalid) throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: err });
+      // An unknown kid may be a key rotation: refetch, at most once per cooldown.
+      if (err instanceof errors.JWKSNoMatchingKey && nowMs() - current.fetchedAt >= cooldownMs) return match(await refresh(), protectedHeader, token);
       throw err;
     }
   };
