@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { YamlParseResult } from '../src/yaml/document.js';
 import { parseYaml, parseYamlWithLibrary } from '../src/yaml/parse.js';
-import { generate } from './policies.js';
+import { generate } from '../test/helpers/policy-corpus.js';
 
 const FILES = Number(process.env.BENCH_YAML_FILES ?? 10_000);
 const RUNS = Number(process.env.BENCH_YAML_RUNS ?? 3);

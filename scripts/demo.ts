@@ -305,7 +305,6 @@ auditors:
     const offlineArgs = ['policy', 'explain', '--policy', 'demo-aws-deploy', '--claims', claimsFile, '-c', configPath, path.join(dir, 'policies')];
     curl(`npx oidc-broker ${offlineArgs.join(' ')}`);
     const offlineCode = await runCli(['node', 'oidc-broker', ...offlineArgs]);
-    process.exitCode = 0;
     check(offlineCode === 3, `offline policy explain exited ${offlineCode}, expected 3 (would deny)`);
     say(`(exit code ${offlineCode}: the policy would deny)`);
 

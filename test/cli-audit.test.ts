@@ -1,24 +1,19 @@
 // oidc-broker audit query | verify | prune, run in-process through runCli (and as a real process where exit codes and pipes matter).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { signCheckpoint } from '../src/audit/checkpoints.js';
+import { signCheckpoint, type AuditVerification } from '../src/audit/checkpoints.js';
 import { queryAll } from '../src/audit/query.js';
 import { newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditEntry, AuditQuery, AuditRecord } from '../src/audit/types.js';
-import { runCli } from '../src/cli/index.js';
-import type { CliIo } from '../src/cli/io.js';
 import { generateSigningJwk, loadSigningKey } from '../src/keys/signing-key.js';
+import { cli, cliProcess } from './helpers/cli.js';
 
-const REPO = fileURLToPath(new URL('..', import.meta.url));
 const OLD = 40;
 const RECENT = 2500;
 const OLD_T0 = Date.UTC(2020, 0, 1);
@@ -86,6 +81,13 @@ async function makeLog(name: string, options: { checkpoint?: boolean } = {}): Pr
   return { dir, config, db, keyFile };
 }
 
+/** A copy of the shared log, for a test that changes it (much cheaper than writing a new one). */
+async function copyLog(name: string): Promise<Log> {
+  const dir = path.join(root, name);
+  await cp(log.dir, dir, { recursive: true });
+  return { dir, config: path.join(dir, 'broker.yaml'), db: path.join(dir, 'audit.db'), keyFile: path.join(dir, 'signing-key.jwk') };
+}
+
 async function storeRecords(log: Log, query: AuditQuery = {}): Promise<AuditRecord[]> {
   const store = openSqliteAuditStore(log.db);
   try {
@@ -104,45 +106,6 @@ function countRows(log: Log): number {
   } finally {
     db.close();
   }
-}
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI in-process; `tty` says which streams claim to be terminals. */
-async function cli(args: string[], tty: { stdout?: boolean; stderr?: boolean; columns?: number } = {}): Promise<Run> {
-  const stdout = Object.assign(new PassThrough(), { isTTY: tty.stdout === true, columns: tty.columns ?? 80 });
-  const stderr = Object.assign(new PassThrough(), { isTTY: tty.stderr === true, columns: 80 });
-  let out = '';
-  let err = '';
-  stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
-  stderr.on('data', (c: Buffer) => (err += c.toString('utf8')));
-  const io: CliIo = { stdout, stderr };
-  const code = await runCli(['node', 'oidc-broker', ...args], io);
-  return { code, stdout: out, stderr: err };
-}
-
-/** Runs the CLI as a real process, from source. */
-function cliProcess(args: string[], options: { closeStdoutAfterBytes?: number } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'test/helpers/cli-main.ts'), ...args], {
-      cwd: REPO,
-      env: { ...process.env, BROKER_CONFIG: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString('utf8');
-      if (options.closeStdoutAfterBytes !== undefined && stdout.length >= options.closeStdoutAfterBytes) child.stdout.destroy();
-    });
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
 }
 
 /** RFC 4180, strict enough for these tests. */
@@ -183,7 +146,7 @@ describe('audit query', () => {
     const lines = run.stdout.trimEnd().split('\n');
     assert.equal(lines.length, OLD + RECENT);
     assert.deepEqual(
-      lines.map((l) => JSON.parse(l)),
+      lines.map((l) => JSON.parse(l) as AuditRecord),
       await storeRecords(log),
     );
   });
@@ -230,7 +193,7 @@ describe('audit query', () => {
     const lines = table.stdout.trimEnd().split('\n');
     assert.match(lines[0]!, /^TIME\s+DECISION\s+POLICY\s+SUBJECT\s+CREDENTIAL_ID\s+REASON$/);
     assert.equal(lines.length, 101);
-    const narrow = await cli(['audit', 'query', '-c', log.config, '--limit', '20'], { stdout: true, columns: 90 });
+    const narrow = await cli(['audit', 'query', '-c', log.config, '--limit', '20'], { tty: { stdout: true, columns: 90 } });
     for (const line of narrow.stdout.trimEnd().split('\n')) assert.ok([...line].length <= 90, `fits 90 columns: ${line}`);
   });
 
@@ -248,15 +211,15 @@ describe('audit query', () => {
       assert.equal(run.code, 0, `${args.join(' ')}: ${run.stderr}`);
       const expected = await storeRecords(log, query);
       assert.ok(expected.length > 0, args.join(' '));
-      assert.deepEqual(run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l)), expected, args.join(' '));
+      assert.deepEqual(run.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as AuditRecord), expected, args.join(' '));
     }
   });
 
   test('progress on stderr only when stderr is a terminal and stdout is not', async () => {
-    const redirected = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { stderr: true });
+    const redirected = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { tty: { stderr: true } });
     assert.match(redirected.stderr, new RegExp(`${OLD + RECENT} records written\\n$`));
     assert.ok(!redirected.stdout.includes('records written'));
-    const onTerminal = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { stderr: true, stdout: true });
+    const onTerminal = await cli(['audit', 'query', '-c', log.config, '--format', 'csv'], { tty: { stderr: true, stdout: true } });
     assert.equal(onTerminal.stderr, '');
     const piped = await cli(['audit', 'query', '-c', log.config, '--format', 'csv']);
     assert.equal(piped.stderr, '');
@@ -316,7 +279,7 @@ describe('audit verify', () => {
     assert.match(run.stdout, new RegExp(`checkpoints:\\s+1, the latest vouches for seq ${OLD + RECENT}`));
     const json = await cli(['audit', 'verify', '-c', log.config, '--json']);
     assert.equal(json.code, 0);
-    const result = JSON.parse(json.stdout);
+    const result = JSON.parse(json.stdout) as AuditVerification;
     assert.equal(result.ok, true);
     assert.equal(result.events, OLD + RECENT);
     assert.equal(result.first_seq, 1);
@@ -325,7 +288,7 @@ describe('audit verify', () => {
   });
 
   test('a tampered row: exit 2, the first broken record and the problem in plain words', async () => {
-    const tampered = await makeLog('tampered');
+    const tampered = await copyLog('tampered');
     const db = new Database(tampered.db);
     db.prepare("UPDATE audit_events SET policy = 'innocent' WHERE seq = 100").run();
     db.close();
@@ -337,10 +300,10 @@ describe('audit verify', () => {
     assert.match(run.stdout, /verified before:\s+99 events \(seq 1 to 99\)/);
     const json = await cli(['audit', 'verify', '-c', tampered.config, '--json']);
     assert.equal(json.code, 2);
-    assert.deepEqual(JSON.parse(json.stdout).broken.seq, 100);
+    assert.deepEqual((JSON.parse(json.stdout) as AuditVerification & { ok: false }).broken.seq, 100);
 
     // Deleting the newest records is caught by the checkpoint.
-    const truncated = await makeLog('truncated');
+    const truncated = await copyLog('truncated');
     const db2 = new Database(truncated.db);
     db2.prepare('DELETE FROM audit_events WHERE seq > ?').run(OLD + RECENT - 3);
     db2.close();
@@ -349,26 +312,15 @@ describe('audit verify', () => {
     assert.match(cut.stdout, /truncated: the chain ends before the newest signed checkpoint/);
   });
 
-  test('a real process exits 2 for a broken chain', async () => {
-    const tampered = await makeLog('tampered-process', { checkpoint: false });
-    const db = new Database(tampered.db);
-    db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
-    db.close();
-    const run = await cliProcess(['audit', 'verify', '-c', tampered.config]);
-    assert.equal(run.code, 2, run.stderr);
-    assert.match(run.stdout, /broken at:\s+seq 6/);
-    assert.match(run.stdout, /seq_gap/);
-  });
-
   test('the signing key is read, never created; --jwks verifies with public keys instead', async () => {
-    const nokey = await makeLog('nokey');
+    const nokey = await copyLog('nokey');
     await rm(nokey.keyFile);
     const run = await cli(['audit', 'verify', '-c', nokey.config]);
     assert.equal(run.code, 1);
     assert.match(run.stderr, /the signing key .*signing-key\.jwk does not exist/);
     assert.equal(existsSync(nokey.keyFile), false, 'no key was created');
 
-    const withKey = await makeLog('jwks');
+    const withKey = await copyLog('jwks');
     const jwks = path.join(withKey.dir, 'jwks.json');
     await writeFile(jwks, JSON.stringify({ keys: [(await loadSigningKey(withKey.keyFile)).publicJwk] }));
     await rm(withKey.keyFile);
@@ -385,7 +337,7 @@ describe('audit verify', () => {
 
 describe('audit prune', () => {
   test('without --yes: a dry run that says what would go and deletes nothing', async () => {
-    const pruned = await makeLog('dry');
+    const pruned = await copyLog('dry');
     const run = await cli(['audit', 'prune', '-c', pruned.config, '--before', '2021-01-01']);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, new RegExp(`dry run: would delete ${OLD} records older than 2021-01-01T00:00:00.000Z \\(seq 1 to ${OLD},`));
@@ -395,7 +347,7 @@ describe('audit prune', () => {
   });
 
   test('with --yes: deletes, prints the anchor, and verify still passes', async () => {
-    const pruned = await makeLog('prune');
+    const pruned = await copyLog('prune');
     const before = await storeRecords(pruned);
     const run = await cli(['audit', 'prune', '-c', pruned.config, '--before', '2021-01-01T00:00:00Z', '--yes']);
     assert.equal(run.code, 0, run.stderr);
@@ -405,7 +357,7 @@ describe('audit prune', () => {
 
     const verify = await cli(['audit', 'verify', '-c', pruned.config, '--json']);
     assert.equal(verify.code, 0, verify.stdout);
-    const result = JSON.parse(verify.stdout);
+    const result = JSON.parse(verify.stdout) as AuditVerification;
     assert.equal(result.first_seq, OLD + 1);
     assert.equal(result.events, RECENT);
     assert.match((await cli(['audit', 'verify', '-c', pruned.config])).stdout, /records before seq 41 were pruned/);
@@ -425,7 +377,7 @@ describe('audit prune', () => {
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /--before <date>/);
 
-    const tampered = await makeLog('prune-tampered');
+    const tampered = await copyLog('prune-tampered');
     const db = new Database(tampered.db);
     db.prepare("UPDATE audit_events SET subject = 'someone-else' WHERE seq = 3").run();
     db.close();
@@ -437,7 +389,19 @@ describe('audit prune', () => {
   });
 });
 
-describe('pipes', () => {
+// What only a real process shows: the bin's exit code, a closed pipe. Side by side, each on its own log.
+describe('as a real process', { concurrency: true }, () => {
+  test('a broken chain exits 2', async () => {
+    const tampered = await makeLog('tampered-process', { checkpoint: false });
+    const db = new Database(tampered.db);
+    db.prepare('DELETE FROM audit_events WHERE seq = 5').run();
+    db.close();
+    const run = await cliProcess(['audit', 'verify', '-c', tampered.config]);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stdout, /broken at:\s+seq 6/);
+    assert.match(run.stdout, /seq_gap/);
+  });
+
   test('a reader that stops early (| head) ends the command quietly', async () => {
     const run = await cliProcess(['audit', 'query', '-c', log.config, '--format', 'ndjson'], { closeStdoutAfterBytes: 1 });
     assert.equal(run.code, 0, run.stderr);

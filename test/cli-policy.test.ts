@@ -1,15 +1,14 @@
-// oidc-broker policy test | explain, run as a real process (exit codes, stdin), against temp policy directories.
+// oidc-broker policy validate | test | explain, run in-process through runCli against temp policy directories.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import request from 'supertest';
+import type { ExplainOutput } from '../src/policy/explain.js';
 import { AUDIENCE, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { cli, REPO } from './helpers/cli.js';
 
-const REPO = fileURLToPath(new URL('..', import.meta.url));
 const BROKER = 'https://broker.example.com';
 
 const CONFIG = `
@@ -79,35 +78,31 @@ async function workspace(name: string, files: Record<string, string>): Promise<{
   return { config: path.join(base, 'broker.yaml'), dir };
 }
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI as a real process, from source; `stdin` is written to it. */
-function cli(args: string[], stdin?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO, 'test/helpers/cli-main.ts'), ...args], {
-      cwd: REPO,
-      env: { ...process.env, BROKER_CONFIG: '' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(stdin ?? '');
-  });
-}
-
 /** An unsigned JWT: offline explain decodes without verifying. */
 function unsignedJwt(payload: Record<string, unknown>): string {
   const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
   return `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64(payload)}.${Buffer.from('not-a-signature').toString('base64url')}`;
 }
+
+describe('oidc-broker policy validate', () => {
+  test('passes the shipped policies: a count on stdout, exit 0', async () => {
+    const run = await cli(['policy', 'validate', path.join(REPO, 'policies')]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^ok: \d+ policies in \d+ files\n$/);
+    assert.equal(run.stderr, '');
+  });
+
+  test('a broken directory: file:line errors and a count on stderr, exit 1', async () => {
+    const ws = await workspace('validate', {
+      'typo.yaml': 'issuer: github\nallow-token-reuse: true\nclaims:\n  ref: main\ngrant:\n  provider: jwt\n  audience: x\n',
+    });
+    const run = await cli(['policy', 'validate', ws.dir, '-c', ws.config]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /typo\.yaml:2: .*allow_token_reuse/);
+    assert.match(run.stderr, /^1 problem in 1 file$/m);
+    assert.equal(run.stdout, '');
+  });
+});
 
 describe('oidc-broker policy test', () => {
   test('all cases pass: one PASS line each, a summary, exit 0', async () => {
@@ -192,7 +187,7 @@ describe('oidc-broker policy explain', () => {
 
   test('--claims - reads stdin; an allowed decision exits 0; a missing aud is noted', async () => {
     const ws = await workspace('explain-stdin', POLICIES);
-    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '-c', ws.config], JSON.stringify({ repository: 'acme/api', ref: 'refs/heads/main' }));
+    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '-c', ws.config], { stdin: JSON.stringify({ repository: 'acme/api', ref: 'refs/heads/main' }) });
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, /^note: no aud claim: evaluated with audience https:\/\/broker\.example\.com, the first configured audience of issuer 'github'$/m);
     assert.match(run.stdout, /^Decision: ALLOW \(allowed\)$/m);
@@ -204,7 +199,7 @@ describe('oidc-broker policy explain', () => {
     const [allowed, mismatch, fromStdin, viaFlag] = await Promise.all([
       cli(['policy', 'explain', '--policy', 'gitlab', '--token', token, '-c', ws.config]),
       cli(['policy', 'explain', '--policy', 'deploy', '--token', token, '-c', ws.config]),
-      cli(['policy', 'explain', '--policy', 'gitlab', '--token', '-', '--json', '-c', ws.config], `${token}\n`),
+      cli(['policy', 'explain', '--policy', 'gitlab', '--token', '-', '--json', '-c', ws.config], { stdin: `${token}\n` }),
       cli(['policy', 'explain', '--policy', 'gitlab', '--token', token, '--issuer', 'github', '-c', ws.config]),
     ]);
     assert.equal(allowed.code, 0, allowed.stderr);
@@ -213,7 +208,7 @@ describe('oidc-broker policy explain', () => {
     assert.equal(mismatch.code, 3);
     assert.match(mismatch.stdout, /^Decision: DENY \(issuer_mismatch\)$/m);
     assert.equal(fromStdin.code, 0, fromStdin.stderr);
-    assert.equal(JSON.parse(fromStdin.stdout).decision, 'allow');
+    assert.equal((JSON.parse(fromStdin.stdout) as ExplainOutput).decision, 'allow');
     assert.match(fromStdin.stderr, /^oidc-broker: note: token not verified/m, 'with --json the note goes to stderr');
     assert.equal(viaFlag.code, 3);
     assert.match(viaFlag.stdout, /^Decision: DENY \(issuer_mismatch\)$/m);
@@ -226,12 +221,12 @@ describe('oidc-broker policy explain', () => {
     const runs = await Promise.all([
       cli(['policy', 'explain', '--policy', 'deploy', '-c', ws.config]),
       cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '--token', 'x', '-c', ws.config]),
-      cli(['policy', 'explain', '--policy', 'deplo', '--claims', '-', '-c', ws.config], '{}'),
+      cli(['policy', 'explain', '--policy', 'deplo', '--claims', '-', '-c', ws.config], { stdin: '{}' }),
       cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config]),
-      cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '-c', ws.config], '[1]'),
+      cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '-c', ws.config], { stdin: '[1]' }),
       cli(['policy', 'explain', '--policy', 'deploy', '--token', 'not-a-jwt', '-c', ws.config]),
-      cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '--issuer', 'gitlub', '-c', ws.config], '{}'),
-      cli(['policy', 'explain', '--claims', '-', '-c', ws.config], '{}'),
+      cli(['policy', 'explain', '--policy', 'deploy', '--claims', '-', '--issuer', 'gitlub', '-c', ws.config], { stdin: '{}' }),
+      cli(['policy', 'explain', '--claims', '-', '-c', ws.config], { stdin: '{}' }),
     ]);
     const expected = [
       /give either --claims FILE\.json or --token JWT/,
@@ -270,21 +265,21 @@ describe('policy explain --json is the HTTP explain object', () => {
   ] as const) {
     test(name, async () => {
       const token = await fx.issuer.mint({ aud: AUDIENCE, sub: 'repo:acme/api', ...claims });
-      const http = await request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
-      assert.equal(http.status, 200);
+      const res = await request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+      assert.equal(res.status, 200);
+      const http = res.body as ExplainOutput;
       const run = await cli(['policy', 'explain', '--policy', 'deploy', '--token', token, '--json', '-c', path.join(fx.dir, 'broker.yaml')]);
-      assert.equal(run.code, http.body.decision === 'allow' ? 0 : 3, run.stderr);
-      const offline = JSON.parse(run.stdout);
-      assert.deepEqual(Object.keys(offline), Object.keys(http.body));
+      assert.equal(run.code, http.decision === 'allow' ? 0 : 3, run.stderr);
+      const offline = JSON.parse(run.stdout) as ExplainOutput;
+      assert.deepEqual(Object.keys(offline), Object.keys(http));
       assert.equal(offline.explain_id, null);
-      assert.match(http.body.explain_id, /^[0-9A-Z]{26}$/);
+      assert.match(http.explain_id ?? '', /^[0-9A-Z]{26}$/);
       // Identical but for the policies' expected values, which only the offline form (the policy owner's) shows.
-      const hide = (body: { evaluations: { effect: string; conditions: { expected: string }[] }[] }) =>
-        body.evaluations.map((e) => ({ ...e, conditions: e.conditions.map((c) => ({ ...c, expected: '(hidden)' })) }));
-      assert.deepEqual(hide(offline), http.body.evaluations);
-      assert.deepEqual({ ...offline, explain_id: null, evaluations: null }, { ...http.body, explain_id: null, evaluations: null });
-      const offlineDeny = offline.evaluations.find((e: { policy: string }) => e.policy === 'deny-bots');
-      assert.equal(offlineDeny.conditions[0].expected, 'glob bot-*');
+      const hide = (body: ExplainOutput) => body.evaluations.map((e) => ({ ...e, conditions: e.conditions.map((c) => ({ ...c, expected: '(hidden)' })) }));
+      assert.deepEqual(hide(offline), http.evaluations);
+      assert.deepEqual({ ...offline, explain_id: null, evaluations: null }, { ...http, explain_id: null, evaluations: null });
+      const offlineDeny = offline.evaluations.find((e) => e.policy === 'deny-bots');
+      assert.equal(offlineDeny?.conditions[0]?.expected, 'glob bot-*');
     });
   }
 });

@@ -1,44 +1,11 @@
-// The real CLI process: start-up on defaults and on a config, refusals at start, SIGTERM.
+// oidc-broker serve as a real process (bin/oidc-broker.js): start-up on the defaults, OS signals, refusals at start and their exit code.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdtemp, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-const BIN = path.join(REPO, 'bin', 'oidc-broker.js');
-
-interface Running {
-  child: ChildProcess;
-  lines: string[];
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-function run(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Running {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, BROKER_CONFIG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => lines.push(line));
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, lines, stderr: () => stderr, exited };
-}
-
-async function waitForLine(running: Running, match: (line: string) => boolean, timeoutMs = 15_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const line = running.lines.find(match);
-    if (line) return line;
-    if (Date.now() > deadline) throw new Error(`no matching line; stdout:\n${running.lines.join('\n')}\nstderr:\n${running.stderr()}`);
-    if (running.child.exitCode !== null) throw new Error(`exited ${running.child.exitCode}; stderr:\n${running.stderr()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+import { logLine, REPO, spawnCli, waitForOutput } from './helpers/cli.js';
 
 function rawRequest(url: string, options: http.RequestOptions = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -58,15 +25,16 @@ before(async () => {
 });
 after(async () => rm(dir, { recursive: true, force: true }));
 
-describe('oidc-broker serve', () => {
+// Each test has its own directory and process: they run side by side.
+describe('oidc-broker serve', { concurrency: true }, () => {
   test('on the built-in defaults: example policies, SQLite audit, a generated 0600 signing key; SIGTERM exits 0', async () => {
     const cwd = path.join(dir, 'defaults');
     await mkdir(cwd);
     await cp(path.join(REPO, 'policies'), path.join(cwd, 'policies'), { recursive: true });
-    const broker = run(['serve'], cwd, { PORT: '0' });
-    const listening = JSON.parse(await waitForLine(broker, (l) => l.includes('"msg":"listening"'))) as { url: string };
+    const broker = spawnCli(['serve'], { cwd, env: { PORT: '0' } });
+    const listening = (await waitForOutput(broker, logLine('listening'))) as { url: string };
     assert.match(listening.url, /^http:\/\/127\.0\.0\.1:\d+$/);
-    assert.ok(broker.lines.some((l) => l.includes('created a new broker signing key')), 'says it created the key');
+    assert.ok(logLine('created a new broker signing key')(broker.stdout()), 'says it created the key');
     const keyMode = (await stat(path.join(cwd, 'data', 'signing-key.jwk'))).mode & 0o777;
     assert.equal(keyMode, 0o600);
     assert.equal((await stat(path.join(cwd, 'data', 'audit.db'))).isFile(), true);
@@ -77,37 +45,39 @@ describe('oidc-broker serve', () => {
     // Headers past the cap are refused before any route runs, with the contract's code.
     const big = await rawRequest(`${listening.url}/healthz`, { headers: { 'x-padding': 'x'.repeat(20_000) } });
     assert.equal(big.status, 413);
-    assert.equal(JSON.parse(big.body).error, 'request_too_large');
+    assert.equal((JSON.parse(big.body) as { error: string }).error, 'request_too_large');
 
     broker.child.kill('SIGTERM');
     assert.equal(await broker.exited, 0);
-    assert.ok(broker.lines.some((l) => l.includes('"msg":"stopped"')));
-    for (const line of broker.lines) assert.doesNotThrow(() => JSON.parse(line), `log lines are JSON: ${line}`);
+    assert.ok(logLine('stopped')(broker.stdout()));
+    for (const line of broker.stdout().trimEnd().split('\n')) assert.doesNotThrow(() => JSON.parse(line), `log lines are JSON: ${line}`);
   });
 
   test('SIGTERM lets an in-flight request finish before exiting', async () => {
     const cwd = path.join(dir, 'inflight');
     await mkdir(cwd);
     await cp(path.join(REPO, 'policies'), path.join(cwd, 'policies'), { recursive: true });
-    const broker = run(['serve'], cwd, { PORT: '0' });
-    const { url } = JSON.parse(await waitForLine(broker, (l) => l.includes('"msg":"listening"'))) as { url: string };
+    const broker = spawnCli(['serve'], { cwd, env: { PORT: '0' } });
+    const { url } = (await waitForOutput(broker, logLine('listening'))) as { url: string };
     // A request whose body is still arriving when SIGTERM lands must still be answered.
     const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = http.request(`${url}/v1/exchange`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength('{"policy":"local-dev"}')) } }, (res) => {
+      // agent: false closes the connection after the answer, so the exit does not wait for an idle keep-alive connection.
+      const req = http.request(`${url}/v1/exchange`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength('{"policy":"local-dev"}')) } }, (res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
       });
       req.on('error', reject);
       req.write('{"policy":');
+      // The pause lets the server take the request in before the signal; the rest of the body follows once the signal is logged.
       setTimeout(() => {
         broker.child.kill('SIGTERM');
-        setTimeout(() => req.end('"local-dev"}'), 300);
+        waitForOutput(broker, logLine('signal received')).then(() => req.end('"local-dev"}'), reject);
       }, 200);
     });
     const res = await answered;
     assert.equal(res.status, 401, res.body);
-    assert.equal(JSON.parse(res.body).error, 'invalid_token');
+    assert.equal((JSON.parse(res.body) as { error: string }).error, 'invalid_token');
     assert.equal(await broker.exited, 0);
   });
 
@@ -115,7 +85,7 @@ describe('oidc-broker serve', () => {
     const cwd = path.join(dir, 'badconfig');
     await mkdir(cwd);
     await writeFile(path.join(cwd, 'broker.yaml'), 'server:\n  port: 8080\n  hots: 0.0.0.0\n');
-    const broker = run(['serve'], cwd);
+    const broker = spawnCli(['serve'], { cwd });
     assert.equal(await broker.exited, 1);
     assert.match(broker.stderr(), /broker\.yaml:3: server: unknown key 'hots'/);
   });
@@ -124,36 +94,11 @@ describe('oidc-broker serve', () => {
     const cwd = path.join(dir, 'badpolicy');
     await mkdir(path.join(cwd, 'policies'), { recursive: true });
     await writeFile(path.join(cwd, 'policies', 'broken.yaml'), 'issuer: local\nclaims:\n  ref: { regex: "(a)\\\\1" }\ngrant:\n  provider: jwt\n  audience: x\n');
-    const broker = run(['serve', '--config', path.join(cwd, 'missing.yaml')], cwd);
+    const broker = spawnCli(['serve', '--config', path.join(cwd, 'missing.yaml')], { cwd });
+    const again = spawnCli(['serve'], { cwd, env: { PORT: '0' } });
     assert.equal(await broker.exited, 1);
     assert.match(broker.stderr(), /missing\.yaml: cannot read the config file/);
-
-    const again = run(['serve'], cwd, { PORT: '0' });
     assert.equal(await again.exited, 1);
     assert.match(again.stderr(), /broken\.yaml:3: claims\.ref/);
-  });
-});
-
-describe('oidc-broker policy validate and keys generate', () => {
-  test('validate passes the shipped policies and fails a broken directory with exit 1', async () => {
-    const ok = run(['policy', 'validate', path.join(REPO, 'policies')], REPO);
-    assert.equal(await ok.exited, 0, ok.stderr());
-    const cwd = path.join(dir, 'validate');
-    await mkdir(path.join(cwd, 'policies'), { recursive: true });
-    await writeFile(path.join(cwd, 'policies', 'typo.yaml'), 'issuer: local\nallow-token-reuse: true\nclaims:\n  ref: main\ngrant:\n  provider: jwt\n  audience: x\n');
-    const bad = run(['policy', 'validate', 'policies'], cwd);
-    assert.equal(await bad.exited, 1);
-    assert.match(bad.stderr(), /typo\.yaml:2/);
-    assert.match(bad.stderr(), /allow_token_reuse/);
-  });
-
-  test('keys generate writes a 0600 private JWK and never overwrites', async () => {
-    const out = path.join(dir, 'new-key.jwk');
-    const first = run(['keys', 'generate', '--out', out], dir);
-    assert.equal(await first.exited, 0, first.stderr());
-    assert.equal((await stat(out)).mode & 0o777, 0o600);
-    const second = run(['keys', 'generate', '--out', out], dir);
-    assert.equal(await second.exited, 1);
-    assert.match(second.stderr(), /already exists/);
   });
 });

@@ -29,7 +29,7 @@ describe('real GitHub Actions tokens, static JWKS, injected clock', () => {
     globalThis.fetch = ((input: unknown) => {
       fetchCalls.push(String(input));
       return Promise.reject(new Error('network access is not allowed in this test'));
-    }) as typeof fetch;
+    });
   });
   after(() => {
     globalThis.fetch = realFetch;

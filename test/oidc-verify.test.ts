@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { exportJWK, generateKeyPair } from 'jose';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+import { DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from '../src/oidc/jwks.js';
 import { MAX_TOKEN_LENGTH } from '../src/oidc/jws.js';
 import type { JwksFetchOutcome } from '../src/oidc/types.js';
 import { createTokenVerifier, readUnverifiedIdentity, type TokenVerifierOptions } from '../src/oidc/verify.js';
@@ -13,8 +15,8 @@ import {
   decodePayload,
   issuerConfigFor,
   JWKS_PATH,
+  manualClock,
   nowSeconds,
-  sleep,
   startCountingServer,
   withPayload,
   type CountingServer,
@@ -330,7 +332,7 @@ describe('verify: one dev issuer over loopback HTTP', () => {
 
 describe('verify: key sources', () => {
   it('discovery: fetched once, then cached', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
       await verifier.verify(await issuer.mint());
@@ -344,7 +346,7 @@ describe('verify: key sources', () => {
   });
 
   it('concurrent first tokens share one discovery and one JWKS fetch', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
       const tokens = await Promise.all(Array.from({ length: 20 }, () => issuer.mint()));
@@ -370,17 +372,18 @@ describe('verify: key sources', () => {
   });
 
   it('static jwks: no network at all, even for an unknown kid', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const fetches: string[] = [];
+    const clock = manualClock();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwks: issuer.jwks() as { keys: Record<string, unknown>[] } })], {
-        ...FAST,
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwks: issuer.jwks() })], {
+        now: clock.now,
         onJwksFetch: (name, outcome) => fetches.push(`${name}:${outcome}`),
       });
       await verifier.verify(await issuer.mint());
       await assertInvalidToken(verifier.verify(await issuer.mint({}, { kid: 'not-a-published-kid' })), 'unknown_key');
       await issuer.rotateKey();
-      await sleep(250);
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
       await assertInvalidToken(verifier.verify(await issuer.mint()), 'unknown_key');
       assert.equal(issuer.requestCount(DISCOVERY_PATH), 0);
       assert.equal(issuer.requestCount(JWKS_PATH), 0);
@@ -391,7 +394,7 @@ describe('verify: key sources', () => {
   });
 
   it('static jwks with private or symmetric key material is refused at creation', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const pub = issuer.jwks().keys[0] as Record<string, unknown>;
       for (const keys of [[{ ...pub, d: 'AAAA' }], [{ kty: 'oct', k: 'c2VjcmV0' }], 'not-an-array']) {
@@ -441,14 +444,15 @@ describe('verify: key sources', () => {
 
 describe('verify: remote key refresh', () => {
   it('key rotation: a new kid triggers one refetch, and old tokens keep verifying', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 150, fetchTimeoutMs: 1000 });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
       const oldKid = issuer.kid;
       const oldToken = await issuer.mint();
       await verifier.verify(oldToken);
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
-      await sleep(200);
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
       const newKid = await issuer.rotateKey();
       const newToken = await issuer.mint();
       assert.notEqual(newKid, oldKid);
@@ -464,16 +468,18 @@ describe('verify: remote key refresh', () => {
   });
 
   it('a rotation inside the cooldown is picked up only once the cooldown has passed', async () => {
-    // ES256: key generation is fast, so the rotation surely lands inside the cooldown.
     const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 1000, fetchTimeoutMs: 1000 });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
       await verifier.verify(await issuer.mint());
       await issuer.rotateKey();
       const token = await issuer.mint();
       await assertInvalidToken(verifier.verify(token), 'unknown_key');
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS - 1);
+      await assertInvalidToken(verifier.verify(token), 'unknown_key');
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
-      await sleep(1050);
+      clock.advance(1);
       await verifier.verify(token);
       assert.equal(issuer.requestCount(JWKS_PATH), 2);
     } finally {
@@ -484,10 +490,10 @@ describe('verify: remote key refresh', () => {
   it('a flood of tokens with random kids causes at most one refetch per cooldown', async () => {
     const issuer = await startDevIssuer({ alg: 'ES256' });
     const fetches: JwksFetchOutcome[] = [];
+    const clock = manualClock();
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
-        jwksCooldownMs: 2000,
-        fetchTimeoutMs: 1000,
+        now: clock.now,
         onJwksFetch: (_name, outcome) => fetches.push(outcome),
       });
       await verifier.verify(await issuer.mint());
@@ -498,7 +504,7 @@ describe('verify: remote key refresh', () => {
       await Promise.all(early.map((t) => assertInvalidToken(verifier.verify(t), 'unknown_key')));
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
 
-      await sleep(2100);
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
       // Cooldown over: 50 concurrent misses share exactly one refetch...
       const flood = await Promise.all(Array.from({ length: 50 }, () => issuer.mint({}, { kid: randomUUID() })));
       await Promise.all(flood.map((t) => assertInvalidToken(verifier.verify(t), 'unknown_key')));
@@ -514,6 +520,24 @@ describe('verify: remote key refresh', () => {
       await issuer.close();
     }
   });
+
+  it('keys older than the cache max age are refetched before use, even for a known kid', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS - 1);
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+      clock.advance(1);
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
+      assert.equal(issuer.requestCount(DISCOVERY_PATH), 1, 'discovery is not repeated');
+    } finally {
+      await issuer.close();
+    }
+  });
 });
 
 describe('verify: unavailable issuers', () => {
@@ -521,31 +545,31 @@ describe('verify: unavailable issuers', () => {
 
   for (const mode of modes) {
     it(`jwks_uri answering "${mode}" -> IssuerUnavailableError(jwks_unavailable), then recovery`, async () => {
-      const issuer = await startDevIssuer();
+      const issuer = await startDevIssuer({ alg: 'ES256' });
       const fetches: JwksFetchOutcome[] = [];
+      const clock = manualClock();
       try {
         const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
-          jwksCooldownMs: 250,
+          now: clock.now,
           fetchTimeoutMs: 300,
           onJwksFetch: (_name, outcome) => fetches.push(outcome),
         });
         const token = await issuer.mint();
         issuer.setFailure(mode);
-        const started = Date.now();
         const err = await assertIssuerUnavailable(verifier.verify(token), 'jwks_unavailable');
-        assert.ok(Date.now() - started < 2000, 'bounded by the fetch timeout');
         assert.ok(!err.message.includes(token));
         assert.equal(issuer.requestCount(JWKS_PATH), 1);
         if (mode === 'redirect') assert.equal(issuer.requestCount(`/redirected${JWKS_PATH}`), 0, 'the redirect must not be followed');
 
-        // Within the cooldown: fail fast, no new request.
+        // Within the cooldown, up to its last millisecond: fail fast, no new request, even once the issuer is back.
         await assertIssuerUnavailable(verifier.verify(token), 'jwks_unavailable');
+        issuer.setFailure('none');
+        clock.advance(DEFAULT_JWKS_COOLDOWN_MS - 1);
         await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
         assert.equal(issuer.requestCount(JWKS_PATH), 1);
 
-        // Back up, cooldown over: verifies.
-        issuer.setFailure('none');
-        await sleep(300);
+        // Cooldown over: verifies.
+        clock.advance(1);
         await verifier.verify(token);
         assert.equal(issuer.requestCount(JWKS_PATH), 2);
         assert.deepEqual(fetches, ['error', 'ok']);
@@ -557,18 +581,21 @@ describe('verify: unavailable issuers', () => {
 
   for (const mode of modes) {
     it(`discovery answering "${mode}" -> IssuerUnavailableError(discovery_failed), then recovery`, async () => {
-      const issuer = await startDevIssuer();
+      const issuer = await startDevIssuer({ alg: 'ES256' });
+      const clock = manualClock();
       try {
-        const verifier = createTokenVerifier([issuerConfigFor(issuer)], { jwksCooldownMs: 250, fetchTimeoutMs: 300 });
+        const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now, fetchTimeoutMs: 300 });
         const token = await issuer.mint();
         issuer.setFailure(mode);
         await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
         await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
+        issuer.setFailure('none');
+        clock.advance(DEFAULT_JWKS_COOLDOWN_MS - 1);
+        await assertIssuerUnavailable(verifier.verify(token), 'discovery_failed');
         assert.equal(issuer.requestCount(DISCOVERY_PATH), 1, 'a failed discovery is retried at most once per cooldown');
         assert.equal(issuer.requestCount(JWKS_PATH), 0);
         if (mode === 'redirect') assert.equal(issuer.requestCount(`/redirected${DISCOVERY_PATH}`), 0);
-        issuer.setFailure('none');
-        await sleep(300);
+        clock.advance(1);
         await verifier.verify(token);
         assert.equal(issuer.requestCount(DISCOVERY_PATH), 2);
       } finally {
@@ -578,7 +605,7 @@ describe('verify: unavailable issuers', () => {
   }
 
   it('an issuer that is not listening at all', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const token = await issuer.mint();
     const config = issuerConfigFor(issuer);
     await issuer.close();
@@ -587,7 +614,7 @@ describe('verify: unavailable issuers', () => {
   });
 
   it('cached keys keep working while the issuer is down', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
       await verifier.verify(await issuer.mint());
@@ -604,7 +631,24 @@ describe('verify: unavailable issuers', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{"keys": "nope"}');
     });
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${server.url}/jwks` })], FAST);
+      await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
+      assert.equal(server.count(), 1);
+    } finally {
+      await Promise.all([server.close(), issuer.close()]);
+    }
+  });
+  it('a JWKS that publishes a private key is the issuer\'s fault: jwks_unavailable, not a bad token', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const { privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const server = await startCountingServer((_req, res) => {
+      void exportJWK(privateKey).then((jwk) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ keys: [{ ...jwk, kid: issuer.kid, alg: 'ES256' }] }));
+      });
+    });
     try {
       const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${server.url}/jwks` })], FAST);
       await assertIssuerUnavailable(verifier.verify(await issuer.mint()), 'jwks_unavailable');
@@ -617,7 +661,7 @@ describe('verify: unavailable issuers', () => {
 
 describe('verify: discovery document checks', () => {
   it('refuses a discovery document whose issuer differs from the configured one (trailing slash)', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       // Configured with a trailing slash; the document says it without. Discovery
       // still goes to <issuer>/.well-known/... (OIDC Discovery 4.1) but must refuse.
@@ -632,7 +676,7 @@ describe('verify: discovery document checks', () => {
   });
 
   it('refuses a discovery document naming another issuer', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       issuer.setDiscoveryOverride({ issuer: 'https://token.actions.githubusercontent.com' });
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
@@ -644,7 +688,7 @@ describe('verify: discovery document checks', () => {
   });
 
   it('refuses a jwks_uri the broker may not fetch', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const counting = await startCountingServer();
     try {
       for (const jwksUri of ['http://10.0.0.1/jwks', 'file:///etc/passwd', 'ftp://127.0.0.1/jwks', 42, undefined, `http://user:pass@127.0.0.1:1/jwks`]) {
@@ -659,7 +703,7 @@ describe('verify: discovery document checks', () => {
   });
 
   it('follows a jwks_uri on another allowed origin', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     const keys = await startCountingServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/jwk-set+json' });
       res.end(JSON.stringify(issuer.jwks()));
@@ -678,7 +722,7 @@ describe('verify: discovery document checks', () => {
 
 describe('verify: injected clock', () => {
   it('uses now() for exp, nbf, iat and max age', async () => {
-    const issuer = await startDevIssuer();
+    const issuer = await startDevIssuer({ alg: 'ES256' });
     try {
       const iat = 1_900_000_000;
       const token = await issuer.mint({ nbf: iat }, { issuedAt: iat, expiresInSeconds: 600 });

@@ -29,7 +29,7 @@ function allowPolicy(repository: string, extra = ''): string {
 const BROKEN = `# marker-from-a-broken-policy-file\nissuer: local\nclaims:\n  ref: { regex: "(a)\\\\1" }\ngrant:\n  provider: jwt\n  audience: x\n`;
 
 /** Polls until `check` holds; generous bound, never a fixed sleep. */
-async function eventually<T>(what: string | (() => string), probe: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 5_000): Promise<T> {
+async function eventually<T>(what: string | (() => string), probe: () => T | Promise<T>, check: (value: T) => boolean, timeoutMs = 5_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -122,8 +122,8 @@ describe('policy hot reload in a running broker', () => {
     assert.equal(ready.policies.loaded_at, good.loaded_at);
     assert.equal(ready.policies.count, 1);
     assert.equal(ready.policies.last_reload?.outcome, 'failure');
-    assert.ok(ready.policies.last_reload!.errors.length >= 1);
-    assert.match(ready.policies.last_reload!.errors[0]!, /deploy\.yaml:4: claims\.ref/);
+    assert.ok(ready.policies.last_reload.errors.length >= 1);
+    assert.match(ready.policies.last_reload.errors[0]!, /deploy\.yaml:4: claims\.ref/);
     assert.equal(await exchangeStatus(fx, 'deploy', { repository: 'acme/web' }), 200, 'exchanges are still decided by the old policy');
     assert.equal(await exchangeStatus(fx, 'deploy', { repository: 'acme/api' }), 403);
     assert.ok((await reloadCount(fx, 'failure')) > failuresBefore);
@@ -255,7 +255,7 @@ describe('the reloader on its own (no watcher)', () => {
     try {
       await writeFile(path.join(dir, 'p.yaml'), allowPolicy('acme/v1'));
       const p1 = reloader.reload('watch');
-      await eventually('the first reload to be compiling', async () => compiles, (n) => n === 1);
+      await eventually('the first reload to be compiling', () => compiles, (n) => n === 1);
       await writeFile(path.join(dir, 'p.yaml'), allowPolicy('acme/v2'));
       const later = [reloader.reload('watch'), reloader.reload('sighup'), reloader.reload('watch'), reloader.reload('watch')];
       release();
@@ -263,11 +263,11 @@ describe('the reloader on its own (no watcher)', () => {
       assert.equal(maxActive, 1, 'never two reloads at once');
       assert.equal(compiles, 2, 'the four calls made during the first reload share one more');
       for (const r of rest) assert.equal(r, rest[0]);
-      assert.equal(r1!.outcome, 'success');
+      assert.equal(r1.outcome, 'success');
       assert.equal(rest[0]!.outcome, 'success');
       assert.equal(rest[0]!.trigger, 'sighup', 'an operator request among them names the shared reload');
       assert.equal(reloader.current().sha256, (await readPolicyDirConsistent(dir)).sha256, 'the follow-up read the latest files');
-      assert.notEqual(r1!.serving.sha256, rest[0]!.serving.sha256);
+      assert.notEqual(r1.serving.sha256, rest[0]!.serving.sha256);
       assert.equal(reloader.status().last_reload?.trigger, 'sighup');
       const text = await metrics.registry.metrics();
       assert.match(text, /^broker_policy_reloads_total\{outcome="success"\} 2$/m);
@@ -413,7 +413,10 @@ describe('atomic swap under load (ConfigMap-style ..data symlink swaps)', () => 
     assert.ok(seen.x['issued-A'] > 0 && seen.y['issued-B'] > 0, `both versions served during the load: ${JSON.stringify(seen)}`);
     assert.ok(seen.x.denied > 0 && seen.y.denied > 0, `and refused per version: ${JSON.stringify(seen)}`);
     assert.ok(swaps >= 4, `the set was swapped while requests ran (${swaps} swaps)`);
-    assert.equal(logs(fx, 'policy reload failed').length, 0, 'no reload failed: a symlink swap is never seen half done');
+    // A reload that overlaps a flip may find the directory changed while it read it: it then keeps the
+    // serving set and leaves the change to the next reload. Any other failure means a swap was seen half done.
+    const failures = logs(fx, 'policy reload failed').filter((l) => !(l.errors as string[]).every((e) => e.endsWith('the directory changed while it was read; the next reload will pick it up')));
+    assert.deepEqual(failures, [], 'no reload failed otherwise: a symlink swap is never seen half done');
   });
 });
 
@@ -438,14 +441,14 @@ describe('oidc-broker serve (the built CLI)', () => {
     const proc = spawn(process.execPath, [BIN, 'serve'], { cwd: dir, env: { ...process.env, BROKER_CONFIG: '', PORT: '0', LOG_LEVEL: 'debug' }, stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     const lines: string[] = [];
-    createInterface({ input: proc.stdout! }).on('line', (line) => lines.push(line));
+    createInterface({ input: proc.stdout }).on('line', (line) => lines.push(line));
     let stderr = '';
-    proc.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
     const waitFor = async (match: (l: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
       const found = await eventually(
         () => `a log line (so far:\n${lines.join('\n')}\nstderr: ${stderr})`,
-        async () => {
+        () => {
           if (proc.exitCode !== null) assert.fail(`exited ${proc.exitCode}: ${stderr}`);
           return lines.map((l) => JSON.parse(l) as Record<string, unknown>).find(match);
         },

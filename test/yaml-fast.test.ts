@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { generate } from '../bench/policies.js';
+import { generate } from './helpers/policy-corpus.js';
 import type { KeyPath } from '../src/yaml/document.js';
 import { parseSimpleYaml } from '../src/yaml/fast.js';
 import { parseYaml, parseYamlWithLibrary } from '../src/yaml/parse.js';

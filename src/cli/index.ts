@@ -8,8 +8,8 @@ import { registerServeCommand } from './serve.js';
 
 /**
  * Runs the CLI (contract section 6) and resolves to the process exit code.
- * `argv` is node-style (`[node, script, ...args]`); `io` is where commander
- * and the audit commands write (the process's streams by default).
+ * `argv` is node-style (`[node, script, ...args]`); `io` is where commander and
+ * every command read, write and hear signals (the process's by default).
  */
 export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<number> {
   const program = new Command('oidc-broker')
@@ -17,14 +17,14 @@ export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<nu
     .exitOverride()
     .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text) })
     .showHelpAfterError();
-  registerServeCommand(program);
-  registerPolicyCommands(program);
-  registerKeysCommands(program);
+  registerServeCommand(program, io);
+  registerPolicyCommands(program, io);
+  registerKeysCommands(program, io);
   registerAuditCommands(program, io);
-  registerDevCommands(program);
+  registerDevCommands(program, io);
   try {
     await program.parseAsync(argv);
-    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+    return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode;
     if (err instanceof CliExit) {

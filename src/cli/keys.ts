@@ -1,8 +1,9 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { generateSigningJwk } from '../keys/signing-key.js';
+import { CliExit, type CliIo } from './io.js';
 
-export function registerKeysCommands(program: Command): void {
+export function registerKeysCommands(program: Command, io: CliIo): void {
   const keys = program.command('keys').description('Manage the broker signing key.');
   keys
     .command('generate')
@@ -12,15 +13,15 @@ export function registerKeysCommands(program: Command): void {
       const jwk = await generateSigningJwk();
       const text = `${JSON.stringify(jwk)}\n`;
       if (!options.out) {
-        process.stdout.write(text);
+        io.stdout.write(text);
         return;
       }
       try {
         await writeFile(options.out, text, { mode: 0o600, flag: 'wx' });
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`${options.out} already exists; move it away first (a key is never overwritten)`);
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new CliExit(1, `${options.out} already exists; move it away first (a key is never overwritten)`);
         throw err;
       }
-      process.stderr.write(`wrote signing key ${jwk.kid} to ${options.out}\n`);
+      io.stderr.write(`wrote signing key ${jwk.kid} to ${options.out}\n`);
     });
 }

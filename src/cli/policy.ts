@@ -10,7 +10,7 @@ import { loadPolicyDir } from '../policy/load.js';
 import { isPolicyTestFileName, runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
 import type { CompileContext, PolicyFile, PolicySet } from '../policy/types.js';
 import { suggest } from '../policy/yaml-values.js';
-import { CliExit, PROCESS_IO, readConfig, type CliIo } from './io.js';
+import { CliExit, readConfig, type CliIo } from './io.js';
 
 const CONFIG_HELP = 'config file naming the issuers and providers policies may use (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
 const DIR_HELP = 'policy directory (default: the configured policies.dir)';
@@ -27,7 +27,7 @@ interface ExplainOptions {
   config?: string;
 }
 
-export function registerPolicyCommands(program: Command, io: CliIo = PROCESS_IO): void {
+export function registerPolicyCommands(program: Command, io: CliIo): void {
   const policy = program.command('policy').description('Work with trust policies offline.');
   policy
     .command('validate')
@@ -39,12 +39,11 @@ export function registerPolicyCommands(program: Command, io: CliIo = PROCESS_IO)
       const files = await loadPolicyDir(dir ?? config.policies.dir);
       const result = compilePolicies(files, compileContext(config));
       if (!result.ok) {
-        process.stderr.write(`${result.issues.map(formatPolicyIssue).join('\n')}\n`);
-        process.stderr.write(`${result.issues.length} problem${result.issues.length === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
-        process.exitCode = 1;
-        return;
+        io.stderr.write(`${result.issues.map(formatPolicyIssue).join('\n')}\n`);
+        io.stderr.write(`${result.issues.length} problem${result.issues.length === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
+        throw new CliExit(1);
       }
-      process.stdout.write(`ok: ${result.set.size} polic${result.set.size === 1 ? 'y' : 'ies'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
+      io.stdout.write(`ok: ${result.set.size} polic${result.set.size === 1 ? 'y' : 'ies'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
     });
 
   policy
@@ -158,11 +157,11 @@ async function runExplain(dir: string | undefined, options: ExplainOptions, io: 
   let claims: Record<string, unknown>;
   let issuerName: string;
   if (options.token !== undefined) {
-    claims = decodeToken(options.token === '-' ? (await readStdin()).trim() : options.token);
+    claims = decodeToken(options.token === '-' ? (await readStdin(io)).trim() : options.token);
     notes.push(UNVERIFIED_NOTE);
     issuerName = options.issuer ?? issuerOfToken(config, claims, notes) ?? policy.issuer;
   } else {
-    claims = parseClaims(options.claims === '-' ? await readStdin() : await readText(options.claims!, '--claims'), options.claims!);
+    claims = parseClaims(options.claims === '-' ? await readStdin(io) : await readText(options.claims!, '--claims'), options.claims!);
     issuerName = options.issuer ?? policy.issuer;
   }
   if (!ctx.issuers.has(issuerName)) {
@@ -193,7 +192,7 @@ function issuerOfToken(config: BrokerConfig, claims: Record<string, unknown>, no
 
 function decodeToken(token: string): Record<string, unknown> {
   try {
-    return decodeJwt(token) as Record<string, unknown>;
+    return decodeJwt(token);
   } catch (err) {
     throw new CliExit(1, `--token: not a JWT whose payload is a JSON object (${err instanceof Error ? err.message : String(err)})`);
   }
@@ -250,9 +249,9 @@ async function readText(file: string, what: string): Promise<string> {
   }
 }
 
-async function readStdin(): Promise<string> {
+async function readStdin(io: CliIo): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  for await (const chunk of io.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
 }
 

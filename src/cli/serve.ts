@@ -5,14 +5,15 @@ import { createLogger } from '../logger.js';
 import { createBroker, type Broker } from '../main.js';
 import { PolicyLoadError } from '../policy/issues.js';
 import { PolicyDirError } from '../policy/load.js';
+import { CliExit, type CliIo } from './io.js';
 
-export function registerServeCommand(program: Command): void {
+export function registerServeCommand(program: Command, io: CliIo): void {
   program
     .command('serve')
     .description('Start the HTTP server.')
     .option('-c, --config <file>', 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)')
     .action(async (options: { config?: string }) => {
-      const logger = createLogger();
+      const logger = createLogger({ stream: io.stdout });
       // SIGHUP re-reads the policy directory (the reloader logs the outcome; a failure keeps the last good set).
       // Installed before anything else and kept while shutting down: without a handler, SIGHUP kills the process.
       let broker: Broker | undefined;
@@ -25,7 +26,7 @@ export function registerServeCommand(program: Command): void {
         if (broker) void broker.reloadPolicies('sighup');
         else sighupWhileStarting = true;
       };
-      process.on('SIGHUP', onSighup);
+      io.signals.on('SIGHUP', onSighup);
       let running;
       try {
         const config = await loadConfig(resolveConfigPath(options.config));
@@ -34,28 +35,29 @@ export function registerServeCommand(program: Command): void {
         if (sighupWhileStarting) void broker.reloadPolicies('sighup');
         running = await listen(broker, { host: config.server.host, port: config.server.port, logger });
       } catch (err) {
-        process.off('SIGHUP', onSighup);
+        io.signals.off('SIGHUP', onSighup);
         if (err instanceof ConfigError || err instanceof PolicyLoadError || err instanceof PolicyDirError) {
           logger.error('cannot start', { error: err.message });
-          process.stderr.write(`oidc-broker: cannot start:\n${err.message}\n`);
-          process.exitCode = 1;
-          return;
+          throw new CliExit(1, `cannot start:\n${err.message}`);
         }
         throw err;
       }
       const server = running;
-      await new Promise<void>((resolve) => {
+      const stopped = await new Promise<boolean>((resolve) => {
         const stop = (signal: NodeJS.Signals) => {
           logger.info('signal received', { signal });
           stopping = true;
-          server.shutdown().then(resolve, (err: unknown) => {
-            logger.error('shutdown failed', { error: err instanceof Error ? err.message : String(err) });
-            process.exitCode = 1;
-            resolve();
-          });
+          server.shutdown().then(
+            () => resolve(true),
+            (err: unknown) => {
+              logger.error('shutdown failed', { error: err instanceof Error ? err.message : String(err) });
+              resolve(false);
+            },
+          );
         };
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
+        io.signals.once('SIGTERM', stop);
+        io.signals.once('SIGINT', stop);
       });
+      if (!stopped) throw new CliExit(1);
     });
 }

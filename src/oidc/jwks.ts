@@ -1,5 +1,5 @@
-import { createRemoteJWKSet, customFetch, errors, type FetchImplementation } from 'jose';
-import { BrokerError, IssuerUnavailableError } from '../errors.js';
+import { createLocalJWKSet, errors, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
+import { IssuerUnavailableError } from '../errors.js';
 import { createIssuerDiscovery } from './discovery.js';
 import { ISSUER_UNAVAILABLE_MESSAGE, toKeyResolver } from './jws.js';
 import { fetchJson, DEFAULT_FETCH_TIMEOUT_MS } from './safe-fetch.js';
@@ -26,6 +26,8 @@ export interface KeyResolverOptions {
   maxResponseBytes?: number | undefined;
   /** Metrics hook, called once per network fetch (discovery or JWKS) with its outcome. */
   onFetch?: OnJwksFetch | undefined;
+  /** Clock for the cooldowns and the cache age; default `Date.now`. */
+  nowMs?: (() => number) | undefined;
 }
 
 /**
@@ -68,60 +70,69 @@ export function createStaticKeyResolver(jwks: { keys: Record<string, unknown>[] 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'];
 
 /**
- * Keys fetched from `jwksUri` with jose's remote JWKS (cache, cooldown, and one
- * shared in-flight fetch for concurrent misses), over {@link fetchJson}
- * (timeout, no redirects, size cap, URL policy). On top of jose, a failed
- * fetch is remembered for `cooldownMs`: until then any further fetch fails at
- * once without a request, so an unreachable issuer is not hammered.
+ * Keys fetched from `jwksUri` over {@link fetchJson} (timeout, no redirects,
+ * size cap, URL policy) and matched with jose's local JWKS rules, with the
+ * cache and cooldown jose's remote JWKS has, on the injected clock:
  *
- * Unknown `kid`: at most one refetch per `cooldownMs` per issuer (jose measures
- * the window from the last successful fetch).
+ * - keys older than `cacheMaxAgeMs` are refetched before use;
+ * - an unknown `kid` refetches at most once per `cooldownMs` (measured from
+ *   the last successful fetch);
+ * - a failed fetch is remembered for `cooldownMs`: until then any further
+ *   fetch fails at once without a request, so an unreachable issuer is not
+ *   hammered;
+ * - concurrent misses share one in-flight fetch.
  *
  * @throws TypeError if `jwksUri` is not an allowed outbound URL.
  */
 export function createRemoteKeyResolver(issuerName: string, jwksUri: string, options: KeyResolverOptions = {}): KeyResolver {
   if (!isAllowedOutboundUrl(jwksUri)) throw new TypeError('jwksUri must be an https URL, or http to a loopback host');
   const cooldownMs = options.cooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS;
+  const cacheMaxAgeMs = options.cacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS;
   const timeoutMs = options.timeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
+  const nowMs = options.nowMs ?? Date.now;
+  let keys: { resolve: KeyResolver; fetchedAt: number } | undefined;
+  let pending: Promise<{ resolve: KeyResolver; fetchedAt: number }> | undefined;
   let lastFailure: { at: number; error: unknown } | undefined;
 
-  const fetchKeys: FetchImplementation = async (url, init) => {
-    if (lastFailure && Date.now() - lastFailure.at < cooldownMs) {
+  const fetchKeys = async (): Promise<{ resolve: KeyResolver; fetchedAt: number }> => {
+    if (lastFailure && nowMs() - lastFailure.at < cooldownMs) {
       throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: lastFailure.error });
     }
-    let body: { keys: unknown[] };
+    let resolve: KeyResolver;
     try {
-      const json = await fetchJson(url, { timeoutMs, maxBytes: options.maxResponseBytes, signal: init.signal });
-      body = toPublicJwks(json);
+      resolve = createLocalJWKSet(toPublicJwks(await fetchJson(jwksUri, { timeoutMs, maxBytes: options.maxResponseBytes })));
     } catch (err) {
-      lastFailure = { at: Date.now(), error: err };
+      lastFailure = { at: nowMs(), error: err };
       options.onFetch?.(issuerName, 'error');
       throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: err });
     }
     lastFailure = undefined;
     options.onFetch?.(issuerName, 'ok');
-    // jose wants a Response; hand it the already validated and size-capped document.
-    return new Response(JSON.stringify(body), { status: 200, headers: { 'content-type': 'application/json' } });
+    keys = { resolve, fetchedAt: nowMs() };
+    return keys;
+  };
+  const refresh = () =>
+    (pending ??= fetchKeys().finally(() => {
+      pending = undefined;
+    }));
+
+  const match: (from: { resolve: KeyResolver }, ...args: Parameters<KeyResolver>) => Promise<CryptoKey> = async (from, protectedHeader, token) => {
+    try {
+      return await from.resolve(protectedHeader, token);
+    } catch (err) {
+      // A published key jose cannot use as a public key means the issuer's JWKS is broken, not the token.
+      if (err instanceof errors.JWKSInvalid) throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: err });
+      throw err;
+    }
   };
 
-  const remote = createRemoteJWKSet(new URL(jwksUri), {
-    cooldownDuration: cooldownMs,
-    cacheMaxAge: options.cacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS,
-    timeoutDuration: timeoutMs,
-    [customFetch]: fetchKeys,
-  });
-
   return async (protectedHeader, token) => {
+    const current = keys !== undefined && nowMs() - keys.fetchedAt < cacheMaxAgeMs ? keys : await refresh();
     try {
-      return await remote(protectedHeader, token);
+      return await match(current, protectedHeader, token);
     } catch (err) {
-      if (err instanceof BrokerError) throw err;
-      // Errors of the fetch itself (timeout, a JWKS jose cannot load) mean the
-      // issuer is unavailable, not that the token is bad. Key-matching errors
-      // (no or several matching keys) go on to the verifier's mapping.
-      if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid || (err instanceof errors.JOSEError && err.code === errors.JOSEError.code)) {
-        throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: err });
-      }
+      // An unknown kid may be a key rotation: refetch, at most once per cooldown.
+      if (err instanceof errors.JWKSNoMatchingKey && nowMs() - current.fetchedAt >= cooldownMs) return match(await refresh(), protectedHeader, token);
       throw err;
     }
   };
@@ -138,6 +149,7 @@ export function createDiscoveredKeyResolver(issuer: IssuerConfig, options: KeyRe
     timeoutMs: options.timeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS,
     maxResponseBytes: options.maxResponseBytes,
     onFetch: options.onFetch ? (outcome) => options.onFetch?.(issuer.name, outcome) : undefined,
+    nowMs: options.nowMs,
   });
   let remote: KeyResolver | undefined;
   return async (protectedHeader, token) => {
@@ -155,7 +167,7 @@ export function createDiscoveredKeyResolver(issuer: IssuerConfig, options: KeyRe
  *
  * @throws Error if it is not `{"keys": [object, ...]}`.
  */
-function toPublicJwks(json: unknown): { keys: unknown[] } {
+function toPublicJwks(json: unknown): JSONWebKeySet {
   if (typeof json !== 'object' || json === null || !Array.isArray((json as { keys?: unknown }).keys)) {
     throw new Error('the JWKS document is not a JWK Set ({"keys": [...]})');
   }
@@ -163,5 +175,5 @@ function toPublicJwks(json: unknown): { keys: unknown[] } {
   if (!keys.every((k) => typeof k === 'object' && k !== null && !Array.isArray(k))) {
     throw new Error('the JWKS document has a member that is not a JWK object');
   }
-  return { keys: keys.filter((k) => (k as { kty?: unknown }).kty !== 'oct') };
+  return { keys: (keys as JWK[]).filter((k) => k.kty !== 'oct') };
 }

@@ -102,7 +102,7 @@ export function decodeCompactJwsHeader(compact: unknown): JWSHeaderParameters {
   if (!COMPACT_JWS.test(compact)) throw toInvalidTokenError('malformed');
   let header: JWSHeaderParameters;
   try {
-    header = decodeProtectedHeader(compact) as JWSHeaderParameters;
+    header = decodeProtectedHeader(compact);
   } catch (cause) {
     throw toInvalidTokenError('malformed', { cause });
   }
@@ -168,10 +168,10 @@ export function translateVerificationError(err: unknown): unknown {
       return toInvalidTokenError('ambiguous_key', { cause });
     case errors.JWKSTimeout.code:
       return new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause });
+    // JOSENotSupported: the algorithm was checked before jose ran, so what is
+    // left here is an unrecognised `crit` extension or an unsupported key: the
+    // token is not one we can process.
     case errors.JOSENotSupported.code:
-    // The algorithm was checked before jose ran, so what is left here is an
-    // unrecognised `crit` extension or an unsupported key: the token is not
-    // one we can process.
     case errors.JWSInvalid.code:
     case errors.JWTInvalid.code:
     default:
@@ -205,7 +205,7 @@ export function toKeyResolver(key: VerificationKeyInput): KeyResolver {
   // no code path can ever select one.
   const usable = (keys as Record<string, unknown>[]).filter((jwk) => jwk.kty !== 'oct');
   try {
-    return createLocalJWKSet({ keys: usable as never[] });
+    return createLocalJWKSet({ keys: usable });
   } catch (cause) {
     throw new TypeError('key is not a valid JWK Set', { cause });
   }

@@ -1,6 +1,6 @@
 import { isAllowedOutboundUrl } from './url-policy.js';
 
-/** Default time budget of one fetch, headers and body included (jose uses 5 s too). */
+/** Default time budget of one fetch, headers and body included. */
 export const DEFAULT_FETCH_TIMEOUT_MS = 5_000;
 /** Default cap on a response body; real JWKS and discovery documents are a few KiB. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 512 * 1024;
@@ -10,8 +10,6 @@ export interface FetchJsonOptions {
   timeoutMs?: number;
   /** Refuse bodies larger than this many bytes; reading stops as soon as it is exceeded. Default 512 KiB. */
   maxBytes?: number;
-  /** An extra signal (for instance jose's own timeout); either one aborts the fetch. */
-  signal?: AbortSignal;
 }
 
 /** Why a fetch failed; for logs, metrics and tests. */
@@ -61,8 +59,7 @@ export async function fetchJson(url: string, options: FetchJsonOptions = {}): Pr
   }
   const timeoutMs = options.timeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+  const signal = AbortSignal.timeout(timeoutMs);
 
   let response: Response;
   try {
@@ -120,7 +117,7 @@ export async function fetchJson(url: string, options: FetchJsonOptions = {}): Pr
 
 async function readCapped(response: Response, maxBytes: number, url: string): Promise<Uint8Array> {
   if (!response.body) return new Uint8Array();
-  const reader = response.body.getReader();
+  const reader: ReadableStreamDefaultReader<Uint8Array> = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
@@ -151,9 +148,9 @@ function isJsonContentType(value: string | null): boolean {
 }
 
 function toFetchError(err: unknown, url: string, timeoutMs: number): FetchFailedError {
-  // AbortSignal.timeout() rejects with a DOMException named TimeoutError; an
-  // outer signal (jose's timeout) may surface as either name. Match on the
-  // error's type name, never on message text.
+  // AbortSignal.timeout() aborts with a DOMException named TimeoutError, which
+  // may surface as an AbortError. Match on the error's type name, never on
+  // message text.
   const name = err instanceof Error || err instanceof DOMException ? err.name : undefined;
   if (name === 'TimeoutError' || name === 'AbortError') {
     return new FetchFailedError('timeout', `${describeUrl(url)} did not answer within ${timeoutMs} ms`, { cause: err });

@@ -14,7 +14,7 @@ import { isAllowedOutboundUrl } from './url-policy.js';
 import type { IssuerConfig, KeyResolver, OnJwksFetch, TokenVerifier, UnverifiedIdentity, VerifiedToken } from './types.js';
 
 export interface TokenVerifierOptions {
-  /** The clock for every time check (`exp`, `nbf`, `iat`, max age). Default: the system clock. */
+  /** The clock for every time check (`exp`, `nbf`, `iat`, max age) and for the key cache and cooldowns. Default: the system clock. */
   now?: () => Date;
   /**
    * Per issuer, the minimum time between remote fetches caused by an unknown
@@ -90,6 +90,7 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
         cacheMaxAgeMs: options.jwksCacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS,
         timeoutMs: options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS,
         onFetch: options.onJwksFetch,
+        nowMs: () => now().getTime(),
       }),
     });
   }
