@@ -3,10 +3,10 @@ import { isAllowedOutboundUrl } from './oidc/url-policy.js';
 
 /**
  * Config field schemas that both `config.ts` and the provider modules'
- * `providers.<name>` sections use (contract section 2).
+ * `providers.<name>` sections use (docs/configuration.md).
  */
 
-/** An `http://` URL is accepted only for loopback hosts (contract section 2). */
+/** An `http://` URL is accepted only for loopback hosts (docs/configuration.md). */
 export const outboundUrl = z
   .string()
   .url('expected a URL')

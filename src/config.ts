@@ -10,7 +10,7 @@ import { formatKeyPath, isPlainObject } from './values.js';
 import type { YamlDocument } from './yaml/document.js';
 import { parseYaml } from './yaml/parse.js';
 
-/** The validated, normalised configuration (contract section 2). */
+/** The validated, normalised configuration (docs/configuration.md). */
 export interface BrokerConfig {
   /** Where the config came from: a file path, or `built-in defaults`. */
   source: string;
@@ -103,7 +103,7 @@ type FileConfig = z.infer<typeof fileSchema>;
 const CIRCLECI_PLACEHOLDER_ORG_ID = '00000000-0000-0000-0000-000000000000';
 
 /**
- * Built-in development defaults (contract section 1): loopback only, a local
+ * Built-in development defaults (README.md#quick-start): loopback only, a local
  * dev issuer (see `oidc-broker dev issuer`) and the hosted CI providers the
  * example policies in `policies/` name, all with the broker's own URL as
  * audience. Keys are fetched only when a token of that issuer arrives.
@@ -128,7 +128,7 @@ export function compileContext(config: BrokerConfig): CompileContext {
 }
 
 /**
- * Finds the config file (contract section 1): `--config`, else `BROKER_CONFIG`,
+ * Finds the config file (README.md#quick-start): `--config`, else `BROKER_CONFIG`,
  * else `./broker.yaml`, else none (built-in defaults).
  */
 export function resolveConfigPath(explicit: string | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
@@ -182,7 +182,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
     issuers.push({
       name: issuer.name,
       issuer: issuer.issuer,
-      // Contract section 2: the public URL is the default audience.
+      // docs/configuration.md: the public URL is the default audience.
       audiences: issuer.audiences ?? [publicUrl],
       jwksUri: issuer.jwks_uri,
       jwks: issuer.jwks_file ? await readJwksFile(path.resolve(baseDir, issuer.jwks_file), `${source}: issuers[${index}].jwks_file`) : undefined,

@@ -2,7 +2,7 @@
  * The broker's error taxonomy. Every refusal the broker makes is one of these
  * classes; `src/http/errors.ts` maps each `code` to exactly one HTTP status.
  *
- * - `code` is the stable wire code (contract section 4).
+ * - `code` is the stable wire code (openapi.yaml).
  * - `reason` is a short machine reason (`expired`, `audience_mismatch`) kept in
  *   the audit record and shown by explain.
  * - `message` is a sentence that is safe to show to the caller: it never holds a

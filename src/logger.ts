@@ -15,7 +15,7 @@ export function createLogger(options: { level?: string; silent?: boolean; stream
   });
 }
 
-/** Contract section 1: the listening line is `"msg":"listening"`, so every line carries `msg`, not winston's `message`. */
+/** README.md#quick-start: the listening line is `"msg":"listening"`, so every line carries `msg`, not winston's `message`. */
 const messageAsMsg = winston.format((info) => {
   const { message, ...rest } = info;
   return Object.assign(rest, { msg: message }) as unknown as winston.Logform.TransformableInfo;

@@ -22,7 +22,7 @@ export interface Broker extends ServedBroker {
   deps: AppDeps;
   /**
    * Re-reads and recompiles the policy directory; the new set serves only if
-   * every file compiles (contract section 3). Never rejects; the result says
+   * every file compiles (docs/policies/reference.md). Never rejects; the result says
    * what happened. SIGHUP calls it; file changes do too, on their own.
    */
   reloadPolicies(trigger?: ReloadTrigger): Promise<ReloadResult>;

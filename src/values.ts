@@ -12,7 +12,7 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 }
 
 /**
- * The string a claim compares and renders as (contract section 3): a string
+ * The string a claim compares and renders as (docs/policies/reference.md): a string
  * as is, a finite number in JavaScript's canonical form (`String(n)`), a
  * boolean as `true`/`false`. Undefined for anything else (absent, null,
  * object, array, a non-finite number), which therefore never equals a policy

@@ -42,7 +42,7 @@ describe('oidc-broker serve', { concurrency: true }, () => {
     const ready = await rawRequest(`${listening.url}/readyz`);
     assert.equal(ready.status, 200, ready.body);
 
-    // Headers past the cap are refused before any route runs, with the contract's code.
+    // Headers past the cap are refused before any route runs, with the documented code.
     const big = await rawRequest(`${listening.url}/healthz`, { headers: { 'x-padding': 'x'.repeat(20_000) } });
     assert.equal(big.status, 413);
     assert.equal((JSON.parse(big.body) as { error: string }).error, 'request_too_large');

@@ -8,7 +8,7 @@ describe('isAllowedOutboundUrl', () => {
   const table: [string, boolean][] = [
     ['https://token.actions.githubusercontent.com', true],
     ['https://gitlab.example.com/.well-known/openid-configuration', true],
-    ['https://10.0.0.1/jwks', true], // https anywhere: the contract's rule
+    ['https://10.0.0.1/jwks', true], // https anywhere: the documented rule (docs/configuration.md)
     ['HTTPS://Issuer.Example.com', true],
     ['http://127.0.0.1:8081', true],
     ['http://127.1.2.3/jwks', true],

@@ -1,4 +1,4 @@
-// The example policies shipped in policies/ (contract sections 3 and 7): every
+// The example policies shipped in policies/ (docs/policies/reference.md): every
 // one compiles with the built-in development defaults (what `npm start` uses),
 // and every case of every policies/*.test.yaml decides as it says, with all the
 // shipped deny policies in force. Independent of the `oidc-broker policy test`

@@ -1,4 +1,4 @@
-// CEL `condition:` (contract section 3): compiled once at load with every
+// CEL `condition:` (docs/policies/reference.md): compiled once at load with every
 // error placed at its file line and expression position; evaluated fail
 // closed (only an exact `true` matches; errors, non-bools and throws do not).
 import assert from 'node:assert/strict';

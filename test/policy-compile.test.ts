@@ -1,4 +1,4 @@
-// compilePolicies (contract section 3, STYLE section 5): every invalid policy
+// compilePolicies (docs/policies/reference.md): every invalid policy
 // is refused at load with file, line and key path; a valid one compiles to an
 // immutable, ready-to-evaluate set.
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// evaluate/lookupPolicy (contract section 3): a request names one policy; it is
+// evaluate/lookupPolicy (docs/policies/reference.md): a request names one policy; it is
 // allowed only if that policy holds for the token's issuer and no deny policy
 // of the same issuer matches.
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// loadPolicyDir: the only I/O of policy/ (STYLE section 5).
+// loadPolicyDir: the only I/O of policy/.
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,4 +1,4 @@
-// Contract section 3, "Matching semantics": one table row per rule. Each row is
+// docs/policies/reference.md, "Matching semantics": one table row per rule. Each row is
 // a policy `claims:` entry as YAML, compiled by the real compiler, and a token's
 // claims; the row pins whether that condition matches.
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// Hot reload of the policy directory (contract section 3, last bullet): SIGHUP
+// Hot reload of the policy directory (docs/policies/reference.md, last bullet): SIGHUP
 // and file changes swap in a new set only when every file compiles; otherwise
 // the last good set keeps serving and /readyz, the log and the metrics say why.
 import { after, before, describe, test } from 'node:test';

@@ -1,4 +1,4 @@
-// Grant templates (contract section 3: "strings may use ${claim} templates").
+// Grant templates (docs/policies/reference.md: "strings may use ${claim} templates").
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { compileTemplate } from '../src/policy/template.js';

@@ -1,4 +1,4 @@
-// Policy test files (contract section 7) and the offline explain output, as pure modules.
+// Policy test files (docs/policies/reference.md) and the offline explain output, as pure modules.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { compilePolicies } from '../src/policy/compile.js';

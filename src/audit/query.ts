@@ -1,6 +1,6 @@
 /**
  * Audit query validation and keyset pagination, shared by every store
- * (contract section 4, `GET /v1/audit/events`).
+ * (openapi.yaml, `GET /v1/audit/events`).
  *
  * Pages are ordered by seq and a cursor is the last seq of a page, so a walk
  * returns every match exactly once even while records are appended: new

@@ -1,5 +1,5 @@
 /**
- * The audit hash chain (contract section 5), pure and store-independent: both
+ * The audit hash chain (docs/audit.md), pure and store-independent: both
  * backends (SQLite, PostgreSQL) share exactly these bytes.
  *
  * Each record commits to its predecessor:
@@ -191,7 +191,7 @@ export function hashRecord(prevHash: string, seq: number, entry: AuditEntry): st
 /**
  * The claim values a `claim.<name>=<value>` query can find: each top-level
  * claim whose value is a string, number or boolean, as [name, string form].
- * The string form is the policy scalar rule (contract section 3): strings as
+ * The string form is the policy scalar rule (docs/policies/reference.md): strings as
  * they are, numbers by `String()`, booleans as "true"/"false". Objects, arrays
  * and null are not indexed, so they never equal a scalar.
  */

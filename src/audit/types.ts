@@ -1,5 +1,5 @@
 /**
- * The audit record (contract section 5). Field names are the wire names, so a
+ * The audit record (docs/audit.md). Field names are the wire names, so a
  * record reads the same in the store, the API and an export.
  */
 export type AuditDecision = 'issued' | 'denied' | 'error' | 'explain';

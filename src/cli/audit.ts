@@ -47,7 +47,7 @@ interface QueryOptions {
   config?: string;
 }
 
-/** `oidc-broker audit query|verify|prune` (contract section 6), against the configured audit store. */
+/** `oidc-broker audit query|verify|prune` (README.md#cli), against the configured audit store. */
 export function registerAuditCommands(program: Command, io: CliIo): void {
   const audit = program.command('audit').description('Query, verify and prune the audit log named by audit.url in the config.');
 

@@ -7,7 +7,7 @@ import { registerPolicyCommands } from './policy.js';
 import { registerServeCommand } from './serve.js';
 
 /**
- * Runs the CLI (contract section 6) and resolves to the process exit code.
+ * Runs the CLI (README.md#cli) and resolves to the process exit code.
  * `argv` is node-style (`[node, script, ...args]`); `io` is where commander and
  * every command read, write and hear signals (the process's by default).
  */

@@ -9,7 +9,7 @@ import {
 import { errorSummary, type Logger } from '../logger.js';
 import { shellQuote } from './shell.js';
 
-/** The one place where an error code becomes an HTTP status (contract section 4). */
+/** The one place where an error code becomes an HTTP status (openapi.yaml). */
 export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   invalid_request: 400,
   invalid_token: 401,
@@ -91,7 +91,7 @@ export function sendOAuthError(res: Response, error: BrokerError): void {
   });
 }
 
-/** Writes the contract's error body: `{error, error_description, request_id}` (+ extra fields). */
+/** Writes the documented error body (openapi.yaml): `{error, error_description, request_id}` (+ extra fields). */
 export function sendError(res: Response, error: BrokerError, extra: Record<string, unknown> = {}): void {
   const status = HTTP_STATUS[error.code];
   if (status === 401) res.set('WWW-Authenticate', `Bearer error="invalid_token", error_description="${error.message.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, "'")}"`);

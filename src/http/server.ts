@@ -24,7 +24,7 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-/** Listens and logs the contract's `"msg":"listening"` line. */
+/** Listens and logs the `"msg":"listening"` line operators and tests wait for (README.md#quick-start). */
 export async function listen(broker: ServedBroker, options: { host: string; port: number; logger: Logger; graceMs?: number }): Promise<RunningServer> {
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 20_000 }, broker.app);
   server.keepAliveTimeout = 5_000;

@@ -37,7 +37,7 @@ export const MAX_TOKEN_LENGTH = 16 * 1024;
  * Header parameters through which a token names its own key (RFC 7515 section
  * 4.1.2 to 4.1.6). The broker only trusts keys from its configuration, so a
  * token carrying any of them is refused outright, and nothing they point to is
- * ever fetched (contract section 2). `x5c` is included: jose ignores it, but
+ * ever fetched (docs/configuration.md). `x5c` is included: jose ignores it, but
  * refusing it closes the door on any future code path that might not.
  */
 export const UNTRUSTED_KEY_HEADERS: readonly string[] = Object.freeze(['jku', 'x5u', 'jwk', 'x5c']);
@@ -125,7 +125,7 @@ export function assertAllowedAlgorithm(alg: unknown, allowed: ReadonlySet<string
 /**
  * Translates an error thrown while verifying (by jose or by a key resolver)
  * into the broker's taxonomy, by error class and `code`, never by message text
- * (STYLE 3). A `BrokerError` passes through; an error that is neither a
+ *. A `BrokerError` passes through; an error that is neither a
  * `BrokerError` nor a jose error is a bug and is returned unchanged (it becomes
  * a logged 500, failing closed).
  */

@@ -25,7 +25,7 @@ export type FetchFailureKind =
 
 /**
  * A failed outbound fetch. The message names the URL and the kind of failure,
- * never the response body (an upstream body is not ours to log, STYLE 8).
+ * never the response body (an upstream body is not ours to log).
  */
 export class FetchFailedError extends Error {
   override name = 'FetchFailedError';

@@ -1,6 +1,6 @@
 import type { CryptoKey, FlattenedJWSInput, JWSHeaderParameters } from 'jose';
 
-/** One trusted OIDC issuer, as validated by `src/config.ts` (contract section 2, `issuers[]`). */
+/** One trusted OIDC issuer, as validated by `src/config.ts` (docs/configuration.md, `issuers[]`). */
 export interface IssuerConfig {
   /** Name that policies refer to (`issuer: github`). */
   name: string;

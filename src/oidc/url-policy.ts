@@ -1,5 +1,5 @@
 /**
- * Which URLs the broker may fetch (contract section 2): https anywhere, plain
+ * Which URLs the broker may fetch (docs/configuration.md): https anywhere, plain
  * http only to a loopback host (tests, local emulators, the dev issuer).
  *
  * Config validation and every outbound fetch of `oidc/` call this same

@@ -30,7 +30,7 @@ export interface TokenVerifierOptions {
   onJwksFetch?: OnJwksFetch;
 }
 
-/** Claims every accepted token must carry (contract section 5 needs `sub`; `iat` feeds max age and audit). */
+/** Claims every accepted token must carry (docs/audit.md needs `sub`; `iat` feeds max age and audit). */
 const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat'];
 
 /**
@@ -133,7 +133,7 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
 
 /**
  * Reads `iss` and `sub` from a token without verifying anything, for the
- * `unverified` part of a refusal's audit record (contract section 5). Never
+ * `unverified` part of a refusal's audit record (docs/audit.md). Never
  * throws; returns `{}` for anything unreadable. Values are strings only,
  * stripped of control and bidi-override characters and cut to 256 characters.
  */

@@ -18,7 +18,7 @@ const DENIALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
 ]);
 
 /**
- * The one audit record of a decision (contract section 5), from the request,
+ * The one audit record of a decision (docs/audit.md), from the request,
  * what the pipeline learned, and how it ended. Pure: the same inputs give the
  * same record.
  */

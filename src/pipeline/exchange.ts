@@ -4,7 +4,7 @@ import { allowedGrant, claimReplay, issue, lookUpAndEvaluate, validateInput } fr
 import type { ExchangeDeps, ExchangeInput, ExchangeResult, Facts, Issued, Refused } from './types.js';
 
 /**
- * The exchange pipeline (contract sections 3-5): verify the token, look up the
+ * The exchange pipeline (docs/policies/reference.md, openapi.yaml, docs/audit.md): verify the token, look up the
  * named policy, evaluate it (deny policies first to last), claim the token
  * against replay, issue, and commit exactly one audit record. Nothing is
  * returned unless that record is durable.

@@ -4,7 +4,7 @@ import { lookUpAndEvaluate, validateInput } from './steps.js';
 import type { ExchangeDeps, Explained, ExplainInput, ExplainResult, Facts, Refused } from './types.js';
 
 /**
- * Explain (contract section 4, `POST /v1/explain`): the first half of the
+ * Explain (openapi.yaml, `POST /v1/explain`): the first half of the
  * exchange pipeline (verify, look up, evaluate), then the decision is answered
  * whatever it is. Never claims the token against replay and never issues, so
  * an explained token can still be exchanged. One audit record: decision

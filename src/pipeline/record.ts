@@ -18,7 +18,7 @@ export function startDecision(): DecisionStart {
 }
 
 /**
- * The one place a decision is recorded (contract section 5): its audit record
+ * The one place a decision is recorded (docs/audit.md): its audit record
  * is committed before anything is answered. A refusal is then thrown; a
  * replay claim the decision made is released when it was refused (nothing
  * was minted).

@@ -8,7 +8,7 @@ import type { ReplayStore } from '../replay/types.js';
 import type { DecisionInput } from './types.js';
 
 /**
- * The pipeline's steps (contract sections 3 and 4), each a small function that
+ * The pipeline's steps (docs/policies/reference.md, openapi.yaml), each a small function that
  * returns what it found or throws one typed refusal.
  */
 
@@ -53,7 +53,7 @@ export function allowedGrant(policy: CompiledPolicy, decision: Decision): Grant 
 }
 
 /**
- * Spends the token for this policy (contract section 3: at most once per
+ * Spends the token for this policy (docs/policies/reference.md: at most once per
  * policy while valid, keyed by jti, else by the token's hash). Returns the
  * claimed key, or undefined when the policy allows reuse.
  * @throws TokenReplayedError

@@ -1,5 +1,5 @@
 /**
- * CEL `condition:` expressions (contract section 3), compiled once at load
+ * CEL `condition:` expressions (docs/policies/reference.md), compiled once at load
  * with @bufbuild/cel and evaluated per request over the token's claims.
  *
  * @bufbuild/cel 0.6.1 has no public type checker, so the load-time checks that

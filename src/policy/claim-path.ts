@@ -1,6 +1,6 @@
 /**
  * How policies address claims and compare them: a top-level claim name or an
- * RFC 6901 JSON Pointer, and the claim's "string form" (contract section 3).
+ * RFC 6901 JSON Pointer, and the claim's "string form" (docs/policies/reference.md).
  * Shared by the matchers and the grant templates so both read a claim the same way.
  */
 

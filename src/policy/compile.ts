@@ -20,7 +20,7 @@ import type {
 import type { YamlDocument } from '../yaml/document.js';
 import { isPlainObject } from '../values.js';
 
-/** Contract section 3: policy names are what callers send and what metrics label, so keep them plain. */
+/** docs/policies/reference.md: policy names are what callers send and what metrics label, so keep them plain. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const POLICY_KEYS = ['name', 'description', 'issuer', 'effect', 'audience', 'claims', 'condition', 'allow_token_reuse', 'grant'] as const;
 const CONDITION_OPERATORS = ['in', 'glob', 'regex', 'exists'] as const;
@@ -56,8 +56,8 @@ function topLevelHints(): KeyHints {
 
 
 /**
- * Compiles a policy directory into an immutable `PolicySet` (contract section
- * 3, STYLE section 5), or returns every issue found in every file, each with
+ * Compiles a policy directory into an immutable `PolicySet`
+ * (docs/policies/reference.md), or returns every issue found in every file, each with
  * file, line and key path. Start-up, reload and the `policy` CLI commands all
  * call this, so a policy that validates is exactly a policy that loads.
  *
@@ -392,7 +392,7 @@ function readCondition(key: string, raw: unknown, report: Report): { spec: Condi
 }
 
 /**
- * A plain value (or bare list item) with `*` or `?`: contract section 3 says
+ * A plain value (or bare list item) with `*` or `?`: docs/policies/reference.md says
  * plain values match exactly, so the author almost certainly meant a glob.
  * `{ in: [...] }` stays exact and is how to match a literal `*` or `?`.
  */

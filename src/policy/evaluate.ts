@@ -25,7 +25,7 @@ const NAME_ECHO_LIMIT = 128;
 const VALUE_ECHO_LIMIT = 100;
 /** How many failing conditions a denial message lists. */
 const MAX_LISTED_FAILURES = 10;
-/** Deny policies' expected values are never sent to a caller (contract section 4, explain). */
+/** Deny policies' expected values are never sent to a caller (openapi.yaml, explain). */
 const HIDDEN = '(hidden)';
 
 /**
@@ -41,7 +41,7 @@ export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
 }
 
 /**
- * Decides whether `policy` allows `token` (contract section 3). Pure and
+ * Decides whether `policy` allows `token` (docs/policies/reference.md). Pure and
  * synchronous; never throws.
  *
  * Allowed only when the policy is an allow policy, its issuer is the token's,

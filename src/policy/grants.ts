@@ -7,7 +7,7 @@ import { describeValue, has, suggest, type Json, type KeyHints, type Report } fr
 const PROVIDER_NAMES: readonly ProviderName[] = PROVIDERS.map((p) => p.name).sort();
 
 /**
- * Reads a policy's `grant` for its provider (contract section 3); the
+ * Reads a policy's `grant` for its provider (docs/policies/reference.md); the
  * provider's own module compiles the rest.
  * `policyKeys` are the top-level keys, so a grant key that belongs there says so.
  */

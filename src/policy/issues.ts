@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { PolicyIssue } from './types.js';
 
-/** Policies that do not compile; the broker does not start on them (contract section 3). */
+/** Policies that do not compile; the broker does not start on them (docs/policies/reference.md). */
 export class PolicyLoadError extends Error {
   override name = 'PolicyLoadError';
   constructor(readonly issues: PolicyIssue[]) {

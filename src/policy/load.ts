@@ -17,9 +17,9 @@ export class PolicyDirError extends Error {
 }
 
 /**
- * Reads the policy files of `dir` (contract section 3): every `*.yaml` and
+ * Reads the policy files of `dir` (docs/policies/reference.md): every `*.yaml` and
  * `*.yml` directly in it, not recursive, skipping policy test files
- * (`*.test.yaml`, `*.test.yml`, contract section 7) and hidden entries (so a
+ * (`*.test.yaml`, `*.test.yml`, docs/policies/reference.md) and hidden entries (so a
  * Kubernetes ConfigMap mount's `..data` and editor lock files are ignored;
  * the mount's symlinked files are followed). Sorted by file name, so issues and
  * the loaded set come out in the same order everywhere.

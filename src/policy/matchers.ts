@@ -29,12 +29,12 @@ export class MatcherError extends Error {
 }
 
 /**
- * Builds the matcher for one claim condition, once, at load (STYLE section 5):
+ * Builds the matcher for one claim condition, once, at load:
  * the key is split into JSON Pointer segments, a list becomes a Set, a glob or
  * regex becomes an RE2 program (linear time, so a token cannot cause a
  * backtracking blow-up).
  *
- * Semantics (contract section 3): the claim is compared by its string form; an
+ * Semantics (docs/policies/reference.md): the claim is compared by its string form; an
  * absent, null, object or array claim matches nothing but `exists: false`
  * (which matches only absent or null).
  *
@@ -91,7 +91,7 @@ export function compileMatcher(key: string, spec: ConditionSpec): ClaimMatcher {
       const { exists } = spec;
       return (claims) => {
         const actual = resolveClaim(claims, path);
-        // Contract section 3: a null claim counts as absent.
+        // docs/policies/reference.md: a null claim counts as absent.
         const present = actual !== undefined && actual !== null;
         return result('exists', exists ? 'exists' : 'absent or null', actual, present === exists);
       };
@@ -137,7 +137,7 @@ function scalarForm(value: PolicyScalar): string {
 const RE2_META = /[\\.+*?()|[\]{}^$]/;
 
 /**
- * Translates a glob (contract section 3) to an RE2 pattern body: `*` is any
+ * Translates a glob (docs/policies/reference.md) to an RE2 pattern body: `*` is any
  * run without `/`, `**` (or more stars) any run including `/`, `?` one
  * character other than `/`; every other character is literal.
  *

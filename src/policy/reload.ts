@@ -150,7 +150,7 @@ export async function readPolicyDirConsistent(
 }
 
 /**
- * Hot reload of the policy directory (contract section 3: a directory that
+ * Hot reload of the policy directory (docs/policies/reference.md: a directory that
  * fails to load keeps the last good set serving). The reloader owns the
  * serving snapshot; the exchange reads it through `current()`.
  *

@@ -30,7 +30,7 @@ export class TemplateSyntaxError extends Error {
 type Part = string | { ref: string; path: readonly string[] };
 
 /**
- * Compiles a grant template once, at load (contract section 3: "strings may
+ * Compiles a grant template once, at load (docs/policies/reference.md: "strings may
  * use ${claim} templates").
  *
  * - `${name}` inserts the top-level claim `name`; `${/a/b}` inserts the claim at

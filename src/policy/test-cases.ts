@@ -5,7 +5,7 @@ import type { CompileContext, Decision, PolicyFile, PolicyIssue, PolicySet } fro
 import { isPlainObject } from '../values.js';
 
 /**
- * Policy test files (contract section 7): `*.test.yaml` next to the policies,
+ * Policy test files (docs/policies/reference.md): `*.test.yaml` next to the policies,
  * each a list of cases, a claim set, a policy name and the expected decision.
  * Parsed strictly (unknown keys, missing fields and wrong types are issues
  * with file and line, like the policy compiler's) and run offline against a

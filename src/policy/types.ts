@@ -1,5 +1,5 @@
 /**
- * Compiled trust policies (contract section 3). Everything here is built once
+ * Compiled trust policies (docs/policies/reference.md). Everything here is built once
  * at load by `compilePolicies`; evaluation only compares.
  */
 import type { Grant, ProviderName } from '../providers/registry.js';

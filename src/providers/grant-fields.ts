@@ -1,7 +1,7 @@
 import { describeValue, has, type Json, type Report } from '../policy/yaml-values.js';
 
 /**
- * Field readers the providers' grant compilers share (contract section 3):
+ * Field readers the providers' grant compilers share (docs/policies/reference.md):
  * each reports a problem at its key path and says what was expected.
  */
 

@@ -54,7 +54,7 @@ export function findProvider(name: string): AnyProviderModule | undefined {
   return PROVIDERS.find((p) => p.name === name);
 }
 
-/** The config file's `providers:` section (contract section 2): one key per registered provider. */
+/** The config file's `providers:` section (docs/configuration.md): one key per registered provider. */
 const providersSection = z.strictObject(Object.fromEntries(PROVIDERS.map((p) => [p.name, p.configSchema])) as { [M in AnyProviderModule as M['name']]: M['configSchema'] });
 // Absent, it parses as `{}`: every section takes its own default (optional providers stay unconfigured).
 export const providersConfigSchema = providersSection.prefault({} as z.input<typeof providersSection>);

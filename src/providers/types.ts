@@ -5,7 +5,7 @@ import type { VerifiedToken } from '../oidc/types.js';
 import type { KeyHints, Json, Report } from '../policy/yaml-values.js';
 import { TemplateError } from '../policy/template.js';
 
-/** What every compiled grant has; each provider's grant adds its own fields (contract section 3). */
+/** What every compiled grant has; each provider's grant adds its own fields (docs/policies/reference.md). */
 export interface GrantBase<N extends string = string> {
   readonly provider: N;
 }
@@ -71,7 +71,7 @@ export interface ProviderContext {
 export interface ProviderModule<N extends string, G extends GrantBase<N>, Raw, C> {
   readonly name: N;
   /**
-   * `providers.<name>` in the config file (contract section 2). Optional
+   * `providers.<name>` in the config file (docs/configuration.md). Optional
    * providers parse to undefined when absent; policies may grant a provider
    * only when its section is there.
    */

@@ -32,7 +32,7 @@ const CONTENT_TYPES: Record<'ndjson' | 'csv', string> = {
 };
 
 /**
- * GET /v1/audit/events and /v1/audit/verify: auditors only (contract section 4).
+ * GET /v1/audit/events and /v1/audit/verify: auditors only (openapi.yaml).
  *
  * `/v1/audit/events` negotiates on `Accept`: `application/json` (the default,
  * one page), or `application/x-ndjson` / `text/csv`, which stream every match

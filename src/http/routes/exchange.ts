@@ -13,7 +13,7 @@ import { shellQuote } from '../shell.js';
 type ResponseFormat = 'json' | 'env' | 'credential_process';
 const FORMATS: ReadonlySet<string> = new Set<ResponseFormat>(['json', 'env', 'credential_process']);
 
-/** POST /v1/exchange (contract section 4). */
+/** POST /v1/exchange (openapi.yaml). */
 export function exchangeRoutes(deps: ExchangeDeps): Router {
   const router = Router();
 

@@ -8,7 +8,7 @@ import { fromBodyParserError, sendError } from '../errors.js';
 import { auditBodyRefusals, bearerToken, checkBodyShape, jsonBody, requestContext } from '../request.js';
 
 /**
- * POST /v1/explain (contract section 4): the exchange's input, answered with
+ * POST /v1/explain (openapi.yaml): the exchange's input, answered with
  * the decision (200 whether it allows or denies) and every condition of the
  * named policy and of the issuer's deny policies. Issues nothing and leaves
  * the token unused; audited as `explain`. Every policy's expected values are

@@ -18,7 +18,7 @@ interface HealthDeps {
   policyStatus: () => PolicySetStatus;
 }
 
-/** Liveness, readiness (contract section 1) and Prometheus metrics. */
+/** Liveness, readiness (README.md#quick-start) and Prometheus metrics. */
 export function healthRoutes(deps: HealthDeps): Router {
   const router = Router();
 

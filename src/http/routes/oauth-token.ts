@@ -25,7 +25,7 @@ interface TokenRequest {
 }
 
 /**
- * POST /oauth2/token (contract section 4): RFC 8693 token exchange over the
+ * POST /oauth2/token (openapi.yaml): RFC 8693 token exchange over the
  * same pipeline as /v1/exchange. The policy is named by `scope` or `audience`;
  * only single-token grants (jwt, gcp) can be answered, so an AWS grant is
  * refused before anything is minted. Every refusal is audited like

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import type { JWK } from 'jose';
 
-/** Discovery for broker-signed tokens (contract section 3, `jwt`), so relying parties can verify them. */
+/** Discovery for broker-signed tokens (docs/policies/reference.md, `jwt`), so relying parties can verify them. */
 export function wellKnownRoutes(deps: { publicUrl: string; publicJwks: { keys: JWK[] } }): Router {
   const router = Router();
   router.get('/.well-known/jwks.json', (_req, res) => {

@@ -36,7 +36,7 @@ const TAG_KEY = /^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$/u;
 const EXTERNAL_ID = /^[\w+=,.@:/-]{2,1224}$/;
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
 
-/** An `aws` grant (contract section 3): STS AssumeRole parameters, every literal checked at load. */
+/** An `aws` grant (docs/policies/reference.md): STS AssumeRole parameters, every literal checked at load. */
 export function compileAwsGrant(grant: Json, report: Report, hints: KeyHints): AwsGrant | undefined {
   checkKnownKeys(grant, AWS_GRANT_KEYS, ['grant'], report, hints);
   const { failing, failed } = countFailures(report);

@@ -18,7 +18,7 @@ const configSchema = z
   .optional();
 
 /**
- * AWS credentials through STS AssumeRole (contract section 3, `aws`); the
+ * AWS credentials through STS AssumeRole (docs/policies/reference.md, `aws`); the
  * broker's own identity is the SDK's default credential chain. The SDK is
  * loaded by `create` only, so the offline CLI never loads it.
  */

@@ -27,7 +27,7 @@ const TAG_VALUE_UNSAFE = /[^\p{L}\p{Z}\p{N}_.:/=+\-@]/gu;
 const IAM_SPECIAL = /[*?$]/;
 
 /**
- * AWS credentials through STS AssumeRole (contract section 3, `aws`). The
+ * AWS credentials through STS AssumeRole (docs/policies/reference.md, `aws`). The
  * broker's own identity is the SDK's default credential chain; each session is
  * scoped from verified claims (session name, source identity, tags, inline
  * session policy).

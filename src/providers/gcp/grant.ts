@@ -24,7 +24,7 @@ const GOOGLE_ID_TOKEN_SECONDS = 3600;
 const SERVICE_ACCOUNT = /^[a-z0-9][a-z0-9.-]{0,62}@[a-z0-9][a-z0-9.-]*\.gserviceaccount\.com$/;
 const CLOUD_PLATFORM = 'https://www.googleapis.com/auth/cloud-platform';
 
-/** A `gcp` grant (contract section 3): IAM Credentials parameters, every literal checked at load. */
+/** A `gcp` grant (docs/policies/reference.md): IAM Credentials parameters, every literal checked at load. */
 export function compileGcpGrant(grant: Json, report: Report, hints: KeyHints): GcpGrant | undefined {
   checkKnownKeys(grant, GCP_GRANT_KEYS, ['grant'], report, hints);
   const { failing, failed } = countFailures(report);

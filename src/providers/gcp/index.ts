@@ -18,7 +18,7 @@ const configSchema = z
   .optional();
 
 /**
- * Google Cloud tokens through IAM Credentials (contract section 3, `gcp`); the
+ * Google Cloud tokens through IAM Credentials (docs/policies/reference.md, `gcp`); the
  * broker's own identity is Application Default Credentials. The client
  * library is loaded by `create` only, so the offline CLI never loads it.
  */

@@ -39,7 +39,7 @@ const RETRYABLE_NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOU
 
 /**
  * Google Cloud credentials through IAM Credentials generateAccessToken and
- * generateIdToken (contract section 3, `gcp`). The broker's own identity is
+ * generateIdToken (docs/policies/reference.md, `gcp`). The broker's own identity is
  * Application Default Credentials. The REST transport is used (plain HTTP/1),
  * and it never retries by itself: 429 and 5xx are retried here, within the
  * deadline.

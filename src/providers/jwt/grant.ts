@@ -16,7 +16,7 @@ export const JWT_GRANT_KEYS = ['provider', 'audience', 'claims', 'max_duration_s
 const REGISTERED_CLAIMS: ReadonlySet<string> = new Set(['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti']);
 const JWT_DURATION = { min: 60, max: 43_200, default: 900 } as const;
 
-/** A `jwt` grant (contract section 3): `audience` (required), `claims` (templates), `max_duration_seconds`. */
+/** A `jwt` grant (docs/policies/reference.md): `audience` (required), `claims` (templates), `max_duration_seconds`. */
 export function compileJwtGrant(grant: Json, report: Report, hints: KeyHints): JwtGrant | undefined {
   checkKnownKeys(grant, JWT_GRANT_KEYS, ['grant'], report, hints);
   const { failing, failed } = countFailures(report);

@@ -9,7 +9,7 @@ export interface JwtProviderConfig {
 const DEFAULT_SIGNING_KEY_FILE = './data/signing-key.jwk';
 
 /**
- * Broker-signed tokens (contract section 3, `jwt`): always on, signed with the
+ * Broker-signed tokens (docs/policies/reference.md, `jwt`): always on, signed with the
  * broker's own key (`providers.jwt.signing_key_file`, which the audit
  * checkpoints use too).
  */

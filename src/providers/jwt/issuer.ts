@@ -7,7 +7,7 @@ import type { JwtGrant } from './grant.js';
 const MIN_DURATION_SECONDS = 60;
 
 /**
- * Broker-signed tokens (contract section 3, `jwt`): the broker's ES256 key, its
+ * Broker-signed tokens (docs/policies/reference.md, `jwt`): the broker's ES256 key, its
  * public half at /.well-known/jwks.json. `jti` is the issuance id, so a token
  * leads straight to its audit record.
  */
