@@ -13,10 +13,27 @@ export default defineConfig(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
-      // node:test runs what describe/it/test register; their promises are the runner's to await.
+      // Control characters in patterns are what output neutralisation (audit exports, tables, messages) looks for.
+      'no-control-regex': 'off',
+      // Stores and test doubles implement Promise-returning interfaces with synchronous bodies; `async` keeps throws as rejections.
+      '@typescript-eslint/require-await': 'off',
       // `const { d: _d, ...publicJwk } = jwk` leaves members out on purpose.
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      // node:test runs what describe/it/test register; their promises are the runner's to await.
       '@typescript-eslint/no-floating-promises': ['error', { allowForKnownSafeCalls: [{ from: 'package', name: ['describe', 'it', 'test', 'suite'], package: 'node:test' }] }],
+    },
+  },
+  {
+    // supertest and fetch answer with `any` bodies; tests and the demo read them by asserting their shape.
+    files: ['test/**/*.ts', 'scripts/**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-return': 'off',
+      '@typescript-eslint/no-base-to-string': 'off',
+      '@typescript-eslint/no-explicit-any': 'off',
     },
   },
   {

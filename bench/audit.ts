@@ -237,7 +237,7 @@ async function main(): Promise<void> {
 
     const reads: ReadRow[] = [];
     const sqlitePath = path.join(dir, 'reads.db');
-    (await openAuditStore(`sqlite:${sqlitePath}`)).close();
+    await (await openAuditStore(`sqlite:${sqlitePath}`)).close();
     process.stderr.write(`loading ${RECORDS} records into SQLite...\n`);
     const db = new Database(sqlitePath);
     bulkLoadSqlite(db, bulkRecords(RECORDS));

@@ -136,7 +136,7 @@ function fromCel(value: unknown): Canon {
   if (isCelMap(value)) return { t: 'map', v: [...value.entries()].map(([a, b]) => [fromCel(a), fromCel(b)] as [Canon, Canon]) };
   const message = isReflectMessage(value) ? value.message : value;
   if (isMessage(message)) return timeCanon(message) ?? { t: 'msg', v: message };
-  return { t: 'unknown-js', v: String(value) };
+  return { t: 'unknown-js', v: typeof value };
 }
 
 function same(expected: Canon, actual: Canon): boolean {
@@ -192,7 +192,7 @@ function typeNeedsProto(type: Type | undefined): boolean {
     case 'abstractType':
       return true;
     case 'wellKnown':
-      return k.value === 1; // ANY
+      return Number(k.value) === 1; // ANY
     case 'listType':
       return typeNeedsProto(k.value.elemType);
     case 'mapType':

@@ -247,7 +247,7 @@ auditors:
     json(aws.body);
     check(aws.status === 200, `AWS exchange answered ${aws.status}: ${JSON.stringify(scrub(aws.body))}`);
     const awsCreds = aws.body?.credentials as Record<string, unknown> | undefined;
-    const accessKeyId = String(awsCreds?.access_key_id ?? awsCreds?.AccessKeyId ?? '');
+    const accessKeyId = String((awsCreds?.access_key_id ?? awsCreds?.AccessKeyId ?? ''));
     check(accessKeyId.startsWith('ASIA'), 'the AWS exchange answered no temporary access key id');
     say(green(`issued ${accessKeyId} (issuance id ${aws.body.issuance_id})`));
     check(stsCall !== undefined, 'the STS emulator received no AssumeRole call');

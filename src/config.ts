@@ -211,8 +211,8 @@ async function readJwksFile(file: string, where: string): Promise<{ keys: Record
   } catch (err) {
     throw new ConfigError(`${where}: cannot read a JSON Web Key Set from ${file} (${err instanceof SyntaxError ? 'not JSON' : ((err as NodeJS.ErrnoException).code ?? 'error')})`);
   }
-  const keys = (parsed as { keys?: unknown }).keys;
-  if (!Array.isArray(keys) || keys.length === 0 || !keys.every((k) => typeof k === 'object' && k !== null)) {
+  const keys: unknown = (parsed as { keys?: unknown }).keys;
+  if (!Array.isArray(keys) || keys.length === 0 || !keys.every((k): k is Record<string, unknown> => typeof k === 'object' && k !== null)) {
     throw new ConfigError(`${where}: ${file} must be a JWKS: {"keys": [ ...at least one key... ]}`);
   }
   if (keys.some((k) => 'd' in k || k.kty === 'oct')) {

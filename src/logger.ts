@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import winston from 'winston';
 
 export type Logger = winston.Logger;
@@ -24,6 +25,6 @@ const messageAsMsg = winston.format((info) => {
 /** Name and message (and stack for bugs) of a cause; upstream bodies never reach the client, only this log. */
 export function errorSummary(err: unknown, withStack = false): Record<string, unknown> | undefined {
   if (err === undefined) return undefined;
-  if (!(err instanceof Error)) return { value: String(err) };
+  if (!(err instanceof Error)) return { value: inspect(err, { depth: 2, breakLength: Infinity }) };
   return { name: err.name, message: err.message, ...(withStack ? { stack: err.stack } : {}) };
 }

@@ -48,7 +48,7 @@ async function sql<R extends pg.QueryResultRow = Record<string, unknown>>(schema
 async function timed<T>(promise: Promise<T>): Promise<{ ms: number; result: PromiseSettledResult<T> }> {
   const started = Date.now();
   const [result] = await Promise.allSettled([promise]);
-  return { ms: Date.now() - started, result: result! };
+  return { ms: Date.now() - started, result: result };
 }
 
 async function open(schema: string, options: PostgresAuditStoreOptions = {}): Promise<AuditStore> {
@@ -146,10 +146,10 @@ describe('postgres audit store: replicas', () => {
       Promise.all(
         Array.from(
           { length: perReplica },
-          (_, i) => new Promise<AuditRecord>((resolve, reject) => setTimeout(() => store.append(makeEntry({ request_id: `${name}-${i}` })).then(resolve, reject), i % 25)),
+          (_, i) => new Promise<AuditRecord>((resolve, reject) => setTimeout(() => void store.append(makeEntry({ request_id: `${name}-${i}` })).then(resolve, reject), i % 25)),
         ),
       );
-    const [fromA, fromB] = await Promise.all([spread(a!, 'a'), spread(b!, 'b')]);
+    const [fromA, fromB] = await Promise.all([spread(a, 'a'), spread(b, 'b')]);
     const all = [...fromA, ...fromB].sort((x, y) => x.seq - y.seq);
     assert.deepEqual(
       all.map((r) => r.seq),
@@ -159,11 +159,11 @@ describe('postgres audit store: replicas', () => {
     // Both replicas' records are interleaved in the chain, not one block after the other.
     const switches = all.filter((r, i) => i > 0 && r.request_id!.charAt(0) !== all[i - 1]!.request_id!.charAt(0)).length;
     assert.ok(switches >= 2, `${switches} switches between replicas`);
-    for (const store of [a!, b!]) assert.deepEqual(await store.verify(), { ok: true, events: 2 * perReplica, head: all.at(-1)!.hash, last_seq: 2 * perReplica });
+    for (const store of [a, b]) assert.deepEqual(await store.verify(), { ok: true, events: 2 * perReplica, head: all.at(-1)!.hash, last_seq: 2 * perReplica });
     // What each replica returned is what is stored.
-    const stored = (await a!.query({ limit: 1000 })).events;
+    const stored = (await a.query({ limit: 1000 })).events;
     assert.deepEqual(stored, all);
-    await Promise.all([a!.close(), b!.close()]);
+    await Promise.all([a.close(), b.close()]);
   });
 });
 
@@ -372,7 +372,7 @@ describe('postgres audit store: fails closed', () => {
     const texts: string[] = [];
     for (let e: unknown = failure; e instanceof Error && !seen.has(e); e = e.cause) {
       seen.add(e);
-      texts.push(e.message, JSON.stringify(e), String((e as { detail?: unknown }).detail ?? ''));
+      texts.push(e.message, JSON.stringify(e), String((e as { detail?: string }).detail ?? ''));
     }
     assert.equal((failure as Error & { cause: { code?: string } }).cause.code, '23514');
     assert.equal(texts.join('\n').includes('SECRET'), false, texts.join('\n'));

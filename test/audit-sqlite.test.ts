@@ -171,7 +171,7 @@ describe('sqlite audit store: fails closed', () => {
     assert.equal((out.verify as { ok: boolean; events: number }).events, 2);
   });
 
-  it('refuses to open a file that is not an audit log, or a newer schema', () => {
+  it('refuses to open a file that is not an audit log, or a newer schema', async () => {
     const dir = tempDir();
     const garbage = join(dir, 'garbage.db');
     writeFileSync(garbage, 'this is not a database'.repeat(100));
@@ -184,7 +184,7 @@ describe('sqlite audit store: fails closed', () => {
     assert.throws(() => openSqliteAuditStore(foreign), isUnavailable('audit_open_failed'));
 
     const newer = join(dir, 'newer.db');
-    openSqliteAuditStore(newer).close();
+    await openSqliteAuditStore(newer).close();
     const raw = new Database(newer);
     raw.exec('UPDATE schema_version SET version = 99');
     raw.close();

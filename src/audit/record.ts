@@ -24,7 +24,7 @@ type Canonicalize = (input: unknown) => string | undefined;
 // ES default export, so under nodenext the types see `{ default: fn }` and the
 // runtime gives `fn`; accept either shape.
 const canonicalize: Canonicalize =
-  typeof canonicalizeModule === 'function' ? (canonicalizeModule as Canonicalize) : (canonicalizeModule as { default: Canonicalize }).default;
+  typeof canonicalizeModule === 'function' ? (canonicalizeModule) : (canonicalizeModule).default;
 
 /** prev_hash of the first record: 64 zeros. */
 export const GENESIS_HASH = '0'.repeat(64);

@@ -123,7 +123,7 @@ export function errorMiddleware(logger: Logger): ErrorRequestHandler {
   return (err, _req, res, next) => {
     if (res.headersSent) return next(err);
     const error = fromBodyParserError(err) ?? toBrokerError(err);
-    if (error.code === 'server_error') logger.error('unhandled error', { request_id: res.locals.requestId, cause: errorSummary(error.cause, true) });
+    if (error.code === 'server_error') logger.error('unhandled error', { request_id: res.locals.requestId as string, cause: errorSummary(error.cause, true) });
     sendError(res, error);
   };
 }

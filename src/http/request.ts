@@ -34,7 +34,7 @@ export function checkBodyShape(req: Request, headerToken: string | null | undefi
     return refuse('Send the body as JSON with "Content-Type: application/json".', 'unsupported_content_type');
   }
   if (req.body !== undefined && !isPlainObject(req.body)) return refuse('The request body must be a JSON object.', 'malformed_body');
-  const unknown = Object.keys(req.body ?? {}).filter((key) => !BODY_FIELDS.has(key));
+  const unknown = Object.keys((req.body as Record<string, unknown> | undefined) ?? {}).filter((key) => !BODY_FIELDS.has(key));
   if (unknown.length > 0) return refuse(`Unknown field ${JSON.stringify(unknown[0]!.slice(0, 64))} in the request body; expected policy, duration_seconds or token.`, 'unknown_field');
   if (headerToken === null) return refuse('The Authorization header must be "Bearer <token>".', 'bad_authorization_header');
   if (bodyToken !== undefined && typeof bodyToken !== 'string') return refuse('The "token" field must be a string.', 'bad_token_field');

@@ -157,7 +157,7 @@ const MAX_IDENTITY_LENGTH = 256;
 
 function toDisplayString(value: unknown): string | undefined {
   if (typeof value !== 'string') return undefined;
-  // eslint-disable-next-line no-control-regex
+   
   const cleaned = value.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '');
   const codePoints = Array.from(cleaned);
   return codePoints.length > MAX_IDENTITY_LENGTH ? codePoints.slice(0, MAX_IDENTITY_LENGTH).join('') : cleaned;

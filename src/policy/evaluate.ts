@@ -136,7 +136,7 @@ function showValue(value: unknown): string {
   let text: string;
   try {
     // Slice long strings before quoting so the cost stays bounded; JSON quoting escapes control characters.
-    text = typeof value === 'string' ? JSON.stringify(value.slice(0, VALUE_ECHO_LIMIT + 1)) : (JSON.stringify(value) ?? String(value));
+    text = typeof value === 'string' ? JSON.stringify(value.slice(0, VALUE_ECHO_LIMIT + 1)) : (JSON.stringify(value) ?? `a ${typeof value}`);
   } catch {
     // Unserialisable values (cycles, BigInt) cannot come from a JWT; show the kind only.
     text = `a ${typeof value}`;
@@ -147,6 +147,6 @@ function showValue(value: unknown): string {
 /** Caller-supplied text in a message: bounded, one line, no control characters. */
 function printable(text: string, limit: number): string {
   const cut = text.length > limit ? `${text.slice(0, limit)}…` : text;
-  // eslint-disable-next-line no-control-regex
+   
   return cut.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
 }

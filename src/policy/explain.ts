@@ -221,7 +221,7 @@ function describeCondition(c: ConditionResult): string {
 function showActual(value: unknown): string {
   if (value === undefined) return '(absent)';
   try {
-    return JSON.stringify(value) ?? String(value);
+    return JSON.stringify(value) ?? `a ${typeof value}`;
   } catch {
     return `a ${typeof value}`;
   }
@@ -229,7 +229,7 @@ function showActual(value: unknown): string {
 
 /** One line, no control or bidi characters (claims are untrusted input on a terminal), cut to `limit`. */
 function clean(text: string, limit: number): string {
-  // eslint-disable-next-line no-control-regex
+   
   const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '?');
   const chars = [...flat];
   return chars.length > limit ? `${chars.slice(0, limit - 1).join('')}…` : flat;

@@ -41,7 +41,7 @@ export async function createProviders(configs: ProviderConfigs, context: Provide
     const config = configs[module.name];
     if (config !== undefined) created.push([module.name, await (module.create as (config: unknown, context: ProviderContext) => Promise<unknown>)(config, context)]);
   }
-  return Object.fromEntries(created) as ProviderSet;
+  return Object.fromEntries(created);
 }
 
 /** The configured provider that issues this grant, if any. */

@@ -2,7 +2,7 @@
  * The one YAML front end: the broker's config (config.ts) and every policy and
  * policy test file (policy/parse.ts) are read here, with the same strictness.
  */
-import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from 'yaml';
 import type { YamlParseResult, YamlProblem } from './document.js';
 import { parseSimpleYaml } from './fast.js';
 
@@ -103,7 +103,7 @@ function checkKeys(node: unknown, lineAt: (offset: number | undefined) => number
 /** Offset of the key at `path`, or of the deepest ancestor that exists. */
 function locate(doc: Document, path: readonly PropertyKey[]): number | undefined {
   let node: unknown = doc.contents;
-  let offset = (doc.contents as Node | null)?.range?.[0];
+  let offset = (doc.contents)?.range?.[0];
   for (const segment of path) {
     if (isAlias(node)) node = node.resolve(doc);
     if (isMap(node) && typeof segment === 'string') {

@@ -38,7 +38,7 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
       try {
         canonical = toCanonicalEntry(entry);
       } catch (err) {
-        return Promise.reject(err);
+        return Promise.reject(err instanceof Error ? err : new TypeError(String(err)));
       }
       // Refused alone, before it could fail the batch it would share with others.
       if (forbidden !== null && entryHolds(canonical, forbidden)) {

@@ -53,7 +53,7 @@ export function auditRoutes(deps: {
   router.get('/v1/audit/events', requireAuditor, async (req, res) => {
     res.set('Vary', 'Accept');
     const format = negotiateEvents(req);
-    const query = parseAuditQuery(req.query as Record<string, unknown>);
+    const query = parseAuditQuery(req.query);
     // Every problem with the query (the cursor included) is a 400 now, before anything is streamed.
     compileAuditQuery(query);
     const context = { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string, filters: describeQuery(query) };
@@ -71,7 +71,7 @@ export function auditRoutes(deps: {
   });
 
   router.get('/v1/audit/verify', requireAuditor, async (_req, res) => {
-    deps.logger.info('audit verify', { request_id: res.locals.requestId, auditor: res.locals.auditor });
+    deps.logger.info('audit verify', { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string });
     res.set('Cache-Control', 'no-store');
     res.json(await verifyAuditLog(deps.audit, deps.checkpointKeys));
   });

@@ -105,7 +105,7 @@ function readJsonTemplate(value: unknown, at: KeyPath, report: Report): JsonTemp
   if (typeof value === 'number' || typeof value === 'boolean' || value === null) return value;
   if (Array.isArray(value)) {
     const items = value.map((item, index) => readJsonTemplate(item, [...at, index], report));
-    return items.every((item) => item !== undefined) ? Object.freeze(items as JsonTemplate[]) : undefined;
+    return items.every((item) => item !== undefined) ? Object.freeze(items) : undefined;
   }
   if (isPlainObject(value)) {
     const out: Record<string, JsonTemplate> = {};
