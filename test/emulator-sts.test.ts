@@ -25,7 +25,7 @@ function clientFor(sts: StsEmulator, overrides: Partial<STSClientConfig> = {}): 
 }
 
 function assumeRole(input: Partial<AssumeRoleCommandInput> = {}): AssumeRoleCommand {
-  return new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'oidc-broker-test', ...input } as AssumeRoleCommandInput);
+  return new AssumeRoleCommand({ RoleArn: ROLE_ARN, RoleSessionName: 'oidc-broker-test', ...input });
 }
 
 interface SdkError extends Error {
