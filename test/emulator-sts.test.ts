@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { AssumeRoleCommand, GetCallerIdentityCommand, STSClient, type AssumeRoleCommandInput, type STSClientConfig } from '@aws-sdk/client-sts';
 import { startStsEmulator, verifySigV4, type StsEmulator } from './emulators/index.js';
+import { assertExpiresAfterIssue } from './helpers/lifetime.js';
 
 const AKID = 'AKIAEMULATORTEST0001';
 const SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEMULATORKEY';
@@ -78,6 +79,7 @@ describe('STS emulator: success', () => {
     };
     const startedMs = Date.now();
     const out = await clientFor(sts).send(new AssumeRoleCommand(input));
+    const finishedMs = Date.now();
     assert.equal(sts.callCount(), 1);
     assert.equal(sts.requests.length, 1);
     const got = sts.requests[0]!;
@@ -113,8 +115,7 @@ describe('STS emulator: success', () => {
     assert.match(issued.AccessKeyId, /^ASIA[A-Z0-9]{16}$/);
     assert.equal(issued.SecretAccessKey.length, 40);
     assert.ok(issued.SessionToken.length > 300);
-    const expiresIn = issued.Expiration.getTime() - startedMs;
-    assert.ok(expiresIn > 7200_000 - 2000 && expiresIn <= 7200_000 + 1000, `expires in ${expiresIn} ms`);
+    assertExpiresAfterIssue(issued.Expiration.getTime(), 7200_000, startedMs, finishedMs);
     assert.deepEqual(out.AssumedRoleUser, { AssumedRoleId: issued.AssumedRoleId, Arn: 'arn:aws:sts::210987654321:assumed-role/deploy-prod/gh-acme_api+run=42,x.y@z-1' });
     assert.match(issued.AssumedRoleId, /^AROA[A-Z0-9]{17}:gh-acme_api\+run=42,x\.y@z-1$/);
     assert.equal(out.SourceIdentity, 'octocat@github');
@@ -125,7 +126,9 @@ describe('STS emulator: success', () => {
 
   it('issues a fresh random credential per call, a stable role id, and defaults to 3600 s', async () => {
     const client = clientFor(sts);
+    const beforeA = Date.now();
     const a = await client.send(assumeRole());
+    const afterA = Date.now();
     const b = await client.send(assumeRole());
     assert.notEqual(a.Credentials?.AccessKeyId, b.Credentials?.AccessKeyId);
     assert.notEqual(a.Credentials?.SecretAccessKey, b.Credentials?.SecretAccessKey);
@@ -133,8 +136,7 @@ describe('STS emulator: success', () => {
     assert.equal(a.AssumedRoleUser?.AssumedRoleId, b.AssumedRoleUser?.AssumedRoleId);
     assert.equal(a.PackedPolicySize, undefined, 'no PackedPolicySize without policy or tags');
     assert.equal(a.SourceIdentity, undefined);
-    const expiresIn = a.Credentials!.Expiration!.getTime() - Date.now();
-    assert.ok(expiresIn > 3600_000 - 3000 && expiresIn <= 3600_000 + 1000);
+    assertExpiresAfterIssue(a.Credentials!.Expiration!.getTime(), 3600_000, beforeA, afterA);
     const [ra, rb] = sts.requests.slice(-2);
     assert.equal(ra?.credentials?.AccessKeyId, a.Credentials?.AccessKeyId);
     assert.equal(rb?.credentials?.AccessKeyId, b.Credentials?.AccessKeyId);
