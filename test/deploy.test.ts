@@ -768,7 +768,7 @@ describe('deploy/compose.yaml', async () => {
 });
 
 // ---------------------------------------------------------------------------
-// Keys awaiting loader support
+// Keys awaiting loader support, and the docs
 // ---------------------------------------------------------------------------
 
 test('the loader refuses the deploy configs only for KEYS_AWAITING_LOADER_SUPPORT', async () => {
@@ -787,4 +787,11 @@ test('the loader refuses the deploy configs only for KEYS_AWAITING_LOADER_SUPPOR
       assert.ok(lines.some((l) => namesKey(l, k)), `${where}: the loader now accepts ${k.join('.')}: remove it from KEYS_AWAITING_LOADER_SUPPORT`);
     }
   }
+});
+test('docs/operations.md is linked from the README and links only to files that exist', async () => {
+  assert.ok((await read('README.md')).includes('](docs/operations.md)'), 'README.md links docs/operations.md');
+  const doc = await read('docs/operations.md');
+  const links = [...doc.matchAll(/\]\(([^)#\s]+)(#[^)]*)?\)/g)].map((m) => m[1]!).filter((l) => !/^[a-z]+:/.test(l));
+  assert.ok(links.length > 5);
+  for (const link of links) assert.ok(existsSync(path.join(at('docs'), link)), `docs/operations.md links to ${link}`);
 });
