@@ -310,7 +310,7 @@ describe('Dockerfile', async () => {
     }
   });
 
-  test('the image ships no policies: no policy without its test file or the reverse, nothing for an operator to delete', async () => {
+  test('the image ships no policies (it shipped local-dev.test.yaml without local-dev.yaml): they come from a mount', async () => {
     const policyFiles = (await readdir(at('policies'))).filter((n) => /\.ya?ml$/.test(n));
     assert.ok(policyFiles.length > 0);
     for (const name of policyFiles) assert.equal(dockerignored(ignore, `policies/${name}`), true, `policies/${name}`);
@@ -534,6 +534,7 @@ describe('deploy/kubernetes', async () => {
     assert.ok(volumes.get(mount.name)?.emptyDir, 'an emptyDir the init container fills');
     const init = initContainers.find((c) => (c.volumeMounts as Obj[]).some((m) => m.name === mount.name && !m.readOnly));
     assert.ok(init, 'an init container writes it');
+    assert.equal(init.image, broker.image, 'the init container runs the broker image (its sh and install)');
     const secretMount = (init.volumeMounts as Obj[]).find((m) => volumes.get(m.name)?.secret);
     assert.ok(secretMount, 'the init container reads a Secret');
     const secret = secrets.get(volumes.get(secretMount.name)?.secret.secretName);
