@@ -1,8 +1,8 @@
 // Grant templates (docs/policies/reference.md: "strings may use ${claim} templates").
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { compileTemplate } from '../src/policy/template.js';
-import { TemplateError } from '../src/policy/template.js';
+import { compileTemplate } from '../src/claims/template.js';
+import { TemplateError } from '../src/claims/template.js';
 
 const CLAIMS = {
   repository: 'acme/api',

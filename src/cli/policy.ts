@@ -9,7 +9,7 @@ import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, to
 import { loadPolicyDir } from '../policy/load.js';
 import { isPolicyTestFileName, runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
 import type { CompileContext, PolicyFile, PolicySet } from '../policy/types.js';
-import { suggest } from '../policy/yaml-values.js';
+import { suggest } from '../yaml/fields.js';
 import { CliExit, readConfig, type CliIo } from './io.js';
 
 const CONFIG_HELP = 'config file naming the issuers and providers policies may use (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';

@@ -18,7 +18,7 @@
 import { CelScalar, celEnv, isCelError, isCelList, isCelMap, isCelType, isCelUint, mapType, parse, plan, type CelInput } from '@bufbuild/cel';
 import { strings } from '@bufbuild/cel/ext';
 import { RE2JS } from 're2js';
-import { suggest } from './yaml-values.js';
+import { suggest } from '../yaml/fields.js';
 
 type ParsedExpr = ReturnType<typeof parse>;
 type Expr = ParsedExpr['expr'];

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { compileCondition, type CompiledCondition } from './cel.js';
-import { ClaimPathError, parseClaimPath } from './claim-path.js';
+import { ClaimPathError, parseClaimPath } from '../claims/claim-path.js';
 import { buildDenyIndex, exactCondition, type ExactCondition } from './deny-index.js';
 import { compileMatcher, globToRe2, MatcherError, type ClaimMatcher, type ConditionSpec, type PolicyScalar } from './matchers.js';
-import { parsePolicyYaml, type KeyPath } from './parse.js';
+import type { KeyPath } from '../yaml/document.js';
+import { parsePolicyYaml } from './parse.js';
 import { grantKeyProviders, readGrant } from './grants.js';
-import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
+import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type KeyHints, type Report } from '../yaml/fields.js';
 import type {
   CompileContext,
   CompiledPolicy,

@@ -14,7 +14,7 @@
  * condition (only glob, regex, exists, audience, or none at all) are always
  * candidates.
  */
-import { parseClaimPath, resolveClaim } from './claim-path.js';
+import { parseClaimPath, resolveClaim } from '../claims/claim-path.js';
 import { toStringForm } from '../values.js';
 import type { ConditionSpec } from './matchers.js';
 import type { CompiledPolicy, DenyIndex } from './types.js';

@@ -1,7 +1,7 @@
 import { findProvider, PROVIDERS, type Grant, type ProviderName } from '../providers/registry.js';
 import { isPlainObject } from '../values.js';
 import type { CompileContext, Effect } from './types.js';
-import { describeValue, has, suggest, type Json, type KeyHints, type Report } from './yaml-values.js';
+import { describeValue, has, suggest, type Json, type KeyHints, type Report } from '../yaml/fields.js';
 
 /** Provider names as messages list them: alphabetically. */
 const PROVIDER_NAMES: readonly ProviderName[] = PROVIDERS.map((p) => p.name).sort();

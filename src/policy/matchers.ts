@@ -1,5 +1,5 @@
 import { RE2JS, RE2Set } from 're2js';
-import { ClaimPathError, parseClaimPath, resolveClaim } from './claim-path.js';
+import { ClaimPathError, parseClaimPath, resolveClaim } from '../claims/claim-path.js';
 import { toStringForm } from '../values.js';
 import type { ConditionResult } from './types.js';
 

@@ -2,9 +2,8 @@ import { parseYaml } from '../yaml/parse.js';
 import type { YamlDocument, YamlProblem } from '../yaml/document.js';
 import { formatKeyPath } from '../values.js';
 import type { PolicyFile, PolicyIssue } from './types.js';
-import type { Report } from './yaml-values.js';
+import type { Report } from '../yaml/fields.js';
 
-export type { KeyPath } from '../yaml/document.js';
 
 /** How a policy issue introduces each kind of YAML problem (docs/policies/troubleshooting.md shows `YAML: Unresolved tag: ...`). */
 const FRAMING: Readonly<Record<YamlProblem['kind'], string>> = { syntax: 'YAML syntax error: ', refused: 'YAML: ', key: '' };

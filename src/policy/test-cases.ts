@@ -1,6 +1,7 @@
 import { evaluateOffline, offlineToken } from './explain.js';
-import { parsePolicyYaml, type KeyPath } from './parse.js';
-import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type Report } from './yaml-values.js';
+import type { KeyPath } from '../yaml/document.js';
+import { parsePolicyYaml } from './parse.js';
+import { checkKnownKeys, describeValue, echo, has, isInexactNumber, suggest, type Json, type Report } from '../yaml/fields.js';
 import type { CompileContext, Decision, PolicyFile, PolicyIssue, PolicySet } from './types.js';
 import { isPlainObject } from '../values.js';
 

@@ -1,4 +1,4 @@
-import { describeValue, has, type Json, type Report } from '../policy/yaml-values.js';
+import { describeValue, has, type Json, type Report } from '../yaml/fields.js';
 
 /**
  * Field readers the providers' grant compilers share (docs/policies/reference.md):

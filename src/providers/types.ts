@@ -2,8 +2,8 @@ import type { z } from 'zod';
 import { AccessDeniedError } from '../errors.js';
 import type { SigningKey } from '../keys/signing-key.js';
 import type { VerifiedToken } from '../oidc/types.js';
-import type { KeyHints, Json, Report } from '../policy/yaml-values.js';
-import { TemplateError } from '../policy/template.js';
+import type { KeyHints, Json, Report } from '../yaml/fields.js';
+import { TemplateError } from '../claims/template.js';
 
 /** What every compiled grant has; each provider's grant adds its own fields (docs/policies/reference.md). */
 export interface GrantBase<N extends string = string> {

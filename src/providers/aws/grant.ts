@@ -1,7 +1,7 @@
-import type { KeyPath } from '../../policy/parse.js';
+import type { KeyPath } from '../../yaml/document.js';
 import { isPlainObject } from '../../values.js';
-import type { Template } from '../../policy/template.js';
-import { checkKnownKeys, describeValue, echo, has, readTemplate, type Json, type KeyHints, type Report } from '../../policy/yaml-values.js';
+import type { Template } from '../../claims/template.js';
+import { checkKnownKeys, describeValue, echo, has, readTemplate, type Json, type KeyHints, type Report } from '../../yaml/fields.js';
 import { countFailures, readDuration, readLiteral, readStringList } from '../grant-fields.js';
 
 /** A JSON value whose strings are templates: an AWS session policy. */

@@ -1,6 +1,6 @@
 import { AssumeRoleCommand, STSClient, STSServiceException, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
 import { AccessDeniedError, ProviderError } from '../../errors.js';
-import { TemplateError, type Template } from '../../policy/template.js';
+import { TemplateError, type Template } from '../../claims/template.js';
 import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
 import type { AwsGrant, JsonTemplate } from './grant.js';
 

@@ -1,5 +1,5 @@
-import type { Template } from '../../policy/template.js';
-import { checkKnownKeys, describeValue, echo, has, readTemplate, type Json, type KeyHints, type Report } from '../../policy/yaml-values.js';
+import type { Template } from '../../claims/template.js';
+import { checkKnownKeys, describeValue, echo, has, readTemplate, type Json, type KeyHints, type Report } from '../../yaml/fields.js';
 import { countFailures, readDuration, readLiteral, readStringList } from '../grant-fields.js';
 
 export interface GcpGrant {

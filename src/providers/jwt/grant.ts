@@ -1,6 +1,6 @@
-import { readTemplate, checkKnownKeys, has, type Json, type KeyHints, type Report } from '../../policy/yaml-values.js';
+import { readTemplate, checkKnownKeys, has, type Json, type KeyHints, type Report } from '../../yaml/fields.js';
 import { isPlainObject } from '../../values.js';
-import type { Template } from '../../policy/template.js';
+import type { Template } from '../../claims/template.js';
 import { countFailures, readDuration } from '../grant-fields.js';
 
 export interface JwtGrant {

@@ -1,6 +1,6 @@
-import type { KeyPath } from '../yaml/document.js';
-import { compileTemplate, TemplateSyntaxError } from './template.js';
-import type { Template } from './template.js';
+import type { KeyPath } from './document.js';
+import { compileTemplate, TemplateSyntaxError } from '../claims/template.js';
+import type { Template } from '../claims/template.js';
 
 /** Reading values out of a parsed policy file, reporting problems at their key path. */
 export type Report = (path: KeyPath, message: string, hint?: string) => void;
