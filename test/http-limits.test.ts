@@ -8,6 +8,7 @@ import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import type { AuditRecord } from '../src/audit/types.js';
 import { ConfigError, parseConfig } from '../src/config.js';
+import { RateLimitedError } from '../src/errors.js';
 import { createLimits } from '../src/limits/rate-limit.js';
 
 const POLICIES = {
@@ -287,6 +288,27 @@ describe('exchanges_per_subject across two brokers sharing one Redis', () => {
     assert.equal(summary.length, 1);
     assert.match(summary[0]!.reason!, /^exchanges_per_subject: 1 dropped /);
   });
+});
+
+test('limits whose Redis cannot be reached count in the process memory meanwhile', async () => {
+  // Never connected: the limiter does not wait on a queued command, it falls back at once.
+  const unreachable = new Redis({ host: '127.0.0.1', port: 1, lazyConnect: true, enableOfflineQueue: false });
+  const limits = createLimits(
+    { refused_per_ip: 2, exchanges_per_subject: 2, explains_per_subject: 2, auditor_failures_per_ip: 2 },
+    { redis: unreachable, keyPrefix: `oidc-broker-test:${randomUUID()}` },
+  );
+  assert.equal(await limits.exchanges_per_subject.consume('local sub'), undefined);
+  assert.equal(await limits.exchanges_per_subject.consume('local sub'), undefined);
+  const first = await limits.exchanges_per_subject.consume('local sub');
+  assert.ok(first instanceof RateLimitedError);
+  assert.equal(first.limited.dropped, undefined, 'the first limited request is audited');
+  assert.ok((await limits.exchanges_per_subject.consume('local sub'))?.limited.dropped, 'the next is summarised');
+
+  assert.equal(await limits.refused_per_ip.check('192.0.2.1'), undefined);
+  await limits.refused_per_ip.count('192.0.2.1');
+  await limits.refused_per_ip.count('192.0.2.1');
+  assert.ok((await limits.refused_per_ip.check('192.0.2.1')) instanceof RateLimitedError);
+  unreachable.disconnect();
 });
 
 describe('failed auditor authentications', () => {
