@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { outboundUrl } from './config-fields.js';
+import type { LimitsConfig } from './limits/rate-limit.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
 import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
@@ -14,7 +16,8 @@ import { parseYaml } from './yaml/parse.js';
 export interface BrokerConfig {
   /** Where the config came from: a file path, or `built-in defaults`. */
   source: string;
-  server: { host: string; port: number; publicUrl: string };
+  /** `trustedProxies`: addresses and CIDR ranges whose X-Forwarded-For is believed. */
+  server: { host: string; port: number; publicUrl: string; trustedProxies: string[] };
   issuers: IssuerConfig[];
   policies: { dir: string };
   /** `sqlite:<absolute path>` or `postgres://...`. */
@@ -23,6 +26,8 @@ export interface BrokerConfig {
   /** One entry per registered provider (providers/registry.ts); an optional provider is undefined unless configured. */
   providers: ProviderConfigs;
   auditors: { name: string; tokenSha256: string }[];
+  /** Requests allowed per key per minute, by limit. */
+  limits: LimitsConfig;
 }
 
 /** A config that cannot be used; the message names the file, the key path and what was expected. */
@@ -49,14 +54,33 @@ const issuerSchema = z
   })
   .refine((i) => !(i.jwks_uri && i.jwks_file), { message: 'set jwks_uri or jwks_file, not both' });
 
+/** docs/configuration.md, `limits`: what a demanding operator expects when the section is absent. */
+const DEFAULT_LIMITS: LimitsConfig = { refused_per_ip: 120, exchanges_per_subject: 60, explains_per_subject: 20, auditor_failures_per_ip: 10 };
+
+// A limit is never off: 0 would refuse everyone, so it is refused at start like any other bad value.
+const perMinute = z
+  .number()
+  .int()
+  .min(1, { message: 'expected a whole number of requests a minute, 1 to 1000000 (a limit cannot be 0, negative or turned off)' })
+  .max(1_000_000, { message: 'expected a whole number of requests a minute, 1 to 1000000' });
+
+/** An IPv4 or IPv6 address, or a CIDR range of one (`10.0.0.0/8`, `fd00::/8`), as express's `trust proxy` takes them. */
+function isAddressOrRange(value: string): boolean {
+  const [address = '', prefix, ...rest] = value.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return prefix === undefined || (/^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+}
+
 const fileSchema = z.strictObject({
   server: z
     .strictObject({
       host: z.string().min(1).default('127.0.0.1'),
       port: z.number().int().min(0).max(65535).default(8080),
       public_url: outboundUrl.optional(),
+      trusted_proxies: z.array(z.string().refine(isAddressOrRange, 'expected an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8')).default([]),
     })
-    .default({ host: '127.0.0.1', port: 8080 }),
+    .default({ host: '127.0.0.1', port: 8080, trusted_proxies: [] }),
   issuers: z
     .array(issuerSchema)
     .default([])
@@ -91,6 +115,14 @@ const fileSchema = z.strictObject({
       }),
     )
     .default([]),
+  limits: z
+    .strictObject({
+      refused_per_ip: perMinute.default(DEFAULT_LIMITS.refused_per_ip),
+      exchanges_per_subject: perMinute.default(DEFAULT_LIMITS.exchanges_per_subject),
+      explains_per_subject: perMinute.default(DEFAULT_LIMITS.explains_per_subject),
+      auditor_failures_per_ip: perMinute.default(DEFAULT_LIMITS.auditor_failures_per_ip),
+    })
+    .default(DEFAULT_LIMITS),
 });
 
 type FileConfig = z.infer<typeof fileSchema>;
@@ -194,13 +226,14 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
   const resolveAuditUrl = (url: string) => (url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, url.slice('sqlite:'.length))}` : url);
   return {
     source,
-    server: { host: file.server.host, port, publicUrl },
+    server: { host: file.server.host, port, publicUrl, trustedProxies: file.server.trusted_proxies },
     issuers,
     policies: { dir: path.resolve(baseDir, file.policies.dir) },
     audit: { url: resolveAuditUrl(file.audit.url), checkpointIntervalSeconds: file.audit.checkpoint_interval_seconds },
     replay: { url: file.replay.url },
     providers: toProviderConfigs(file.providers, (file) => path.resolve(baseDir, file)),
     auditors: file.auditors.map((a) => ({ name: a.name, tokenSha256: a.token_sha256 })),
+    limits: file.limits,
   };
 }
 

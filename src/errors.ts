@@ -79,6 +79,32 @@ export class RequestTooLargeError extends BrokerError {
   readonly code = 'request_too_large' as const;
 }
 
+/**
+ * Too many requests for one key of a rate limit (docs/configuration.md,
+ * `limits`). `dropped` is set for every limited request of a window but the
+ * first: such a request gets no audit record of its own and is counted in the
+ * window's summary record instead (docs/audit.md).
+ */
+export class RateLimitedError extends BrokerError {
+  readonly code = 'rate_limited' as const;
+
+  constructor(
+    message: string,
+    readonly limited: {
+      /** The limit's name, as in the config. */
+      limit: string;
+      /** What the limit counts by: a client address, or an issuer and subject. */
+      key: string;
+      /** Whole seconds until the key is allowed again: the answer's Retry-After. */
+      retryAfterSeconds: number;
+      /** When the window whose summary counts this request ends. */
+      dropped?: { windowEnd: Date };
+    },
+  ) {
+    super(message, { reason: limited.limit });
+  }
+}
+
 /** A bug in the broker; the client sees only a generic sentence. */
 export class ServerError extends BrokerError {
   readonly code = 'server_error' as const;

@@ -5,10 +5,13 @@ import type { AuditStore } from './audit/types.js';
 import { compileContext, type BrokerConfig } from './config.js';
 import { createApp, type AppDeps } from './http/app.js';
 import type { ServedBroker } from './http/server.js';
+import { createLimits, LIMIT_NAMES, type Limits } from './limits/rate-limit.js';
+import { DropSummaries } from './limits/summaries.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type BrokerMetrics } from './metrics.js';
 import { createTokenVerifier } from './oidc/verify.js';
-import type { ExchangeDeps } from './pipeline/types.js';
+import { recordDropped } from './pipeline/record.js';
+import type { DroppedRequest, ExchangeDeps } from './pipeline/types.js';
 import { compilePolicies } from './policy/compile.js';
 import { formatPolicyIssue, PolicyLoadError } from './policy/issues.js';
 import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, type PolicySetStatus, type ReloadResult, type ReloadTrigger } from './policy/reload.js';
@@ -36,6 +39,8 @@ export interface BrokerOptions {
   now?: () => Date;
   /** Defaults to the real SQLite store from config. */
   audit?: AuditStore;
+  /** Defaults to limits from config counted in this process's memory; replicas share limits counted in Redis. */
+  limits?: Limits;
 }
 
 /** The start-up load: the set and its digest (see `policySetDigest` in policy/reload.ts). @throws PolicyLoadError, PolicyDirError */
@@ -85,6 +90,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
   });
   const replay = createMemoryReplayStore();
+  const summaries = new DropSummaries<DroppedRequest>((window) => recordDropped({ audit, logger }, window));
+  for (const limit of LIMIT_NAMES) for (const audited of ['true', 'false']) metrics.rateLimited.labels({ limit, audited }).inc(0);
   let accepting = true;
 
   const exchangeDeps: ExchangeDeps = {
@@ -94,12 +101,15 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     replay,
     providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey }),
     audit,
+    limits: options.limits ?? createLimits(config.limits),
+    summaries,
     metrics,
     logger,
   };
   const deps: AppDeps = {
     ...exchangeDeps,
     publicUrl: config.server.publicUrl,
+    trustedProxies: config.server.trustedProxies,
     publicJwks: { keys: [signingKey.publicJwk] },
     checkpointKeys: await checkpointKeys([signingKey.publicJwk]),
     auditors: config.auditors,
@@ -119,6 +129,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     close: async () => {
       await reloader.close();
       await replay.close();
+      // Summaries of windows still open are written now, while the audit log is.
+      await summaries.close();
       await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
       await audit.close();
     },

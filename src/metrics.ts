@@ -13,6 +13,10 @@ export interface BrokerMetrics {
   policySetLastSuccess: Gauge;
   /** Policies (allow and deny) in the set that is serving. */
   policiesLoaded: Gauge;
+  /** Requests answered 429 by limit; `audited`: whether the request got a record of its own (else it is counted in a summary record or, on the audit routes, a log line). */
+  rateLimited: Counter<'limit' | 'audited'>;
+  /** Failed auditor authentications on /v1/audit/* by reason (missing_auditor_token, not_an_auditor). */
+  auditorAuthFailures: Counter<'reason'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): BrokerMetrics {
@@ -62,8 +66,21 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
       help: 'Policies (allow and deny) in the set that is serving.',
       registers: [registry],
     }),
+    rateLimited: new Counter({
+      name: 'broker_rate_limited_total',
+      help: 'Requests answered 429 rate_limited by limit; audited="false": counted in a summary record (or a log line on the audit routes) instead of a record of their own.',
+      labelNames: ['limit', 'audited'],
+      registers: [registry],
+    }),
+    auditorAuthFailures: new Counter({
+      name: 'broker_auditor_auth_failures_total',
+      help: 'Requests to /v1/audit/* whose auditor token was missing or wrong, by reason.',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
   };
   // Every outcome is exported from the start, so `increase(...{outcome="failure"}[5m])` alerts work before the first failure.
   for (const outcome of ['success', 'failure', 'unchanged']) metrics.policyReloads.labels({ outcome }).inc(0);
+  for (const reason of ['missing_auditor_token', 'not_an_auditor']) metrics.auditorAuthFailures.labels({ reason }).inc(0);
   return metrics;
 }

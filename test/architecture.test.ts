@@ -19,7 +19,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['policy'],
   ['providers'],
   ['config-fields'],
-  ['oidc', 'replay', 'keys'],
+  ['oidc', 'replay', 'keys', 'limits'],
   ['yaml'],
   ['claims'],
   ['values', 'errors', 'logger', 'ids', 'metrics'],

@@ -9,6 +9,7 @@ import addFormats from 'ajv-formats';
 import request from 'supertest';
 import { parse } from 'yaml';
 import { createApp } from '../src/http/app.js';
+import { createLimits } from '../src/limits/rate-limit.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 
 interface OpenApiResponse {
@@ -197,6 +198,32 @@ test('token exchange (/oauth2/token) responses match the spec in every outcome',
     blocker.exec('ROLLBACK');
     blocker.close();
   }
+});
+
+test('rate-limited responses (429) match the spec on every route that answers them', async () => {
+  const app = createApp({ ...fx.broker.deps, limits: createLimits({ refused_per_ip: 1, exchanges_per_subject: 1, explains_per_subject: 1, auditor_failures_per_ip: 1 }) });
+  const limited = (res: request.Response, route: string, method = 'post') => {
+    assert.equal(res.status, 429, `${route}: ${res.text}`);
+    assert.match(String(res.headers['retry-after']), /^[1-9][0-9]?$/);
+    check(res, route, method);
+  };
+  const sub = { sub: 'repo:acme/api:ref:refs/heads/limited' };
+  const exchange = async () => request(app).post('/v1/exchange').set('Authorization', `Bearer ${await mint(sub)}`).send({ policy: 'deploy' });
+  const explain = async () => request(app).post('/v1/explain').set('Authorization', `Bearer ${await mint(sub)}`).send({ policy: 'deploy' });
+  assert.equal((await exchange()).status, 200);
+  limited(await exchange(), '/v1/exchange');
+  assert.equal((await explain()).status, 200);
+  limited(await explain(), '/v1/explain');
+
+  assert.equal((await request(app).get('/v1/audit/verify').set('Authorization', 'Bearer nope')).status, 401);
+  limited(await request(app).get('/v1/audit/verify').set('Authorization', `Bearer ${AUDITOR_TOKEN}`), '/v1/audit/verify', 'get');
+  limited(await request(app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`), '/v1/audit/events', 'get');
+
+  // One refusal uses up the address: every decision route answers 429 before reading the request.
+  assert.equal((await request(app).post('/v1/exchange').send({ policy: 'deploy' })).status, 401);
+  limited(await exchange(), '/v1/exchange');
+  limited(await explain(), '/v1/explain');
+  limited(await request(app).post('/oauth2/token').type('form').send('grant_type=x'), '/oauth2/token');
 });
 
 /** Validates the documented response headers that the real response carries. */

@@ -341,7 +341,7 @@ describe('config.schema.json', () => {
     'an empty file (every default)': '{}\n',
     'the issuer the invalid ones below break': 'issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n',
     'everything this version accepts': `
-server: { host: 0.0.0.0, port: 0, public_url: "https://broker.example.com/" }
+server: { host: 0.0.0.0, port: 0, public_url: "https://broker.example.com/", trusted_proxies: [10.0.0.0/8, 192.0.2.7, "fd00::/8"] }
 issuers:
   - name: local
     issuer: http://127.0.0.1:8081
@@ -361,6 +361,7 @@ providers:
   gcp: { endpoint: "http://[::1]:9090", max_lifetime_seconds: 43200, timeout_seconds: 1 }
 auditors:
   - { name: secops, token_sha256: "\${SECOPS_TOKEN_SHA256}" }
+limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subject: 20, auditor_failures_per_ip: 10 }
 `,
   };
   for (const [name, text] of Object.entries(valid)) {
@@ -374,7 +375,10 @@ auditors:
   const issuer = 'issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n';
   const invalid: Record<string, string> = {
     'unknown key': 'server:\n  prot: 8080\n',
-    'unknown top-level key': 'limits:\n  refused_per_ip: 120\n',
+    'unknown top-level key': 'rate_limits:\n  refused_per_ip: 120\n',
+    'a limit of 0': 'limits:\n  exchanges_per_subject: 0\n',
+    'an unknown limit': 'limits:\n  exchanges_per_minute: 10\n',
+    'a trusted proxy that is a host name': 'server:\n  trusted_proxies: [proxy.internal]\n',
     'a contract key this version refuses (tenant_claims)': `${issuer}    tenant_claims: [repository_owner_id]\n`,
     'algorithm not in the enum': `${issuer}    algorithms: [HS256]\n`,
     'issuer URL missing': 'issuers:\n  - name: github\n',

@@ -15,6 +15,8 @@ import { wellKnownRoutes } from './routes/well-known.js';
 export interface AppDeps extends ExchangeDeps {
   /** The broker's public URL: issuer of broker-signed tokens. */
   publicUrl: string;
+  /** Peers whose X-Forwarded-For is believed (docs/configuration.md, `server.trusted_proxies`). */
+  trustedProxies: readonly string[];
   /** Public keys served at /.well-known/jwks.json. */
   publicJwks: { keys: JWK[] };
   /** Keys that verify audit checkpoints, by kid. */
@@ -32,6 +34,8 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
+  // req.ip (audit records, limits) is the first address from the right of X-Forwarded-For that is not a trusted proxy, or the peer's own when it is not one.
+  app.set('trust proxy', deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false);
   app.use(requestId());
   app.use(exchangeRoutes(deps));
   app.use(explainRoutes(deps));

@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, Response } from 'express';
 import {
   BrokerError,
   InvalidRequestError,
+  RateLimitedError,
   RequestTooLargeError,
   toBrokerError,
   type ErrorCode,
@@ -77,11 +78,17 @@ export class OAuthRequestError extends InvalidRequestError {
   }
 }
 
+/** 429 and 503 say when to retry (openapi.yaml): when the limit's window ends, or in 5 s. */
+function setRetryAfter(res: Response, error: BrokerError, status: number): void {
+  if (error instanceof RateLimitedError) res.set('Retry-After', String(error.limited.retryAfterSeconds));
+  else if (status === 429 || status === 503) res.set('Retry-After', '5');
+}
+
 /** Writes an RFC 6749 section 5.2 error body `{error, error_description, request_id}` for `/oauth2/token`. */
 export function sendOAuthError(res: Response, error: BrokerError): void {
   const mapped = OAUTH_ERROR[error.code];
   const status = mapped.status;
-  if (status === 429 || status === 503) res.set('Retry-After', '5');
+  setRetryAfter(res, error, status);
   res.set('Cache-Control', 'no-store');
   res.set('Pragma', 'no-cache');
   res.status(status).json({
@@ -95,7 +102,7 @@ export function sendOAuthError(res: Response, error: BrokerError): void {
 export function sendError(res: Response, error: BrokerError, extra: Record<string, unknown> = {}): void {
   const status = HTTP_STATUS[error.code];
   if (status === 401) res.set('WWW-Authenticate', `Bearer error="invalid_token", error_description="${error.message.replace(/[^\x20-\x7e]/g, '').replace(/["\\]/g, "'")}"`);
-  if (status === 429 || status === 503) res.set('Retry-After', '5');
+  setRetryAfter(res, error, status);
   res.set('Cache-Control', 'no-store');
   const requestId = res.locals.requestId as string | undefined;
   if (res.locals.shellErrors === true) {

@@ -1,4 +1,4 @@
-import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
+import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
 import { InvalidRequestError, toBrokerError, type BrokerError } from '../errors.js';
 import { refuse } from '../pipeline/record.js';
 import type { ExchangeDeps, Operation, RequestContext } from '../pipeline/types.js';
@@ -42,6 +42,22 @@ export function checkBodyShape(req: Request, headerToken: string | null | undefi
   return undefined;
 }
 
+type RefusalOptions = { send: (res: Response, error: BrokerError) => void; withToken: boolean };
+
+/**
+ * Refuses a request from a client address over `refused_per_ip`
+ * (docs/configuration.md) before its body is read or any token verified: a
+ * decision like any other, audited, except that a flood's are summarised
+ * (docs/audit.md).
+ */
+export function limitRefusedClients(deps: ExchangeDeps, operation: Operation, options: RefusalOptions): RequestHandler {
+  return async (req, res, next) => {
+    const limited = req.ip === undefined ? undefined : await deps.limits.refused_per_ip.check(req.ip);
+    if (!limited) return next();
+    await answerRefusal(deps, operation, req, res, limited, options);
+  };
+}
+
 /**
  * A body the parser refused is still a decision on a decision route: it is
  * audited (the pipeline's `refuse`) before it is answered with `send`.
@@ -51,17 +67,22 @@ export function checkBodyShape(req: Request, headerToken: string | null | undefi
 export function auditBodyRefusals(
   deps: ExchangeDeps,
   operation: Operation,
-  options: { toRefusal: (err: unknown) => BrokerError | undefined; send: (res: Response, error: BrokerError) => void; withToken: boolean },
+  options: RefusalOptions & { toRefusal: (err: unknown) => BrokerError | undefined },
 ): ErrorRequestHandler {
   return async (err: unknown, req, res, next) => {
     const refusal = options.toRefusal(err);
     if (!refusal) return next(err);
-    const token = options.withToken ? (bearerToken(req.get('authorization')) ?? undefined) : undefined;
-    try {
-      await refuse(deps, operation, { ...requestContext(req, res), token }, refusal);
-    } catch (recorded) {
-      // `refuse` throws the refusal once it is recorded, or the audit failure that stopped it.
-      options.send(res, toBrokerError(recorded));
-    }
+    await answerRefusal(deps, operation, req, res, refusal, options);
   };
+}
+
+/** Audits a refusal made before the pipeline ran (with the header's token, if asked) and answers it. */
+async function answerRefusal(deps: ExchangeDeps, operation: Operation, req: Request, res: Response, refusal: BrokerError, options: RefusalOptions): Promise<void> {
+  const token = options.withToken ? (bearerToken(req.get('authorization')) ?? undefined) : undefined;
+  try {
+    await refuse(deps, operation, { ...requestContext(req, res), token }, refusal);
+  } catch (recorded) {
+    // `refuse` throws the refusal once it is recorded, or the audit failure that stopped it.
+    options.send(res, toBrokerError(recorded));
+  }
 }

@@ -3,7 +3,8 @@ import type { AuditDecision, AuditEntry } from '../audit/types.js';
 import type { ErrorCode } from '../errors.js';
 import { readUnverifiedIdentity } from '../oidc/verify.js';
 import { providerOf } from '../providers/registry.js';
-import type { Operation, Outcome, RequestFacts } from './types.js';
+import type { DroppedWindow } from '../limits/summaries.js';
+import type { DroppedRequest, Operation, Outcome, RequestFacts } from './types.js';
 
 /** Refusals recorded as `denied`; every other code is an `error` record. */
 const DENIALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
@@ -51,6 +52,23 @@ export function toAuditEntry(record: { id: string; time: Date; operation: Operat
     duration_seconds: issued?.durationSeconds ?? null,
     client_ip: request.clientIp,
     user_agent: request.userAgent,
+  };
+}
+
+/**
+ * The summary record of a rate limit's dropped requests (docs/audit.md): the
+ * record the first of them would have had (its request, token and client),
+ * with its own id and time, and a reason that says how many were dropped and
+ * over which span.
+ */
+export function toSummaryEntry(record: { id: string; time: Date; window: DroppedWindow<DroppedRequest> }): AuditEntry {
+  const { id, time, window } = record;
+  const { operation, entry } = window.first;
+  return {
+    ...entry,
+    id,
+    time: time.toISOString(),
+    reason: `${operation === 'explain' ? 'explain: ' : ''}${window.limit}: ${window.count} dropped from ${entry.time} to ${window.windowEnd.toISOString()}: answered 429 without records of their own; this record shows the first of them.`,
   };
 }
 

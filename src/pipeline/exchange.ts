@@ -1,6 +1,6 @@
 import { toBrokerError } from '../errors.js';
 import { settle, startDecision } from './record.js';
-import { allowedGrant, claimReplay, issue, lookUpAndEvaluate, validateInput } from './steps.js';
+import { allowedGrant, claimReplay, issue, limitSubject, lookUpAndEvaluate, validateInput } from './steps.js';
 import type { ExchangeDeps, ExchangeInput, ExchangeResult, Facts, Issued, Refused } from './types.js';
 
 /**
@@ -33,6 +33,7 @@ async function decideExchange(deps: ExchangeDeps, input: ExchangeInput, issuance
     const request = validateInput(input);
     const token = await deps.verifier.verify(request.token);
     facts = { token };
+    await limitSubject(deps.limits.exchanges_per_subject, token);
     const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token);
     facts = { token, policy };
     const grant = allowedGrant(policy, decision);

@@ -1,6 +1,6 @@
 import { toBrokerError } from '../errors.js';
 import { settle, startDecision } from './record.js';
-import { lookUpAndEvaluate, validateInput } from './steps.js';
+import { limitSubject, lookUpAndEvaluate, validateInput } from './steps.js';
 import type { ExchangeDeps, Explained, ExplainInput, ExplainResult, Facts, Refused } from './types.js';
 
 /**
@@ -26,6 +26,7 @@ async function decideExplain(deps: ExchangeDeps, input: ExplainInput): Promise<E
     const request = validateInput(input);
     const token = await deps.verifier.verify(request.token);
     facts = { token };
+    await limitSubject(deps.limits.explains_per_subject, token);
     // Every deny policy of the issuer, not just the index's candidates: explain shows them all.
     const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token, { allDenyPolicies: true });
     return { kind: 'explained', facts: { token, policy }, decision };

@@ -1,10 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import { newAuditId } from '../audit/record.js';
 import type { AuditDecision, AuditEntry } from '../audit/types.js';
-import { AuditUnavailableError, type BrokerError } from '../errors.js';
+import { AuditUnavailableError, RateLimitedError, type BrokerError } from '../errors.js';
+import { COUNTED_REFUSALS } from '../limits/rate-limit.js';
+import type { DroppedWindow } from '../limits/summaries.js';
 import { errorSummary, type Logger } from '../logger.js';
-import { toAuditEntry } from './audit-entry.js';
-import type { ExchangeDeps, Operation, Outcome, Refused, RequestFacts } from './types.js';
+import { toAuditEntry, toSummaryEntry } from './audit-entry.js';
+import type { DroppedRequest, ExchangeDeps, Operation, Outcome, Refused, RequestFacts } from './types.js';
+
+type RecordDeps = Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger' | 'replay' | 'limits' | 'summaries'>;
 
 /** The audit record's id and time, fixed when the decision starts (the id names the issued session or token). */
 export interface DecisionStart {
@@ -26,7 +30,7 @@ export function startDecision(): DecisionStart {
  * @throws AuditUnavailableError when the record cannot be committed (no credential leaves then); else the refusal.
  */
 export async function settle<O extends Outcome>(
-  deps: Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger' | 'replay'>,
+  deps: RecordDeps,
   start: DecisionStart,
   operation: Operation,
   request: RequestFacts,
@@ -34,6 +38,15 @@ export async function settle<O extends Outcome>(
 ): Promise<Exclude<O, Refused>> {
   const entry = toAuditEntry({ id: start.id, time: start.time, operation, request, outcome });
   const refusal = outcome.kind === 'refused' ? outcome.error : undefined;
+  if (refusal instanceof RateLimitedError) {
+    const { limit, key, dropped } = refusal.limited;
+    deps.metrics.rateLimited.inc({ limit, audited: String(dropped === undefined) });
+    // All but the first limited request of a window are counted in the window's summary record, so a flood cannot grow the log faster than its keys (docs/audit.md).
+    if (dropped) {
+      deps.summaries.add(limit, key, dropped.windowEnd, { operation, entry });
+      throw refusal;
+    }
+  }
   const releaseClaim = async () => {
     // A release that fails only leaves the token spent until it expires (the caller then uses a
     // fresh one); the decision's answer stays the same, so the failure is not the caller's.
@@ -53,6 +66,7 @@ export async function settle<O extends Outcome>(
   logDecision(deps.logger, entry, refusal, operation);
   if (refusal) {
     await releaseClaim();
+    if (COUNTED_REFUSALS.has(refusal.code) && request.clientIp !== null) await deps.limits.refused_per_ip.count(request.clientIp);
     throw refusal;
   }
   return outcome as Exclude<O, Refused>;
@@ -65,9 +79,25 @@ export async function settle<O extends Outcome>(
  *
  * @throws always: the refusal once recorded, or AuditUnavailableError.
  */
-export async function refuse(deps: Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger' | 'replay'>, operation: Operation, request: RequestFacts, error: BrokerError): Promise<void> {
+export async function refuse(deps: RecordDeps, operation: Operation, request: RequestFacts, error: BrokerError): Promise<void> {
   const refused: Refused = { kind: 'refused', facts: {}, error };
   await settle(deps, startDecision(), operation, request, refused);
+}
+
+/**
+ * Commits the summary record of a window's dropped requests (docs/audit.md).
+ * Nothing waits on it to answer, so a summary that cannot be committed is
+ * logged with its count instead.
+ */
+export async function recordDropped(deps: Pick<ExchangeDeps, 'audit' | 'logger'>, window: DroppedWindow<DroppedRequest>): Promise<void> {
+  const entry = toSummaryEntry({ id: newAuditId(), time: new Date(), window });
+  const fields = { issuance_id: entry.id, limit: window.limit, dropped: window.count, client_ip: entry.client_ip, issuer: entry.issuer, subject: entry.subject };
+  try {
+    await commit(deps, entry);
+    deps.logger.warn('rate limit summary', fields);
+  } catch (err) {
+    deps.logger.error('rate limit summary not recorded', { ...fields, cause: errorSummary(err) });
+  }
 }
 
 async function commit(deps: Pick<ExchangeDeps, 'audit' | 'logger'>, entry: AuditEntry): Promise<void> {

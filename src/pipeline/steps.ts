@@ -1,4 +1,5 @@
 import { AccessDeniedError, InvalidRequestError, InvalidTokenError, ProviderError, TokenReplayedError } from '../errors.js';
+import type { RateLimit } from '../limits/rate-limit.js';
 import type { VerifiedToken } from '../oidc/types.js';
 import { evaluate, lookupPolicy, type EvaluateOptions } from '../policy/evaluate.js';
 import type { CompiledPolicy, Decision, PolicySet } from '../policy/types.js';
@@ -20,6 +21,19 @@ export interface ValidRequest {
   token: string;
   policyName: string;
   durationSeconds: number | undefined;
+}
+
+/**
+ * Counts the request against its subject's limit (docs/configuration.md,
+ * `limits`): once the token is verified, so the subject is real, and before
+ * anything is looked up or issued.
+ *
+ * @throws RateLimitedError
+ */
+export async function limitSubject(limit: RateLimit, token: VerifiedToken): Promise<void> {
+  // Issuer names hold no spaces (config.ts), so the key names one (issuer, sub) pair.
+  const refusal = await limit.consume(`${token.issuerName} ${token.subject}`);
+  if (refusal) throw refusal;
 }
 
 /** @throws InvalidTokenError (no token) or InvalidRequestError (no policy, a bad duration). */

@@ -1,5 +1,7 @@
-import type { AuditStore } from '../audit/types.js';
+import type { AuditEntry, AuditStore } from '../audit/types.js';
 import type { BrokerError } from '../errors.js';
+import type { Limits } from '../limits/rate-limit.js';
+import type { DropSummaries } from '../limits/summaries.js';
 import type { Logger } from '../logger.js';
 import type { BrokerMetrics } from '../metrics.js';
 import type { TokenVerifier, VerifiedToken } from '../oidc/types.js';
@@ -16,8 +18,18 @@ export interface ExchangeDeps {
   /** The configured providers' issuing halves; a grant of a provider not here cannot be issued. */
   providers: ProviderSet;
   audit: AuditStore;
+  /** The rate limits (docs/configuration.md, `limits`). */
+  limits: Limits;
+  /** The summaries of rate-limited requests that get no record of their own (docs/audit.md). */
+  summaries: DropSummaries<DroppedRequest>;
   metrics: BrokerMetrics;
   logger: Logger;
+}
+
+/** A rate-limited request counted in a summary: the record it would have had, and its route. */
+export interface DroppedRequest {
+  operation: Operation;
+  entry: AuditEntry;
 }
 
 /** Where a request came from; goes to the audit record and the log. */

@@ -5,7 +5,7 @@ import { PassThrough } from 'node:stream';
 import { parseConfig, type BrokerConfig } from '../../src/config.js';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/issuer.js';
 import { createLogger, type Logger } from '../../src/logger.js';
-import { createBroker, type Broker } from '../../src/main.js';
+import { createBroker, type Broker, type BrokerOptions } from '../../src/main.js';
 
 /** A winston logger whose JSON lines are kept in memory, so tests can assert what was (not) logged. */
 export function createCapturingLogger(): { logger: Logger; lines: () => string[] } {
@@ -37,6 +37,12 @@ export async function startBrokerFixture(options: {
   /** YAML lines under `providers:` (indented two spaces), e.g. an aws or gcp block. */
   providerConfig?: string;
   extraConfig?: string;
+  /** The `limits:` section; defaults to limits no test of another feature reaches (test/http-limits.test.ts sets its own). */
+  limits?: Partial<Record<'refused_per_ip' | 'exchanges_per_subject' | 'explains_per_subject' | 'auditor_failures_per_ip', number>>;
+  /** `server.trusted_proxies`. */
+  trustedProxies?: string[];
+  /** Passed to createBroker (e.g. limits counted in a Redis shared by two brokers). */
+  brokerOptions?: Pick<BrokerOptions, 'limits'>;
   now?: () => Date;
 }): Promise<BrokerFixture> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-test-'));
@@ -49,6 +55,7 @@ server:
   host: 127.0.0.1
   port: 0
   public_url: http://127.0.0.1:8080
+  trusted_proxies: ${JSON.stringify(options.trustedProxies ?? [])}
 issuers:
   - name: local
     issuer: ${issuer.url}
@@ -65,6 +72,7 @@ ${options.providerConfig ?? ''}
 auditors:
   - name: secops
     token_sha256: ${createHash('sha256').update(AUDITOR_TOKEN).digest('hex')}
+limits: ${JSON.stringify({ refused_per_ip: 1_000_000, exchanges_per_subject: 1_000_000, explains_per_subject: 1_000_000, auditor_failures_per_ip: 1_000_000, ...options.limits })}
 ${options.extraConfig ?? ''}`;
   const configPath = path.join(dir, 'broker.yaml');
   await writeFile(configPath, configText);
@@ -73,7 +81,7 @@ ${options.extraConfig ?? ''}`;
   let broker: Broker;
   try {
     config = await parseConfig(configText, configPath, {});
-    broker = await createBroker(config, { logger, ...(options.now ? { now: options.now } : {}) });
+    broker = await createBroker(config, { logger, ...options.brokerOptions, ...(options.now ? { now: options.now } : {}) });
   } catch (err) {
     await issuer.close();
     await rm(dir, { recursive: true, force: true });

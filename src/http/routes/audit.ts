@@ -7,8 +7,10 @@ import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../..
 import { AUDIT_DECISIONS } from '../../audit/record.js';
 import type { AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
 import { InvalidRequestError, InvalidTokenError, NotAcceptableError } from '../../errors.js';
+import type { Limits } from '../../limits/rate-limit.js';
 import { errorSummary, type Logger } from '../../logger.js';
-import { bearerToken } from '../request.js';
+import type { BrokerMetrics } from '../../metrics.js';
+import { bearerToken, requestContext } from '../request.js';
 
 export interface Auditor {
   name: string;
@@ -45,10 +47,12 @@ export function auditRoutes(deps: {
   audit: AuditStore;
   auditors: readonly Auditor[];
   checkpointKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
+  limits: Limits;
+  metrics: BrokerMetrics;
   logger: Logger;
 }): Router {
   const router = Router();
-  const requireAuditor = auditorAuth(deps.auditors);
+  const requireAuditor = auditorAuth(deps);
 
   router.get('/v1/audit/events', requireAuditor, async (req, res) => {
     res.set('Vary', 'Accept');
@@ -155,18 +159,38 @@ function describeQuery(query: AuditQuery): Record<string, unknown> {
 /**
  * Bearer tokens are compared by SHA-256 in constant time, against every
  * auditor (no early exit), so timing says nothing about which hash is close.
+ * A failure is logged (never the token) and counted, and a client address
+ * over `auditor_failures_per_ip` (docs/configuration.md) is answered 429
+ * before its token is looked at.
  */
-function auditorAuth(auditors: readonly Auditor[]): RequestHandler {
-  const hashes = auditors.map((a) => ({ name: a.name, hash: Buffer.from(a.tokenSha256, 'hex') }));
-  return (req, res, next) => {
+function auditorAuth(deps: { auditors: readonly Auditor[]; limits: Limits; metrics: BrokerMetrics; logger: Logger }): RequestHandler {
+  const hashes = deps.auditors.map((a) => ({ name: a.name, hash: Buffer.from(a.tokenSha256, 'hex') }));
+  const limit = deps.limits.auditor_failures_per_ip;
+  return async (req, res, next) => {
+    const { requestId, clientIp, userAgent } = requestContext(req, res);
+    const fields = { request_id: requestId, client_ip: clientIp, user_agent: userAgent };
+    const limited = clientIp === null ? undefined : await limit.check(clientIp);
+    if (limited) {
+      deps.metrics.rateLimited.inc({ limit: limit.name, audited: 'false' });
+      // One line per client address and window: a flood of guesses cannot flood the log either.
+      if (!limited.limited.dropped) deps.logger.warn('auditor authentication rate limited', { ...fields, limit: limit.name });
+      return next(limited);
+    }
     const token = bearerToken(req.get('authorization'));
-    if (!token) return next(new InvalidTokenError('An auditor bearer token is required.', { reason: 'missing_auditor_token' }));
-    const presented = createHash('sha256').update(token).digest();
+    const presented = token ? createHash('sha256').update(token).digest() : undefined;
     let matched: string | undefined;
-    for (const { name, hash } of hashes) if (timingSafeEqual(presented, hash) && matched === undefined) matched = name;
-    if (matched === undefined) return next(new InvalidTokenError('This token is not an auditor token.', { reason: 'not_an_auditor' }));
-    res.locals.auditor = matched;
-    next();
+    if (presented) for (const { name, hash } of hashes) if (timingSafeEqual(presented, hash) && matched === undefined) matched = name;
+    if (matched !== undefined) {
+      res.locals.auditor = matched;
+      return next();
+    }
+    const failure = presented
+      ? new InvalidTokenError('This token is not an auditor token.', { reason: 'not_an_auditor' })
+      : new InvalidTokenError('An auditor bearer token is required.', { reason: 'missing_auditor_token' });
+    deps.metrics.auditorAuthFailures.inc({ reason: failure.reason });
+    deps.logger.warn('auditor authentication failed', { ...fields, reason: failure.reason });
+    if (clientIp !== null) await limit.count(clientIp);
+    next(failure);
   };
 }
 

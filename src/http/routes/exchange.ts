@@ -7,7 +7,7 @@ import type { CompiledPolicy } from '../../policy/types.js';
 import { providerOf, type Grant } from '../../providers/registry.js';
 import { isPlainObject } from '../../values.js';
 import { fromBodyParserError, sendError } from '../errors.js';
-import { auditBodyRefusals, bearerToken, checkBodyShape, jsonBody, requestContext } from '../request.js';
+import { auditBodyRefusals, limitRefusedClients, bearerToken, checkBodyShape, jsonBody, requestContext } from '../request.js';
 import { shellQuote } from '../shell.js';
 
 type ResponseFormat = 'json' | 'env' | 'credential_process';
@@ -17,7 +17,7 @@ const FORMATS: ReadonlySet<string> = new Set<ResponseFormat>(['json', 'env', 'cr
 export function exchangeRoutes(deps: ExchangeDeps): Router {
   const router = Router();
 
-  router.post('/v1/exchange', markFormat, jsonBody, async (req, res) => {
+  router.post('/v1/exchange', markFormat, limitRefusedClients(deps, 'exchange', { send: sendError, withToken: true }), jsonBody, async (req, res) => {
     const context = requestContext(req, res);
     const format = requestedFormat(req);
     const body: Record<string, unknown> = isPlainObject(req.body) ? req.body : {};

@@ -5,7 +5,7 @@ import type { ExchangeDeps } from '../../pipeline/types.js';
 import { toExplainOutput } from '../../policy/explain.js';
 import { isPlainObject } from '../../values.js';
 import { fromBodyParserError, sendError } from '../errors.js';
-import { auditBodyRefusals, bearerToken, checkBodyShape, jsonBody, requestContext } from '../request.js';
+import { auditBodyRefusals, limitRefusedClients, bearerToken, checkBodyShape, jsonBody, requestContext } from '../request.js';
 
 /**
  * POST /v1/explain (openapi.yaml): the exchange's input, answered with
@@ -17,7 +17,7 @@ import { auditBodyRefusals, bearerToken, checkBodyShape, jsonBody, requestContex
 export function explainRoutes(deps: ExchangeDeps): Router {
   const router = Router();
 
-  router.post('/v1/explain', jsonBody, async (req, res) => {
+  router.post('/v1/explain', limitRefusedClients(deps, 'explain', { send: sendError, withToken: true }), jsonBody, async (req, res) => {
     const context = requestContext(req, res);
     const body: Record<string, unknown> = isPlainObject(req.body) ? req.body : {};
     const headerToken = bearerToken(req.get('authorization'));

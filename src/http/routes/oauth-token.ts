@@ -7,7 +7,7 @@ import { providerOf, type Grant } from '../../providers/registry.js';
 import { TOKEN_TYPE, type TokenExchangeForm } from '../../providers/types.js';
 import { isPlainObject } from '../../values.js';
 import { fromBodyParserError, OAuthRequestError, sendOAuthError } from '../errors.js';
-import { auditBodyRefusals, MAX_BODY_BYTES, requestContext } from '../request.js';
+import { auditBodyRefusals, limitRefusedClients, MAX_BODY_BYTES, requestContext } from '../request.js';
 
 const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const SUBJECT_TOKEN_TYPES: ReadonlySet<string> = new Set([TOKEN_TYPE.jwt, TOKEN_TYPE.idToken]);
@@ -34,7 +34,7 @@ interface TokenRequest {
 export function oauthTokenRoutes(deps: ExchangeDeps): Router {
   const router = Router();
 
-  router.post('/oauth2/token', formBody, async (req, res) => {
+  router.post('/oauth2/token', limitRefusedClients(deps, 'exchange', { send: sendOAuthError, withToken: false }), formBody, async (req, res) => {
     const context = requestContext(req, res);
     const params: Record<string, unknown> = req.is('application/x-www-form-urlencoded') && isPlainObject(req.body) ? req.body : {};
     const rawToken = typeof params.subject_token === 'string' && params.subject_token !== '' ? params.subject_token : undefined;
