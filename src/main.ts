@@ -15,7 +15,7 @@ import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, typ
 import type { PolicySet } from './policy/types.js';
 import { createProviders } from './providers/registry.js';
 import { loadOrCreateSigningKey } from './keys/signing-key.js';
-import { createMemoryReplayStore } from './replay/memory-store.js';
+import { openReplayStore } from './replay/open.js';
 
 export interface Broker extends ServedBroker {
   app: Express;
@@ -84,7 +84,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     ...(options.now ? { now: options.now } : {}),
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
   });
-  const replay = createMemoryReplayStore();
+  const replay = openReplayStore(config.replay.url, logger);
   let accepting = true;
 
   const exchangeDeps: ExchangeDeps = {
