@@ -1,9 +1,11 @@
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
 import type { Express } from 'express';
 import { checkpointKeys, startCheckpointer } from './audit/checkpoints.js';
 import { openAuditStore } from './audit/open.js';
 import type { AuditStore } from './audit/types.js';
 import { compileContext, type BrokerConfig } from './config.js';
-import { createApp, type AppDeps } from './http/app.js';
+import { createAdminApp, createApp, type AppDeps } from './http/app.js';
 import type { ServedBroker } from './http/server.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type BrokerMetrics } from './metrics.js';
@@ -19,6 +21,8 @@ import { openReplayStore } from './replay/open.js';
 
 export interface Broker extends ServedBroker {
   app: Express;
+  /** /healthz, the detailed /readyz and /metrics, for `server.admin_port` (docs/configuration.md#server). */
+  adminApp: Express;
   deps: AppDeps;
   /**
    * Re-reads and recompiles the policy directory; the new set serves only if
@@ -104,12 +108,16 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     checkpointKeys: await checkpointKeys([signingKey.publicJwk]),
     auditors: config.auditors,
     isAccepting: () => accepting,
+    // The key is in memory, but a broker whose key file cannot be read would not start again (docs/configuration.md).
+    probeSigningKey: () => access(config.providers.jwt.signingKeyFile, constants.R_OK),
+    metricsOnAdminPort: config.server.adminPort !== undefined,
     policyStatus: () => reloader.status(),
   };
   const initial = reloader.current();
   logger.info('policies loaded', { dir: config.policies.dir, count: initial.set.size, sha256: initial.sha256 });
   return {
     app: createApp(deps),
+    adminApp: createAdminApp(deps),
     deps,
     stopAccepting: () => {
       accepting = false;

@@ -138,6 +138,9 @@ describe('Redis replay store', () => {
     assert.equal((await exchangeCall(fx, token, 'other')).status, 200);
     assert.equal((await exchangeCall(fx, token, 'reusable')).status, 200);
     assert.equal((await exchangeCall(fx, token, 'reusable')).status, 200);
+    const ready = await request(fx.broker.app).get('/readyz');
+    assert.equal(ready.status, 200);
+    assert.equal(ready.body.checks.replay, 'reachable');
   });
 
   test('a second broker on the same Redis knows the tokens the first one exchanged', async () => {
@@ -205,6 +208,13 @@ for (const broken of ['unreachable', 'hanging'] as const) {
       assert.equal(record.decision, 'error');
       assert.equal(record.error, 'replay_unavailable');
       assert.match(record.reason ?? '', /^replay_store_unreachable:/);
+    });
+
+    test('readiness says the replay store is unavailable', async () => {
+      const res = await request(fx.broker.app).get('/readyz');
+      assert.equal(res.status, 503);
+      assert.equal(res.body.error, 'not_ready');
+      assert.equal(res.body.checks.replay, 'unavailable');
     });
 
     test('allow_token_reuse policies keep working', async () => {
