@@ -224,3 +224,85 @@ for (const broken of ['unreachable', 'hanging'] as const) {
     });
   });
 }
+
+/**
+ * A loopback TCP proxy to the real Redis that can drop what the broker sends
+ * (a Redis that hangs after the handshake) or go away and come back on the
+ * same port (a Redis restart).
+ */
+async function startRedisProxy(): Promise<{ port: number; blackhole(on: boolean): void; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let dropping = false;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(6379, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.on('data', (chunk: Buffer) => {
+      if (!dropping) upstream.write(chunk);
+    });
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  const cut = async () => {
+    const closed = new Promise((resolve) => server.close(resolve));
+    for (const socket of sockets) socket.destroy();
+    await closed;
+  };
+  return {
+    port,
+    blackhole: (on) => {
+      dropping = on;
+    },
+    cut,
+    restore: () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve)),
+    close: cut,
+  };
+}
+
+/** Polls until `probe` holds; bounded by the test runner's timeout, not by a threshold of ours. */
+async function eventually(probe: () => Promise<boolean>): Promise<void> {
+  while (!(await probe())) await new Promise((resolve) => setTimeout(resolve, 50));
+}
+
+describe('a Redis that hangs after the handshake, or goes away and comes back', () => {
+  let fx: BrokerFixture;
+  let proxy: Awaited<ReturnType<typeof startRedisProxy>>;
+  const ready = async () => (await request(fx.broker.app).get('/readyz')).status === 200;
+  before(async () => {
+    proxy = await startRedisProxy();
+    fx = await startBrokerFixture({ policies: POLICIES, extraConfig: replayConfig(`redis://127.0.0.1:${proxy.port}/0`) });
+    await eventually(ready);
+  });
+  after(async () => {
+    await fx.close();
+    await proxy.close();
+  });
+
+  test('commands that get no answer time out: 503 replay_unavailable; answers again once Redis does', async () => {
+    proxy.blackhole(true);
+    const res = await exchangeCall(fx, await fx.issuer.mint(CLAIMS));
+    assert.equal(res.status, 503, JSON.stringify(res.body));
+    assert.equal(res.body.error, 'replay_unavailable');
+    assert.equal((await request(fx.broker.app).get('/readyz')).body.checks.replay, 'unavailable');
+    proxy.blackhole(false);
+    await eventually(ready);
+    assert.equal((await exchangeCall(fx, await fx.issuer.mint(CLAIMS))).status, 200);
+  });
+
+  test('reconnects on its own after Redis comes back', async () => {
+    await proxy.cut();
+    assert.equal((await exchangeCall(fx, await fx.issuer.mint(CLAIMS))).status, 503);
+    assert.equal((await request(fx.broker.app).get('/readyz')).status, 503);
+    await proxy.restore();
+    await eventually(ready);
+    const token = await fx.issuer.mint(CLAIMS);
+    assert.equal((await exchangeCall(fx, token)).status, 200);
+    assert.equal((await exchangeCall(fx, token)).status, 409);
+  });
+});

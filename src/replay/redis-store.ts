@@ -52,8 +52,13 @@ export function createRedisReplayStore(url: string, options: RedisReplayStoreOpt
   });
 
   const redisKey = (key: string) => prefix + createHash('sha256').update(key, 'utf8').digest('hex');
-  const unavailable = (cause: unknown) =>
-    new ReplayUnavailableError('The replay store could not be reached, so this single-use token cannot be checked; try again shortly.', { reason: 'replay_store_unreachable', cause });
+  const unavailable = (cause: unknown) => {
+    // A command that failed on a connection that looks up (a timeout on a half-open
+    // connection, a primary turned replica) gets a fresh connection: otherwise a
+    // dead socket would keep failing every command until TCP keepalive noticed.
+    if (redis.status === 'ready') redis.disconnect(true);
+    return new ReplayUnavailableError('The replay store could not be reached, so this single-use token cannot be checked; try again shortly.', { reason: 'replay_store_unreachable', cause });
+  };
 
   return {
     async claim(key, expiresAtMs) {
