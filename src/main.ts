@@ -88,6 +88,9 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     ...(options.now ? { now: options.now } : {}),
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
   });
+  const providers = await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey });
+  const keysOfCheckpoints = await checkpointKeys([signingKey.publicJwk]);
+  // Opened after the last step that can fail: a Redis client keeps reconnecting, and would hold the process open.
   const replay = openReplayStore(config.replay.url, logger);
   let accepting = true;
 
@@ -96,7 +99,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     // One read per request (pipeline/exchange.ts): a request decides on one whole set, old or new, never a mix.
     policies: () => reloader.current().set,
     replay,
-    providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey }),
+    providers,
     audit,
     metrics,
     logger,
@@ -105,7 +108,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     ...exchangeDeps,
     publicUrl: config.server.publicUrl,
     publicJwks: { keys: [signingKey.publicJwk] },
-    checkpointKeys: await checkpointKeys([signingKey.publicJwk]),
+    checkpointKeys: keysOfCheckpoints,
     auditors: config.auditors,
     isAccepting: () => accepting,
     // The key is in memory, but a broker whose key file cannot be read would not start again (docs/configuration.md).

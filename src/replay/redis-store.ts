@@ -16,7 +16,6 @@ export interface RedisReplayStoreOptions {
   logger: Logger;
   /** Prepended to every key; tests give each run its own. */
   keyPrefix?: string;
-  now?: () => number;
 }
 
 /**
@@ -31,7 +30,6 @@ export interface RedisReplayStoreOptions {
 export function createRedisReplayStore(url: string, options: RedisReplayStoreOptions): ReplayStore {
   const { logger } = options;
   const prefix = options.keyPrefix ?? DEFAULT_KEY_PREFIX;
-  const now = options.now ?? Date.now;
   const redis = new Redis(url, {
     connectTimeout: REDIS_TIMEOUT_MS,
     commandTimeout: REDIS_TIMEOUT_MS,
@@ -62,7 +60,7 @@ export function createRedisReplayStore(url: string, options: RedisReplayStoreOpt
 
   return {
     async claim(key, expiresAtMs) {
-      const ttlMs = Math.max(1, Math.ceil(expiresAtMs - now()));
+      const ttlMs = Math.max(1, Math.ceil(expiresAtMs - Date.now()));
       try {
         return (await redis.set(redisKey(key), '1', 'PX', ttlMs, 'NX')) === 'OK';
       } catch (cause) {
