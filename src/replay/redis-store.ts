@@ -50,7 +50,7 @@ export function createRedisReplayStore(url: string, options: RedisReplayStoreOpt
   });
 
   const redisKey = (key: string) => prefix + createHash('sha256').update(key, 'utf8').digest('hex');
-  const unavailable = (cause: unknown) => {
+  const failed = (cause: unknown) => {
     // A command that failed on a connection that looks up (a timeout on a half-open
     // connection, a primary turned replica) gets a fresh connection: otherwise a
     // dead socket would keep failing every command until TCP keepalive noticed.
@@ -64,21 +64,21 @@ export function createRedisReplayStore(url: string, options: RedisReplayStoreOpt
       try {
         return (await redis.set(redisKey(key), '1', 'PX', ttlMs, 'NX')) === 'OK';
       } catch (cause) {
-        throw unavailable(cause);
+        throw failed(cause);
       }
     },
     async release(key) {
       try {
         await redis.del(redisKey(key));
       } catch (cause) {
-        throw unavailable(cause);
+        throw failed(cause);
       }
     },
     async ping() {
       try {
         await redis.ping();
       } catch (cause) {
-        throw unavailable(cause);
+        throw failed(cause);
       }
     },
     async close() {
