@@ -62,7 +62,7 @@ export async function stepCosts(): Promise<object[]> {
 
   const signingKey = await loadOrCreateSigningKey(path.join(dir, 'key.jwk'), createLogger({ silent: true }));
   const provider = createJwtProvider({ issuerUrl: AUDIENCE, signingKey });
-  const token = { issuerName: 'local', issuer: 'x', subject: CLAIMS.sub, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64) };
+  const token = { issuerName: 'local', issuer: 'x', subject: CLAIMS.sub, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64), signingInputSha256: '1'.repeat(64) };
   rows.push(await timeEach('sign broker token (ES256)', 2000, () => provider.issue({ grant: policy.grant as JwtGrant, token, requestedDurationSeconds: undefined, issuanceId: newAuditId() })));
 
   const store = openSqliteAuditStore(path.join(dir, 'audit.db'));

@@ -16,12 +16,13 @@ import { parseYaml } from './yaml/parse.js';
 export interface BrokerConfig {
   /** Where the config came from: a file path, or `built-in defaults`. */
   source: string;
-  /** `trustedProxies`: addresses and CIDR ranges whose X-Forwarded-For is believed. */
-  server: { host: string; port: number; publicUrl: string; trustedProxies: string[] };
+  /** `trustedProxies`: addresses and CIDR ranges whose X-Forwarded-For is believed; `adminPort`: the separate listener for /metrics and the detailed /readyz (docs/configuration.md#server). */
+  server: { host: string; port: number; publicUrl: string; trustedProxies: string[]; adminPort: number | undefined };
   issuers: IssuerConfig[];
   policies: { dir: string };
   /** `sqlite:<absolute path>` or `postgres://...`. */
   audit: { url: string; checkpointIntervalSeconds: number };
+  /** `memory:`, or a `redis://` / `rediss://` URL (docs/configuration.md#replay). */
   replay: { url: string };
   /** One entry per registered provider (providers/registry.ts); an optional provider is undefined unless configured. */
   providers: ProviderConfigs;
@@ -79,6 +80,7 @@ const fileSchema = z.strictObject({
       port: z.number().int().min(0).max(65535).default(8080),
       public_url: outboundUrl.optional(),
       trusted_proxies: z.array(z.string().refine(isAddressOrRange, 'expected an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8')).default([]),
+      admin_port: z.number().int().min(0).max(65535).optional(),
     })
     .default({ host: '127.0.0.1', port: 8080, trusted_proxies: [] }),
   issuers: z
@@ -104,7 +106,12 @@ const fileSchema = z.strictObject({
     })
     .default({ url: 'sqlite:./data/audit.db', checkpoint_interval_seconds: 300 }),
   replay: z
-    .strictObject({ url: z.string().refine((u) => u === 'memory:', 'expected memory: (Redis arrives with the multi-replica work)').default('memory:') })
+    .strictObject({
+      url: z
+        .string()
+        .refine((u) => u === 'memory:' || isRedisUrl(u), 'expected memory:, or redis://[user:password@]host:port/db with db 0-15 (rediss:// for TLS)')
+        .default('memory:'),
+    })
     .default({ url: 'memory:' }),
   providers: providersConfigSchema,
   auditors: z
@@ -126,6 +133,17 @@ const fileSchema = z.strictObject({
 });
 
 type FileConfig = z.infer<typeof fileSchema>;
+
+/** `redis://` or `rediss://`, a host, an explicit port and a database 0-15, nothing after it. */
+function isRedisUrl(value: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '' && url.port !== '' && /^\/(?:[0-9]|1[0-5])$/.test(url.pathname) && url.search === '' && url.hash === '';
+}
 
 /**
  * The all-zero organisation id in the development default `circleci` issuer.
@@ -208,6 +226,10 @@ export async function parseConfig(text: string, configPath: string, env: NodeJS.
 
 async function normalise(file: FileConfig, source: string, baseDir: string, env: NodeJS.ProcessEnv): Promise<BrokerConfig> {
   const port = env.PORT !== undefined ? parsePort(env.PORT) : file.server.port;
+  const adminPort = file.server.admin_port;
+  if (adminPort !== undefined && adminPort !== 0 && adminPort === port) {
+    throw new ConfigError(`${source}: server.admin_port: expected a port other than the API port (${port}): /metrics and the detailed readiness must not share the public listener`);
+  }
   const publicUrl = (file.server.public_url ?? `http://${hostForUrl(file.server.host)}:${port}`).replace(/\/+$/, '');
   const issuers: IssuerConfig[] = [];
   for (const [index, issuer] of file.issuers.entries()) {
@@ -226,7 +248,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
   const resolveAuditUrl = (url: string) => (url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, url.slice('sqlite:'.length))}` : url);
   return {
     source,
-    server: { host: file.server.host, port, publicUrl, trustedProxies: file.server.trusted_proxies },
+    server: { host: file.server.host, port, publicUrl, trustedProxies: file.server.trusted_proxies, adminPort },
     issuers,
     policies: { dir: path.resolve(baseDir, file.policies.dir) },
     audit: { url: resolveAuditUrl(file.audit.url), checkpointIntervalSeconds: file.audit.checkpoint_interval_seconds },

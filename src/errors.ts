@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'provider_error'
   | 'issuer_unavailable'
   | 'audit_unavailable'
+  | 'replay_unavailable'
   | 'not_ready';
 
 export interface BrokerErrorOptions {
@@ -123,6 +124,11 @@ export class IssuerUnavailableError extends BrokerError {
 /** The audit store could not durably record the decision: fail closed. */
 export class AuditUnavailableError extends BrokerError {
   readonly code = 'audit_unavailable' as const;
+}
+
+/** The replay store (Redis) could not be reached, so a single-use token cannot be checked: fail closed. */
+export class ReplayUnavailableError extends BrokerError {
+  readonly code = 'replay_unavailable' as const;
 }
 
 export class NotReadyError extends BrokerError {

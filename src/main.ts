@@ -1,9 +1,11 @@
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
 import type { Express } from 'express';
 import { checkpointKeys, startCheckpointer } from './audit/checkpoints.js';
 import { openAuditStore } from './audit/open.js';
 import type { AuditStore } from './audit/types.js';
 import { compileContext, type BrokerConfig } from './config.js';
-import { createApp, type AppDeps } from './http/app.js';
+import { createAdminApp, createApp, type AppDeps } from './http/app.js';
 import type { ServedBroker } from './http/server.js';
 import { createLimits, LIMIT_NAMES, type Limits } from './limits/rate-limit.js';
 import { DropSummaries } from './limits/summaries.js';
@@ -18,10 +20,12 @@ import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, typ
 import type { PolicySet } from './policy/types.js';
 import { createProviders } from './providers/registry.js';
 import { loadOrCreateSigningKey } from './keys/signing-key.js';
-import { createMemoryReplayStore } from './replay/memory-store.js';
+import { openReplayStore } from './replay/open.js';
 
 export interface Broker extends ServedBroker {
   app: Express;
+  /** /healthz, the detailed /readyz and /metrics, for `server.admin_port` (docs/configuration.md#server). */
+  adminApp: Express;
   deps: AppDeps;
   /**
    * Re-reads and recompiles the policy directory; the new set serves only if
@@ -89,9 +93,12 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     ...(options.now ? { now: options.now } : {}),
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
   });
-  const replay = createMemoryReplayStore();
+  const providers = await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey });
+  const keysOfCheckpoints = await checkpointKeys([signingKey.publicJwk]);
   const summaries = new DropSummaries<DroppedRequest>((window) => recordDropped({ audit, logger }, window));
   for (const limit of LIMIT_NAMES) for (const audited of ['true', 'false']) metrics.rateLimited.labels({ limit, audited }).inc(0);
+  // Opened after the last step that can fail: a Redis client keeps reconnecting, and would hold the process open.
+  const replay = openReplayStore(config.replay.url, logger);
   let accepting = true;
 
   const exchangeDeps: ExchangeDeps = {
@@ -99,7 +106,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     // One read per request (pipeline/exchange.ts): a request decides on one whole set, old or new, never a mix.
     policies: () => reloader.current().set,
     replay,
-    providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey }),
+    providers,
     audit,
     limits: options.limits ?? createLimits(config.limits),
     summaries,
@@ -111,15 +118,19 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     publicUrl: config.server.publicUrl,
     trustedProxies: config.server.trustedProxies,
     publicJwks: { keys: [signingKey.publicJwk] },
-    checkpointKeys: await checkpointKeys([signingKey.publicJwk]),
+    checkpointKeys: keysOfCheckpoints,
     auditors: config.auditors,
     isAccepting: () => accepting,
+    // The key is in memory, but a broker whose key file cannot be read would not start again (docs/configuration.md).
+    probeSigningKey: () => access(config.providers.jwt.signingKeyFile, constants.R_OK),
+    metricsOnAdminPort: config.server.adminPort !== undefined,
     policyStatus: () => reloader.status(),
   };
   const initial = reloader.current();
   logger.info('policies loaded', { dir: config.policies.dir, count: initial.set.size, sha256: initial.sha256 });
   return {
     app: createApp(deps),
+    adminApp: createAdminApp(deps),
     deps,
     stopAccepting: () => {
       accepting = false;

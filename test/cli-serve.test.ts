@@ -81,6 +81,33 @@ describe('oidc-broker serve', { concurrency: true }, () => {
     assert.equal(await broker.exited, 0);
   });
 
+  test('server.admin_port: /metrics and the detailed readiness move to the admin listener; with Redis replay, SIGTERM still exits 0', async () => {
+    const cwd = path.join(dir, 'admin');
+    await mkdir(path.join(cwd, 'policies'), { recursive: true });
+    await writeFile(path.join(cwd, 'policies', 'deploy.yaml'), 'issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n');
+    await writeFile(
+      path.join(cwd, 'broker.yaml'),
+      'server: { host: 127.0.0.1, port: 0, admin_port: 0 }\nissuers:\n  - { name: local, issuer: "http://127.0.0.1:8081" }\nreplay: { url: "redis://127.0.0.1:6379/0" }\n',
+    );
+    const broker = spawnCli(['serve'], { cwd });
+    const { url, admin_url: adminUrl } = (await waitForOutput(broker, logLine('listening'))) as { url: string; admin_url: string };
+    assert.match(adminUrl, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.notEqual(adminUrl, url);
+    assert.equal((await rawRequest(`${url}/metrics`)).status, 404);
+    const metrics = await rawRequest(`${adminUrl}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.body, /^# TYPE broker_policies_loaded gauge$/m);
+    for (const base of [url, adminUrl]) {
+      const ready = await rawRequest(`${base}/readyz`);
+      assert.equal(ready.status, 200, ready.body);
+      assert.deepEqual((JSON.parse(ready.body) as { checks: unknown }).checks, { accepting: true, policies: 1, audit: 'writable', replay: 'reachable', signing_key: 'readable' });
+    }
+    // Nothing a CI job calls answers on the admin listener.
+    assert.equal((await rawRequest(`${adminUrl}/v1/exchange`, { method: 'POST' })).status, 404);
+    broker.child.kill('SIGTERM');
+    assert.equal(await broker.exited, 0);
+  });
+
   test('a bad config refuses to start and names the file, line and key', async () => {
     const cwd = path.join(dir, 'badconfig');
     await mkdir(cwd);

@@ -97,8 +97,24 @@ describe('a config file', () => {
     ['unset env var', 'server:\n  public_url: ${NOPE_NOT_SET}\n', /broker\.yaml:2: server\.public_url: environment variable NOPE_NOT_SET is not set/],
     ['audit url not sqlite', 'audit:\n  url: mysql://x\n', /audit\.url: expected sqlite:<path> or postgres:\/\//],
     ['checkpoint interval too short', 'audit:\n  checkpoint_interval_seconds: 1\n', /broker\.yaml:2: audit\.checkpoint_interval_seconds: Too small/],
+    ['a Redis database above 15', 'replay:\n  url: redis://127.0.0.1:6379/16\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\/\[user:password@\]host:port\/db with db 0-15 \(rediss:\/\/ for TLS\)/],
+    ['a Redis URL without a port', 'replay:\n  url: redis://127.0.0.1/0\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\//],
+    ['a Redis URL with options', 'replay:\n  url: redis://127.0.0.1:6379/0?family=6\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\//],
+    ['not a URL', 'replay:\n  url: localhost:6379\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\//],
+    ['the admin port is the API port', 'server:\n  port: 8080\n  admin_port: 8080\n', /broker\.yaml: server\.admin_port: expected a port other than the API port \(8080\)/],
   ];
   for (const [name, text, expected] of cases) test(`refuses: ${name}`, () => rejects(text, expected));
+
+  test('the admin port is checked against the API port after PORT', () => rejects('server:\n  admin_port: 9000\n', /server\.admin_port: expected a port other than the API port \(9000\)/, { PORT: '9000' }));
+
+  test('accepts Redis and TLS Redis URLs, and an admin port', async () => {
+    for (const url of ['redis://127.0.0.1:6379/0', 'rediss://broker:secret@redis.internal:6380/15', 'redis://[::1]:6379/3']) {
+      assert.equal((await parseConfig(`replay:\n  url: ${url}\n`, file(), {})).replay.url, url);
+    }
+    const config = await parseConfig('server:\n  port: 8080\n  admin_port: 9090\n', file(), {});
+    assert.equal(config.server.adminPort, 9090);
+    assert.equal((await parseConfig('{}\n', file(), {})).server.adminPort, undefined);
+  });
 
   test('a postgres:// audit URL is kept as written, with ${ENV} substituted', async () => {
     const config = await parseConfig('audit:\n  url: postgres://broker:${PGPASS}@db.internal:5432/audit\n  checkpoint_interval_seconds: 60\n', file(), { PGPASS: 's3cret' });

@@ -111,6 +111,9 @@ test('service, well-known and audit responses match the spec', async () => {
   check(await request(fx.broker.app).get('/healthz'), '/healthz', 'get');
   check(await request(fx.broker.app).get('/readyz'), '/readyz', 'get');
   check(await request(fx.broker.app).get('/metrics'), '/metrics', 'get');
+  // The admin listener's app (server.admin_port) answers the same documented shapes.
+  check(await request(fx.broker.adminApp).get('/readyz'), '/readyz', 'get');
+  check(await request(fx.broker.adminApp).get('/metrics'), '/metrics', 'get');
   check(await request(fx.broker.app).get('/.well-known/jwks.json'), '/.well-known/jwks.json', 'get');
   check(await request(fx.broker.app).get('/.well-known/openid-configuration'), '/.well-known/openid-configuration', 'get');
   const auth = `Bearer ${AUDITOR_TOKEN}`;

@@ -30,6 +30,7 @@ const token: VerifiedToken = {
   issuedAt: 1_999_999_000,
   claims: { repository: 'acme/api' },
   tokenSha256: 'a'.repeat(64),
+  signingInputSha256: 'b'.repeat(64),
 };
 const request: RequestFacts = { requestId: 'req-1', clientIp: '127.0.0.1', userAgent: 'curl/8', token: RAW_TOKEN };
 const entryOf = (outcome: Outcome, operation: 'exchange' | 'explain' = 'exchange') => toAuditEntry({ id: 'id-1', time: new Date('2026-01-01T00:00:00Z'), operation, request, outcome });

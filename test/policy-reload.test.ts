@@ -45,8 +45,9 @@ async function exchangeStatus(fx: BrokerFixture, policy: string, claims: Record<
   return res.status;
 }
 
+/** The admin listener's detailed readiness: the public one leaves out where reload problems are. */
 async function readyz(fx: BrokerFixture): Promise<{ status: number; policies: PolicySetStatus; body: Record<string, unknown> }> {
-  const res = await request(fx.broker.app).get('/readyz');
+  const res = await request(fx.broker.adminApp).get('/readyz');
   return { status: res.status, policies: (res.body as { policies: PolicySetStatus }).policies, body: res.body as Record<string, unknown> };
 }
 
@@ -124,6 +125,10 @@ describe('policy hot reload in a running broker', () => {
     assert.equal(ready.policies.last_reload?.outcome, 'failure');
     assert.ok(ready.policies.last_reload.errors.length >= 1);
     assert.match(ready.policies.last_reload.errors[0]!, /deploy\.yaml:4: claims\.ref/);
+    const publicReady = await request(fx.broker.app).get('/readyz');
+    assert.equal(publicReady.body.policies.last_reload.ok, false);
+    assert.equal(publicReady.body.policies.last_reload.errors, undefined, 'the public listener does not say where the problems are');
+    assert.doesNotMatch(publicReady.text, /deploy\.yaml/);
     assert.equal(await exchangeStatus(fx, 'deploy', { repository: 'acme/web' }), 200, 'exchanges are still decided by the old policy');
     assert.equal(await exchangeStatus(fx, 'deploy', { repository: 'acme/api' }), 403);
     assert.ok((await reloadCount(fx, 'failure')) > failuresBefore);

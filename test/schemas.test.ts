@@ -288,6 +288,7 @@ describe('config.schema.json', () => {
     SECOPS_TOKEN_SHA256: 'a'.repeat(64),
     CIRCLECI_ORG_ID: '11111111-1111-1111-1111-111111111111',
     AUDIT_DB_PASSWORD: 'secret',
+    REDIS_PASSWORD: 'secret',
   };
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-schemas-'));
@@ -341,7 +342,7 @@ describe('config.schema.json', () => {
     'an empty file (every default)': '{}\n',
     'the issuer the invalid ones below break': 'issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n',
     'everything this version accepts': `
-server: { host: 0.0.0.0, port: 0, public_url: "https://broker.example.com/", trusted_proxies: [10.0.0.0/8, 192.0.2.7, "fd00::/8"] }
+server: { host: 0.0.0.0, port: 0, public_url: "https://broker.example.com/", trusted_proxies: [10.0.0.0/8, 192.0.2.7, "fd00::/8"], admin_port: 9090 }
 issuers:
   - name: local
     issuer: http://127.0.0.1:8081
@@ -354,7 +355,7 @@ issuers:
     max_token_age_seconds: 600
 policies: { dir: ./policies }
 audit: { url: "postgres://broker:\${AUDIT_DB_PASSWORD}@db.internal:5432/audit", checkpoint_interval_seconds: 10 }
-replay: { url: "memory:" }
+replay: { url: "rediss://broker:\${REDIS_PASSWORD}@redis.internal:6380/2" }
 providers:
   jwt: { signing_key_file: ./data/signing-key.jwk }
   aws: { region: eu-west-1, endpoint: http://localhost:4566, timeout_seconds: 60 }
@@ -383,7 +384,11 @@ limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subjec
     'algorithm not in the enum': `${issuer}    algorithms: [HS256]\n`,
     'issuer URL missing': 'issuers:\n  - name: github\n',
     'auditor without token_sha256': 'auditors:\n  - name: secops\n',
-    'redis replay (not accepted yet)': 'replay:\n  url: redis://127.0.0.1:6379/0\n',
+    'a Redis database above 15': 'replay:\n  url: redis://127.0.0.1:6379/16\n',
+    'a Redis URL without a port': 'replay:\n  url: redis://127.0.0.1/0\n',
+    'a Redis URL without a database': 'replay:\n  url: redis://127.0.0.1:6379\n',
+    'a replay URL of another scheme': 'replay:\n  url: http://127.0.0.1:6379/0\n',
+    'an admin port out of range': 'server:\n  admin_port: 70000\n',
     'jwks_uri and jwks_file together': `${issuer}    jwks_uri: https://example.com/jwks\n    jwks_file: ./keys/gitlab-jwks.json\n`,
     'plain http to a non-loopback host': 'issuers:\n  - name: x\n    issuer: http://issuer.example.com\n',
     'credentials in a URL': 'server:\n  public_url: https://user:pass@broker.example.com\n',

@@ -33,7 +33,7 @@ export function registerServeCommand(program: Command, io: CliIo): void {
         logger.info('config loaded', { source: config.source });
         broker = await createBroker(config, { logger });
         if (sighupWhileStarting) void broker.reloadPolicies('sighup');
-        running = await listen(broker, { host: config.server.host, port: config.server.port, logger });
+        running = await listen(broker, { host: config.server.host, port: config.server.port, adminPort: config.server.adminPort, logger });
       } catch (err) {
         io.signals.off('SIGHUP', onSighup);
         if (err instanceof ConfigError || err instanceof PolicyLoadError || err instanceof PolicyDirError) {

@@ -26,6 +26,10 @@ export interface AppDeps extends ExchangeDeps {
   policyStatus: () => PolicySetStatus;
   /** False while starting or shutting down: /readyz answers 503 then. */
   isAccepting: () => boolean;
+  /** Resolves if the signing key file can be read; /readyz answers 503 otherwise. */
+  probeSigningKey: () => Promise<void>;
+  /** True when `server.admin_port` is set: /metrics is then served only by the admin app. */
+  metricsOnAdminPort: boolean;
 }
 
 /** Builds the express app; never listens (see `server.ts`), so tests drive it with supertest. */
@@ -41,8 +45,23 @@ export function createApp(deps: AppDeps): Express {
   app.use(explainRoutes(deps));
   app.use(oauthTokenRoutes(deps));
   app.use(wellKnownRoutes(deps));
-  app.use(healthRoutes(deps));
+  app.use(healthRoutes(deps, { admin: false, metrics: !deps.metricsOnAdminPort }));
   app.use(auditRoutes(deps));
+  app.use((_req, _res, next) => next(new NotFoundError('No such route.', { reason: 'no_route' })));
+  app.use(errorMiddleware(deps.logger));
+  return app;
+}
+
+/**
+ * The admin listener's app (`server.admin_port`, docs/configuration.md#server):
+ * liveness, the detailed readiness and /metrics, nothing a CI job calls.
+ */
+export function createAdminApp(deps: AppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(requestId());
+  app.use(healthRoutes(deps, { admin: true, metrics: true }));
   app.use((_req, _res, next) => next(new NotFoundError('No such route.', { reason: 'no_route' })));
   app.use(errorMiddleware(deps.logger));
   return app;

@@ -25,6 +25,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   provider_error: 502,
   issuer_unavailable: 503,
   audit_unavailable: 503,
+  replay_unavailable: 503,
   not_ready: 503,
 };
 
@@ -41,7 +42,7 @@ export type OAuthErrorCode = 'invalid_request' | 'invalid_grant' | 'invalid_targ
  *   subject token was already spent): `invalid_grant`, 400 (the presented grant
  *   does not entitle the caller, like a used or unauthorized authorization code).
  * - unknown_policy: `invalid_target`, 400 (no such `scope`/`audience`).
- * - issuer_unavailable, audit_unavailable, not_ready, rate_limited:
+ * - issuer_unavailable, audit_unavailable, replay_unavailable, not_ready, rate_limited:
  *   `temporarily_unavailable`, their broker status kept (503, 429).
  * - provider_error: `server_error`, 502 kept; server_error 500.
  * - request_too_large, not_acceptable, not_found: `invalid_request`, broker status kept.
@@ -60,6 +61,7 @@ export const OAUTH_ERROR: Readonly<Record<ErrorCode, { error: OAuthErrorCode; st
   provider_error: { error: 'server_error', status: 502 },
   issuer_unavailable: { error: 'temporarily_unavailable', status: 503 },
   audit_unavailable: { error: 'temporarily_unavailable', status: 503 },
+  replay_unavailable: { error: 'temporarily_unavailable', status: 503 },
   not_ready: { error: 'temporarily_unavailable', status: 503 },
 };
 

@@ -36,6 +36,13 @@ export interface VerifiedToken {
   claims: Readonly<Record<string, unknown>>;
   /** Hex SHA-256 of the compact token: what we log and store instead of the token. */
   tokenSha256: string;
+  /**
+   * Hex SHA-256 of the signing input (`header.payload`): the replay key of a
+   * token without `jti` (docs/policies/reference.md). Not of the whole token:
+   * a signature has other valid encodings (spare bits in its last base64url
+   * character, ECDSA's s and n - s), and re-encoding it must not make a new token.
+   */
+  signingInputSha256: string;
 }
 
 /** What can be read from a token that failed verification; goes under `unverified` in the audit record. */

@@ -191,6 +191,7 @@ function toVerifiedToken(config: IssuerConfig, payload: JWTPayload, token: strin
     issuedAt: iat,
     claims: Object.freeze({ ...payload }),
     tokenSha256: createHash('sha256').update(token, 'utf8').digest('hex'),
+    signingInputSha256: createHash('sha256').update(token.slice(0, token.lastIndexOf('.')), 'utf8').digest('hex'),
   };
 }
 

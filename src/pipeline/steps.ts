@@ -68,13 +68,13 @@ export function allowedGrant(policy: CompiledPolicy, decision: Decision): Grant 
 
 /**
  * Spends the token for this policy (docs/policies/reference.md: at most once per
- * policy while valid, keyed by jti, else by the token's hash). Returns the
+ * policy while valid, keyed by jti, else by the hash of its signing input). Returns the
  * claimed key, or undefined when the policy allows reuse.
  * @throws TokenReplayedError
  */
 export async function claimReplay(replay: ReplayStore, policy: CompiledPolicy, token: VerifiedToken): Promise<string | undefined> {
   if (policy.allowTokenReuse) return undefined;
-  const key = `${policy.name}\n${token.issuer}\n${token.jti === undefined ? `sha256:${token.tokenSha256}` : `jti:${token.jti}`}`;
+  const key = `${policy.name}\n${token.issuer}\n${token.jti === undefined ? `sha256:${token.signingInputSha256}` : `jti:${token.jti}`}`;
   if (!(await replay.claim(key, token.expiresAt * 1000 + REPLAY_MARGIN_MS))) {
     throw new TokenReplayedError(`This token was already exchanged for policy '${policy.name}'; request a fresh ID token.`, { reason: 'token_replayed' });
   }

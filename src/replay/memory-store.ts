@@ -27,6 +27,7 @@ export function createMemoryReplayStore(now: () => number = Date.now): ReplaySto
     async release(key) {
       claims.delete(key);
     },
+    async ping() {},
     async close() {
       claims.clear();
     },

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { parseConfig, type BrokerConfig } from '../../src/config.js';
-import { startDevIssuer, type DevIssuer } from '../../src/dev/issuer.js';
+import { startDevIssuer, type DevIssuer, type DevIssuerAlgorithm } from '../../src/dev/issuer.js';
 import { createLogger, type Logger } from '../../src/logger.js';
 import { createBroker, type Broker, type BrokerOptions } from '../../src/main.js';
 
@@ -44,9 +44,11 @@ export async function startBrokerFixture(options: {
   /** Passed to createBroker (e.g. limits counted in a Redis shared by two brokers). */
   brokerOptions?: Pick<BrokerOptions, 'limits'>;
   now?: () => Date;
+  /** The dev issuer's signing algorithm (default RS256). */
+  issuerAlg?: DevIssuerAlgorithm;
 }): Promise<BrokerFixture> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-test-'));
-  const issuer = await startDevIssuer({ port: 0 });
+  const issuer = await startDevIssuer({ port: 0, ...(options.issuerAlg ? { alg: options.issuerAlg } : {}) });
   await mkdir(path.join(dir, 'policies'));
   for (const [name, text] of Object.entries(options.policies)) await writeFile(path.join(dir, 'policies', name), text);
   const { createHash } = await import('node:crypto');

@@ -23,6 +23,11 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
   const forbidden = backend.forbiddenCharacter;
   const commits = createGroupCommit({ write: (entries) => backend.appendBatch(entries), deadlineMs: backend.batchDeadlineMs, onAppendSeconds: options.onAppendSeconds });
   let closing: Promise<void> | null = null;
+  // Readiness reflects real appends (docs/audit.md): a batch that failed since the
+  // last ping, with none committed after it, fails that ping even if its probe
+  // passes. Cleared by each ping, so a broker taken out of rotation (no appends)
+  // is ready again once the probe passes.
+  let appendFailedSincePing = false;
 
   async function read<T>(fn: () => Promise<T>): Promise<T> {
     try {
@@ -44,7 +49,16 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
       if (forbidden !== null && entryHolds(canonical, forbidden)) {
         return Promise.reject(writeFailed(new Error("the record holds a character this store's text columns cannot hold")));
       }
-      return commits.append(canonical);
+      return commits.append(canonical).then(
+        (record) => {
+          appendFailedSincePing = false;
+          return record;
+        },
+        (err: unknown) => {
+          appendFailedSincePing = true;
+          throw err;
+        },
+      );
     },
 
     async query(query): Promise<AuditPage> {
@@ -110,11 +124,14 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
     },
 
     async ping() {
+      const appendFailed = appendFailedSincePing;
+      appendFailedSincePing = false;
       try {
         await backend.ping();
       } catch (err) {
         throw unwritable(err);
       }
+      if (appendFailed) throw unwritable(new Error('an append failed since the last readiness check and none has committed since'));
     },
 
     close() {
