@@ -23,23 +23,6 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const at = (...parts: string[]) => path.join(ROOT, ...parts);
 const read = (...parts: string[]) => readFile(at(...parts), 'utf8');
 
-/**
- * Keys the deploy configs (the ConfigMap's broker.yaml, deploy/compose/broker.yaml)
- * set that this version's loader (src/config.ts) still refuses, because the
- * work that adds them is not merged yet:
- *   - server.admin_port: /metrics on a listener of its own (9091);
- *   - replay.url: `redis://...`, the shared replay store.
- * The loader checks below load the configs with exactly these keys removed, and
- * "the loader refuses the deploy configs only for KEYS_AWAITING_LOADER_SUPPORT"
- * asserts that the unmodified configs fail for these keys and nothing else.
- * When a key's work merges, that test fails naming the key: delete its entry
- * here, and the configs are then loaded as written.
- */
-const KEYS_AWAITING_LOADER_SUPPORT: readonly (readonly [string, string])[] = [
-  ['server', 'admin_port'],
-  ['replay', 'url'],
-];
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
@@ -70,14 +53,6 @@ function fakeEnv(names: string[]): NodeJS.ProcessEnv {
   return Object.fromEntries(names.map((n) => [n, /SHA256$/.test(n) ? 'ab'.repeat(32) : 'not-a-real-secret']));
 }
 
-function without(config: Obj, keys: readonly (readonly [string, string])[]): Obj {
-  const copy = structuredClone(config);
-  for (const [parent, key] of keys) {
-    if (copy[parent] && typeof copy[parent] === 'object') delete (copy[parent] as Obj)[key];
-  }
-  return copy;
-}
-
 let scratch: string;
 before(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), 'oidc-broker-deploy-'));
@@ -101,11 +76,6 @@ async function loadError(text: string, name: string, env: NodeJS.ProcessEnv): Pr
     if (err instanceof ConfigError) return err.message;
     throw err;
   }
-}
-
-/** Does the loader's message name `parent.key` (an unknown key, or a refused value)? */
-function namesKey(line: string, [parent, key]: readonly [string, string]): boolean {
-  return line.includes(`: ${parent}: unknown key '${key}'`) || line.includes(`: ${parent}.${key}: `);
 }
 
 function matches(selector: Obj | undefined, labels: Obj | undefined): boolean {
@@ -438,7 +408,7 @@ describe('deploy/kubernetes', async () => {
 
   let config: BrokerConfig;
   before(async () => {
-    config = await load(JSON.stringify(without(rawConfig, KEYS_AWAITING_LOADER_SUPPORT)), 'k8s-broker.yaml', fakeEnv(envRefs(configText)));
+    config = await load(JSON.stringify(rawConfig), 'k8s-broker.yaml', fakeEnv(envRefs(configText)));
   });
 
   test('kustomization lists every manifest except the example Secrets, and every resource is in one namespace', async () => {
@@ -509,7 +479,7 @@ describe('deploy/kubernetes', async () => {
       const ref = e.valueFrom?.secretKeyRef;
       if (ref) assert.ok(ref.key in (secrets.get(ref.name)?.stringData ?? {}), `${e.name}: Secret ${ref.name} key ${ref.key}`);
     }
-    const error = await loadError(JSON.stringify(without(rawConfig, KEYS_AWAITING_LOADER_SUPPORT)), 'k8s-placeholders.yaml', example);
+    const error = await loadError(JSON.stringify(rawConfig), 'k8s-placeholders.yaml', example);
     assert.match(error ?? 'loaded', /auditors\[0\]\.token_sha256: expected the lowercase hex SHA-256/);
   });
 
@@ -705,7 +675,7 @@ describe('deploy/compose.yaml', async () => {
 
   let config: BrokerConfig;
   before(async () => {
-    config = await load(JSON.stringify(without(rawConfig, KEYS_AWAITING_LOADER_SUPPORT)), 'compose-broker.yaml', fakeEnv(envRefs(configText)));
+    config = await load(JSON.stringify(rawConfig), 'compose-broker.yaml', fakeEnv(envRefs(configText)));
   });
 
   test('three hardened broker replicas, started after healthy PostgreSQL and Redis', async () => {
@@ -772,23 +742,6 @@ describe('deploy/compose.yaml', async () => {
 // Keys awaiting loader support, and the docs
 // ---------------------------------------------------------------------------
 
-test('the loader refuses the deploy configs only for KEYS_AWAITING_LOADER_SUPPORT', async () => {
-  const k8s = yamlDocs(await read('deploy/kubernetes/configmap.yaml'), 'configmap.yaml')[0]!;
-  const configs = [
-    { where: 'deploy/kubernetes/configmap.yaml', text: String(k8s.data['broker.yaml']) },
-    { where: 'deploy/compose/broker.yaml', text: await read('deploy/compose/broker.yaml') },
-  ];
-  for (const { where, text } of configs) {
-    const raw = parse(text) as Obj;
-    for (const [parent, key] of KEYS_AWAITING_LOADER_SUPPORT) assert.ok(raw[parent]?.[key] !== undefined, `${where} sets ${parent}.${key}`);
-    const error = await loadError(text, 'unchanged.yaml', fakeEnv(envRefs(text)));
-    const lines = (error ?? '').split('\n').filter((l) => l !== '');
-    for (const line of lines) assert.ok(KEYS_AWAITING_LOADER_SUPPORT.some((k) => namesKey(line, k)), `${where}: refused for another reason: ${line}`);
-    for (const k of KEYS_AWAITING_LOADER_SUPPORT) {
-      assert.ok(lines.some((l) => namesKey(l, k)), `${where}: the loader now accepts ${k.join('.')}: remove it from KEYS_AWAITING_LOADER_SUPPORT`);
-    }
-  }
-});
 test('docs/operations.md is linked from the README and links only to files that exist', async () => {
   assert.ok((await read('README.md')).includes('](docs/operations.md)'), 'README.md links docs/operations.md');
   const doc = await read('docs/operations.md');
