@@ -1,5 +1,5 @@
 import type { Express } from 'express';
-import { checkpointKeys, startCheckpointer } from './audit/checkpoints.js';
+import { startCheckpointer } from './audit/checkpoints.js';
 import { openAuditStore } from './audit/open.js';
 import type { AuditStore } from './audit/types.js';
 import { compileContext, type BrokerConfig } from './config.js';
@@ -14,7 +14,8 @@ import { formatPolicyIssue, PolicyLoadError } from './policy/issues.js';
 import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, type PolicySetStatus, type ReloadResult, type ReloadTrigger } from './policy/reload.js';
 import type { PolicySet } from './policy/types.js';
 import { createProviders } from './providers/registry.js';
-import { loadOrCreateSigningKey } from './keys/signing-key.js';
+import { startKeyRing, type KeyReloadOutcome, type KeyReloadTrigger, type KeySchedule } from './keys/reload.js';
+import { loadOrCreateSigningKeySet } from './keys/signing-key.js';
 import { createMemoryReplayStore } from './replay/memory-store.js';
 
 export interface Broker extends ServedBroker {
@@ -28,6 +29,8 @@ export interface Broker extends ServedBroker {
   reloadPolicies(trigger?: ReloadTrigger): Promise<ReloadResult>;
   /** The serving set and the last reload, as /readyz shows them. */
   policyStatus(): PolicySetStatus;
+  /** Re-reads the signing key file (docs/configuration.md, `providers.jwt`); a bad file keeps the current keys. Never rejects. SIGHUP calls it; the poll timer does too. */
+  reloadKeys(trigger?: KeyReloadTrigger): Promise<KeyReloadOutcome>;
 }
 
 export interface BrokerOptions {
@@ -36,6 +39,8 @@ export interface BrokerOptions {
   now?: () => Date;
   /** Defaults to the real SQLite store from config. */
   audit?: AuditStore;
+  /** Drives the key file poll (tests tick it by hand); defaults to a timer. */
+  keyReloadSchedule?: KeySchedule;
 }
 
 /** The start-up load: the set and its digest (see `policySetDigest` in policy/reload.ts). @throws PolicyLoadError, PolicyDirError */
@@ -76,9 +81,11 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
 
 async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: BrokerMetrics, reloader: PolicyReloader): Promise<Broker> {
   const { logger } = options;
-  const signingKey = await loadOrCreateSigningKey(config.providers.jwt.signingKeyFile, logger);
+  const keyFile = config.providers.jwt.signingKeyFile;
+  const initialKeys = await loadOrCreateSigningKeySet(keyFile, logger);
   const auditStore = options.audit ?? (await openAuditStore(config.audit.url, { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) }));
-  const checkpointer = startCheckpointer({ store: auditStore, key: signingKey, logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
+  const keys = startKeyRing({ file: keyFile, initial: initialKeys, logger, metrics, ...(options.keyReloadSchedule ? { schedule: options.keyReloadSchedule } : {}) });
+  const checkpointer = startCheckpointer({ store: auditStore, keys: () => keys.current(), logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
   const audit = checkpointer.store;
   const verifier = createTokenVerifier(config.issuers, {
     ...(options.now ? { now: options.now } : {}),
@@ -92,7 +99,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     // One read per request (pipeline/exchange.ts): a request decides on one whole set, old or new, never a mix.
     policies: () => reloader.current().set,
     replay,
-    providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey }),
+    providers: await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey: () => keys.current().active }),
     audit,
     metrics,
     logger,
@@ -100,8 +107,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
   const deps: AppDeps = {
     ...exchangeDeps,
     publicUrl: config.server.publicUrl,
-    publicJwks: { keys: [signingKey.publicJwk] },
-    checkpointKeys: await checkpointKeys([signingKey.publicJwk]),
+    publicJwks: () => keys.current().jwks,
+    checkpointKeys: () => keys.current().verificationKeys,
     auditors: config.auditors,
     isAccepting: () => accepting,
     policyStatus: () => reloader.status(),
@@ -116,8 +123,10 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     },
     reloadPolicies: (trigger = 'sighup') => reloader.reload(trigger),
     policyStatus: () => reloader.status(),
+    reloadKeys: (trigger = 'sighup') => keys.reload(trigger),
     close: async () => {
       await reloader.close();
+      await keys.close();
       await replay.close();
       await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
       await audit.close();

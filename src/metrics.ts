@@ -13,6 +13,8 @@ export interface BrokerMetrics {
   policySetLastSuccess: Gauge;
   /** Policies (allow and deny) in the set that is serving. */
   policiesLoaded: Gauge;
+  /** Signing key file reloads (SIGHUP or poll) by outcome: success, failure, unchanged. */
+  signingKeyReloads: Counter<'outcome'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): BrokerMetrics {
@@ -62,8 +64,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
       help: 'Policies (allow and deny) in the set that is serving.',
       registers: [registry],
     }),
+    signingKeyReloads: new Counter({
+      name: 'broker_signing_key_reloads_total',
+      help: 'Signing key file reloads by outcome (success: a new key set serves; failure: the current keys keep serving; unchanged: same file).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
   };
   // Every outcome is exported from the start, so `increase(...{outcome="failure"}[5m])` alerts work before the first failure.
-  for (const outcome of ['success', 'failure', 'unchanged']) metrics.policyReloads.labels({ outcome }).inc(0);
+  for (const outcome of ['success', 'failure', 'unchanged']) {
+    metrics.policyReloads.labels({ outcome }).inc(0);
+    metrics.signingKeyReloads.labels({ outcome }).inc(0);
+  }
   return metrics;
 }

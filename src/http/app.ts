@@ -15,10 +15,10 @@ import { wellKnownRoutes } from './routes/well-known.js';
 export interface AppDeps extends ExchangeDeps {
   /** The broker's public URL: issuer of broker-signed tokens. */
   publicUrl: string;
-  /** Public keys served at /.well-known/jwks.json. */
-  publicJwks: { keys: JWK[] };
-  /** Keys that verify audit checkpoints, by kid. */
-  checkpointKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
+  /** Public keys served at /.well-known/jwks.json, as of now (the key file is reloaded). */
+  publicJwks: () => { keys: JWK[] };
+  /** Keys that verify audit checkpoints, by kid, as of now. */
+  checkpointKeys: () => ReadonlyMap<string, CryptoKey | Uint8Array>;
   auditors: readonly Auditor[];
   /** The policy set serving and the last reload, for /readyz. */
   policyStatus: () => PolicySetStatus;
