@@ -5,7 +5,7 @@ import { PassThrough } from 'node:stream';
 import { parseConfig, type BrokerConfig } from '../../src/config.js';
 import { startDevIssuer, type DevIssuer } from '../../src/dev/issuer.js';
 import { createLogger, type Logger } from '../../src/logger.js';
-import { createBroker, type Broker } from '../../src/main.js';
+import { createBroker, type Broker, type BrokerOptions } from '../../src/main.js';
 
 /** A winston logger whose JSON lines are kept in memory, so tests can assert what was (not) logged. */
 export function createCapturingLogger(): { logger: Logger; lines: () => string[] } {
@@ -38,6 +38,7 @@ export async function startBrokerFixture(options: {
   providerConfig?: string;
   extraConfig?: string;
   now?: () => Date;
+  keyReloadSchedule?: BrokerOptions['keyReloadSchedule'];
 }): Promise<BrokerFixture> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-test-'));
   const issuer = await startDevIssuer({ port: 0 });
@@ -73,7 +74,11 @@ ${options.extraConfig ?? ''}`;
   let broker: Broker;
   try {
     config = await parseConfig(configText, configPath, {});
-    broker = await createBroker(config, { logger, ...(options.now ? { now: options.now } : {}) });
+    broker = await createBroker(config, {
+      logger,
+      ...(options.now ? { now: options.now } : {}),
+      ...(options.keyReloadSchedule ? { keyReloadSchedule: options.keyReloadSchedule } : {}),
+    });
   } catch (err) {
     await issuer.close();
     await rm(dir, { recursive: true, force: true });
