@@ -20,7 +20,7 @@ export function registerServeCommand(program: Command, io: CliIo): void {
       let sighupWhileStarting = false;
       let stopping = false;
       const onSighup = () => {
-        const action = stopping ? 'ignored: shutting down' : broker ? 'reload policies' : 'reload policies once started';
+        const action = stopping ? 'ignored: shutting down' : broker ? 'reload policies and signing keys' : 'reload policies and signing keys once started';
         logger.info('signal received', { signal: 'SIGHUP', action });
         if (stopping) return;
         if (broker) reloadAll(broker);

@@ -244,6 +244,11 @@ function publicMembers(key: StoredKey): StoredKey {
   return { ...publicPart(key), kid: key.kid, state: key.state, ...(key.created_at === undefined ? {} : { created_at: key.created_at }) };
 }
 
+/** The key set file's text: a JWK Set whose keys carry `state` and `created_at`. */
+function serialize(keys: StoredKey[]): string {
+  return `${JSON.stringify({ keys })}\n`;
+}
+
 /**
  * Replaces the key file: the new content goes to a private temporary file in
  * the same directory, then rename() puts it in place in one step, so a reader
@@ -252,7 +257,7 @@ function publicMembers(key: StoredKey): StoredKey {
 async function writeKeyFile(file: string, keys: StoredKey[]): Promise<void> {
   const temp = `${file}.${process.pid}.${randomUUID()}.tmp`;
   try {
-    await writeFile(temp, `${JSON.stringify({ keys })}\n`, { mode: 0o600, flag: 'wx' });
+    await writeFile(temp, serialize(keys), { mode: 0o600, flag: 'wx' });
     await rename(temp, file);
   } catch (err) {
     await unlink(temp).catch(() => {});
@@ -271,7 +276,7 @@ async function createKeyFile(file: string, logger: Logger): Promise<void> {
   const jwk = await generateSigningJwk();
   const temp = `${file}.${process.pid}.${randomUUID()}.tmp`;
   const keys: StoredKey[] = [{ ...(jwk as StoredKey), state: 'active', created_at: new Date().toISOString() }];
-  await writeFile(temp, `${JSON.stringify({ keys })}\n`, { mode: 0o600, flag: 'wx' });
+  await writeFile(temp, serialize(keys), { mode: 0o600, flag: 'wx' });
   try {
     await link(temp, file);
     logger.info('created a new broker signing key', { file, kid: jwk.kid, alg: SIGNING_ALGORITHM });
