@@ -82,6 +82,30 @@ async function reloadCount(outcome: string): Promise<number> {
 
 const kidOf = (jwt: string) => decodeProtectedHeader(jwt).kid;
 
+const NOBODY = 65534;
+/**
+ * Runs `run` without write access to `dir`. Root ignores file modes, so as
+ * root `run` has the effective uid of `nobody`, who is given `owned` (what it
+ * must read or write) while `dir` is root's, mode 0555; otherwise `dir` is
+ * mode 0500 meanwhile.
+ */
+async function withReadOnlyDir<T>(dir: string, owned: string[], run: () => Promise<T>): Promise<T> {
+  const asRoot = process.geteuid?.() === 0;
+  if (asRoot) {
+    for (const file of owned) await chown(file, NOBODY, NOBODY);
+    await chmod(dir, 0o555);
+    process.seteuid!(NOBODY);
+  } else {
+    await chmod(dir, 0o500);
+  }
+  try {
+    return await run();
+  } finally {
+    if (asRoot) process.seteuid!(0);
+    await chmod(dir, 0o700);
+  }
+}
+
 describe('rotate, reload by the poll timer, retire', () => {
   let firstKid: string;
   let newKid: string;
@@ -226,6 +250,7 @@ describe('serve', () => {
   let root: string;
   before(async () => {
     root = await mkdtemp(path.join(tmpdir(), 'oidc-broker-keys-serve-'));
+    await chmod(root, 0o755);
   });
   after(async () => rm(root, { recursive: true, force: true }));
 
@@ -281,28 +306,34 @@ providers:
     }
   });
 
-  test('a read-only key directory with a key from keys generate (one bare JWK) serves; the broker writes nothing there', async () => {
+  test('a key directory the broker cannot write (a mounted Secret) with a key from keys generate (one bare JWK) serves; rotate there fails', async () => {
     const config = await serveConfig('read-only');
     const keysDir = path.join(path.dirname(config), 'keys');
     const keyFile = path.join(keysDir, 'signing-key.jwk');
     assert.equal((await cli(['keys', 'generate', '--out', keyFile])).code, 0);
     const kid = (JSON.parse(await readFile(keyFile, 'utf8')) as JWK).kid;
     await chmod(keyFile, 0o400);
-    await chmod(keysDir, 0o500);
-    const serve = startCli(['serve', '-c', config]);
-    try {
-      const { url } = (await waitForOutput(serve, logLine('listening'))) as { url: string };
-      assert.deepEqual(await kids(url), [kid]);
-      const listed = await cli(['keys', 'list', '-c', config]);
-      assert.equal(listed.code, 0, listed.stderr);
-      assert.match(listed.stdout, new RegExp(`^${kid}\\s+active\\s+unknown$`, 'm'), 'a bare JWK is the one active key; its creation time is not known');
-      assert.deepEqual(await readdir(keysDir), ['signing-key.jwk']);
-      assert.equal((await stat(keyFile)).mode & 0o777, 0o400);
-    } finally {
-      serve.signal('SIGTERM');
-      assert.equal((await serve.done).code, 0);
-      await chmod(keysDir, 0o700);
-    }
+    await withReadOnlyDir(keysDir, [keyFile, path.dirname(config)], async () => {
+      const serve = startCli(['serve', '-c', config]);
+      try {
+        const { url } = (await waitForOutput(serve, logLine('listening'))) as { url: string };
+        assert.deepEqual(await kids(url), [kid]);
+        serve.signal('SIGHUP');
+        await waitForOutput(serve, logLine('signal received'));
+        const listed = await cli(['keys', 'list', '-c', config]);
+        assert.equal(listed.code, 0, listed.stderr);
+        assert.match(listed.stdout, new RegExp(`^${kid}\\s+active\\s+unknown$`, 'm'), 'a bare JWK is the one active key; its creation time is not known');
+        const rotate = await cli(['keys', 'rotate', '-c', config]);
+        assert.equal(rotate.code, 1);
+        assert.match(rotate.stderr, /cannot write the signing key .* \(EACCES\)/);
+        assert.deepEqual(await kids(url), [kid]);
+      } finally {
+        serve.signal('SIGTERM');
+        assert.equal((await serve.done).code, 0);
+      }
+    });
+    assert.deepEqual(await readdir(keysDir), ['signing-key.jwk'], 'nothing was written in the key directory');
+    assert.equal((await stat(keyFile)).mode & 0o777, 0o400);
   });
 });
 
@@ -310,6 +341,7 @@ describe('keys commands: bad inputs', () => {
   let root: string;
   before(async () => {
     root = await mkdtemp(path.join(tmpdir(), 'oidc-broker-keys-cli-'));
+    await chmod(root, 0o755);
   });
   after(async () => rm(root, { recursive: true, force: true }));
 
@@ -335,22 +367,7 @@ describe('keys commands: bad inputs', () => {
     const { config, keyFile } = await keyConfig('unwritable');
     assert.equal((await cli(['keys', 'generate', '--out', keyFile])).code, 0);
     const before = await readFile(keyFile, 'utf8');
-    // Root ignores directory modes: as root, the command runs with the effective uid of `nobody`, who may read the key but not write its directory.
-    const asRoot = process.geteuid?.() === 0;
-    const nobody = 65534;
-    if (asRoot) {
-      await chmod(root, 0o755);
-      await chown(keyFile, nobody, nobody);
-    }
-    else await chmod(path.dirname(keyFile), 0o500);
-    let run: Awaited<ReturnType<typeof cli>>;
-    try {
-      if (asRoot) process.seteuid!(nobody);
-      run = await cli(['keys', 'rotate', '-c', config]);
-    } finally {
-      if (asRoot) process.seteuid!(0);
-      else await chmod(path.dirname(keyFile), 0o700);
-    }
+    const run = await withReadOnlyDir(path.dirname(keyFile), [keyFile], () => cli(['keys', 'rotate', '-c', config]));
     assert.equal(run.code, 1);
     assert.match(run.stderr, /^oidc-broker: cannot write the signing key .*signing-key\.jwk \(EACCES\): the keys commands need write access to its directory /);
     assert.equal(await readFile(keyFile, 'utf8'), before);
