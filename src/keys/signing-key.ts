@@ -85,7 +85,10 @@ export async function importPublicKeys(jwks: readonly JWK[]): Promise<Map<string
  * @throws SigningKeyMissingError if the file does not exist; SigningKeyFileError if it cannot be read or is invalid.
  */
 export async function loadSigningKeySet(file: string): Promise<SigningKeySet> {
-  const text = await readKeyFile(file);
+  return toKeySet(await readKeyFile(file), file);
+}
+
+async function toKeySet(text: string, file: string): Promise<SigningKeySet> {
   const stored = parseKeyFile(text, file);
   const entries: KeyEntry[] = [];
   let active: SigningKey | undefined;
@@ -152,7 +155,7 @@ export async function loadOrCreateSigningKey(file: string, logger: Logger): Prom
  * @throws SigningKeyMissingError, SigningKeyFileError (also when the directory is not writable).
  */
 export async function rotateSigningKey(file: string, now: Date = new Date()): Promise<{ kid: string; previous: string }> {
-  const keys = await withKids(parseKeyFile(await readKeyFile(file), file));
+  const keys = await readStoredKeys(file);
   const previous = keys.find((k) => k.state === 'active')!;
   const jwk = await generateSigningJwk();
   const next: StoredKey = { ...(jwk as StoredKey), state: 'active', created_at: now.toISOString() };
@@ -167,7 +170,7 @@ export async function rotateSigningKey(file: string, now: Date = new Date()): Pr
  * @throws KeyChangeRefusedError for the active key or a kid the file does not hold; SigningKeyMissingError, SigningKeyFileError.
  */
 export async function retireSigningKey(file: string, kid: string): Promise<boolean> {
-  const keys = await withKids(parseKeyFile(await readKeyFile(file), file));
+  const keys = await readStoredKeys(file);
   const key = keys.find((k) => k.kid === kid);
   if (key === undefined) throw new KeyChangeRefusedError(`no key ${kid} in ${file}; 'oidc-broker keys list' shows the kids`);
   if (key.state === 'active') throw new KeyChangeRefusedError(`${kid} is the active key and cannot be retired; run 'oidc-broker keys rotate' first, then retire it once tokens it signed have expired`);
@@ -181,6 +184,13 @@ export async function retireSigningKey(file: string, kid: string): Promise<boole
 
 /** A key as stored in the key set file: a JWK with the broker's two members. */
 type StoredKey = JWK & { kid: string; state: KeyState; created_at?: string };
+
+/** The file's keys as stored, once the whole file loads as a key set: a change never builds on a broken file. */
+async function readStoredKeys(file: string): Promise<StoredKey[]> {
+  const text = await readKeyFile(file);
+  await toKeySet(text, file);
+  return withKids(parseKeyFile(text, file));
+}
 
 async function readKeyFile(file: string): Promise<string> {
   let text: string;
