@@ -16,7 +16,15 @@ import {
 import { hashRecord, newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
-import { loadOrCreateSigningKey, loadOrCreateSigningKeySet, type SigningKey, type SigningKeySet } from '../src/keys/signing-key.js';
+import {
+  loadOrCreateSigningKey,
+  loadOrCreateSigningKeySet,
+  loadSigningKeySet,
+  retireSigningKey,
+  rotateSigningKey,
+  type SigningKey,
+  type SigningKeySet,
+} from '../src/keys/signing-key.js';
 import { createCapturingLogger } from './helpers/broker-fixture.js';
 
 const T0 = Date.parse('2026-11-01T00:00:00Z');
@@ -151,6 +159,28 @@ describe('the checkpointer', () => {
     await checkpointer.store.append(entryAt(T0 + 3 * DAY));
     await checkpointer.stop();
     assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [3, 4], 'stop() vouches for the final record');
+  });
+
+  it('after a key rotation it signs with the new active key, and every checkpoint verifies with the rotated key set', async () => {
+    let serving = keySet;
+    const checkpointer = startCheckpointer({ store, keys: () => serving, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+    await appendDays(checkpointer.store, 1);
+    const before = await checkpointer.checkpointNow();
+    assert.equal(before?.kid, keySet.active.kid);
+
+    await rotateSigningKey(join(dir, 'key.jwk'));
+    serving = await loadSigningKeySet(join(dir, 'key.jwk'));
+    await appendDays(checkpointer.store, 1, 1);
+    const after = await checkpointer.checkpointNow();
+    assert.equal(after?.kid, serving.active.kid, 'the newest stored checkpoint, signed by the previous key, was accepted');
+    assert.notEqual(after?.kid, before?.kid);
+    await checkpointer.stop();
+
+    await retireSigningKey(join(dir, 'key.jwk'), keySet.active.kid);
+    const retired = await loadSigningKeySet(join(dir, 'key.jwk'));
+    const result = await verifyAuditLog(store, retired.verificationKeys);
+    assert.equal(result.ok, true, JSON.stringify(result));
+    assert.equal(result.checkpoints, 2);
   });
 
   it('never vouches for records it did not write (another writer, or rows put in the store directly)', async () => {
