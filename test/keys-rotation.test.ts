@@ -374,6 +374,20 @@ describe('keys commands: bad inputs', () => {
     assert.deepEqual(await readdir(path.dirname(keyFile)), ['broker.yaml', 'signing-key.jwk']);
   });
 
+  test('a key file another keys command is changing (its lock file exists): rotate exits 1 and changes nothing', async () => {
+    const { config, keyFile } = await keyConfig('locked');
+    assert.equal((await cli(['keys', 'generate', '--out', keyFile])).code, 0);
+    const before = await readFile(keyFile, 'utf8');
+    await writeFile(`${keyFile}.lock`, '1\n');
+    const run = await cli(['keys', 'rotate', '-c', config]);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /signing-key\.jwk\.lock exists: another 'oidc-broker keys' command is changing .*signing-key\.jwk, or one was interrupted/);
+    assert.equal(await readFile(keyFile, 'utf8'), before);
+    await rm(`${keyFile}.lock`);
+    assert.equal((await cli(['keys', 'rotate', '-c', config])).code, 0);
+    assert.deepEqual(await readdir(path.dirname(keyFile)), ['broker.yaml', 'signing-key.jwk'], 'the lock is removed when the command ends');
+  });
+
   test('--include-retired without --jwks is refused', async () => {
     const { config, keyFile } = await keyConfig('flags');
     assert.equal((await cli(['keys', 'generate', '--out', keyFile])).code, 0);

@@ -154,13 +154,15 @@ export async function loadOrCreateSigningKey(file: string, logger: Logger): Prom
  * @returns the new and the previous active kid.
  * @throws SigningKeyMissingError, SigningKeyFileError (also when the directory is not writable).
  */
-export async function rotateSigningKey(file: string, now: Date = new Date()): Promise<{ kid: string; previous: string }> {
-  const keys = await readStoredKeys(file);
-  const previous = keys.find((k) => k.state === 'active')!;
-  const jwk = await generateSigningJwk();
-  const next: StoredKey = { ...(jwk as StoredKey), state: 'active', created_at: now.toISOString() };
-  await writeKeyFile(file, [next, ...keys.map((k) => (k.state === 'active' ? { ...publicMembers(k), state: 'published' as const } : k))]);
-  return { kid: next.kid, previous: previous.kid };
+export function rotateSigningKey(file: string, now: Date = new Date()): Promise<{ kid: string; previous: string }> {
+  return whileLocked(file, async () => {
+    const keys = await readStoredKeys(file);
+    const previous = keys.find((k) => k.state === 'active')!;
+    const jwk = await generateSigningJwk();
+    const next: StoredKey = { ...(jwk as StoredKey), state: 'active', created_at: now.toISOString() };
+    await writeKeyFile(file, [next, ...keys.map((k) => (k.state === 'active' ? { ...publicMembers(k), state: 'published' as const } : k))]);
+    return { kid: next.kid, previous: previous.kid };
+  });
 }
 
 /**
@@ -169,17 +171,45 @@ export async function rotateSigningKey(file: string, now: Date = new Date()): Pr
  * @returns false if it was retired already (nothing is written).
  * @throws KeyChangeRefusedError for the active key or a kid the file does not hold; SigningKeyMissingError, SigningKeyFileError.
  */
-export async function retireSigningKey(file: string, kid: string): Promise<boolean> {
-  const keys = await readStoredKeys(file);
-  const key = keys.find((k) => k.kid === kid);
-  if (key === undefined) throw new KeyChangeRefusedError(`no key ${kid} in ${file}; 'oidc-broker keys list' shows the kids`);
-  if (key.state === 'active') throw new KeyChangeRefusedError(`${kid} is the active key and cannot be retired; run 'oidc-broker keys rotate' first, then retire it once tokens it signed have expired`);
-  if (key.state === 'retired') return false;
-  await writeKeyFile(
-    file,
-    keys.map((k) => (k.kid === kid ? { ...publicMembers(k), state: 'retired' as const } : k)),
-  );
-  return true;
+export function retireSigningKey(file: string, kid: string): Promise<boolean> {
+  return whileLocked(file, async () => {
+    const keys = await readStoredKeys(file);
+    const key = keys.find((k) => k.kid === kid);
+    if (key === undefined) throw new KeyChangeRefusedError(`no key ${kid} in ${file}; 'oidc-broker keys list' shows the kids`);
+    if (key.state === 'active') throw new KeyChangeRefusedError(`${kid} is the active key and cannot be retired; run 'oidc-broker keys rotate' first, then retire it once tokens it signed have expired`);
+    if (key.state === 'retired') return false;
+    await writeKeyFile(
+      file,
+      keys.map((k) => (k.kid === kid ? { ...publicMembers(k), state: 'retired' as const } : k)),
+    );
+    return true;
+  });
+}
+
+/**
+ * Runs a read-change-write of the key file holding `<file>.lock` (created
+ * exclusively), so two `keys` commands at once cannot both write and lose
+ * the other's key.
+ */
+async function whileLocked<T>(file: string, change: () => Promise<T>): Promise<T> {
+  const lock = `${file}.lock`;
+  try {
+    await writeFile(lock, `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    if (code === 'EEXIST') throw new SigningKeyFileError(`${lock} exists: another 'oidc-broker keys' command is changing ${file}, or one was interrupted; remove the lock file if none is running`);
+    if (code === 'ENOENT') throw new SigningKeyMissingError(file);
+    throw cannotWrite(file, code);
+  }
+  try {
+    return await change();
+  } finally {
+    await unlink(lock);
+  }
+}
+
+function cannotWrite(file: string, code: string): SigningKeyFileError {
+  return new SigningKeyFileError(`cannot write the signing key ${file} (${code}): the keys commands need write access to its directory ${path.dirname(file)}`);
 }
 
 /** A key as stored in the key set file: a JWK with the broker's two members. */
@@ -271,8 +301,7 @@ async function writeKeyFile(file: string, keys: StoredKey[]): Promise<void> {
     await rename(temp, file);
   } catch (err) {
     await unlink(temp).catch(() => {});
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw new SigningKeyFileError(`cannot write the signing key ${file} (${code}): the keys commands need write access to its directory ${path.dirname(file)}`);
+    throw cannotWrite(file, (err as NodeJS.ErrnoException).code ?? 'error');
   }
 }
 
