@@ -61,7 +61,7 @@ export async function stepCosts(): Promise<object[]> {
   rows.push(await timeEach('evaluate policy + deny policies', 100_000, () => evaluate(set, policy, verified)));
 
   const signingKey = await loadOrCreateSigningKey(path.join(dir, 'key.jwk'), createLogger({ silent: true }));
-  const provider = createJwtProvider({ issuerUrl: AUDIENCE, signingKey });
+  const provider = createJwtProvider({ issuerUrl: AUDIENCE, signingKey: () => signingKey });
   const token = { issuerName: 'local', issuer: 'x', subject: CLAIMS.sub, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64), signingInputSha256: '1'.repeat(64) };
   rows.push(await timeEach('sign broker token (ES256)', 2000, () => provider.issue({ grant: policy.grant as JwtGrant, token, requestedDurationSeconds: undefined, issuanceId: newAuditId() })));
 

@@ -1,13 +1,14 @@
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import type { Express } from 'express';
-import { checkpointKeys, startCheckpointer } from './audit/checkpoints.js';
+import { startCheckpointer } from './audit/checkpoints.js';
 import { openAuditStore } from './audit/open.js';
 import type { AuditStore } from './audit/types.js';
 import { compileContext, type BrokerConfig } from './config.js';
 import { createAdminApp, createApp, type AppDeps } from './http/app.js';
 import type { ServedBroker } from './http/server.js';
-import { createLimits, LIMIT_NAMES, type Limits } from './limits/rate-limit.js';
+import { openLimits } from './limits/open.js';
+import { LIMIT_NAMES, type Limits } from './limits/rate-limit.js';
 import { DropSummaries } from './limits/summaries.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type BrokerMetrics } from './metrics.js';
@@ -19,7 +20,8 @@ import { formatPolicyIssue, PolicyLoadError } from './policy/issues.js';
 import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, type PolicySetStatus, type ReloadResult, type ReloadTrigger } from './policy/reload.js';
 import type { PolicySet } from './policy/types.js';
 import { createProviders } from './providers/registry.js';
-import { loadOrCreateSigningKey } from './keys/signing-key.js';
+import { startKeyRing, type KeyReloadOutcome, type KeyReloadTrigger, type KeySchedule } from './keys/reload.js';
+import { loadOrCreateSigningKeySet } from './keys/signing-key.js';
 import { openReplayStore } from './replay/open.js';
 
 export interface Broker extends ServedBroker {
@@ -35,6 +37,8 @@ export interface Broker extends ServedBroker {
   reloadPolicies(trigger?: ReloadTrigger): Promise<ReloadResult>;
   /** The serving set and the last reload, as /readyz shows them. */
   policyStatus(): PolicySetStatus;
+  /** Re-reads the signing key file (docs/configuration.md, `providers.jwt`); a bad file keeps the current keys. Never rejects. SIGHUP calls it; the poll timer does too. */
+  reloadKeys(trigger?: KeyReloadTrigger): Promise<KeyReloadOutcome>;
 }
 
 export interface BrokerOptions {
@@ -45,6 +49,8 @@ export interface BrokerOptions {
   audit?: AuditStore;
   /** Defaults to limits from config counted in this process's memory; replicas share limits counted in Redis. */
   limits?: Limits;
+  /** Drives the key file poll (tests tick it by hand); defaults to a timer. */
+  keyReloadSchedule?: KeySchedule;
 }
 
 /** The start-up load: the set and its digest (see `policySetDigest` in policy/reload.ts). @throws PolicyLoadError, PolicyDirError */
@@ -85,20 +91,22 @@ export async function createBroker(config: BrokerConfig, options: BrokerOptions)
 
 async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: BrokerMetrics, reloader: PolicyReloader): Promise<Broker> {
   const { logger } = options;
-  const signingKey = await loadOrCreateSigningKey(config.providers.jwt.signingKeyFile, logger);
+  const keyFile = config.providers.jwt.signingKeyFile;
+  const initialKeys = await loadOrCreateSigningKeySet(keyFile, logger);
   const auditStore = options.audit ?? (await openAuditStore(config.audit.url, { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) }));
-  const checkpointer = startCheckpointer({ store: auditStore, key: signingKey, logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
+  const keys = startKeyRing({ file: keyFile, initial: initialKeys, logger, metrics, ...(options.keyReloadSchedule ? { schedule: options.keyReloadSchedule } : {}) });
+  const checkpointer = startCheckpointer({ store: auditStore, keys: () => keys.current(), logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
   const audit = checkpointer.store;
   const verifier = createTokenVerifier(config.issuers, {
     ...(options.now ? { now: options.now } : {}),
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
   });
-  const providers = await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey });
-  const keysOfCheckpoints = await checkpointKeys([signingKey.publicJwk]);
+  const providers = await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey: () => keys.current().active });
   const summaries = new DropSummaries<DroppedRequest>((window) => recordDropped({ audit, logger }, window));
   for (const limit of LIMIT_NAMES) for (const audited of ['true', 'false']) metrics.rateLimited.labels({ limit, audited }).inc(0);
   // Opened after the last step that can fail: a Redis client keeps reconnecting, and would hold the process open.
   const replay = openReplayStore(config.replay.url, logger);
+  const limits = options.limits ? { limits: options.limits, close: async () => undefined } : openLimits(config.limits, config.replay.url);
   let accepting = true;
 
   const exchangeDeps: ExchangeDeps = {
@@ -108,7 +116,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     replay,
     providers,
     audit,
-    limits: options.limits ?? createLimits(config.limits),
+    limits: limits.limits,
     summaries,
     metrics,
     logger,
@@ -117,8 +125,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     ...exchangeDeps,
     publicUrl: config.server.publicUrl,
     trustedProxies: config.server.trustedProxies,
-    publicJwks: { keys: [signingKey.publicJwk] },
-    checkpointKeys: keysOfCheckpoints,
+    publicJwks: () => keys.current().jwks,
+    checkpointKeys: () => keys.current().verificationKeys,
     auditors: config.auditors,
     isAccepting: () => accepting,
     // The key is in memory, but a broker whose key file cannot be read would not start again (docs/configuration.md).
@@ -137,9 +145,12 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     },
     reloadPolicies: (trigger = 'sighup') => reloader.reload(trigger),
     policyStatus: () => reloader.status(),
+    reloadKeys: (trigger = 'sighup') => keys.reload(trigger),
     close: async () => {
       await reloader.close();
+      await keys.close();
       await replay.close();
+      await limits.close();
       // Summaries of windows still open are written now, while the audit log is.
       await summaries.close();
       await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));

@@ -17,6 +17,8 @@ export interface BrokerMetrics {
   rateLimited: Counter<'limit' | 'audited'>;
   /** Failed auditor authentications on /v1/audit/* by reason (missing_auditor_token, not_an_auditor). */
   auditorAuthFailures: Counter<'reason'>;
+  /** Signing key file reloads (SIGHUP or poll) by outcome: success, failure, unchanged. */
+  signingKeyReloads: Counter<'outcome'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): BrokerMetrics {
@@ -78,9 +80,18 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
       labelNames: ['reason'],
       registers: [registry],
     }),
+    signingKeyReloads: new Counter({
+      name: 'broker_signing_key_reloads_total',
+      help: 'Signing key file reloads by outcome (success: a new key set serves; failure: the current keys keep serving; unchanged: same file).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
   };
   // Every outcome is exported from the start, so `increase(...{outcome="failure"}[5m])` alerts work before the first failure.
-  for (const outcome of ['success', 'failure', 'unchanged']) metrics.policyReloads.labels({ outcome }).inc(0);
+  for (const outcome of ['success', 'failure', 'unchanged']) {
+    metrics.policyReloads.labels({ outcome }).inc(0);
+    metrics.signingKeyReloads.labels({ outcome }).inc(0);
+  }
   for (const reason of ['missing_auditor_token', 'not_an_auditor']) metrics.auditorAuthFailures.labels({ reason }).inc(0);
   return metrics;
 }

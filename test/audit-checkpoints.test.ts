@@ -7,7 +7,6 @@ import Database from 'better-sqlite3';
 import { SignJWT } from 'jose';
 import {
   CHECKPOINT_TYPE,
-  checkpointKeys,
   isCheckpointAuthentic,
   pruneAuditLog,
   signCheckpoint,
@@ -17,7 +16,15 @@ import {
 import { hashRecord, newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
-import { loadOrCreateSigningKey, type SigningKey } from '../src/keys/signing-key.js';
+import {
+  loadOrCreateSigningKey,
+  loadOrCreateSigningKeySet,
+  loadSigningKeySet,
+  retireSigningKey,
+  rotateSigningKey,
+  type SigningKey,
+  type SigningKeySet,
+} from '../src/keys/signing-key.js';
 import { createCapturingLogger } from './helpers/broker-fixture.js';
 
 const T0 = Date.parse('2026-11-01T00:00:00Z');
@@ -71,15 +78,17 @@ async function appendDays(store: AuditStore, count: number, firstDay = 0): Promi
 let dir: string;
 let dbPath: string;
 let store: AuditStore;
+let keySet: SigningKeySet;
 let key: SigningKey;
-let keys: Awaited<ReturnType<typeof checkpointKeys>>;
+let keys: SigningKeySet['verificationKeys'];
 
 beforeEach(async () => {
   dir = tempDir();
   dbPath = join(dir, 'audit.db');
   store = openSqliteAuditStore(dbPath);
-  key = await loadOrCreateSigningKey(join(dir, 'key.jwk'), createCapturingLogger().logger);
-  keys = await checkpointKeys([key.publicJwk]);
+  keySet = await loadOrCreateSigningKeySet(join(dir, 'key.jwk'), createCapturingLogger().logger);
+  key = keySet.active;
+  keys = keySet.verificationKeys;
 });
 
 function raw(): Database.Database {
@@ -137,7 +146,7 @@ describe('checkpoint signatures', () => {
 describe('the checkpointer', () => {
   it('signs the newest record it wrote, logs the checkpoint, and does nothing when nothing new was written', async () => {
     const { logger, lines } = createCapturingLogger();
-    const checkpointer = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000 });
     assert.equal(await checkpointer.checkpointNow(), null, 'an empty log has nothing to vouch for');
     const records = await appendDays(checkpointer.store, 3);
     const made = await checkpointer.checkpointNow();
@@ -152,8 +161,30 @@ describe('the checkpointer', () => {
     assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [3, 4], 'stop() vouches for the final record');
   });
 
+  it('after a key rotation it signs with the new active key, and every checkpoint verifies with the rotated key set', async () => {
+    let serving = keySet;
+    const checkpointer = startCheckpointer({ store, keys: () => serving, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+    await appendDays(checkpointer.store, 1);
+    const before = await checkpointer.checkpointNow();
+    assert.equal(before?.kid, keySet.active.kid);
+
+    await rotateSigningKey(join(dir, 'key.jwk'));
+    serving = await loadSigningKeySet(join(dir, 'key.jwk'));
+    await appendDays(checkpointer.store, 1, 1);
+    const after = await checkpointer.checkpointNow();
+    assert.equal(after?.kid, serving.active.kid, 'the newest stored checkpoint, signed by the previous key, was accepted');
+    assert.notEqual(after?.kid, before?.kid);
+    await checkpointer.stop();
+
+    await retireSigningKey(join(dir, 'key.jwk'), keySet.active.kid);
+    const retired = await loadSigningKeySet(join(dir, 'key.jwk'));
+    const result = await verifyAuditLog(store, retired.verificationKeys);
+    assert.equal(result.ok, true, JSON.stringify(result));
+    assert.equal(result.checkpoints, 2);
+  });
+
   it('never vouches for records it did not write (another writer, or rows put in the store directly)', async () => {
-    const checkpointer = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
     await appendDays(store, 2);
     assert.equal(await checkpointer.checkpointNow(), null);
     await checkpointer.store.append(entryAt(T0 + 2 * DAY));
@@ -164,7 +195,7 @@ describe('the checkpointer', () => {
 
   it('refuses to sign when a record was rewritten since the last checkpoint, even consistently', async () => {
     const { logger, lines } = createCapturingLogger();
-    const checkpointer = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000 });
     await appendDays(checkpointer.store, 2);
     assert.equal((await checkpointer.checkpointNow())?.seq, 2);
     const records = await appendDays(checkpointer.store, 3, 2);
@@ -179,7 +210,7 @@ describe('the checkpointer', () => {
 
   it('refuses when the newest stored checkpoint is forged or checkpoints were deleted', async () => {
     const { logger, lines } = createCapturingLogger();
-    const checkpointer = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000 });
     await appendDays(checkpointer.store, 2);
     await checkpointer.checkpointNow();
     await appendDays(checkpointer.store, 1, 2);
@@ -190,7 +221,7 @@ describe('the checkpointer', () => {
     assert.ok(lines().some((l) => l.includes('checkpoints were deleted')));
     const forged = await signCheckpoint(await loadOrCreateSigningKey(join(tempDir(), 'other.jwk'), createCapturingLogger().logger), { seq: 2, hash: 'e'.repeat(64) }, 'periodic', new Date(T0));
     await store.saveCheckpoint({ ...forged, kid: key.kid });
-    const fresh = startCheckpointer({ store, key, logger, intervalMs: 3_600_000 });
+    const fresh = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000 });
     await fresh.store.append(entryAt(T0 + 9 * DAY));
     assert.equal(await fresh.checkpointNow(), null);
     assert.ok(lines().some((l) => l.includes('not authentic')));
@@ -199,7 +230,7 @@ describe('the checkpointer', () => {
   });
 
   it('runs on its interval', async () => {
-    const checkpointer = startCheckpointer({ store, key, logger: createCapturingLogger().logger, intervalMs: 20 });
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 20 });
     await appendDays(checkpointer.store, 1);
     for (let i = 0; i < 100 && (await store.checkpoints()).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
     await checkpointer.stop();

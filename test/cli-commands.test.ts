@@ -43,7 +43,7 @@ providers:
 
     await writeFile(path.join(dir, 'policies', 'release.yaml'), POLICY('release'));
     serve.signal('SIGHUP');
-    assert.equal((await waitForOutput(serve, logLine('signal received'))).action, 'reload policies');
+    assert.equal((await waitForOutput(serve, logLine('signal received'))).action, 'reload policies and signing keys');
     const reloaded = await waitForOutput(serve, logLine('policies reloaded'));
     assert.equal(reloaded.trigger, 'sighup');
     assert.equal(reloaded.count, 2);

@@ -9,9 +9,9 @@
  * and logs it, so a chain that ends before N, or differs at N, is caught by
  * anyone holding the broker's public key (or a copy of the log line).
  */
-import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK } from 'jose';
+import { CompactSign, compactVerify, type CryptoKey } from 'jose';
 import type { Logger } from '../logger.js';
-import type { SigningKey } from '../keys/signing-key.js';
+import type { SigningKey, SigningKeySet } from '../keys/signing-key.js';
 import { GENESIS_HASH } from './record.js';
 import type { AuditCheckpoint, AuditStore, ChainBreak, ChainPoint, ChainVerification } from './types.js';
 
@@ -52,13 +52,6 @@ export async function isCheckpointAuthentic(checkpoint: AuditCheckpoint, keys: R
   } catch {
     return false;
   }
-}
-
-/** Public keys by kid, from JWKs such as the broker's /.well-known/jwks.json. */
-export async function checkpointKeys(jwks: readonly JWK[]): Promise<Map<string, CryptoKey | Uint8Array>> {
-  const keys = new Map<string, CryptoKey | Uint8Array>();
-  for (const jwk of jwks) if (jwk.kid !== undefined) keys.set(jwk.kid, await importJWK(jwk, 'ES256'));
-  return keys;
 }
 
 /**
@@ -119,9 +112,15 @@ export interface Checkpointer {
  * or that went missing since this process last saw it, also stops
  * checkpointing with an error.
  */
-export function startCheckpointer(deps: { store: AuditStore; key: SigningKey; logger: Logger; intervalMs: number; now?: () => Date }): Checkpointer {
+export function startCheckpointer(deps: {
+  store: AuditStore;
+  /** The keys serving now (they change when the key file is reloaded): the active one signs, any the broker holds verifies (docs/audit.md). */
+  keys: () => Pick<SigningKeySet, 'active' | 'verificationKeys'>;
+  logger: Logger;
+  intervalMs: number;
+  now?: () => Date;
+}): Checkpointer {
   const now = deps.now ?? (() => new Date());
-  const keys = checkpointKeys([deps.key.publicJwk]);
   let newestSeen = 0;
   let written: ChainPoint | undefined;
   let running: Promise<AuditCheckpoint | null> | undefined;
@@ -146,14 +145,15 @@ export function startCheckpointer(deps: { store: AuditStore; key: SigningKey; lo
     const stored = await deps.store.checkpoints();
     const newest = stored.at(-1) ?? null;
     if ((newest?.seq ?? 0) < newestSeen) return refuse('checkpoints were deleted from the store', { newest_seen: newestSeen, newest_stored: newest?.seq ?? 0 });
-    if (newest !== null && !(await isCheckpointAuthentic(newest, await keys))) return refuse('the newest stored checkpoint is not authentic', { seq: newest.seq });
+    const keys = deps.keys();
+    if (newest !== null && !(await isCheckpointAuthentic(newest, keys.verificationKeys))) return refuse('the newest stored checkpoint is not authentic', { seq: newest.seq });
     const from: ChainPoint = newest === null ? { seq: 0, hash: GENESIS_HASH } : { seq: newest.seq, hash: newest.hash };
     newestSeen = from.seq;
     if (target.seq <= from.seq) return null;
     const walk = await deps.store.verify({ from, partial: true, expected: new Map([[target.seq, target.hash]]) });
     if (!walk.ok && walk.broken.seq <= target.seq) return refuse('the records since the newest checkpoint do not verify', { from_seq: from.seq, broken: walk.broken });
     if (walk.last_seq < target.seq) return refuse('the chain ends before a record this broker wrote: records were deleted', { seq: target.seq, head_seq: walk.last_seq });
-    const made = await signCheckpoint(deps.key, target, 'periodic', now());
+    const made = await signCheckpoint(keys.active, target, 'periodic', now());
     await deps.store.saveCheckpoint(made);
     newestSeen = made.seq;
     deps.logger.info('audit checkpoint', { seq: made.seq, hash: made.hash, kid: made.kid, jws: made.jws });

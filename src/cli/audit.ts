@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import type { CryptoKey, JWK } from 'jose';
-import { checkpointKeys, pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
+import { pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
 import { createFormatter, writeRecords, type ExportFormat } from '../audit/export.js';
 import { openAuditStore } from '../audit/open.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toCursor, toTimeBound } from '../audit/query.js';
@@ -10,8 +10,9 @@ import { AUDIT_DECISIONS } from '../audit/record.js';
 import type { AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
 import type { BrokerConfig } from '../config.js';
 import { BrokerError } from '../errors.js';
-import { loadSigningKey, SigningKeyMissingError, type SigningKey } from '../keys/signing-key.js';
+import { importPublicKeys } from '../keys/signing-key.js';
 import { CliExit, readConfig, type CliIo } from './io.js';
+import { readKeySet } from './keys.js';
 
 const FORMATS: readonly ExportFormat[] = ['table', 'json', 'ndjson', 'csv'];
 /** Records printed by default: everything for the export formats, a screenful for the others. */
@@ -19,6 +20,7 @@ const DEFAULT_LIMIT: Record<ExportFormat, number> = { table: 100, json: 100, ndj
 const PROGRESS_INTERVAL_MS = 250;
 
 const CONFIG_HELP = 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
+const KEY_NEEDED = '; it is needed to check and sign checkpoints';
 
 /** What each chain problem means, in plain words (see ChainProblem in src/audit/types.ts). */
 export const CHAIN_PROBLEM_TEXT: Record<ChainProblem, string> = {
@@ -92,14 +94,16 @@ Examples:
     .command('verify')
     .description("Verify the audit log's hash chain and signed checkpoints, and print a summary.")
     .option('--json', 'print the result as JSON (the body of GET /v1/audit/verify)')
-    .option('--jwks <file>', "verify checkpoints with the public keys in this JWKS file (such as the broker's /.well-known/jwks.json) instead of the signing key file")
+    .option('--jwks <file>', "verify checkpoints with the public keys in this JWKS file (such as 'oidc-broker keys list --jwks --include-retired') instead of the signing key file")
     .option('-c, --config <file>', CONFIG_HELP)
     .addHelpText(
       'after',
       `
-Checkpoint signatures are checked with providers.jwt.signing_key_file, read
-only (it is never created), or with --jwks. Keys that signed older checkpoints
-must be in the JWKS after a key rotation.
+Checkpoint signatures are checked with every key in providers.jwt.signing_key_file
+(active, published and retired; read only, it is never created), or with
+--jwks. The broker's /.well-known/jwks.json lacks retired keys: for a JWKS
+that verifies checkpoints they signed, use 'oidc-broker keys list --jwks
+--include-retired'.
 
 Exit codes: 0 the log verifies; 2 the chain is broken (the first broken record
 and the problem are printed); 1 error (config, keys, store).`,
@@ -161,7 +165,7 @@ async function runQuery(options: QueryOptions, io: CliIo): Promise<void> {
 
 async function runVerify(options: { json?: boolean; jwks?: string; config?: string }, io: CliIo): Promise<void> {
   const config = await readConfig(options.config);
-  const keys = options.jwks !== undefined ? await readJwksKeys(options.jwks) : await checkpointKeys([(await readSigningKey(config)).publicJwk]);
+  const keys = options.jwks !== undefined ? await readJwksKeys(options.jwks) : (await readKeySet(config, KEY_NEEDED)).verificationKeys;
   const store = await openStore(config);
   let result: AuditVerification;
   try {
@@ -200,10 +204,10 @@ export function formatVerification(result: AuditVerification, where: string): st
 async function runPrune(options: { before: string; yes?: boolean; config?: string }, io: CliIo): Promise<void> {
   const before = new Date(parseTimeArg(options.before, '--before'));
   const config = await readConfig(options.config);
-  const key = await readSigningKey(config);
+  const keys = await readKeySet(config, KEY_NEEDED);
   const store = await openStore(config);
   try {
-    const check = await verifyAuditLog(store, await checkpointKeys([key.publicJwk])).catch((err: unknown) => {
+    const check = await verifyAuditLog(store, keys.verificationKeys).catch((err: unknown) => {
       throw new CliExit(1, `cannot read the audit log: ${describeError(err)}`);
     });
     if (!check.ok) {
@@ -235,7 +239,7 @@ async function runPrune(options: { before: string; yes?: boolean; config?: strin
     }
     let result;
     try {
-      result = await pruneAuditLog(store, key, before);
+      result = await pruneAuditLog(store, keys.active, before);
     } catch (err) {
       throw new CliExit(1, `pruning failed, nothing was deleted: ${describeError(err)}`);
     }
@@ -320,18 +324,6 @@ async function openStore(config: BrokerConfig): Promise<AuditStore> {
   }
 }
 
-async function readSigningKey(config: BrokerConfig): Promise<SigningKey> {
-  const file = config.providers.jwt.signingKeyFile;
-  try {
-    return await loadSigningKey(file);
-  } catch (err) {
-    if (err instanceof SigningKeyMissingError) {
-      throw new CliExit(1, `the signing key ${file} does not exist (providers.jwt.signing_key_file of ${config.source}); it is needed to check and sign checkpoints`);
-    }
-    throw new CliExit(1, describeError(err));
-  }
-}
-
 async function readJwksKeys(file: string): Promise<Map<string, CryptoKey | Uint8Array>> {
   let keys: unknown;
   try {
@@ -346,7 +338,7 @@ async function readJwksKeys(file: string): Promise<Map<string, CryptoKey | Uint8
   const publicKeys = (keys as JWK[]).map((k) => Object.fromEntries(Object.entries(k).filter(([name]) => ['kty', 'crv', 'x', 'y', 'kid', 'alg'].includes(name))) as JWK);
   if (!publicKeys.some((k) => typeof k.kid === 'string')) throw new CliExit(1, `--jwks: no key in ${file} has a kid; checkpoints name their key by kid`);
   try {
-    return await checkpointKeys(publicKeys);
+    return await importPublicKeys(publicKeys);
   } catch (err) {
     throw new CliExit(1, `--jwks: ${file} holds a key that is not an ES256 public key: ${describeError(err)}`);
   }

@@ -14,16 +14,16 @@ export function registerServeCommand(program: Command, io: CliIo): void {
     .option('-c, --config <file>', 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)')
     .action(async (options: { config?: string }) => {
       const logger = createLogger({ stream: io.stdout });
-      // SIGHUP re-reads the policy directory (the reloader logs the outcome; a failure keeps the last good set).
+      // SIGHUP re-reads the policy directory and the signing key file (each reloader logs its outcome; a failure keeps the last good set or keys).
       // Installed before anything else and kept while shutting down: without a handler, SIGHUP kills the process.
       let broker: Broker | undefined;
       let sighupWhileStarting = false;
       let stopping = false;
       const onSighup = () => {
-        const action = stopping ? 'ignored: shutting down' : broker ? 'reload policies' : 'reload policies once started';
+        const action = stopping ? 'ignored: shutting down' : broker ? 'reload policies and signing keys' : 'reload policies and signing keys once started';
         logger.info('signal received', { signal: 'SIGHUP', action });
         if (stopping) return;
-        if (broker) void broker.reloadPolicies('sighup');
+        if (broker) reloadAll(broker);
         else sighupWhileStarting = true;
       };
       io.signals.on('SIGHUP', onSighup);
@@ -32,7 +32,7 @@ export function registerServeCommand(program: Command, io: CliIo): void {
         const config = await loadConfig(resolveConfigPath(options.config));
         logger.info('config loaded', { source: config.source });
         broker = await createBroker(config, { logger });
-        if (sighupWhileStarting) void broker.reloadPolicies('sighup');
+        if (sighupWhileStarting) reloadAll(broker);
         running = await listen(broker, { host: config.server.host, port: config.server.port, adminPort: config.server.adminPort, logger });
       } catch (err) {
         io.signals.off('SIGHUP', onSighup);
@@ -60,4 +60,9 @@ export function registerServeCommand(program: Command, io: CliIo): void {
       });
       if (!stopped) throw new CliExit(1);
     });
+}
+
+function reloadAll(broker: Broker): void {
+  void broker.reloadPolicies('sighup');
+  void broker.reloadKeys('sighup');
 }

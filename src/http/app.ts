@@ -17,10 +17,10 @@ export interface AppDeps extends ExchangeDeps {
   publicUrl: string;
   /** Peers whose X-Forwarded-For is believed (docs/configuration.md, `server.trusted_proxies`). */
   trustedProxies: readonly string[];
-  /** Public keys served at /.well-known/jwks.json. */
-  publicJwks: { keys: JWK[] };
-  /** Keys that verify audit checkpoints, by kid. */
-  checkpointKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
+  /** Public keys served at /.well-known/jwks.json, as of now (the key file is reloaded). */
+  publicJwks: () => { keys: JWK[] };
+  /** Keys that verify audit checkpoints, by kid, as of now. */
+  checkpointKeys: () => ReadonlyMap<string, CryptoKey | Uint8Array>;
   auditors: readonly Auditor[];
   /** The policy set serving and the last reload, for /readyz. */
   policyStatus: () => PolicySetStatus;

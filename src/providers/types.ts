@@ -58,7 +58,8 @@ export interface TokenExchangeForm {
 export interface ProviderContext {
   /** The broker's public URL: the issuer of broker-signed tokens. */
   publicUrl: string;
-  signingKey: SigningKey;
+  /** The broker's active signing key, read at each use: it changes when the key file is reloaded. */
+  signingKey: () => SigningKey;
 }
 
 /**

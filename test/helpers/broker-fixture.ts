@@ -46,6 +46,7 @@ export async function startBrokerFixture(options: {
   now?: () => Date;
   /** The dev issuer's signing algorithm (default RS256). */
   issuerAlg?: DevIssuerAlgorithm;
+  keyReloadSchedule?: BrokerOptions['keyReloadSchedule'];
 }): Promise<BrokerFixture> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-test-'));
   const issuer = await startDevIssuer({ port: 0, ...(options.issuerAlg ? { alg: options.issuerAlg } : {}) });
@@ -83,7 +84,12 @@ ${options.extraConfig ?? ''}`;
   let broker: Broker;
   try {
     config = await parseConfig(configText, configPath, {});
-    broker = await createBroker(config, { logger, ...options.brokerOptions, ...(options.now ? { now: options.now } : {}) });
+    broker = await createBroker(config, {
+      logger,
+      ...options.brokerOptions,
+      ...(options.now ? { now: options.now } : {}),
+      ...(options.keyReloadSchedule ? { keyReloadSchedule: options.keyReloadSchedule } : {}),
+    });
   } catch (err) {
     await issuer.close();
     await rm(dir, { recursive: true, force: true });

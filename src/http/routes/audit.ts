@@ -46,7 +46,7 @@ const CONTENT_TYPES: Record<'ndjson' | 'csv', string> = {
 export function auditRoutes(deps: {
   audit: AuditStore;
   auditors: readonly Auditor[];
-  checkpointKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
+  checkpointKeys: () => ReadonlyMap<string, CryptoKey | Uint8Array>;
   limits: Limits;
   metrics: BrokerMetrics;
   logger: Logger;
@@ -77,7 +77,7 @@ export function auditRoutes(deps: {
   router.get('/v1/audit/verify', requireAuditor, async (_req, res) => {
     deps.logger.info('audit verify', { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string });
     res.set('Cache-Control', 'no-store');
-    res.json(await verifyAuditLog(deps.audit, deps.checkpointKeys));
+    res.json(await verifyAuditLog(deps.audit, deps.checkpointKeys()));
   });
 
   return router;

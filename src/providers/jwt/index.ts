@@ -10,8 +10,8 @@ const DEFAULT_SIGNING_KEY_FILE = './data/signing-key.jwk';
 
 /**
  * Broker-signed tokens (docs/policies/reference.md, `jwt`): always on, signed with the
- * broker's own key (`providers.jwt.signing_key_file`, which the audit
- * checkpoints use too).
+ * active key of the broker's key file (`providers.jwt.signing_key_file`, which
+ * the audit checkpoints use too; rotation: docs/configuration.md).
  */
 export const jwtProvider: ProviderModule<'jwt', JwtGrant, { signing_key_file: string }, JwtProviderConfig> = {
   name: 'jwt',

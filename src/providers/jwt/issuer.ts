@@ -7,11 +7,11 @@ import type { JwtGrant } from './grant.js';
 const MIN_DURATION_SECONDS = 60;
 
 /**
- * Broker-signed tokens (docs/policies/reference.md, `jwt`): the broker's ES256 key, its
+ * Broker-signed tokens (docs/policies/reference.md, `jwt`): the broker's active ES256 key, its
  * public half at /.well-known/jwks.json. `jti` is the issuance id, so a token
  * leads straight to its audit record.
  */
-export function createJwtProvider(options: { issuerUrl: string; signingKey: SigningKey; now?: () => number }): Provider<JwtGrant> {
+export function createJwtProvider(options: { issuerUrl: string; signingKey: () => SigningKey; now?: () => number }): Provider<JwtGrant> {
   const now = options.now ?? Date.now;
   return {
     async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
@@ -22,10 +22,12 @@ export function createJwtProvider(options: { issuerUrl: string; signingKey: Sign
       const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_DURATION_SECONDS, grant.maxDurationSeconds);
       const issuedAt = Math.floor(now() / 1000);
       const expiresAt = issuedAt + durationSeconds;
+      // The active key of the moment: after a rotation is reloaded, new tokens carry the new kid.
+      const signingKey = options.signingKey();
       let jwt: string;
       try {
         jwt = await new SignJWT(extraClaims)
-          .setProtectedHeader({ alg: options.signingKey.alg, kid: options.signingKey.kid, typ: 'JWT' })
+          .setProtectedHeader({ alg: signingKey.alg, kid: signingKey.kid, typ: 'JWT' })
           .setIssuer(options.issuerUrl)
           .setSubject(token.subject)
           .setAudience(audience)
@@ -33,7 +35,7 @@ export function createJwtProvider(options: { issuerUrl: string; signingKey: Sign
           .setNotBefore(issuedAt)
           .setExpirationTime(expiresAt)
           .setJti(issuanceId)
-          .sign(options.signingKey.privateKey);
+          .sign(signingKey.privateKey);
       } catch (err) {
         throw new ProviderError('The broker could not sign the token.', { reason: 'signing_failed', cause: err });
       }
