@@ -1,0 +1,301 @@
+// Three `oidc-broker serve` processes on loopback sharing one PostgreSQL audit log, one Redis
+// (replay and limits), one policy directory and one signing key file, driven at once
+// (docs/configuration.md#replay, #limits, #providers-jwt; docs/audit.md).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { cliProcess, logLine, spawnCli, waitForOutput, type CliProcess } from './helpers/cli.js';
+import { PostgresTestDatabase } from './helpers/audit-stores.js';
+import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+
+const AUDIENCE = 'https://broker.multi-replica.test';
+const AUDITOR_TOKEN = `auditor-${randomUUID()}`;
+/** A Redis database no other test file uses; its broker keys are deleted at the end. */
+const REDIS_URL = 'redis://127.0.0.1:6379/11';
+const CLAIMS = { aud: AUDIENCE, repository: 'acme/api' };
+
+const policy = (audience: string, extra = '') => `issuer: local\n${extra}claims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: ${audience}\n`;
+const POLICIES: Record<string, string> = {
+  'once.yaml': policy('https://once.example.com'),
+  'load.yaml': policy('https://load.example.com'),
+  'reuse.yaml': policy('https://reuse.example.com', 'allow_token_reuse: true\n'),
+};
+
+interface Replica {
+  name: string;
+  url: string;
+  run: CliProcess;
+}
+
+interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+let dir: string;
+let configPath: string;
+let issuer: DevIssuer;
+const db = new PostgresTestDatabase();
+const replicas: Replica[] = [];
+
+async function startReplica(name: string): Promise<Replica> {
+  const run = spawnCli(['serve', '--config', configPath], { cwd: dir });
+  const { url } = (await waitForOutput(run, logLine('listening'))) as { url: string };
+  return { name, url, run };
+}
+
+async function exchange(replica: Replica, token: string, policyName: string): Promise<Answer> {
+  const res = await fetch(`${replica.url}/v1/exchange`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ policy: policyName }),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function getJson(replica: Replica, pathAndQuery: string, auth = false): Promise<Answer> {
+  const res = await fetch(`${replica.url}${pathAndQuery}`, auth ? { headers: { authorization: `Bearer ${AUDITOR_TOKEN}` } } : {});
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/** Every audit record matching `query`, read as NDJSON (docs/audit.md). */
+async function auditEvents(replica: Replica, query: string): Promise<Array<Record<string, unknown>>> {
+  const res = await fetch(`${replica.url}/v1/audit/events?${query}&limit=1000`, {
+    headers: { authorization: `Bearer ${AUDITOR_TOKEN}`, accept: 'application/x-ndjson' },
+  });
+  assert.equal(res.status, 200);
+  const text = await res.text();
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+async function verify(replica: Replica): Promise<{ ok: boolean; events: number }> {
+  const res = await getJson(replica, '/v1/audit/verify', true);
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body as { ok: boolean; events: number };
+}
+
+function decodeSegment(token: string, index: 0 | 1): Record<string, unknown> {
+  return JSON.parse(Buffer.from(token.split('.')[index]!, 'base64url').toString('utf8')) as Record<string, unknown>;
+}
+
+/** Runs `tasks` with at most `width` in flight; returns their results in order. */
+async function bounded<T>(count: number, width: number, task: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = new Array<T>(count);
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      results[i] = await task(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, count) }, worker));
+  return results;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-replicas-'));
+  issuer = await startDevIssuer({ port: 0, audience: AUDIENCE });
+  await db.admin();
+  const { mkdir } = await import('node:fs/promises');
+  await mkdir(path.join(dir, 'policies'));
+  for (const [file, text] of Object.entries(POLICIES)) await writeFile(path.join(dir, 'policies', file), text);
+  const keyFile = path.join(dir, 'signing-key.jwk');
+  const generated = await cliProcess(['keys', 'generate', '--out', keyFile]);
+  assert.equal(generated.code, 0, generated.stderr);
+  configPath = path.join(dir, 'broker.yaml');
+  await writeFile(
+    configPath,
+    `server: { host: 127.0.0.1, port: 0 }
+issuers:
+  - { name: local, issuer: "${issuer.url}", audiences: ["${AUDIENCE}"] }
+policies: { dir: ./policies }
+audit: { url: "${db.url()}", checkpoint_interval_seconds: 86400 }
+replay: { url: "${REDIS_URL}" }
+providers: { jwt: { signing_key_file: ./signing-key.jwk } }
+auditors:
+  - { name: secops, token_sha256: ${createHash('sha256').update(AUDITOR_TOKEN).digest('hex')} }
+limits: { refused_per_ip: 1000000, exchanges_per_subject: 3, explains_per_subject: 1000000, auditor_failures_per_ip: 1000000 }
+`,
+  );
+  // The first replica creates the audit tables; the other two start side by side on them.
+  replicas.push(await startReplica('A'));
+  replicas.push(...(await Promise.all([startReplica('B'), startReplica('C')])));
+  // The Redis store queues nothing before it is connected: wait until each replica says it is ready.
+  for (const replica of replicas) {
+    let status = 0;
+    for (let i = 0; i < 100 && status !== 200; i++) {
+      status = (await getJson(replica, '/readyz')).status;
+      if (status !== 200) await sleep(100);
+    }
+    assert.equal(status, 200, `replica ${replica.name} is ready`);
+  }
+});
+
+after(async () => {
+  for (const replica of replicas) {
+    if (replica.run.child.exitCode === null && replica.run.child.signalCode === null) {
+      replica.run.child.kill('SIGTERM');
+      await replica.run.exited;
+    }
+  }
+  await issuer?.close();
+  await db.drop();
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    let cursor = '0';
+    for (let i = 0; i < 10_000; i++) {
+      const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', 'oidc-broker:*', 'COUNT', 1000);
+      if (keys.length > 0) await redis.del(...keys);
+      cursor = nextCursor;
+      if (cursor === '0') break;
+    }
+  } finally {
+    redis.disconnect();
+  }
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('three replicas on one PostgreSQL, one Redis, one policy directory and one key file', () => {
+  test('a token exchanged on one replica is refused on another: 409 token_replayed, with and without jti', async () => {
+    const [a, b, c] = replicas as [Replica, Replica, Replica];
+    const withJti = await issuer.mint({ ...CLAIMS, sub: `replay-${randomUUID()}` });
+    const withoutJti = await issuer.mint({ ...CLAIMS, sub: `replay-${randomUUID()}` }, { omit: ['jti'] });
+    assert.equal(decodeSegment(withoutJti, 1).jti, undefined);
+    for (const token of [withJti, withoutJti]) {
+      const first = await exchange(a, token, 'once');
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      for (const other of [b, c]) {
+        const again = await exchange(other, token, 'once');
+        assert.equal(again.status, 409, `${other.name}: ${JSON.stringify(again.body)}`);
+        assert.equal(again.body.error, 'token_replayed');
+      }
+    }
+    // The same token raced on all three at once: exactly one wins.
+    const raced = await issuer.mint({ ...CLAIMS, sub: `race-${randomUUID()}` });
+    const answers = await Promise.all(replicas.map((r) => exchange(r, raced, 'once')));
+    assert.deepEqual(answers.map((x) => x.status).sort(), [200, 409, 409]);
+  });
+
+  test('after concurrent load through all three, every issuance is audited and each replica verifies the whole chain', async () => {
+    const before = await verify(replicas[0]!);
+    assert.equal(before.ok, true);
+    const total = 300;
+    const tokens = await Promise.all(Array.from({ length: total }, (_, i) => issuer.mint({ ...CLAIMS, sub: `load-${i}-${randomUUID()}` })));
+    const answers = await bounded(total, 24, (i) => exchange(replicas[i % 3]!, tokens[i]!, 'load'));
+    for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    const issued = new Set(answers.map((x) => x.body.issuance_id as string));
+    assert.equal(issued.size, total);
+
+    for (const replica of replicas) {
+      const records = await auditEvents(replica, 'policy=load&decision=issued');
+      assert.deepEqual(new Set(records.map((r) => r.id as string)), issued, `replica ${replica.name} reads every issuance`);
+      const result = await verify(replica);
+      assert.equal(result.ok, true, `replica ${replica.name}: ${JSON.stringify(result)}`);
+      assert.equal(result.events, before.events + total, `replica ${replica.name} counts every record`);
+    }
+  });
+
+  test('the per-subject exchange limit holds across replicas: the 4th exchange of a subject is 429 on each', async () => {
+    const sub = `limited-${randomUUID()}`;
+    for (const replica of replicas) {
+      const ok = await exchange(replica, await issuer.mint({ ...CLAIMS, sub }), 'reuse');
+      assert.equal(ok.status, 200, `${replica.name}: ${JSON.stringify(ok.body)}`);
+    }
+    for (const replica of replicas) {
+      const limited = await exchange(replica, await issuer.mint({ ...CLAIMS, sub }), 'reuse');
+      assert.equal(limited.status, 429, `${replica.name}: ${JSON.stringify(limited.body)}`);
+      assert.equal(limited.body.error, 'rate_limited');
+    }
+  });
+
+  test('a policy file written into the shared directory reaches every replica', async () => {
+    const hashes = async () => Promise.all(replicas.map(async (r) => ((await getJson(r, '/readyz')).body.policies as { sha256: string }).sha256));
+    const old = await hashes();
+    assert.equal(new Set(old).size, 1, 'the replicas start on one set');
+    await writeFile(path.join(dir, 'policies', 'late.yaml'), policy('https://late.example.com'));
+    let now = old;
+    for (let i = 0; i < 150 && !now.every((h) => h !== old[0] && h === now[0]); i++) {
+      await sleep(100);
+      now = await hashes();
+    }
+    assert.ok(
+      now.every((h) => h !== old[0] && h === now[0]),
+      `every replica serves one new set: ${now.join(' ')}`,
+    );
+    for (const replica of replicas) {
+      const answer = await exchange(replica, await issuer.mint({ ...CLAIMS, sub: `late-${randomUUID()}` }), 'late');
+      assert.equal(answer.status, 200, `${replica.name}: ${JSON.stringify(answer.body)}`);
+    }
+  });
+
+  test('a key rotation and SIGHUP reach every replica: both kids in each JWKS, new tokens carry the new kid', async () => {
+    const jwksKids = async (r: Replica) => ((await getJson(r, '/.well-known/jwks.json')).body.keys as Array<{ kid: string }>).map((k) => k.kid);
+    const oldKids = await jwksKids(replicas[0]!);
+    assert.equal(oldKids.length, 1);
+    const rotated = await cliProcess(['keys', 'rotate', '--config', configPath], { cwd: dir });
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const reloadsBefore = replicas.map((r) => r.run.stdout().split('\n').filter((l) => l.includes('"msg":"signing keys reloaded"')).length);
+    for (const replica of replicas) replica.run.child.kill('SIGHUP');
+    await Promise.all(
+      replicas.map((r, i) =>
+        waitForOutput(r.run, (out) => (out.split('\n').filter((l) => l.includes('"msg":"signing keys reloaded"')).length > reloadsBefore[i]! ? true : undefined)),
+      ),
+    );
+    const newKids: string[] = [];
+    for (const replica of replicas) {
+      const kids = await jwksKids(replica);
+      assert.equal(kids.length, 2, `${replica.name}: ${kids.join(' ')}`);
+      assert.ok(kids.includes(oldKids[0]!), `${replica.name} still publishes the previous key`);
+      newKids.push(kids.find((k) => k !== oldKids[0])!);
+    }
+    assert.equal(new Set(newKids).size, 1, 'every replica has the same new key');
+    for (const replica of replicas) {
+      const answer = await exchange(replica, await issuer.mint({ ...CLAIMS, sub: `rotated-${randomUUID()}` }), 'once');
+      assert.equal(answer.status, 200, `${replica.name}: ${JSON.stringify(answer.body)}`);
+      const token = (answer.body.credentials as { access_token: string }).access_token;
+      assert.equal(decodeSegment(token, 0).kid, newKids[0], `${replica.name} signs with the new key`);
+    }
+  });
+
+  test('a replica killed with SIGKILL mid-load loses no record of a credential a client received', async () => {
+    const [a, b, c] = replicas as [Replica, Replica, Replica];
+    const total = 240;
+    const tokens = await Promise.all(Array.from({ length: total }, (_, i) => issuer.mint({ ...CLAIMS, sub: `kill-${i}-${randomUUID()}` })));
+    let answered = 0;
+    const answers = await bounded(total, 24, async (i): Promise<Answer | null> => {
+      const target = replicas[i % 3]!;
+      if (target === c && c.run.child.signalCode !== null) return null;
+      try {
+        const answer = await exchange(target, tokens[i]!, 'load');
+        answered += 1;
+        // Once a third of the load is answered, the third replica dies with requests in flight.
+        if (answered === Math.floor(total / 3)) c.run.child.kill('SIGKILL');
+        return answer;
+      } catch {
+        return null; // the connection to the killed replica broke: the client received nothing
+      }
+    });
+    assert.equal(await c.run.exited, null);
+    assert.equal(c.run.child.signalCode, 'SIGKILL');
+    const received = answers.filter((x): x is Answer => x !== null && x.status === 200).map((x) => x.body.issuance_id as string);
+    assert.ok(received.length > 0);
+    const survivorAnswers = answers.filter((x, i) => i % 3 !== 2 && x !== null);
+    for (const x of survivorAnswers) assert.equal(x!.status, 200, JSON.stringify(x!.body));
+    for (const survivor of [a, b]) {
+      const ids = new Set((await auditEvents(survivor, 'policy=load&decision=issued')).map((r) => r.id as string));
+      for (const id of received) assert.ok(ids.has(id), `${survivor.name}: issuance ${id} is in the audit log`);
+      const result = await verify(survivor);
+      assert.equal(result.ok, true, `${survivor.name}: ${JSON.stringify(result)}`);
+    }
+  });
+});
