@@ -37,6 +37,7 @@ interface Answer {
   body: Record<string, unknown>;
   /** The `X-Request-Id` the broker answered with. */
   requestId: string | null;
+  headers: Headers;
 }
 
 let dir: string;
@@ -44,6 +45,8 @@ let configPath: string;
 let issuer: DevIssuer;
 const db = new PostgresTestDatabase();
 const replicas: Replica[] = [];
+/** The subject the limit test uses up; the shutdown test looks for its summary record. */
+const limitedSubject = `limited-${randomUUID()}`;
 
 async function startReplica(name: string): Promise<Replica> {
   const run = spawnCli(['serve', '--config', configPath], { cwd: dir });
@@ -57,12 +60,12 @@ async function exchange(replica: Replica, token: string, policyName: string): Pr
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
     body: JSON.stringify({ policy: policyName }),
   });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown>, requestId: res.headers.get('x-request-id') };
+  return { status: res.status, body: (await res.json()) as Record<string, unknown>, requestId: res.headers.get('x-request-id'), headers: res.headers };
 }
 
 async function getJson(replica: Replica, pathAndQuery: string, auth = false): Promise<Answer> {
   const res = await fetch(`${replica.url}${pathAndQuery}`, auth ? { headers: { authorization: `Bearer ${AUDITOR_TOKEN}` } } : {});
-  return { status: res.status, body: (await res.json()) as Record<string, unknown>, requestId: res.headers.get('x-request-id') };
+  return { status: res.status, body: (await res.json()) as Record<string, unknown>, requestId: res.headers.get('x-request-id'), headers: res.headers };
 }
 
 /** Every audit record matching `query`, read as NDJSON (docs/audit.md). */
@@ -211,7 +214,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
   });
 
   test('the per-subject exchange limit holds across replicas: the 4th exchange of a subject is 429 on each', async () => {
-    const sub = `limited-${randomUUID()}`;
+    const sub = limitedSubject;
     for (const replica of replicas) {
       const ok = await exchange(replica, await issuer.mint({ ...CLAIMS, sub }), 'reuse');
       assert.equal(ok.status, 200, `${replica.name}: ${JSON.stringify(ok.body)}`);
@@ -220,7 +223,11 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
       const limited = await exchange(replica, await issuer.mint({ ...CLAIMS, sub }), 'reuse');
       assert.equal(limited.status, 429, `${replica.name}: ${JSON.stringify(limited.body)}`);
       assert.equal(limited.body.error, 'rate_limited');
+      assert.ok(Number(limited.headers.get('retry-after')) > 0, 'Retry-After gives the seconds until the window ends');
     }
+    // docs/audit.md: with replicas sharing their limits, the first limited request is recorded once across them.
+    const records = await auditEvents(replicas[0]!, `subject=${encodeURIComponent(sub)}&decision=denied`);
+    assert.equal(records.filter((r) => r.error === 'rate_limited').length, 1, JSON.stringify(records.map((r) => r.reason)));
   });
 
   test('a policy file written into the shared directory reaches every replica', async () => {
@@ -310,5 +317,18 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
       const result = await verify(survivor);
       assert.equal(result.ok, true, `${survivor.name}: ${JSON.stringify(result)}`);
     }
+  });
+
+  test('a replica stopped with SIGTERM writes the summary of the requests it dropped; the survivor verifies the chain', async () => {
+    const [a, b] = replicas as [Replica, Replica, Replica];
+    b.run.child.kill('SIGTERM');
+    assert.equal(await b.run.exited, 0);
+    // docs/audit.md: each replica writes a summary of the requests it dropped itself, at the end of the window or at shutdown.
+    const records = await auditEvents(a, `subject=${encodeURIComponent(limitedSubject)}&decision=denied`);
+    const summaries = records.filter((r) => r.error === 'rate_limited' && String(r.reason).includes(' dropped from '));
+    assert.equal(summaries.length, 1, JSON.stringify(records.map((r) => r.reason)));
+    assert.match(String(summaries[0]!.reason), /^exchanges_per_subject: 1 dropped from /);
+    const result = await verify(a);
+    assert.equal(result.ok, true, JSON.stringify(result));
   });
 });
