@@ -81,10 +81,10 @@ async function auditEvents(replica: Replica, query: string): Promise<Array<Recor
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
-async function verify(replica: Replica): Promise<{ ok: boolean; events: number }> {
+async function verify(replica: Replica): Promise<{ ok: boolean; events: number; checkpoints: number }> {
   const res = await getJson(replica, '/v1/audit/verify', true);
   assert.equal(res.status, 200, JSON.stringify(res.body));
-  return res.body as { ok: boolean; events: number };
+  return res.body as { ok: boolean; events: number; checkpoints: number };
 }
 
 function decodeSegment(token: string, index: 0 | 1): Record<string, unknown> {
@@ -131,9 +131,8 @@ auditors:
 limits: { refused_per_ip: 1000000, exchanges_per_subject: 3, explains_per_subject: 1000000, auditor_failures_per_ip: 1000000 }
 `,
   );
-  // The first replica creates the audit tables; the other two start side by side on them.
-  replicas.push(await startReplica('A'));
-  replicas.push(...(await Promise.all([startReplica('B'), startReplica('C')])));
+  // All three start together on an empty database: the tables are created under an advisory lock (docs/audit.md).
+  replicas.push(...(await Promise.all([startReplica('A'), startReplica('B'), startReplica('C')])));
   // The Redis store queues nothing before it is connected: wait until each replica says it is ready.
   for (const replica of replicas) {
     let status = 0;
@@ -230,23 +229,33 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     assert.equal(records.filter((r) => r.error === 'rate_limited').length, 1, JSON.stringify(records.map((r) => r.reason)));
   });
 
-  test('a policy file written into the shared directory reaches every replica', async () => {
+  test('a policy file written into, then changed in, the shared directory reaches every replica', async () => {
     const hashes = async () => Promise.all(replicas.map(async (r) => ((await getJson(r, '/readyz')).body.policies as { sha256: string }).sha256));
-    const old = await hashes();
-    assert.equal(new Set(old).size, 1, 'the replicas start on one set');
-    await writeFile(path.join(dir, 'policies', 'late.yaml'), policy('https://late.example.com'));
-    let now = old;
-    for (let i = 0; i < 150 && !now.every((h) => h !== old[0] && h === now[0]); i++) {
-      await sleep(100);
-      now = await hashes();
-    }
-    assert.ok(
-      now.every((h) => h !== old[0] && h === now[0]),
-      `every replica serves one new set: ${now.join(' ')}`,
-    );
-    for (const replica of replicas) {
-      const answer = await exchange(replica, await issuer.mint({ ...CLAIMS, sub: `late-${randomUUID()}` }), 'late');
-      assert.equal(answer.status, 200, `${replica.name}: ${JSON.stringify(answer.body)}`);
+    /** Polls every replica's /readyz (bounded) until all serve one set other than `old`. */
+    const untilAllMoveFrom = async (old: string): Promise<string> => {
+      let now = await hashes();
+      for (let i = 0; i < 150 && !now.every((h) => h !== old && h === now[0]); i++) {
+        await sleep(100);
+        now = await hashes();
+      }
+      assert.ok(
+        now.every((h) => h !== old && h === now[0]),
+        `every replica serves one new set: ${now.join(' ')}`,
+      );
+      return now[0]!;
+    };
+    const start = await hashes();
+    assert.equal(new Set(start).size, 1, 'the replicas start on one set');
+    for (const [step, audience] of ['https://late.example.com', 'https://changed.example.com'].entries()) {
+      const previous = step === 0 ? start[0]! : await hashes().then((h) => h[0]!);
+      await writeFile(path.join(dir, 'policies', 'late.yaml'), policy(audience));
+      await untilAllMoveFrom(previous);
+      for (const replica of replicas) {
+        const answer = await exchange(replica, await issuer.mint({ ...CLAIMS, sub: `late-${randomUUID()}` }), 'late');
+        assert.equal(answer.status, 200, `${replica.name}: ${JSON.stringify(answer.body)}`);
+        const token = (answer.body.credentials as { access_token: string }).access_token;
+        assert.equal(decodeSegment(token, 1).aud, audience, `${replica.name} issues under the policy as written now`);
+      }
     }
   });
 
@@ -330,5 +339,6 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     assert.match(String(summaries[0]!.reason), /^exchanges_per_subject: 1 dropped from /);
     const result = await verify(a);
     assert.equal(result.ok, true, JSON.stringify(result));
+    assert.ok(result.checkpoints >= 1, 'the stopped replica signed a last checkpoint, which the survivor verifies');
   });
 });
