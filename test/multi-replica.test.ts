@@ -263,6 +263,12 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     const jwksKids = async (r: Replica) => ((await getJson(r, '/.well-known/jwks.json')).body.keys as Array<{ kid: string }>).map((k) => k.kid);
     const oldKids = await jwksKids(replicas[0]!);
     assert.equal(oldKids.length, 1);
+    // A short-lived fourth replica writes one record and, at SIGTERM, a checkpoint signed with the key about to be rotated out.
+    const brief = await startReplica('brief');
+    assert.equal((await exchange(brief, await issuer.mint({ ...CLAIMS, sub: `brief-${randomUUID()}` }), 'once')).status, 200);
+    brief.run.child.kill('SIGTERM');
+    assert.equal(await brief.run.exited, 0);
+    assert.equal(logLine('audit checkpoint')(brief.run.stdout())?.kid, oldKids[0], 'the old key signed the checkpoint');
     const rotated = await cliProcess(['keys', 'rotate', '--config', configPath], { cwd: dir });
     assert.equal(rotated.code, 0, rotated.stderr);
     const keySet = JSON.parse(await readFile(path.join(dir, 'signing-key.jwk'), 'utf8')) as { keys: Array<{ kid: string; state: string }> };
@@ -328,17 +334,31 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     }
   });
 
-  test('a replica stopped with SIGTERM writes the summary of the requests it dropped; the survivor verifies the chain', async () => {
+  test('replicas stopped with SIGTERM write their summaries and checkpoints with the new key; a replacement verifies the chain', async () => {
     const [a, b] = replicas as [Replica, Replica, Replica];
-    b.run.child.kill('SIGTERM');
-    assert.equal(await b.run.exited, 0);
-    // docs/audit.md: each replica writes a summary of the requests it dropped itself, at the end of the window or at shutdown.
-    const records = await auditEvents(a, `subject=${encodeURIComponent(limitedSubject)}&decision=denied`);
+    const checkpointKids: unknown[] = [];
+    // A first: a checkpoint vouches only for a record its replica wrote after the newest stored checkpoint (docs/audit.md),
+    // and B writes its summary at shutdown, after A's last record.
+    for (const stopping of [a, b]) {
+      stopping.run.child.kill('SIGTERM');
+      assert.equal(await stopping.run.exited, 0);
+      assert.equal(logLine('audit checkpoint refused')(stopping.run.stdout()), undefined, `${stopping.name}: ${stopping.run.stdout()}`);
+      checkpointKids.push(logLine('audit checkpoint')(stopping.run.stdout())?.kid);
+    }
+    const activeKid = (JSON.parse(await readFile(path.join(dir, 'signing-key.jwk'), 'utf8')) as { keys: Array<{ kid: string; state: string }> }).keys.find((k) => k.state === 'active')!.kid;
+    assert.deepEqual(checkpointKids, [activeKid, activeKid], 'each stopped replica signed its last checkpoint with the rotated key');
+
+    // A replacement replica on the same files reads everything the others wrote.
+    const replacement = await startReplica('D');
+    replicas.push(replacement);
+    // docs/audit.md: each replica writes a summary of the requests it dropped itself, at the end of the window or at shutdown
+    // (the one SIGKILLed could not: it answered only a 429, no credential).
+    const records = await auditEvents(replacement, `subject=${encodeURIComponent(limitedSubject)}&decision=denied`);
     const summaries = records.filter((r) => r.error === 'rate_limited' && String(r.reason).includes(' dropped from '));
     assert.equal(summaries.length, 1, JSON.stringify(records.map((r) => r.reason)));
     assert.match(String(summaries[0]!.reason), /^exchanges_per_subject: 1 dropped from /);
-    const result = await verify(a);
+    const result = await verify(replacement);
     assert.equal(result.ok, true, JSON.stringify(result));
-    assert.ok(result.checkpoints >= 1, 'the stopped replica signed a last checkpoint, which the survivor verifies');
+    assert.ok(result.checkpoints >= 3, `the checkpoints of both keys verify: ${JSON.stringify(result)}`);
   });
 });
