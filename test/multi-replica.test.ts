@@ -44,14 +44,19 @@ let dir: string;
 let configPath: string;
 let issuer: DevIssuer;
 const db = new PostgresTestDatabase();
+/** The replicas the tests drive, in order A, B, C (then the replacement). */
 const replicas: Replica[] = [];
+/** Every process started, for the clean-up. */
+const started: Replica[] = [];
 /** The subject the limit test uses up; the shutdown test looks for its summary record. */
 const limitedSubject = `limited-${randomUUID()}`;
 
 async function startReplica(name: string): Promise<Replica> {
   const run = spawnCli(['serve', '--config', configPath], { cwd: dir });
-  const { url } = (await waitForOutput(run, logLine('listening'))) as { url: string };
-  return { name, url, run };
+  const replica: Replica = { name, url: '', run };
+  started.push(replica);
+  replica.url = ((await waitForOutput(run, logLine('listening'))) as { url: string }).url;
+  return replica;
 }
 
 async function exchange(replica: Replica, token: string, policyName: string): Promise<Answer> {
@@ -145,7 +150,7 @@ limits: { refused_per_ip: 1000000, exchanges_per_subject: 3, explains_per_subjec
 });
 
 after(async () => {
-  for (const replica of replicas) {
+  for (const replica of started) {
     if (replica.run.child.exitCode === null && replica.run.child.signalCode === null) {
       replica.run.child.kill('SIGTERM');
       await replica.run.exited;
@@ -360,5 +365,20 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     const result = await verify(replacement);
     assert.equal(result.ok, true, JSON.stringify(result));
     assert.ok(result.checkpoints >= 3, `the checkpoints of both keys verify: ${JSON.stringify(result)}`);
+
+    // Retiring the old key takes it out of the JWKS, not out of the file: the checkpoint it signed still verifies.
+    const oldKid = logLine('audit checkpoint')(started.find((r) => r.name === 'brief')!.run.stdout())?.kid as string;
+    const retired = await cliProcess(['keys', 'retire', oldKid, '--config', configPath], { cwd: dir });
+    assert.equal(retired.code, 0, retired.stderr);
+    replacement.run.child.kill('SIGHUP');
+    await waitForOutput(replacement.run, logLine('signing keys reloaded'));
+    const jwks = (await getJson(replacement, '/.well-known/jwks.json')).body.keys as Array<{ kid: string }>;
+    assert.deepEqual(
+      jwks.map((k) => k.kid),
+      [activeKid],
+    );
+    const afterRetire = await verify(replacement);
+    assert.equal(afterRetire.ok, true, JSON.stringify(afterRetire));
+    assert.equal(afterRetire.checkpoints, result.checkpoints);
   });
 });
