@@ -234,6 +234,18 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     assert.equal(records.filter((r) => r.error === 'rate_limited').length, 1, JSON.stringify(records.map((r) => r.reason)));
   });
 
+  test('the per-subject limit holds for exchanges racing on all three replicas: 3 answered 200, the rest 429, one record of the first refusal', async () => {
+    const sub = `raced-${randomUUID()}`;
+    const tokens = await Promise.all(Array.from({ length: 12 }, () => issuer.mint({ ...CLAIMS, sub })));
+    const answers = await Promise.all(tokens.map((token, i) => exchange(replicas[i % 3]!, token, 'reuse')));
+    const statuses = answers.map((x) => x.status);
+    assert.equal(statuses.filter((x) => x === 200).length, 3, statuses.join(' '));
+    assert.equal(statuses.filter((x) => x === 429).length, 9, statuses.join(' '));
+    const records = await auditEvents(replicas[0]!, `subject=${encodeURIComponent(sub)}`);
+    assert.equal(records.filter((r) => r.decision === 'issued').length, 3);
+    assert.equal(records.filter((r) => r.error === 'rate_limited').length, 1, JSON.stringify(records.map((r) => [r.decision, r.reason])));
+  });
+
   test('a policy file written into, then changed in, the shared directory reaches every replica', async () => {
     const hashes = async () => Promise.all(replicas.map(async (r) => ((await getJson(r, '/readyz')).body.policies as { sha256: string }).sha256));
     /** Polls every replica's /readyz (bounded) until all serve one set other than `old`. */
