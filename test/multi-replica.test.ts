@@ -189,10 +189,19 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
         assert.equal(again.body.error, 'token_replayed');
       }
     }
-    // The same token raced on all three at once: exactly one wins.
-    const raced = await issuer.mint({ ...CLAIMS, sub: `race-${randomUUID()}` });
-    const answers = await Promise.all(replicas.map((r) => exchange(r, raced, 'once')));
-    assert.deepEqual(answers.map((x) => x.status).sort(), [200, 409, 409]);
+    // The same token raced on all three at once, with and without jti: exactly one exchange wins
+    // (three copies: the subject's limit, exchanges_per_subject: 3, counts the refused ones too).
+    for (const omit of [[], ['jti']]) {
+      const sub = `race-${randomUUID()}`;
+      const raced = await issuer.mint({ ...CLAIMS, sub }, { omit });
+      const answers = await Promise.all(replicas.map((r) => exchange(r, raced, 'once')));
+      assert.deepEqual(
+        answers.map((x) => x.status).sort(),
+        [200, 409, 409],
+      );
+      const records = await auditEvents(a, `subject=${sub}`);
+      assert.deepEqual(records.map((r) => r.error ?? r.decision).sort(), ['issued', 'token_replayed', 'token_replayed']);
+    }
   });
 
   test('after concurrent load through all three, every issuance is audited and each replica verifies the whole chain', async () => {
