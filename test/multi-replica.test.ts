@@ -285,6 +285,41 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     }
   });
 
+  test('a policy file that does not compile leaves every replica on the set it serves; removing it, and a policy, reaches every replica', async () => {
+    type Status = { sha256: string; last_reload: { ok: boolean; outcome: string } | null };
+    const statuses = async () => Promise.all(replicas.map(async (r) => (await getJson(r, '/readyz')).body.policies as Status));
+    const serving = (await statuses())[0]!.sha256;
+    await writeFile(path.join(dir, 'policies', 'broken.yaml'), 'issuer: local\nclaims:\n  repository: [\n');
+    let now = await statuses();
+    for (let i = 0; i < 150 && !now.every((x) => x.last_reload?.outcome === 'failure'); i++) {
+      await sleep(100);
+      now = await statuses();
+    }
+    for (const [i, x] of now.entries()) {
+      assert.equal(x.last_reload?.outcome, 'failure', `${replicas[i]!.name}: ${JSON.stringify(x)}`);
+      assert.equal(x.sha256, serving, `${replicas[i]!.name} keeps serving the previous set`);
+    }
+    const still = await exchange(replicas[2]!, await issuer.mint({ ...CLAIMS, sub: `broken-${randomUUID()}` }), 'late');
+    assert.equal(still.status, 200, JSON.stringify(still.body));
+
+    await rm(path.join(dir, 'policies', 'broken.yaml'));
+    await rm(path.join(dir, 'policies', 'late.yaml'));
+    now = await statuses();
+    for (let i = 0; i < 150 && !now.every((x) => x.sha256 !== serving && x.sha256 === now[0]!.sha256 && x.last_reload?.ok === true); i++) {
+      await sleep(100);
+      now = await statuses();
+    }
+    assert.ok(
+      now.every((x) => x.sha256 !== serving && x.sha256 === now[0]!.sha256),
+      JSON.stringify(now),
+    );
+    for (const replica of replicas) {
+      const gone = await exchange(replica, await issuer.mint({ ...CLAIMS, sub: `gone-${randomUUID()}` }), 'late');
+      assert.equal(gone.status, 404, `${replica.name}: ${JSON.stringify(gone.body)}`);
+      assert.equal(gone.body.error, 'unknown_policy');
+    }
+  });
+
   test('a key rotation and SIGHUP reach every replica: both kids in each JWKS, new tokens carry the new kid', async () => {
     const jwksKids = async (r: Replica) => ((await getJson(r, '/.well-known/jwks.json')).body.keys as Array<{ kid: string }>).map((k) => k.kid);
     const oldKids = await jwksKids(replicas[0]!);
