@@ -416,8 +416,9 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     // (the one SIGKILLed could not: it answered only a 429, no credential).
     const records = await auditEvents(replacement, `subject=${encodeURIComponent(limitedSubject)}&decision=denied`);
     const summaries = records.filter((r) => r.error === 'rate_limited' && String(r.reason).includes(' dropped from '));
-    assert.equal(summaries.length, 1, JSON.stringify(records.map((r) => r.reason)));
-    assert.match(String(summaries[0]!.reason), /^exchanges_per_subject: 1 dropped from /);
+    // B's, written at its SIGTERM (and C's too, had the one-minute window ended before C was killed).
+    assert.ok(summaries.length >= 1, JSON.stringify(records.map((r) => r.reason)));
+    for (const summary of summaries) assert.match(String(summary.reason), /^exchanges_per_subject: 1 dropped from /);
     const result = await verify(replacement);
     assert.equal(result.ok, true, JSON.stringify(result));
     assert.ok(result.checkpoints >= 3, `the checkpoints of both keys verify: ${JSON.stringify(result)}`);
