@@ -209,7 +209,24 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     assert.equal(before.ok, true);
     const total = 300;
     const tokens = await Promise.all(Array.from({ length: total }, (_, i) => issuer.mint({ ...CLAIMS, sub: `load-${i}-${randomUUID()}` })));
+    let loading = true;
+    // Auditors verify on every replica while the three write: each answer is a consistent, unbroken chain.
+    const duringLoad = Promise.all(
+      replicas.map(async (replica) => {
+        const seen: Array<{ ok: boolean; events: number }> = [];
+        for (let i = 0; i < 20 && loading; i++) seen.push(await verify(replica));
+        return seen;
+      }),
+    );
     const answers = await bounded(total, 24, (i) => exchange(replicas[i % 3]!, tokens[i]!, 'load'));
+    loading = false;
+    for (const [i, seen] of (await duringLoad).entries()) {
+      for (const [j, result] of seen.entries()) {
+        assert.equal(result.ok, true, `replica ${replicas[i]!.name} during the load: ${JSON.stringify(result)}`);
+        if (j > 0) assert.ok(result.events >= seen[j - 1]!.events, 'a later verification never sees fewer records');
+      }
+      assert.ok(seen.length > 0);
+    }
     for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
     const issued = new Set(answers.map((x) => x.body.issuance_id as string));
     assert.equal(issued.size, total);
