@@ -147,7 +147,7 @@ limits: { refused_per_ip: 1000000, exchanges_per_subject: 3, explains_per_subjec
     }
     assert.equal(status, 200, `replica ${replica.name} is ready`);
   }
-});
+}, { timeout: 120_000 });
 
 after(async () => {
   for (const replica of started) {
@@ -174,7 +174,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('three replicas on one PostgreSQL, one Redis, one policy directory and one key file', () => {
+// The timeouts are a safety net against a hang (a log line that never comes), far above any run.
+describe('three replicas on one PostgreSQL, one Redis, one policy directory and one key file', { timeout: 180_000 }, () => {
   test('a token exchanged on one replica is refused on another: 409 token_replayed, with and without jti', async () => {
     const [a, b, c] = replicas as [Replica, Replica, Replica];
     const withJti = await issuer.mint({ ...CLAIMS, sub: `replay-${randomUUID()}` });
