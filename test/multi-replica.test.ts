@@ -141,7 +141,7 @@ limits: { refused_per_ip: 1000000, exchanges_per_subject: 3, explains_per_subjec
   // The Redis store queues nothing before it is connected: wait until each replica says it is ready.
   for (const replica of replicas) {
     let status = 0;
-    for (let i = 0; i < 100 && status !== 200; i++) {
+    for (let i = 0; i < 300 && status !== 200; i++) {
       status = (await getJson(replica, '/readyz')).status;
       if (status !== 200) await sleep(100);
     }
@@ -278,7 +278,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     /** Polls every replica's /readyz (bounded) until all serve one set other than `old`. */
     const untilAllMoveFrom = async (old: string): Promise<string> => {
       let now = await hashes();
-      for (let i = 0; i < 150 && !now.every((h) => h !== old && h === now[0]); i++) {
+      for (let i = 0; i < 300 && !now.every((h) => h !== old && h === now[0]); i++) {
         await sleep(100);
         now = await hashes();
       }
@@ -309,7 +309,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     const serving = (await statuses())[0]!.sha256;
     await writeFile(path.join(dir, 'policies', 'broken.yaml'), 'issuer: local\nclaims:\n  repository: [\n');
     let now = await statuses();
-    for (let i = 0; i < 150 && !now.every((x) => x.last_reload?.outcome === 'failure'); i++) {
+    for (let i = 0; i < 300 && !now.every((x) => x.last_reload?.outcome === 'failure'); i++) {
       await sleep(100);
       now = await statuses();
     }
@@ -323,7 +323,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     await rm(path.join(dir, 'policies', 'broken.yaml'));
     await rm(path.join(dir, 'policies', 'late.yaml'));
     now = await statuses();
-    for (let i = 0; i < 150 && !now.every((x) => x.sha256 !== serving && x.sha256 === now[0]!.sha256 && x.last_reload?.ok === true); i++) {
+    for (let i = 0; i < 300 && !now.every((x) => x.sha256 !== serving && x.sha256 === now[0]!.sha256 && x.last_reload?.ok === true); i++) {
       await sleep(100);
       now = await statuses();
     }
