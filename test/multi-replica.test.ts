@@ -112,6 +112,16 @@ async function bounded<T>(count: number, width: number, task: (i: number) => Pro
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Polls /readyz (bounded): the Redis store queues nothing before it is connected, so exchanges wait for a ready replica. */
+async function untilReady(replica: Replica): Promise<void> {
+  let status = 0;
+  for (let i = 0; i < 300 && status !== 200; i++) {
+    status = (await getJson(replica, '/readyz')).status;
+    if (status !== 200) await sleep(100);
+  }
+  assert.equal(status, 200, `replica ${replica.name} is ready`);
+}
+
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-replicas-'));
   issuer = await startDevIssuer({ port: 0, audience: AUDIENCE });
@@ -138,15 +148,7 @@ limits: { refused_per_ip: 1000000, exchanges_per_subject: 3, explains_per_subjec
   );
   // All three start together on an empty database: the tables are created under an advisory lock (docs/audit.md).
   replicas.push(...(await Promise.all([startReplica('A'), startReplica('B'), startReplica('C')])));
-  // The Redis store queues nothing before it is connected: wait until each replica says it is ready.
-  for (const replica of replicas) {
-    let status = 0;
-    for (let i = 0; i < 300 && status !== 200; i++) {
-      status = (await getJson(replica, '/readyz')).status;
-      if (status !== 200) await sleep(100);
-    }
-    assert.equal(status, 200, `replica ${replica.name} is ready`);
-  }
+  for (const replica of replicas) await untilReady(replica);
 }, { timeout: 120_000 });
 
 after(async () => {
@@ -413,8 +415,10 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     }
   });
 
-  test('replicas stopped with SIGTERM write their summaries and checkpoints with the new key; a replacement verifies the chain', async () => {
+  test('replicas stopped with SIGTERM write their summaries and checkpoints with the new key; a replacement refuses a token they exchanged and verifies the chain', async () => {
     const [a, b] = replicas as [Replica, Replica, Replica];
+    const exchangedBefore = await issuer.mint({ ...CLAIMS, sub: `restart-${randomUUID()}` });
+    assert.equal((await exchange(a, exchangedBefore, 'once')).status, 200);
     const checkpointKids: unknown[] = [];
     // A first: a checkpoint vouches only for a record its replica wrote after the newest stored checkpoint (docs/audit.md),
     // and B writes its summary at shutdown, after A's last record.
@@ -430,6 +434,11 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     // A replacement replica on the same files reads everything the others wrote.
     const replacement = await startReplica('D');
     replicas.push(replacement);
+    await untilReady(replacement);
+    // docs/configuration.md#replay: Redis is shared by every broker process and survives a restart.
+    const replayed = await exchange(replacement, exchangedBefore, 'once');
+    assert.equal(replayed.status, 409, JSON.stringify(replayed.body));
+    assert.equal(replayed.body.error, 'token_replayed');
     // docs/audit.md: each replica writes a summary of the requests it dropped itself, at the end of the window or at shutdown
     // (the one SIGKILLed could not: it answered only a 429, no credential).
     const records = await auditEvents(replacement, `subject=${encodeURIComponent(limitedSubject)}&decision=denied`);
