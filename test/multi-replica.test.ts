@@ -112,6 +112,16 @@ async function bounded<T>(count: number, width: number, task: (i: number) => Pro
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Polls /readyz (bounded): the Redis store queues nothing before it is connected, so exchanges wait for a ready replica. */
+async function untilReady(replica: Replica): Promise<void> {
+  let status = 0;
+  for (let i = 0; i < 300 && status !== 200; i++) {
+    status = (await getJson(replica, '/readyz')).status;
+    if (status !== 200) await sleep(100);
+  }
+  assert.equal(status, 200, `replica ${replica.name} is ready`);
+}
+
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-replicas-'));
   issuer = await startDevIssuer({ port: 0, audience: AUDIENCE });
@@ -138,16 +148,8 @@ limits: { refused_per_ip: 1000000, exchanges_per_subject: 3, explains_per_subjec
   );
   // All three start together on an empty database: the tables are created under an advisory lock (docs/audit.md).
   replicas.push(...(await Promise.all([startReplica('A'), startReplica('B'), startReplica('C')])));
-  // The Redis store queues nothing before it is connected: wait until each replica says it is ready.
-  for (const replica of replicas) {
-    let status = 0;
-    for (let i = 0; i < 100 && status !== 200; i++) {
-      status = (await getJson(replica, '/readyz')).status;
-      if (status !== 200) await sleep(100);
-    }
-    assert.equal(status, 200, `replica ${replica.name} is ready`);
-  }
-});
+  for (const replica of replicas) await untilReady(replica);
+}, { timeout: 120_000 });
 
 after(async () => {
   for (const replica of started) {
@@ -174,7 +176,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('three replicas on one PostgreSQL, one Redis, one policy directory and one key file', () => {
+// The timeouts are a safety net against a hang (a log line that never comes), far above any run.
+describe('three replicas on one PostgreSQL, one Redis, one policy directory and one key file', { timeout: 180_000 }, () => {
   test('a token exchanged on one replica is refused on another: 409 token_replayed, with and without jti', async () => {
     const [a, b, c] = replicas as [Replica, Replica, Replica];
     const withJti = await issuer.mint({ ...CLAIMS, sub: `replay-${randomUUID()}` });
@@ -209,7 +212,24 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     assert.equal(before.ok, true);
     const total = 300;
     const tokens = await Promise.all(Array.from({ length: total }, (_, i) => issuer.mint({ ...CLAIMS, sub: `load-${i}-${randomUUID()}` })));
+    let loading = true;
+    // Auditors verify on every replica while the three write: each answer is a consistent, unbroken chain.
+    const duringLoad = Promise.all(
+      replicas.map(async (replica) => {
+        const seen: Array<{ ok: boolean; events: number }> = [];
+        for (let i = 0; i < 20 && loading; i++) seen.push(await verify(replica));
+        return seen;
+      }),
+    );
     const answers = await bounded(total, 24, (i) => exchange(replicas[i % 3]!, tokens[i]!, 'load'));
+    loading = false;
+    for (const [i, seen] of (await duringLoad).entries()) {
+      for (const [j, result] of seen.entries()) {
+        assert.equal(result.ok, true, `replica ${replicas[i]!.name} during the load: ${JSON.stringify(result)}`);
+        if (j > 0) assert.ok(result.events >= seen[j - 1]!.events, 'a later verification never sees fewer records');
+      }
+      assert.ok(seen.length > 0);
+    }
     for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body));
     const issued = new Set(answers.map((x) => x.body.issuance_id as string));
     assert.equal(issued.size, total);
@@ -260,7 +280,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     /** Polls every replica's /readyz (bounded) until all serve one set other than `old`. */
     const untilAllMoveFrom = async (old: string): Promise<string> => {
       let now = await hashes();
-      for (let i = 0; i < 150 && !now.every((h) => h !== old && h === now[0]); i++) {
+      for (let i = 0; i < 300 && !now.every((h) => h !== old && h === now[0]); i++) {
         await sleep(100);
         now = await hashes();
       }
@@ -291,7 +311,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     const serving = (await statuses())[0]!.sha256;
     await writeFile(path.join(dir, 'policies', 'broken.yaml'), 'issuer: local\nclaims:\n  repository: [\n');
     let now = await statuses();
-    for (let i = 0; i < 150 && !now.every((x) => x.last_reload?.outcome === 'failure'); i++) {
+    for (let i = 0; i < 300 && !now.every((x) => x.last_reload?.outcome === 'failure'); i++) {
       await sleep(100);
       now = await statuses();
     }
@@ -305,7 +325,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     await rm(path.join(dir, 'policies', 'broken.yaml'));
     await rm(path.join(dir, 'policies', 'late.yaml'));
     now = await statuses();
-    for (let i = 0; i < 150 && !now.every((x) => x.sha256 !== serving && x.sha256 === now[0]!.sha256 && x.last_reload?.ok === true); i++) {
+    for (let i = 0; i < 300 && !now.every((x) => x.sha256 !== serving && x.sha256 === now[0]!.sha256 && x.last_reload?.ok === true); i++) {
       await sleep(100);
       now = await statuses();
     }
@@ -395,8 +415,10 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     }
   });
 
-  test('replicas stopped with SIGTERM write their summaries and checkpoints with the new key; a replacement verifies the chain', async () => {
+  test('replicas stopped with SIGTERM write their summaries and checkpoints with the new key; a replacement refuses a token they exchanged and verifies the chain', async () => {
     const [a, b] = replicas as [Replica, Replica, Replica];
+    const exchangedBefore = await issuer.mint({ ...CLAIMS, sub: `restart-${randomUUID()}` });
+    assert.equal((await exchange(a, exchangedBefore, 'once')).status, 200);
     const checkpointKids: unknown[] = [];
     // A first: a checkpoint vouches only for a record its replica wrote after the newest stored checkpoint (docs/audit.md),
     // and B writes its summary at shutdown, after A's last record.
@@ -412,6 +434,11 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     // A replacement replica on the same files reads everything the others wrote.
     const replacement = await startReplica('D');
     replicas.push(replacement);
+    await untilReady(replacement);
+    // docs/configuration.md#replay: Redis is shared by every broker process and survives a restart.
+    const replayed = await exchange(replacement, exchangedBefore, 'once');
+    assert.equal(replayed.status, 409, JSON.stringify(replayed.body));
+    assert.equal(replayed.body.error, 'token_replayed');
     // docs/audit.md: each replica writes a summary of the requests it dropped itself, at the end of the window or at shutdown
     // (the one SIGKILLed could not: it answered only a 429, no credential).
     const records = await auditEvents(replacement, `subject=${encodeURIComponent(limitedSubject)}&decision=denied`);
