@@ -143,6 +143,7 @@ function brokerConfig(issuerUrl: string, audit: string, replay: string): string 
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
+  const checks: string[] = [];
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-replicas-'));
   const database = `oidc_broker_bench_${process.pid}_${Date.now()}`;
   const auditUrl = new URL(PG_ADMIN_URL);
@@ -171,6 +172,18 @@ async function main(): Promise<void> {
     process.stderr.write(`minting ${TOKENS} tokens...\n`);
     const tokens = await mintTokens(issuer, TOKENS);
     const overruns: string[] = [];
+    /** Issued exchanges vs the records in the shared audit log and the replay keys in Redis (cumulative over the PostgreSQL runs; Redis is flushed between them). */
+    const sharedStateCheck = async (row: Row): Promise<string> => {
+      const client = new pg.Client({ connectionString: auditUrl.toString(), connectionTimeoutMillis: 5000 });
+      await client.connect();
+      try {
+        const issued = await client.query<{ n: string }>("SELECT count(*) AS n FROM audit_events WHERE decision = 'issued'");
+        const replayKeys = (await redis.keys('oidc-broker:replay:*')).length;
+        return `${row.name}: ${row.statuses['200'] ?? 0} answered 200; audit_events issued so far ${issued.rows[0]!.n}; Redis replay keys ${replayKeys}`;
+      } finally {
+        await client.end();
+      }
+    };
     const run = async (name: string, urls: string[]): Promise<void> => {
       const source = tokenSource(tokens);
       rows.push(await load(name, urls, source.next));
@@ -189,12 +202,14 @@ async function main(): Promise<void> {
     const one = await startChild(brokerArgs('shared.yaml'), brokerEnv);
     await run('1 broker, PostgreSQL audit, Redis replay', [one.url]);
     await stop(one.child);
+    checks.push(await sharedStateCheck(rows.at(-1)!));
     await redis.flushdb();
 
     const replicas = [];
     for (let i = 0; i < REPLICAS; i++) replicas.push(await startChild(brokerArgs('shared.yaml'), brokerEnv));
     await run(`${REPLICAS} replicas, shared PostgreSQL + Redis`, replicas.map((r) => r.url));
     for (const r of replicas) await stop(r.child);
+    checks.push(await sharedStateCheck(rows.at(-1)!));
 
     for (const line of overruns) process.stderr.write(`note: ${line}\n`);
   } finally {
@@ -227,6 +242,7 @@ async function main(): Promise<void> {
   );
   const odd = rows.filter((r) => Object.keys(r.statuses).some((code) => !code.startsWith('2')));
   for (const r of odd) console.log(`status codes, ${r.name}: ${JSON.stringify(r.statuses)}`);
+  for (const line of checks) console.log(`shared state: ${line}`);
 }
 
 await main();
