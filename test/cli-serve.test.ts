@@ -6,6 +6,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { logLine, REPO, spawnCli, waitForOutput } from './helpers/cli.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 function rawRequest(url: string, options: http.RequestOptions = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -84,7 +85,7 @@ describe('oidc-broker serve', { concurrency: true }, () => {
   test('server.admin_port: /metrics and the detailed readiness move to the admin listener; with Redis replay, SIGTERM still exits 0', async () => {
     const cwd = path.join(dir, 'admin');
     await mkdir(path.join(cwd, 'policies'), { recursive: true });
-    await writeFile(path.join(cwd, 'policies', 'deploy.yaml'), 'issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n');
+    await writeFile(path.join(cwd, 'policies', 'deploy.yaml'), localJwtPolicy('https://deploy.example.com'));
     await writeFile(
       path.join(cwd, 'broker.yaml'),
       'server: { host: 127.0.0.1, port: 0, admin_port: 0 }\nissuers:\n  - { name: local, issuer: "http://127.0.0.1:8081" }\nreplay: { url: "redis://127.0.0.1:6379/0" }\n',

@@ -11,9 +11,10 @@ import type { AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js'
 import { AuditUnavailableError } from '../src/errors.js';
 import { createApp } from '../src/http/app.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const POLICIES = {
-  'deploy.yaml': `issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n`,
+  'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
   'deny.yaml': `issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n`,
 };
 const AUTH = `Bearer ${AUDITOR_TOKEN}`;

@@ -7,6 +7,7 @@ import { createLocalJWKSet, jwtVerify } from 'jose';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import type { AuditRecord } from '../src/audit/types.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const POLICIES = {
   'deploy.yaml': `
@@ -24,15 +25,7 @@ grant:
     repo: \${repository}
     ref: \${ref}
 `,
-  'reusable.yaml': `
-issuer: local
-allow_token_reuse: true
-claims:
-  repository: acme/api
-grant:
-  provider: jwt
-  audience: https://reuse.example.com
-`,
+  'reusable.yaml': localJwtPolicy('https://reuse.example.com', 'allow_token_reuse: true\n'),
   'needs-claim.yaml': `
 issuer: local
 claims:

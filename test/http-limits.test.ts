@@ -10,17 +10,10 @@ import type { AuditRecord } from '../src/audit/types.js';
 import { ConfigError, parseConfig } from '../src/config.js';
 import { RateLimitedError } from '../src/errors.js';
 import { createLimits } from '../src/limits/rate-limit.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const POLICIES = {
-  'reusable.yaml': `
-issuer: local
-allow_token_reuse: true
-claims:
-  repository: acme/api
-grant:
-  provider: jwt
-  audience: https://reuse.example.com
-`,
+  'reusable.yaml': localJwtPolicy('https://reuse.example.com', 'allow_token_reuse: true\n'),
 };
 
 const claimsOf = (sub: string) => ({ aud: AUDIENCE, sub, repository: 'acme/api' });

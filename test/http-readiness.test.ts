@@ -8,9 +8,10 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import request from 'supertest';
 import { AUDIENCE, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const POLICIES = {
-  'deploy.yaml': `issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n`,
+  'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
 };
 
 let fx: BrokerFixture;

@@ -12,6 +12,7 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { cliProcess, logLine, spawnCli, waitForOutput, type CliProcess } from './helpers/cli.js';
 import { PostgresTestDatabase } from './helpers/audit-stores.js';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const AUDIENCE = 'https://broker.multi-replica.test';
 const AUDITOR_TOKEN = `auditor-${randomUUID()}`;
@@ -19,11 +20,10 @@ const AUDITOR_TOKEN = `auditor-${randomUUID()}`;
 const REDIS_URL = 'redis://127.0.0.1:6379/11';
 const CLAIMS = { aud: AUDIENCE, repository: 'acme/api' };
 
-const policy = (audience: string, extra = '') => `issuer: local\n${extra}claims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: ${audience}\n`;
 const POLICIES: Record<string, string> = {
-  'once.yaml': policy('https://once.example.com'),
-  'load.yaml': policy('https://load.example.com'),
-  'reuse.yaml': policy('https://reuse.example.com', 'allow_token_reuse: true\n'),
+  'once.yaml': localJwtPolicy('https://once.example.com'),
+  'load.yaml': localJwtPolicy('https://load.example.com'),
+  'reuse.yaml': localJwtPolicy('https://reuse.example.com', 'allow_token_reuse: true\n'),
 };
 
 interface Replica {
@@ -294,7 +294,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
     assert.equal(new Set(start).size, 1, 'the replicas start on one set');
     for (const [step, audience] of ['https://late.example.com', 'https://changed.example.com'].entries()) {
       const previous = step === 0 ? start[0]! : await hashes().then((h) => h[0]!);
-      await writeFile(path.join(dir, 'policies', 'late.yaml'), policy(audience));
+      await writeFile(path.join(dir, 'policies', 'late.yaml'), localJwtPolicy(audience));
       await untilAllMoveFrom(previous);
       for (const replica of replicas) {
         const answer = await exchange(replica, await issuer.mint({ ...CLAIMS, sub: `late-${randomUUID()}` }), 'late');

@@ -11,6 +11,7 @@ import { parse } from 'yaml';
 import { createApp } from '../src/http/app.js';
 import { createLimits } from '../src/limits/rate-limit.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 interface OpenApiResponse {
   $ref?: string;
@@ -23,7 +24,7 @@ interface OpenApi {
 }
 
 const POLICIES = {
-  'deploy.yaml': `issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n`,
+  'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
   'deny.yaml': `issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n`,
 };
 

@@ -12,35 +12,14 @@ import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import { createBroker } from '../src/main.js';
 import type { DevIssuerAlgorithm } from '../src/dev/issuer.js';
 import type { AuditRecord } from '../src/audit/types.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379/0';
 
 const POLICIES = {
-  'deploy.yaml': `
-issuer: local
-claims:
-  repository: acme/api
-grant:
-  provider: jwt
-  audience: https://deploy.example.com
-`,
-  'other.yaml': `
-issuer: local
-claims:
-  repository: acme/api
-grant:
-  provider: jwt
-  audience: https://other.example.com
-`,
-  'reusable.yaml': `
-issuer: local
-allow_token_reuse: true
-claims:
-  repository: acme/api
-grant:
-  provider: jwt
-  audience: https://reuse.example.com
-`,
+  'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
+  'other.yaml': localJwtPolicy('https://other.example.com'),
+  'reusable.yaml': localJwtPolicy('https://reuse.example.com', 'allow_token_reuse: true\n'),
 };
 
 const CLAIMS = { aud: AUDIENCE, sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api' };

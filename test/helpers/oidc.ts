@@ -122,3 +122,12 @@ export function withPayload(token: string, payload: Record<string, unknown>): st
 export function decodePayload(token: string): Record<string, unknown> {
   return JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Record<string, unknown>;
 }
+
+/**
+ * A policy of the fixture's `local` issuer for `repository: acme/api` that
+ * grants a broker-signed token for `audience`; `extra` lines go before
+ * `claims:` (e.g. `allow_token_reuse: true\n`).
+ */
+export function localJwtPolicy(audience: string, extra = ''): string {
+  return `issuer: local\n${extra}claims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: ${audience}\n`;
+}
