@@ -140,30 +140,39 @@ describe('postgres audit store: replicas', () => {
   it('keeps one unbroken chain while two replicas (separate pools) append at once', async () => {
     const schema = await db.newSchema();
     const [a, b] = await Promise.all([open(schema), open(schema)]);
-    const perReplica = 300;
-    // Appends arrive over time on both, so batches from the two interleave.
-    const spread = (store: AuditStore, name: string) =>
-      Promise.all(
-        Array.from(
-          { length: perReplica },
-          (_, i) => new Promise<AuditRecord>((resolve, reject) => setTimeout(() => void store.append(makeEntry({ request_id: `${name}-${i}` })).then(resolve, reject), i % 25)),
-        ),
+    try {
+      const perReplica = 300;
+      // Appends arrive over time on both, so batches from the two compete for the chain's head.
+      const spread = (store: AuditStore, name: string) =>
+        Promise.all(
+          Array.from(
+            { length: perReplica },
+            (_, i) => new Promise<AuditRecord>((resolve, reject) => setTimeout(() => void store.append(makeEntry({ request_id: `${name}-${i}` })).then(resolve, reject), i % 25)),
+          ),
+        );
+      const [fromA, fromB] = await Promise.all([spread(a, 'a'), spread(b, 'b')]);
+      // Then rounds in lockstep, one append on each replica at once per round: however the
+      // machine schedules them, both replicas' records must alternate in the chain.
+      const rounds = 20;
+      const lockstep: AuditRecord[] = [];
+      for (let i = 0; i < rounds; i++) lockstep.push(...(await Promise.all([a.append(makeEntry({ request_id: `a-r${i}` })), b.append(makeEntry({ request_id: `b-r${i}` }))])));
+      const total = 2 * perReplica + 2 * rounds;
+      const all = [...fromA, ...fromB, ...lockstep].sort((x, y) => x.seq - y.seq);
+      assert.deepEqual(
+        all.map((r) => r.seq),
+        Array.from({ length: total }, (_, i) => i + 1),
       );
-    const [fromA, fromB] = await Promise.all([spread(a, 'a'), spread(b, 'b')]);
-    const all = [...fromA, ...fromB].sort((x, y) => x.seq - y.seq);
-    assert.deepEqual(
-      all.map((r) => r.seq),
-      Array.from({ length: 2 * perReplica }, (_, i) => i + 1),
-    );
-    all.forEach((r, i) => assert.equal(r.prev_hash, i === 0 ? GENESIS_HASH : all[i - 1]!.hash, `link at seq ${r.seq}`));
-    // Both replicas' records are interleaved in the chain, not one block after the other.
-    const switches = all.filter((r, i) => i > 0 && r.request_id!.charAt(0) !== all[i - 1]!.request_id!.charAt(0)).length;
-    assert.ok(switches >= 2, `${switches} switches between replicas`);
-    for (const store of [a, b]) assert.deepEqual(await store.verify(), { ok: true, events: 2 * perReplica, head: all.at(-1)!.hash, last_seq: 2 * perReplica });
-    // What each replica returned is what is stored.
-    const stored = (await a.query({ limit: 1000 })).events;
-    assert.deepEqual(stored, all);
-    await Promise.all([a.close(), b.close()]);
+      all.forEach((r, i) => assert.equal(r.prev_hash, i === 0 ? GENESIS_HASH : all[i - 1]!.hash, `link at seq ${r.seq}`));
+      const tail = all.slice(-2 * rounds);
+      const switches = tail.filter((r, i) => i > 0 && r.request_id!.charAt(0) !== tail[i - 1]!.request_id!.charAt(0)).length;
+      assert.ok(switches >= rounds, `${switches} switches between replicas in ${rounds} lockstep rounds`);
+      for (const store of [a, b]) assert.deepEqual(await store.verify(), { ok: true, events: total, head: all.at(-1)!.hash, last_seq: total });
+      // What each replica returned is what is stored.
+      const stored = (await a.query({ limit: 1000 })).events;
+      assert.deepEqual(stored, all);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
   });
 });
 
