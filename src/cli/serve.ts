@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig, resolveConfigPath } from '../config.js';
-import { listen } from '../http/server.js';
 import { createLogger } from '../logger.js';
-import { createBroker, type Broker } from '../main.js';
+import type { Broker } from '../main.js';
 import { PolicyLoadError } from '../policy/issues.js';
 import { PolicyDirError } from '../policy/load.js';
 import { CliExit, type CliIo } from './io.js';
@@ -31,6 +30,8 @@ export function registerServeCommand(program: Command, io: CliIo): void {
       try {
         const config = await loadConfig(resolveConfigPath(options.config));
         logger.info('config loaded', { source: config.source });
+        // Loaded here, not at import: the offline commands (policy validate, keys) never load the server.
+        const [{ createBroker }, { listen }] = await Promise.all([import('../main.js'), import('../http/server.js')]);
         broker = await createBroker(config, { logger });
         if (sighupWhileStarting) reloadAll(broker);
         running = await listen(broker, { host: config.server.host, port: config.server.port, adminPort: config.server.adminPort, logger });
