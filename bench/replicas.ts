@@ -11,15 +11,13 @@
  * a fresh database is created and dropped) and Redis at BENCH_REDIS_URL
  * (default redis://127.0.0.1:6379/12; that db is flushed before and after).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+import { exchangeLoad, startChild, stop, stopAll } from './harness.js';
 
 const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 48);
@@ -41,30 +39,6 @@ interface Row {
   statuses: Record<string, number>;
 }
 
-const children = new Set<ChildProcess>();
-
-async function startChild(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  const lines = createInterface({ input: child.stdout });
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code} before listening`)));
-    lines.on('line', (line) => {
-      if (!line.includes('"msg":"listening"') && !line.includes('"message":"listening"')) return;
-      resolve((JSON.parse(line) as { url: string }).url);
-    });
-  });
-  return { child, url };
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
-}
-
 /** A token source shared by every autocannon instance of one configuration: each token is sent once. */
 function tokenSource(tokens: string[]): { next: () => string; used: () => number } {
   let index = 0;
@@ -74,28 +48,10 @@ function tokenSource(tokens: string[]): { next: () => string; used: () => number
   };
 }
 
-function cannon(url: string, connections: number, nextToken?: () => string): Promise<autocannon.Result> {
-  const body = JSON.stringify({ policy: 'bench' });
-  return autocannon({
-    url,
-    connections,
-    duration: DURATION_SECONDS,
-    requests: [
-      {
-        method: 'POST',
-        path: '/v1/exchange',
-        headers: { 'content-type': 'application/json' },
-        body,
-        ...(nextToken ? { setupRequest: (req: autocannon.Request) => ({ ...req, headers: { ...req.headers, authorization: `Bearer ${nextToken()}` } }) } : {}),
-      },
-    ],
-  });
-}
-
 /** Drive `urls` at once, CONNECTIONS split evenly between them; latency percentiles from the merged histogram are not available, so p50/p99 are the worst instance's. */
 async function load(name: string, urls: string[], nextToken?: () => string): Promise<Row> {
   const per = Math.floor(CONNECTIONS / urls.length);
-  const results = await Promise.all(urls.map((url) => cannon(url, per, nextToken)));
+  const results = await Promise.all(urls.map((url) => exchangeLoad(url, { connections: per, durationSeconds: DURATION_SECONDS, policy: 'bench', nextToken })));
   const statuses: Record<string, number> = {};
   for (const r of results) {
     for (const [code, count] of Object.entries(r.statusCodeStats ?? {})) statuses[code] = (statuses[code] ?? 0) + (count.count ?? 0);
@@ -213,7 +169,7 @@ async function main(): Promise<void> {
 
     for (const line of overruns) process.stderr.write(`note: ${line}\n`);
   } finally {
-    for (const child of [...children]) await stop(child);
+    await stopAll();
     await issuer.close();
     await redis.flushdb().catch(() => undefined);
     redis.disconnect();

@@ -4,13 +4,11 @@
  * both driven by autocannon over loopback in the same run, plus the in-process
  * cost of each exchange step. Figures only; no thresholds (machines are noisy).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import autocannon from 'autocannon';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+import { exchangeLoad, startChild, stop } from './harness.js';
 import { stepCosts } from './steps.js';
 
 const DURATION_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -28,41 +26,8 @@ interface Row {
   errors: number;
 }
 
-async function startChild(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: child.stdout });
-  const url = await new Promise<string>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code} before listening`)));
-    lines.on('line', (line) => {
-      if (!line.includes('"msg":"listening"') && !line.includes('"message":"listening"')) return;
-      resolve((JSON.parse(line) as { url: string }).url);
-    });
-  });
-  return { child, url };
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
-}
-
 async function load(name: string, url: string, nextToken?: () => string): Promise<Row> {
-  const body = JSON.stringify({ policy: 'bench' });
-  const result = await autocannon({
-    url,
-    connections: CONNECTIONS,
-    duration: DURATION_SECONDS,
-    requests: [
-      {
-        method: 'POST',
-        path: '/v1/exchange',
-        headers: { 'content-type': 'application/json' },
-        body,
-        ...(nextToken ? { setupRequest: (req: autocannon.Request) => ({ ...req, headers: { ...req.headers, authorization: `Bearer ${nextToken()}` } }) } : {}),
-      },
-    ],
-  });
+  const result = await exchangeLoad(url, { connections: CONNECTIONS, durationSeconds: DURATION_SECONDS, policy: 'bench', nextToken });
   return {
     name,
     requestsPerSecond: result.requests.average,
@@ -81,7 +46,7 @@ async function mintTokens(issuer: DevIssuer, count: number): Promise<string[]> {
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
-  const hello = await startChild(process.execPath, ['--import', 'tsx', 'bench/hello-server.ts']);
+  const hello = await startChild(['--import', 'tsx', 'bench/hello-server.ts']);
   rows.push(await load('hello-world express (baseline)', hello.url));
   await stop(hello.child);
 
@@ -104,7 +69,7 @@ async function main(): Promise<void> {
     process.stderr.write(`minting ${TOKENS} tokens...\n`);
     const tokens = await mintTokens(issuer, TOKENS);
     let next = 0;
-    const broker = await startChild(process.execPath, ['bin/oidc-broker.js', 'serve', '--config', path.join(dir, 'broker.yaml')], { LOG_LEVEL: process.env.LOG_LEVEL ?? 'info' });
+    const broker = await startChild(['bin/oidc-broker.js', 'serve', '--config', path.join(dir, 'broker.yaml')], { LOG_LEVEL: process.env.LOG_LEVEL ?? 'info' });
     rows.push(
       await load('oidc-broker POST /v1/exchange (jwt, SQLite audit)', broker.url, () => {
         const token = tokens[next % tokens.length]!;

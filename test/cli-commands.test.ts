@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { cli, logLine, startCli, waitForOutput } from './helpers/cli.js';
+import { cli, githubServeConfig, logLine, startCli, waitForOutput } from './helpers/cli.js';
 
 const POLICY = (name: string) => `name: ${name}\nissuer: github\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n`;
 
@@ -19,24 +19,7 @@ describe('serve', () => {
     const dir = path.join(root, 'serve');
     await mkdir(path.join(dir, 'policies'), { recursive: true });
     await writeFile(path.join(dir, 'policies', 'deploy.yaml'), POLICY('deploy'));
-    await writeFile(
-      path.join(dir, 'broker.yaml'),
-      `server:
-  host: 127.0.0.1
-  port: 0
-issuers:
-  - name: github
-    issuer: https://token.actions.githubusercontent.com
-    audiences: [https://broker.example.com]
-policies:
-  dir: ./policies
-audit:
-  url: sqlite:./data/audit.db
-providers:
-  jwt:
-    signing_key_file: ./data/signing-key.jwk
-`,
-    );
+    await writeFile(path.join(dir, 'broker.yaml'), githubServeConfig('./data/signing-key.jwk'));
     const serve = startCli(['serve', '-c', path.join(dir, 'broker.yaml')]);
     const { url } = (await waitForOutput(serve, logLine('listening'))) as { url: string };
     assert.equal((await fetch(`${url}/healthz`)).status, 200);

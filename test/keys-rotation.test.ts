@@ -10,7 +10,7 @@ import { signCheckpoint } from '../src/audit/checkpoints.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import { loadSigningKey, type SigningKey } from '../src/keys/signing-key.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { cli, logLine, startCli, waitForOutput } from './helpers/cli.js';
+import { cli, githubServeConfig, logLine, startCli, waitForOutput } from './helpers/cli.js';
 
 const POLICY = `
 name: deploy
@@ -261,24 +261,7 @@ describe('serve', () => {
     await mkdir(path.join(dir, 'keys'), { mode: 0o700 });
     await writeFile(path.join(dir, 'policies', 'deploy.yaml'), POLICY.replace('issuer: local', 'issuer: github'));
     const config = path.join(dir, 'broker.yaml');
-    await writeFile(
-      config,
-      `server:
-  host: 127.0.0.1
-  port: 0
-issuers:
-  - name: github
-    issuer: https://token.actions.githubusercontent.com
-    audiences: [https://broker.example.com]
-policies:
-  dir: ./policies
-audit:
-  url: sqlite:./data/audit.db
-providers:
-  jwt:
-    signing_key_file: ./keys/signing-key.jwk
-`,
-    );
+    await writeFile(config, githubServeConfig('./keys/signing-key.jwk'));
     return config;
   }
 

@@ -78,27 +78,21 @@ for (const store of [{ name: 'memory', url: 'memory:' }, { name: 'Redis', url: R
         await fx.close();
       });
 
-      test('the spare bits of the last signature character', async () => {
-        const token = await fx.issuer.mint({ ...CLAIMS, nonce: randomUUID() }, { omit: ['jti'] });
-        const variant = withSpareBitFlipped(token);
-        assert.notEqual(variant, token);
-        assert.equal((await exchangeCall(fx, token)).status, 200);
-        const again = await exchangeCall(fx, variant);
-        assert.equal(again.status, 409, JSON.stringify(again.body));
-        assert.equal(again.body.error, 'token_replayed');
-        // The variant is a valid token of its own: another policy takes it.
-        assert.equal((await exchangeCall(fx, variant, 'other')).status, 200);
-      });
-
-      if (alg === 'ES256') {
-        test('the s and n - s forms of an ECDSA signature', async () => {
+      // Each re-encoding of the same signature is the same token for replay.
+      const variants = [
+        { name: 'the spare bits of the last signature character', reencode: withSpareBitFlipped },
+        ...(alg === 'ES256' ? [{ name: 'the s and n - s forms of an ECDSA signature', reencode: withHighLowSSwapped }] : []),
+      ];
+      for (const { name, reencode } of variants) {
+        test(name, async () => {
           const token = await fx.issuer.mint({ ...CLAIMS, nonce: randomUUID() }, { omit: ['jti'] });
-          const variant = withHighLowSSwapped(token);
+          const variant = reencode(token);
           assert.notEqual(variant, token);
           assert.equal((await exchangeCall(fx, token)).status, 200);
           const again = await exchangeCall(fx, variant);
           assert.equal(again.status, 409, JSON.stringify(again.body));
           assert.equal(again.body.error, 'token_replayed');
+          // The variant is a valid token of its own: another policy takes it.
           assert.equal((await exchangeCall(fx, variant, 'other')).status, 200);
         });
       }

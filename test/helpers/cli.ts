@@ -139,3 +139,26 @@ export function logLine(msg: string): (stdout: string) => Record<string, unknown
     return line === undefined ? undefined : (JSON.parse(line) as Record<string, unknown>);
   };
 }
+
+/**
+ * A `serve` config on port 0 trusting GitHub's issuer (no token is ever
+ * exchanged against it), with SQLite audit under ./data and the signing key
+ * at `signingKeyFile` (relative to the config file).
+ */
+export function githubServeConfig(signingKeyFile: string): string {
+  return `server:
+  host: 127.0.0.1
+  port: 0
+issuers:
+  - name: github
+    issuer: https://token.actions.githubusercontent.com
+    audiences: [https://broker.example.com]
+policies:
+  dir: ./policies
+audit:
+  url: sqlite:./data/audit.db
+providers:
+  jwt:
+    signing_key_file: ${signingKeyFile}
+`;
+}
