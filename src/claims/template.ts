@@ -16,7 +16,7 @@ export interface Template {
   render(claims: Readonly<Record<string, unknown>>, checkValue?: ClaimValueCheck): string;
 }
 
-/** Sees each claim value before it is inserted; throws TemplateError to refuse it (e.g. IAM wildcards in a session policy). */
+/** Sees each claim value before it is inserted, and throws to refuse it: a TemplateError (e.g. IAM wildcards in a session policy) or the caller's own typed error (e.g. a character an STS field does not take). */
 export type ClaimValueCheck = (value: string, claim: string) => void;
 
 export class TemplateError extends Error {
