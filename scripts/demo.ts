@@ -122,7 +122,7 @@ grant:
   provider: aws
   role_arn: ${ROLE_ARN}
   max_duration_seconds: 900
-  session_name: ci-\${repository}-\${run_id}
+  session_name: ci-\${run_id}
   source_identity: \${actor}
   session_tags:
     repository: \${repository}

@@ -53,7 +53,7 @@ test('npm run demo walks through every step and prints no secret in full', { tim
     assert.doesNotMatch(stdout, /\u001b\[/, 'no colours when stdout is not a TTY');
     // Step 2: an issued temporary AWS credential, and what STS received.
     assert.match(stdout, /issued ASIA[A-Z0-9]{16} \(issuance id /);
-    assert.match(stdout, /"RoleSessionName": "ci-acme-api-4242"/);
+    assert.match(stdout, /"RoleSessionName": "ci-4242"/);
     assert.match(stdout, /"SecretAccessKey": ".{4}…\(redacted\)"/);
     // Step 3: verified against the JWKS.
     assert.match(stdout, /verified with jose against the broker's JWKS/);

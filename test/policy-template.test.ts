@@ -85,3 +85,11 @@ test('a compiled template is immutable', () => {
   const template = compileTemplate('${repository}');
   assert.ok(Object.isFrozen(template));
 });
+
+test('a compiled template lists its own text and its claim references, for load-time checks of what every rendering holds', () => {
+  const template = compileTemplate('gh-${repository}-$$${/a~1b}.x');
+  assert.deepEqual(template.literals, ['gh-', '-$', '.x']);
+  assert.deepEqual(template.claimRefs, ['repository', '/a~1b']);
+  assert.deepEqual(compileTemplate('plain').claimRefs, []);
+  assert.deepEqual(compileTemplate('${a}${b}').literals, []);
+});

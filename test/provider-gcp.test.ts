@@ -301,6 +301,19 @@ describe('id_token grants', () => {
     assert.equal(record.expires_at, res.body.expires_at);
   });
 
+  test('the audience reaches Google exactly as rendered: claims that differ only in characters a sanitiser would replace stay distinct', async () => {
+    const sent = new Set<string>();
+    for (const repository of ['acme/release_1', 'acme/release#1', 'acme/release(1', 'acme/release;1', 'acme/größe 1']) {
+      const res = await exchangeCall(await mint({ ...GOOD_CLAIMS, repository }), { policy: 'gcp-id' });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      const audience = `https://${repository}.example.com`;
+      assert.deepEqual(emu.requests().at(-1)!.body, { audience, includeEmail: true });
+      assert.equal(lastIssued('id_token').audience, audience);
+      sent.add(audience);
+    }
+    assert.equal(sent.size, 5);
+  });
+
   test('?format=env answers GOOGLE_ID_TOKEN', async () => {
     const res = await exchangeCall(await mint(), { policy: 'gcp-id' }, '?format=env');
     assert.equal(res.status, 200, res.text);

@@ -5,6 +5,10 @@ import { toStringForm } from '../values.js';
 export interface Template {
   /** The template as written. */
   readonly source: string;
+  /** The literal text between claim references, in order: every rendering contains each of them. */
+  readonly literals: readonly string[];
+  /** The claim references, in order; empty when the template is plain text. */
+  readonly claimRefs: readonly string[];
   /**
    * Renders with claim values inserted literally (never re-expanded).
    * @throws TemplateError when a referenced claim is absent, null, or not a scalar.
@@ -12,7 +16,7 @@ export interface Template {
   render(claims: Readonly<Record<string, unknown>>, checkValue?: ClaimValueCheck): string;
 }
 
-/** Sees each claim value before it is inserted; throws TemplateError to refuse it (e.g. IAM wildcards in a session policy). */
+/** Sees each claim value before it is inserted, and throws to refuse it: a TemplateError (e.g. IAM wildcards in a session policy) or the caller's own typed error (e.g. a character an STS field does not take). */
 export type ClaimValueCheck = (value: string, claim: string) => void;
 
 export class TemplateError extends Error {
@@ -79,6 +83,8 @@ export function compileTemplate(source: string): Template {
 
   return Object.freeze({
     source,
+    literals: Object.freeze(parts.filter((part): part is string => typeof part === 'string')),
+    claimRefs: Object.freeze(parts.flatMap((part) => (typeof part === 'string' ? [] : [part.ref]))),
     render(claims: Readonly<Record<string, unknown>>, checkValue?: ClaimValueCheck): string {
       let out = '';
       for (const part of parts) {

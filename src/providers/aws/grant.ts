@@ -3,6 +3,7 @@ import { isPlainObject } from '../../values.js';
 import type { Template } from '../../claims/template.js';
 import { checkKnownKeys, describeValue, echo, has, readTemplate, type Json, type KeyHints, type Report } from '../../yaml/fields.js';
 import { countFailures, readDuration, readLiteral, readStringList } from '../grant-fields.js';
+import { checkTemplateFits, type ValueRule } from '../value-rules.js';
 
 /** A JSON value whose strings are templates: an AWS session policy. */
 export type JsonTemplate = Template | number | boolean | null | readonly JsonTemplate[] | { readonly [key: string]: JsonTemplate };
@@ -33,6 +34,21 @@ const AWS_DURATION = { min: 900, max: 43_200, default: 3600 } as const;
 const ROLE_ARN = /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]{1,512}$/;
 const POLICY_ARN = /^arn:aws[a-z-]*:iam::(\d{12}|aws):policy\/[\w+=,.@/-]{1,512}$/;
 const TAG_KEY = /^[\p{L}\p{Z}\p{N}_.:/=+\-@]{1,128}$/u;
+
+/** STS AssumeRole's `RoleSessionName` and `SourceIdentity` (AWS API reference): `[\w+=,.@-]`, 2 to 64 characters. */
+const STS_NAME_CHAR = /^[\w+=,.@-]$/;
+const STS_NAME_TEXT = 'ASCII letters, digits and _ + = , . @ -';
+export const SESSION_NAME_RULE: ValueRule = { what: 'a session name', allowedChar: STS_NAME_CHAR, allowedText: STS_NAME_TEXT, minChars: 2, maxChars: 64 };
+// `:` is outside the charset, so a source identity can never start with the reserved `aws:`.
+export const SOURCE_IDENTITY_RULE: ValueRule = { what: 'a source identity', allowedChar: STS_NAME_CHAR, allowedText: STS_NAME_TEXT, minChars: 2, maxChars: 64 };
+/** STS's `Tag.Value`: letters, digits and spaces of any script, and `_ . : / = + - @`; at most 256 characters. */
+export const TAG_VALUE_RULE: ValueRule = {
+  what: 'a session tag value',
+  allowedChar: /^[\p{L}\p{Z}\p{N}_.:/=+\-@]$/u,
+  allowedText: 'letters, digits, spaces and _ . : / = + - @',
+  minChars: 0,
+  maxChars: 256,
+};
 const EXTERNAL_ID = /^[\w+=,.@:/-]{2,1224}$/;
 const REGION = /^[a-z]{2}(-[a-z]+)+-\d$/;
 
@@ -42,8 +58,8 @@ export function compileAwsGrant(grant: Json, report: Report, hints: KeyHints): A
   const { failing, failed } = countFailures(report);
 
   const roleArn = readLiteral(grant, 'role_arn', ROLE_ARN, 'an IAM role ARN such as arn:aws:iam::123456789012:role/deploy', failing, true);
-  const sessionName = has(grant, 'session_name') ? readTemplate(grant.session_name, ['grant', 'session_name'], failing) : undefined;
-  const sourceIdentity = has(grant, 'source_identity') ? readTemplate(grant.source_identity, ['grant', 'source_identity'], failing) : undefined;
+  const sessionName = has(grant, 'session_name') ? readFittingTemplate(grant.session_name, SESSION_NAME_RULE, ['grant', 'session_name'], failing) : undefined;
+  const sourceIdentity = has(grant, 'source_identity') ? readFittingTemplate(grant.source_identity, SOURCE_IDENTITY_RULE, ['grant', 'source_identity'], failing) : undefined;
 
   const sessionTags: (readonly [string, Template])[] = [];
   if (has(grant, 'session_tags')) {
@@ -56,7 +72,7 @@ export function compileAwsGrant(grant: Json, report: Report, hints: KeyHints): A
         if (!TAG_KEY.test(key) || /^aws:/i.test(key)) failing(at, `tag key '${echo(key)}' must be 1-128 letters, digits, spaces or _.:/=+-@ and not start with aws:`);
         else if (seen.has(key.toLowerCase())) failing(at, `tag key '${echo(key)}' repeats another key (tag keys are case-insensitive)`);
         seen.add(key.toLowerCase());
-        const template = readTemplate(raw, at, failing);
+        const template = readFittingTemplate(raw, TAG_VALUE_RULE, at, failing);
         if (template) sessionTags.push(Object.freeze([key, template] as const));
       }
       if (sessionTags.length > 50) failing(['grant', 'session_tags'], `at most 50 session tags, not ${sessionTags.length}`);
@@ -97,6 +113,13 @@ export function compileAwsGrant(grant: Json, report: Report, hints: KeyHints): A
     externalId,
     region,
   });
+}
+
+/** A template whose own text fits the field; a literal that cannot is a load error, not a refusal at every exchange. */
+function readFittingTemplate(value: unknown, rule: ValueRule, at: KeyPath, report: Report): Template | undefined {
+  const template = readTemplate(value, at, report);
+  if (template) checkTemplateFits(template, rule, at, report);
+  return template;
 }
 
 /** Every string of a JSON document becomes a template; keys stay literal. */

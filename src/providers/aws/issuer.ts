@@ -2,7 +2,8 @@ import { AssumeRoleCommand, STSClient, STSServiceException, type AssumeRoleComma
 import { AccessDeniedError, ProviderError } from '../../errors.js';
 import { TemplateError, type Template } from '../../claims/template.js';
 import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
-import type { AwsGrant, JsonTemplate } from './grant.js';
+import { renderFitting } from '../value-rules.js';
+import { SESSION_NAME_RULE, SOURCE_IDENTITY_RULE, TAG_VALUE_RULE, type AwsGrant, type JsonTemplate } from './grant.js';
 
 export interface AwsProviderOptions {
   /** Default region when the grant names none; else the SDK's own (AWS_REGION), else us-east-1. */
@@ -21,8 +22,6 @@ export interface AwsProviderOptions {
 const MIN_DURATION_SECONDS = 900;
 /** STS's limit on the plaintext session policy. */
 const MAX_SESSION_POLICY_CHARS = 2048;
-const SESSION_NAME_UNSAFE = /[^\w+=,.@-]/g;
-const TAG_VALUE_UNSAFE = /[^\p{L}\p{Z}\p{N}_.:/=+\-@]/gu;
 /** IAM wildcards and policy variables: a claim holding one could widen a session policy. */
 const IAM_SPECIAL = /[*?$]/;
 
@@ -89,15 +88,18 @@ export function createAwsProvider(options: AwsProviderOptions = {}): Provider<Aw
 }
 
 /**
- * Renders the grant for one token. Claim values are inserted literally and
- * then made to fit STS's character sets, so no claim can add a parameter or
- * make the request invalid.
+ * Renders the grant for one token. Claim values are inserted literally, and a
+ * value outside what STS accepts for its field is refused, never altered: IAM
+ * conditions decide on session names, source identities and tags, so two
+ * different claims must never reach STS as the same value
+ * (docs/providers.md, "Claim templates and how claim values are made safe").
  * @throws AccessDeniedError when the grant cannot be rendered for this token.
  */
 function toAssumeRoleInput(grant: AwsGrant, claims: Readonly<Record<string, unknown>>, durationSeconds: number, issuanceId: string): AssumeRoleCommandInput {
   return renderGrant('aws', () => {
-    const sessionName = fitSessionName(grant.sessionName?.render(claims) ?? '', issuanceId);
-    const sourceIdentity = grant.sourceIdentity && fitSourceIdentity(grant.sourceIdentity.render(claims));
+    const sessionName = grant.sessionName ? renderFitting(grant.sessionName, claims, SESSION_NAME_RULE, 'session_name', 'session_name_invalid') : `oidc-broker-${issuanceId}`;
+    const sourceIdentity = grant.sourceIdentity && renderFitting(grant.sourceIdentity, claims, SOURCE_IDENTITY_RULE, 'source_identity', 'source_identity_invalid');
+    const tags = grant.sessionTags.map(([Key, value]) => ({ Key, Value: renderFitting(value, claims, TAG_VALUE_RULE, `session tag '${Key}'`, 'session_tag_invalid') }));
     const policy = grant.sessionPolicy === undefined ? undefined : JSON.stringify(renderJson(grant.sessionPolicy, claims));
     if (policy !== undefined && policy.length > MAX_SESSION_POLICY_CHARS) {
       throw new AccessDeniedError(`The policy's session_policy renders to ${policy.length} characters for this token; AWS accepts at most ${MAX_SESSION_POLICY_CHARS}.`, {
@@ -108,34 +110,14 @@ function toAssumeRoleInput(grant: AwsGrant, claims: Readonly<Record<string, unkn
       RoleArn: grant.roleArn,
       RoleSessionName: sessionName,
       DurationSeconds: durationSeconds,
-      ...(sourceIdentity ? { SourceIdentity: sourceIdentity } : {}),
-      ...(grant.sessionTags.length > 0 ? { Tags: grant.sessionTags.map(([Key, value]) => ({ Key, Value: fitTagValue(value.render(claims)) })) } : {}),
+      ...(sourceIdentity !== undefined ? { SourceIdentity: sourceIdentity } : {}),
+      ...(tags.length > 0 ? { Tags: tags } : {}),
       ...(grant.transitiveTagKeys.length > 0 ? { TransitiveTagKeys: [...grant.transitiveTagKeys] } : {}),
       ...(policy !== undefined ? { Policy: policy } : {}),
       ...(grant.policyArns.length > 0 ? { PolicyArns: grant.policyArns.map((arn) => ({ arn })) } : {}),
       ...(grant.externalId ? { ExternalId: grant.externalId } : {}),
     };
   });
-}
-
-/** `[\w+=,.@-]`, 2 to 64 characters; falls back to `oidc-broker-<issuance id>`, which leads to the audit record. */
-function fitSessionName(rendered: string, issuanceId: string): string {
-  const name = rendered.replace(SESSION_NAME_UNSAFE, '-').slice(0, 64);
-  return name.length >= 2 ? name : `oidc-broker-${issuanceId}`;
-}
-
-/** Same charset as session names (so `aws:` can never survive: `:` is not in it). */
-function fitSourceIdentity(rendered: string): string {
-  const identity = rendered.replace(SESSION_NAME_UNSAFE, '-').slice(0, 64);
-  if (identity.length < 2) {
-    throw new AccessDeniedError("The policy's source_identity renders to fewer than 2 characters for this token.", { reason: 'source_identity_too_short' });
-  }
-  return identity;
-}
-
-/** AWS's tag value charset, cut to 256 characters (by code point, so no surrogate is split). */
-function fitTagValue(rendered: string): string {
-  return [...rendered.replace(TAG_VALUE_UNSAFE, '_')].slice(0, 256).join('');
 }
 
 function renderJson(value: JsonTemplate, claims: Readonly<Record<string, unknown>>): unknown {
