@@ -254,6 +254,8 @@ export function startCheckpointer(deps: {
       return record;
     },
     async ping() {
+      // Not ready before the start-up check of the trusted head has run.
+      await headChecked;
       if (rolledBack !== undefined) throw new Error(`the audit log is behind the trusted head: ${rolledBack}`);
       await deps.store.ping();
     },
@@ -331,10 +333,13 @@ export function startCheckpointer(deps: {
   const checkpointNow = (): Promise<AuditCheckpoint | null> => enqueue(checkpoint);
 
   // At start, before any checkpoint: a broker restarted on a rolled-back log must say so now, not at its first checkpoint.
-  enqueue(async () => {
+  const headChecked = enqueue(async () => {
     await checkTrustedHead(await deps.store.checkpoints());
     return null;
-  }).catch((err: unknown) => deps.logger.warn('audit trusted head check failed', { error: err instanceof Error ? err.message : String(err) }));
+  }).catch((err: unknown) => {
+    deps.logger.warn('audit trusted head check failed', { error: err instanceof Error ? err.message : String(err) });
+    return null;
+  });
 
   const timer = setInterval(() => {
     checkpointNow().catch((err: unknown) => deps.logger.warn('audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
