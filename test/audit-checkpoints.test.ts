@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, beforeEach, describe, it } from 'node:test';
@@ -18,7 +18,7 @@ import {
 import { readTrustedHeadFile } from '../src/audit/trusted-head.js';
 import { parseConfig } from '../src/config.js';
 import { createBroker } from '../src/main.js';
-import { postgresKind, sqliteKind, type StoreKind } from './helpers/audit-stores.js';
+import { postgresKind, sqliteKind, type StoreLog } from './helpers/audit-stores.js';
 import { hashRecord, newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
@@ -417,7 +417,7 @@ describe('the trusted head file', () => {
  * read the broker's key: delete an `issued` record and every checkpoint after
  * an older one, then renumber and rehash the records after it.
  */
-async function rollBack(log: Awaited<ReturnType<StoreKind['newLog']>>, records: readonly AuditRecord[], deletedSeq: number, keptCheckpointSeq: number): Promise<void> {
+async function rollBack(log: StoreLog, records: readonly AuditRecord[], deletedSeq: number, keptCheckpointSeq: number): Promise<void> {
   const kept = records.filter((r) => r.seq !== deletedSeq);
   let prev = records.find((r) => r.seq === deletedSeq - 1)!.hash;
   const statements = [
@@ -435,34 +435,54 @@ async function rollBack(log: Awaited<ReturnType<StoreKind['newLog']>>, records: 
   for (const sql of statements) await log.exec(sql);
 }
 
+/** A broker home on `log`: a config naming the signing key file `keyFile` and a head file in its data directory. */
+async function brokerHome(log: StoreLog, keyFile: string) {
+  const home = tempDir();
+  const configPath = join(home, 'broker.yaml');
+  writeFileSync(
+    configPath,
+    `issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\npolicies:\n  dir: ./policies\naudit:\n  head_file: ./data/audit-head.jws\nproviders:\n  jwt:\n    signing_key_file: ${keyFile}\n`,
+  );
+  mkdirSync(join(home, 'policies'));
+  const config = await parseConfig(readFileSync(configPath, 'utf8'), configPath, {});
+  assert.equal(config.audit.headFile, join(home, 'data', 'audit-head.jws'));
+  return {
+    headFile: config.audit.headFile,
+    /** Starts the broker on the log, appends `entries` through it and shuts it down (its final checkpoint); returns the records, the log lines and /readyz's status. */
+    run: async (entries: AuditEntry[]): Promise<{ records: AuditRecord[]; lines: string[]; ready: number }> => {
+      const { logger, lines } = createCapturingLogger();
+      const broker = await createBroker(config, { logger, audit: await log.open() });
+      const records: AuditRecord[] = [];
+      for (const entry of entries) records.push(await broker.deps.audit.append(entry));
+      const ready = (await request(broker.app).get('/readyz')).status;
+      await broker.close();
+      return { records, lines: lines(), ready };
+    },
+  };
+}
+
 for (const kind of [sqliteKind(), postgresKind()]) {
-  describe(`a rolled-back log and a broker restart (${kind.name})`, () => {
+  describe(`a broker restarted on a ${kind.name} log`, () => {
     after(() => kind.cleanup());
 
-    it('the restarted broker signs nothing over the forged chain, logs why and is not ready; verify with the trusted head says rolled_back', async () => {
+    it('on a log checkpointed before checkpoints were chained: the old checkpoints keep verifying, and the first new one links to the newest of them', async () => {
       const log = await kind.newLog();
-      const home = tempDir();
-      const headFile = join(home, 'data', 'audit-head.jws');
-      const configPath = join(home, 'broker.yaml');
-      writeFileSync(
-        configPath,
-        `issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\npolicies:\n  dir: ./policies\naudit:\n  head_file: ./data/audit-head.jws\nproviders:\n  jwt:\n    signing_key_file: ./data/signing-key.jwk\n`,
-      );
-      const { mkdirSync } = await import('node:fs');
-      mkdirSync(join(home, 'policies'));
-      const config = await parseConfig(readFileSync(configPath, 'utf8'), configPath, {});
-      assert.equal(config.audit.headFile, headFile);
-      /** Starts the broker on the log, appends `entries` through it and shuts it down (its final checkpoint); returns the records and the log lines. */
-      const run = async (entries: AuditEntry[]): Promise<{ records: AuditRecord[]; lines: string[]; ready: number }> => {
-        const { logger, lines } = createCapturingLogger();
-        const broker = await createBroker(config, { logger, audit: await log.open() });
-        const records: AuditRecord[] = [];
-        for (const entry of entries) records.push(await broker.deps.audit.append(entry));
-        const ready = (await request(broker.app).get('/readyz')).status;
-        await broker.close();
-        return { records, lines: lines(), ready };
-      };
+      const store = await log.open();
+      const records = await appendDays(store, 2);
+      const unlinked = [await signUnlinkedCheckpoint(1, records[0]!.hash, new Date(T0 + 10 * DAY)), await signUnlinkedCheckpoint(2, records[1]!.hash, new Date(T0 + 11 * DAY))];
+      for (const checkpoint of unlinked) await store.saveCheckpoint(checkpoint);
+      const { run } = await brokerHome(log, join(dir, 'key.jwk'));
+      await run([entryAt(T0 + 2 * DAY)]);
+      const stored = await store.checkpoints();
+      assert.deepEqual(stored.map((c) => c.seq), [1, 2, 3]);
+      assert.deepEqual(linkOf(stored[2]!), toCheckpointLink(unlinked[1]!));
+      assert.equal((await verifyAuditLog(store, keys, { trustedHead: stored[2]! })).ok, true);
+      await store.close();
+    });
 
+    it('after issue 12\'s rollback it signs nothing over the forged chain, logs why and is not ready; verify with the trusted head says rolled_back', async () => {
+      const log = await kind.newLog();
+      const { headFile, run } = await brokerHome(log, join(dir, 'key.jwk'));
       const first = await run([entryAt(T0), entryAt(T0 + DAY, { decision: 'denied' }), entryAt(T0 + 2 * DAY, { decision: 'denied' })]);
       const second = await run([entryAt(T0 + 3 * DAY, { decision: 'denied' }), entryAt(T0 + 4 * DAY), entryAt(T0 + 5 * DAY, { decision: 'denied' })]);
       const store = await log.open();
@@ -472,9 +492,8 @@ for (const kind of [sqliteKind(), postgresKind()]) {
       assert.equal(trustedHead.jws, signed[1]!.jws);
 
       await rollBack(log, [...first.records, ...second.records], 5, 3);
-      const keySetNow = await loadSigningKeySet(join(home, 'data', 'signing-key.jwk'));
-      assert.equal((await verifyAuditLog(store, keySetNow.verificationKeys)).ok, true, 'without a trusted head the forged log verifies');
-      const checked = await verifyAuditLog(store, keySetNow.verificationKeys, { trustedHead });
+      assert.equal((await verifyAuditLog(store, keys)).ok, true, 'without a trusted head the forged log verifies');
+      const checked = await verifyAuditLog(store, keys, { trustedHead });
       assert.deepEqual(!checked.ok && checked.broken, { seq: 6, id: null, problem: 'rolled_back' });
 
       const third = await run([entryAt(T0 + 6 * DAY)]);
