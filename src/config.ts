@@ -20,8 +20,8 @@ export interface BrokerConfig {
   server: { host: string; port: number; publicUrl: string; trustedProxies: string[]; adminPort: number | undefined };
   issuers: IssuerConfig[];
   policies: { dir: string };
-  /** `sqlite:<absolute path>` or `postgres://...`. */
-  audit: { url: string; checkpointIntervalSeconds: number };
+  /** `url`: `sqlite:<absolute path>` or `postgres://...`; `headFile`: the trusted head, an absolute path (docs/audit.md, "Trusted head"). */
+  audit: { url: string; checkpointIntervalSeconds: number; headFile: string };
   /** `memory:`, or a `redis://` / `rediss://` URL (docs/configuration.md#replay). */
   replay: { url: string };
   /** One entry per registered provider (providers/registry.ts); an optional provider is undefined unless configured. */
@@ -103,6 +103,7 @@ const fileSchema = z.strictObject({
         .refine((u) => u.startsWith('sqlite:') || /^postgres(ql)?:\/\//.test(u), 'expected sqlite:<path> or postgres://user:password@host:port/database')
         .default('sqlite:./data/audit.db'),
       checkpoint_interval_seconds: z.number().int().min(10).max(86_400).default(300),
+      head_file: z.string().min(1).optional(),
     })
     .default({ url: 'sqlite:./data/audit.db', checkpoint_interval_seconds: 300 }),
   replay: z
@@ -245,15 +246,21 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
       maxTokenAgeSeconds: issuer.max_token_age_seconds,
     });
   }
-  const resolveAuditUrl = (url: string) => (url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, url.slice('sqlite:'.length))}` : url);
+  const auditUrl = file.audit.url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, file.audit.url.slice('sqlite:'.length))}` : file.audit.url;
+  const providers = toProviderConfigs(file.providers, (file) => path.resolve(baseDir, file));
+  // By default on the broker's own disk: beside the SQLite file, else beside the signing key (docs/audit.md, "Trusted head").
+  const auditHeadFile =
+    file.audit.head_file !== undefined
+      ? path.resolve(baseDir, file.audit.head_file)
+      : path.join(path.dirname(auditUrl.startsWith('sqlite:') ? auditUrl.slice('sqlite:'.length) : providers.jwt.signingKeyFile), 'audit-head.jws');
   return {
     source,
     server: { host: file.server.host, port, publicUrl, trustedProxies: file.server.trusted_proxies, adminPort },
     issuers,
     policies: { dir: path.resolve(baseDir, file.policies.dir) },
-    audit: { url: resolveAuditUrl(file.audit.url), checkpointIntervalSeconds: file.audit.checkpoint_interval_seconds },
+    audit: { url: auditUrl, checkpointIntervalSeconds: file.audit.checkpoint_interval_seconds, headFile: auditHeadFile },
     replay: { url: file.replay.url },
-    providers: toProviderConfigs(file.providers, (file) => path.resolve(baseDir, file)),
+    providers,
     auditors: file.auditors.map((a) => ({ name: a.name, tokenSha256: a.token_sha256 })),
     limits: file.limits,
   };

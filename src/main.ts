@@ -95,7 +95,13 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
   const initialKeys = await loadOrCreateSigningKeySet(keyFile, logger);
   const auditStore = options.audit ?? (await openAuditStore(config.audit.url, { onAppendSeconds: (s) => metrics.auditAppendSeconds.observe(s) }));
   const keys = startKeyRing({ file: keyFile, initial: initialKeys, logger, metrics, ...(options.keyReloadSchedule ? { schedule: options.keyReloadSchedule } : {}) });
-  const checkpointer = startCheckpointer({ store: auditStore, keys: () => keys.current(), logger, intervalMs: config.audit.checkpointIntervalSeconds * 1000 });
+  const checkpointer = startCheckpointer({
+    store: auditStore,
+    keys: () => keys.current(),
+    logger,
+    intervalMs: config.audit.checkpointIntervalSeconds * 1000,
+    headFile: config.audit.headFile,
+  });
   const audit = checkpointer.store;
   const verifier = createTokenVerifier(config.issuers, {
     ...(options.now ? { now: options.now } : {}),

@@ -1,18 +1,24 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { SignJWT } from 'jose';
+import { CompactSign, SignJWT } from 'jose';
+import request from 'supertest';
 import {
   CHECKPOINT_TYPE,
   isCheckpointAuthentic,
   pruneAuditLog,
   signCheckpoint,
   startCheckpointer,
+  toCheckpointLink,
   verifyAuditLog,
 } from '../src/audit/checkpoints.js';
+import { readTrustedHeadFile } from '../src/audit/trusted-head.js';
+import { parseConfig } from '../src/config.js';
+import { createBroker } from '../src/main.js';
+import { postgresKind, sqliteKind, type StoreLog } from './helpers/audit-stores.js';
 import { hashRecord, newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
@@ -252,7 +258,7 @@ describe('verifyAuditLog', () => {
     assert.equal(result.ok, true);
     assert.equal(result.events, 5);
     assert.equal(result.last_seq, 5);
-    assert.deepEqual(result.latest_checkpoint, { seq: 3, time: checkpoint.time });
+    assert.deepEqual(result.latest_checkpoint, { seq: 3, time: checkpoint.time, jws: checkpoint.jws });
   });
 
   it('catches a truncated tail that the chain alone cannot see', async () => {
@@ -291,6 +297,214 @@ describe('verifyAuditLog', () => {
     assert.deepEqual(!result.ok && result.broken, { seq: 2, id: null, problem: 'bad_checkpoint' });
   });
 });
+
+/** The `prev` link a checkpoint's JWS carries (undefined for one signed before checkpoints were chained). */
+function linkOf(checkpoint: AuditCheckpoint): unknown {
+  return (JSON.parse(Buffer.from(checkpoint.jws.split('.')[1]!, 'base64url').toString()) as { prev?: unknown }).prev;
+}
+
+/** A checkpoint as the broker signed them before checkpoints were chained: no `prev` in the statement. */
+async function signUnlinkedCheckpoint(seq: number, hash: string, time: Date): Promise<AuditCheckpoint> {
+  const statement = { seq, hash, time: time.toISOString(), kind: 'periodic' as const };
+  const jws = await new CompactSign(new TextEncoder().encode(JSON.stringify(statement))).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: CHECKPOINT_TYPE }).sign(key.privateKey);
+  return { ...statement, kid: key.kid, jws };
+}
+
+describe('the checkpoint chain', () => {
+  it('each checkpoint links to the one signed before it, a prune anchor included, and the log verifies', async () => {
+    let clock = T0 + 40 * DAY;
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000, now: () => new Date((clock += 1000)) });
+    await appendDays(checkpointer.store, 2);
+    const first = await checkpointer.checkpointNow();
+    await appendDays(checkpointer.store, 2, 2);
+    const second = await checkpointer.checkpointNow();
+    assert.equal(linkOf(first!), null, 'the first checkpoint links to nothing');
+    assert.deepEqual(linkOf(second!), toCheckpointLink(first!));
+    const pruned = await pruneAuditLog(store, key, new Date(T0 + DAY), new Date((clock += 1000)));
+    assert.deepEqual(linkOf(pruned!.anchor), toCheckpointLink(second!), 'the prune anchor links to the last one signed, not the highest seq');
+    await appendDays(checkpointer.store, 1, 4);
+    const third = await checkpointer.checkpointNow();
+    assert.deepEqual(linkOf(third!), toCheckpointLink(pruned!.anchor));
+    await checkpointer.stop();
+    assert.equal((await verifyAuditLog(store, keys)).ok, true);
+  });
+
+  it('catches a checkpoint deleted from the middle of the chain', async () => {
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+    const made: AuditCheckpoint[] = [];
+    for (let day = 0; day < 3; day++) {
+      await appendDays(checkpointer.store, 1, day);
+      made.push((await checkpointer.checkpointNow())!);
+    }
+    await checkpointer.stop();
+    const db = raw();
+    db.prepare('DELETE FROM audit_checkpoints WHERE seq = 2').run();
+    db.close();
+    const result = await verifyAuditLog(store, keys);
+    assert.deepEqual(!result.ok && result.broken, { seq: 2, id: null, problem: 'missing_checkpoint' });
+  });
+
+  it('accepts checkpoints signed before they were chained, but only before the first linked one', async () => {
+    const records = await appendDays(store, 2);
+    // A log the previous version checkpointed: no links.
+    await store.saveCheckpoint(await signUnlinkedCheckpoint(1, records[0]!.hash, new Date(T0 + 10 * DAY)));
+    await store.saveCheckpoint(await signUnlinkedCheckpoint(2, records[1]!.hash, new Date(T0 + 11 * DAY)));
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000, now: () => new Date(T0 + 12 * DAY) });
+    await appendDays(checkpointer.store, 1, 2);
+    const linked = await checkpointer.checkpointNow();
+    await checkpointer.stop();
+    assert.deepEqual(linkOf(linked!), toCheckpointLink((await store.checkpoints())[1]!), 'the first linked checkpoint links to the newest unlinked one');
+    assert.equal((await verifyAuditLog(store, keys)).ok, true);
+
+    // An unlinked checkpoint signed after linking began does not belong to this log.
+    await store.saveCheckpoint(await signUnlinkedCheckpoint(3, linked!.hash, new Date(T0 + 13 * DAY)));
+    const result = await verifyAuditLog(store, keys);
+    assert.deepEqual(!result.ok && result.broken, { seq: 3, id: null, problem: 'unlinked_checkpoint' });
+  });
+
+  it('against a trusted head, catches a log rolled back to an older signed state, which verifies without one', async () => {
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+    await appendDays(checkpointer.store, 2);
+    const older = await checkpointer.checkpointNow();
+    await appendDays(checkpointer.store, 2, 2);
+    const newest = await checkpointer.checkpointNow();
+    await checkpointer.stop();
+    assert.equal((await verifyAuditLog(store, keys, { trustedHead: newest! })).ok, true);
+    const db = raw();
+    db.prepare('DELETE FROM audit_checkpoints WHERE seq > 2').run();
+    db.prepare('DELETE FROM audit_claims WHERE seq > 2').run();
+    db.prepare('DELETE FROM audit_hours WHERE min_seq > 2').run();
+    db.prepare('DELETE FROM audit_events WHERE seq > 2').run();
+    db.close();
+    assert.equal((await verifyAuditLog(store, keys)).ok, true, 'the older signed state is a valid log');
+    assert.equal((await verifyAuditLog(store, keys, { trustedHead: older! })).ok, true);
+    const result = await verifyAuditLog(store, keys, { trustedHead: newest! });
+    assert.deepEqual(!result.ok && result.broken, { seq: 4, id: null, problem: 'rolled_back' });
+  });
+});
+
+describe('the trusted head file', () => {
+  it('holds the newest checkpoint this broker signed, written 0600', async () => {
+    const headFile = join(dir, 'head', 'audit-head.jws');
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000, headFile });
+    await appendDays(checkpointer.store, 2);
+    await checkpointer.checkpointNow();
+    await appendDays(checkpointer.store, 1, 2);
+    const newest = await checkpointer.checkpointNow();
+    await checkpointer.stop();
+    assert.equal(readFileSync(headFile, 'utf8'), `${newest!.jws}\n`);
+    assert.deepEqual(await readTrustedHeadFile(headFile), newest);
+    assert.equal(statSync(headFile).mode & 0o777, 0o600);
+  });
+
+  it('a head file that is not a checkpoint this broker signed stops checkpointing', async () => {
+    const headFile = join(dir, 'audit-head.jws');
+    const other = await loadOrCreateSigningKey(join(tempDir(), 'other.jwk'), createCapturingLogger().logger);
+    writeFileSync(headFile, (await signCheckpoint(other, { seq: 1, hash: 'c'.repeat(64) }, 'periodic', new Date(T0))).jws);
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000, headFile });
+    await appendDays(checkpointer.store, 1);
+    assert.equal(await checkpointer.checkpointNow(), null);
+    await checkpointer.stop();
+    assert.deepEqual(await store.checkpoints(), []);
+    assert.ok(lines().some((l) => l.includes("audit checkpoint refused: the trusted head is not a checkpoint signed by the broker's keys")));
+    await assert.rejects(checkpointer.store.ping(), /behind the trusted head/);
+  });
+});
+
+/**
+ * Issue 12's attack, as someone who can write the audit database but not
+ * read the broker's key: delete an `issued` record and every checkpoint after
+ * an older one, then renumber and rehash the records after it.
+ */
+async function rollBack(log: StoreLog, records: readonly AuditRecord[], deletedSeq: number, keptCheckpointSeq: number): Promise<void> {
+  const kept = records.filter((r) => r.seq !== deletedSeq);
+  let prev = records.find((r) => r.seq === deletedSeq - 1)!.hash;
+  const statements = [
+    `DELETE FROM audit_checkpoints WHERE seq > ${keptCheckpointSeq}`,
+    `DELETE FROM audit_claims WHERE seq = ${deletedSeq}`,
+    `DELETE FROM audit_events WHERE seq = ${deletedSeq}`,
+  ];
+  for (const record of kept.filter((r) => r.seq > deletedSeq)) {
+    const seq = record.seq - 1;
+    const hash = hashRecord(prev, seq, record);
+    statements.push(`UPDATE audit_claims SET seq = ${seq} WHERE seq = ${record.seq}`, `UPDATE audit_events SET seq = ${seq}, prev_hash = '${prev}', hash = '${hash}' WHERE id = '${record.id}'`);
+    prev = hash;
+  }
+  statements.push('DELETE FROM audit_hours', 'INSERT INTO audit_hours (hour, min_seq, max_seq) SELECT substr(time, 1, 13), min(seq), max(seq) FROM audit_events GROUP BY 1');
+  for (const sql of statements) await log.exec(sql);
+}
+
+/** A broker home on `log`: a config naming the signing key file `keyFile` and a head file in its data directory. */
+async function brokerHome(log: StoreLog, keyFile: string) {
+  const home = tempDir();
+  const configPath = join(home, 'broker.yaml');
+  writeFileSync(
+    configPath,
+    `issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\npolicies:\n  dir: ./policies\naudit:\n  head_file: ./data/audit-head.jws\nproviders:\n  jwt:\n    signing_key_file: ${keyFile}\n`,
+  );
+  mkdirSync(join(home, 'policies'));
+  const config = await parseConfig(readFileSync(configPath, 'utf8'), configPath, {});
+  assert.equal(config.audit.headFile, join(home, 'data', 'audit-head.jws'));
+  return {
+    headFile: config.audit.headFile,
+    /** Starts the broker on the log, appends `entries` through it and shuts it down (its final checkpoint); returns the records, the log lines and /readyz's status. */
+    run: async (entries: AuditEntry[]): Promise<{ records: AuditRecord[]; lines: string[]; ready: number }> => {
+      const { logger, lines } = createCapturingLogger();
+      const broker = await createBroker(config, { logger, audit: await log.open() });
+      const records: AuditRecord[] = [];
+      for (const entry of entries) records.push(await broker.deps.audit.append(entry));
+      const ready = (await request(broker.app).get('/readyz')).status;
+      await broker.close();
+      return { records, lines: lines(), ready };
+    },
+  };
+}
+
+for (const kind of [sqliteKind(), postgresKind()]) {
+  describe(`a broker restarted on a ${kind.name} log`, () => {
+    after(() => kind.cleanup());
+
+    it('on a log checkpointed before checkpoints were chained: the old checkpoints keep verifying, and the first new one links to the newest of them', async () => {
+      const log = await kind.newLog();
+      const store = await log.open();
+      const records = await appendDays(store, 2);
+      const unlinked = [await signUnlinkedCheckpoint(1, records[0]!.hash, new Date(T0 + 10 * DAY)), await signUnlinkedCheckpoint(2, records[1]!.hash, new Date(T0 + 11 * DAY))];
+      for (const checkpoint of unlinked) await store.saveCheckpoint(checkpoint);
+      const { run } = await brokerHome(log, join(dir, 'key.jwk'));
+      await run([entryAt(T0 + 2 * DAY)]);
+      const stored = await store.checkpoints();
+      assert.deepEqual(stored.map((c) => c.seq), [1, 2, 3]);
+      assert.deepEqual(linkOf(stored[2]!), toCheckpointLink(unlinked[1]!));
+      assert.equal((await verifyAuditLog(store, keys, { trustedHead: stored[2]! })).ok, true);
+      await store.close();
+    });
+
+    it('after issue 12\'s rollback it signs nothing over the forged chain, logs why and is not ready; verify with the trusted head says rolled_back', async () => {
+      const log = await kind.newLog();
+      const { headFile, run } = await brokerHome(log, join(dir, 'key.jwk'));
+      const first = await run([entryAt(T0), entryAt(T0 + DAY, { decision: 'denied' }), entryAt(T0 + 2 * DAY, { decision: 'denied' })]);
+      const second = await run([entryAt(T0 + 3 * DAY, { decision: 'denied' }), entryAt(T0 + 4 * DAY), entryAt(T0 + 5 * DAY, { decision: 'denied' })]);
+      const store = await log.open();
+      const signed = await store.checkpoints();
+      assert.deepEqual(signed.map((c) => c.seq), [3, 6]);
+      const trustedHead = (await readTrustedHeadFile(headFile))!;
+      assert.equal(trustedHead.jws, signed[1]!.jws);
+
+      await rollBack(log, [...first.records, ...second.records], 5, 3);
+      assert.equal((await verifyAuditLog(store, keys)).ok, true, 'without a trusted head the forged log verifies');
+      const checked = await verifyAuditLog(store, keys, { trustedHead });
+      assert.deepEqual(!checked.ok && checked.broken, { seq: 6, id: null, problem: 'rolled_back' });
+
+      const third = await run([entryAt(T0 + 6 * DAY)]);
+      assert.deepEqual((await store.checkpoints()).map((c) => c.jws), [signed[0]!.jws], 'no checkpoint was signed over the forged chain');
+      assert.ok(third.lines.some((l) => l.includes('audit checkpoint refused: the store no longer holds the trusted head checkpoint')), third.lines.join('\n'));
+      assert.equal(third.ready, 503);
+      assert.equal(first.ready, 200);
+      await store.close();
+    });
+  });
+}
 
 describe('pruneAuditLog', () => {
   it('deletes the records before the date, leaves a signed anchor, and the log still verifies and grows', async () => {

@@ -333,6 +333,48 @@ describe('audit verify', () => {
     assert.equal(wrongKey.code, 2);
     assert.match(wrongKey.stdout, /bad_checkpoint/);
   });
+
+  test('--trusted-head (a head file or a JWS) catches a log rolled back to an older signed state; the newest JWS is printed to keep', async () => {
+    const rolled = await copyLog('rolled-back');
+    const last = OLD + RECENT;
+    const db = new Database(rolled.db);
+    const hashAt = (seq: number) => (db.prepare('SELECT hash FROM audit_events WHERE seq = ?').get(seq) as { hash: string }).hash;
+    const newest = db.prepare('SELECT jws FROM audit_checkpoints WHERE seq = ?').get(last) as { jws: string };
+    const key = await loadSigningKey(rolled.keyFile);
+    const older = await signCheckpoint(key, { seq: last - 3, hash: hashAt(last - 3) }, 'periodic', new Date(T0 - 1000));
+    db.prepare('INSERT INTO audit_checkpoints (seq, hash, time, kind, kid, jws) VALUES (?, ?, ?, ?, ?, ?)').run(older.seq, older.hash, older.time, older.kind, older.kid, older.jws);
+    const headFile = path.join(rolled.dir, 'audit-head.jws');
+    await writeFile(headFile, `${newest.jws}\n`);
+
+    const before = await cli(['audit', 'verify', '-c', rolled.config, '--trusted-head', headFile]);
+    assert.equal(before.code, 0, before.stdout + before.stderr);
+    assert.ok(before.stdout.includes(`newest JWS:       ${newest.jws}`), before.stdout);
+
+    // The database writer deletes the newest records and the checkpoint after the older one.
+    db.prepare('DELETE FROM audit_checkpoints WHERE seq = ?').run(last);
+    for (const table of ['audit_claims', 'audit_hours', 'audit_events']) db.prepare(`DELETE FROM ${table} WHERE ${table === 'audit_hours' ? 'min_seq' : 'seq'} > ?`).run(last - 3);
+    db.close();
+    const unaware = await cli(['audit', 'verify', '-c', rolled.config]);
+    assert.equal(unaware.code, 0, 'without a trusted head an older signed state verifies');
+    for (const trustedHead of [headFile, newest.jws]) {
+      const run = await cli(['audit', 'verify', '-c', rolled.config, '--trusted-head', trustedHead]);
+      assert.equal(run.code, 2, run.stdout + run.stderr);
+      assert.match(run.stdout, new RegExp(`broken at:\\s+seq ${last}\n`));
+      assert.match(run.stdout, /rolled_back: the store does not hold the trusted head checkpoint/);
+      const json = await cli(['audit', 'verify', '-c', rolled.config, '--json', '--trusted-head', trustedHead]);
+      assert.deepEqual((JSON.parse(json.stdout) as AuditVerification & { ok: false }).broken, { seq: last, id: null, problem: 'rolled_back' });
+    }
+
+    const otherKeyFile = path.join(rolled.dir, 'other-key.jwk');
+    await writeFile(otherKeyFile, JSON.stringify(await generateSigningJwk()), { mode: 0o600 });
+    const forged = await signCheckpoint({ ...(await loadSigningKey(otherKeyFile)), kid: key.kid }, { seq: last, hash: 'f'.repeat(64) }, 'periodic', new Date());
+    const notOurs = await cli(['audit', 'verify', '-c', rolled.config, '--trusted-head', forged.jws]);
+    assert.equal(notOurs.code, 1);
+    assert.match(notOurs.stderr, /--trusted-head: the checkpoint \(seq \d+, kid .+\) does not verify with the broker's keys/);
+    const missing = await cli(['audit', 'verify', '-c', rolled.config, '--trusted-head', path.join(rolled.dir, 'nope.jws')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /--trusted-head: '.*nope\.jws' is neither a checkpoint JWS nor an existing file/);
+  });
 });
 
 describe('audit prune', () => {

@@ -519,6 +519,13 @@ describe('deploy/kubernetes', async () => {
     for (const m of mounts.filter((m) => !m.readOnly)) assert.ok(volumes.get(m.name)?.emptyDir, `${m.mountPath} is scratch`);
   });
 
+  test('the audit trusted head is on a writable volume of the broker, not beside the read-only key (docs/audit.md)', () => {
+    const mount = mountOf(config.audit.headFile);
+    assert.ok(mount, `${config.audit.headFile} is on a volume`);
+    assert.notEqual(mount.readOnly, true, 'the broker writes it after every checkpoint');
+    assert.notEqual(mount.name, mountOf(config.providers.jwt.signingKeyFile)?.name);
+  });
+
   test('securityContext: non-root, read-only root, no privilege escalation, no capabilities, RuntimeDefault seccomp', async () => {
     const podContext = pod.spec.securityContext as Obj;
     const dockerUser = /^USER (\d+)/m.exec(await read('Dockerfile'))?.[1];
@@ -733,6 +740,8 @@ describe('deploy/compose.yaml', async () => {
     const key = config.providers.jwt.signingKeyFile;
     const data = volumes.find((v) => isUnder(key, v.target));
     assert.ok(data && !data.readOnly && (compose.volumes as Obj)[data.source] !== undefined, `${key} is on a named, writable volume`);
+    const head = volumes.find((v) => isUnder(config.audit.headFile, v.target));
+    assert.ok(head && !head.readOnly && (compose.volumes as Obj)[head.source] !== undefined, `the trusted head ${config.audit.headFile} is on a named, writable volume`);
     // The read-only root leaves only the volumes and /tmp to write to; the audit log is not SQLite.
     assert.doesNotMatch(config.audit.url, /^sqlite:/);
   });

@@ -6,10 +6,12 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import request from 'supertest';
+import { signCheckpoint } from '../src/audit/checkpoints.js';
 import { newAuditId } from '../src/audit/record.js';
 import type { AuditEntry, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { AuditUnavailableError } from '../src/errors.js';
 import { createApp } from '../src/http/app.js';
+import { loadSigningKey } from '../src/keys/signing-key.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import { localJwtPolicy } from './helpers/oidc.js';
 
@@ -540,6 +542,30 @@ describe('store failures', () => {
 });
 
 describe('GET /v1/audit/verify', () => {
+  test('trusted_head: the newest checkpoint JWS is answered to keep, a rolled-back log is rolled_back, a bad one is a 400', async () => {
+    const key = await loadSigningKey(path.join(fx.dir, 'data', 'signing-key.jwk'));
+    const head = await fx.broker.deps.audit.head();
+    const stored = await signCheckpoint(key, head, 'periodic', new Date());
+    await fx.broker.deps.audit.saveCheckpoint(stored);
+    const verify = (query: string) => request(fx.broker.app).get(`/v1/audit/verify${query}`).set('Authorization', AUTH);
+
+    const ok = await verify(`?trusted_head=${stored.jws}`);
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body.ok, true);
+    assert.equal(ok.body.latest_checkpoint.jws, stored.jws);
+    // A genuine checkpoint this store does not hold: the log was rolled back behind it.
+    const gone = await signCheckpoint(key, { seq: head.seq + 5, hash: 'e'.repeat(64) }, 'periodic', new Date());
+    const rolled = await verify(`?trusted_head=${gone.jws}`);
+    assert.equal(rolled.status, 200);
+    assert.deepEqual({ ok: rolled.body.ok, broken: rolled.body.broken }, { ok: false, broken: { seq: head.seq + 5, id: null, problem: 'rolled_back' } });
+
+    for (const query of ['?trusted_head=not-a-jws', `?trusted_head=${stored.jws.slice(0, -4)}AAAA`, `?trusted_head=${stored.jws}&trusted_head=${stored.jws}`, '?since=2026-01-01']) {
+      const bad = await verify(query);
+      assert.equal(bad.status, 400, query);
+      assert.equal(bad.body.error, 'invalid_request', query);
+    }
+  });
+
   test('answers the whole-log result with checkpoints, then the first break after tampering', async () => {
     const ok = await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', AUTH);
     assert.equal(ok.status, 200);

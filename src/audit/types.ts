@@ -80,7 +80,13 @@ export interface AuditPage {
  * - `truncated`: the chain ends before the seq of a signed checkpoint (records at the end were deleted);
  * - `bad_checkpoint`: a stored checkpoint's signature does not verify with the broker's key (forged or altered);
  * - `unexpected_record`: a record at or before the chain's start (the prune anchor), where records were
- *   pruned: inserted afterwards, it would be served by queries without ever being verified.
+ *   pruned: inserted afterwards, it would be served by queries without ever being verified;
+ * - `missing_checkpoint`: a checkpoint links to an earlier one (at `seq`) that the store no longer holds
+ *   (deleted from the middle of the checkpoint chain);
+ * - `unlinked_checkpoint`: a checkpoint without a link (as signed before checkpoints were chained) that was
+ *   signed after the first linked one;
+ * - `rolled_back`: the store does not hold the trusted head the verification was given (the checkpoint at
+ *   `seq`): the log was rolled back to an older state.
  */
 export type ChainProblem =
   | 'seq_gap'
@@ -91,7 +97,10 @@ export type ChainProblem =
   | 'checkpoint_mismatch'
   | 'truncated'
   | 'bad_checkpoint'
-  | 'unexpected_record';
+  | 'unexpected_record'
+  | 'missing_checkpoint'
+  | 'unlinked_checkpoint'
+  | 'rolled_back';
 
 /** The first record at which the chain breaks. */
 export interface ChainBreak {
@@ -142,7 +151,11 @@ export interface AuditCheckpoint {
   kind: 'periodic' | 'prune';
   /** The broker signing key's kid. */
   kid: string;
-  /** Compact JWS (ES256) whose payload is {seq, hash, time, kind}. */
+  /**
+   * Compact JWS (ES256) whose payload is {seq, hash, time, kind, prev}: `prev` links to the checkpoint
+   * signed before (its seq and jws_sha256), null for the first; checkpoints signed before they were
+   * chained have no `prev`.
+   */
   jws: string;
 }
 

@@ -2,12 +2,13 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import type { CryptoKey, JWK } from 'jose';
-import { pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
+import { isCheckpointAuthentic, pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
 import { createFormatter, writeRecords, type ExportFormat } from '../audit/export.js';
 import { openAuditStore } from '../audit/open.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toCursor, toTimeBound } from '../audit/query.js';
 import { AUDIT_DECISIONS } from '../audit/record.js';
-import type { AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
+import { parseCheckpointJws, readTrustedHeadFile } from '../audit/trusted-head.js';
+import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
 import type { BrokerConfig } from '../config.js';
 import { BrokerError } from '../errors.js';
 import { importPublicKeys } from '../keys/signing-key.js';
@@ -33,6 +34,9 @@ export const CHAIN_PROBLEM_TEXT: Record<ChainProblem, string> = {
   truncated: 'the chain ends before the newest signed checkpoint: records at the end were deleted',
   bad_checkpoint: "a stored checkpoint's signature does not verify with the broker's key: it was forged or altered",
   unexpected_record: 'it sits at or before the start of the chain, where records were pruned: it was inserted afterwards',
+  missing_checkpoint: 'a signed checkpoint links to the checkpoint at this seq, which the store no longer holds: checkpoints were deleted',
+  unlinked_checkpoint: 'a checkpoint without a link to the previous one was signed after checkpoints were chained: it does not belong to this log',
+  rolled_back: 'the store does not hold the trusted head checkpoint at this seq: the log was rolled back to an older state',
 };
 
 interface QueryOptions {
@@ -95,6 +99,7 @@ Examples:
     .description("Verify the audit log's hash chain and signed checkpoints, and print a summary.")
     .option('--json', 'print the result as JSON (the body of GET /v1/audit/verify)')
     .option('--jwks <file>', "verify checkpoints with the public keys in this JWKS file (such as 'oidc-broker keys list --jwks --include-retired') instead of the signing key file")
+    .option('--trusted-head <file-or-jws>', "a checkpoint known to be genuine: the broker's audit.head_file, a file holding a checkpoint JWS, or the JWS itself (from an 'audit checkpoint' log line or an earlier verify)")
     .option('-c, --config <file>', CONFIG_HELP)
     .addHelpText(
       'after',
@@ -105,10 +110,21 @@ Checkpoint signatures are checked with every key in providers.jwt.signing_key_fi
 that verifies checkpoints they signed, use 'oidc-broker keys list --jwks
 --include-retired'.
 
-Exit codes: 0 the log verifies; 2 the chain is broken (the first broken record
-and the problem are printed); 1 error (config, keys, store).`,
+Without --trusted-head, a log rolled back to an older signed state (records
+and the checkpoints after some point deleted, the rest renumbered) verifies.
+With it, the store must still hold that checkpoint, else the problem is
+rolled_back. Keep the newest checkpoint JWS this command prints as the
+trusted head for the next run (docs/audit.md, "Trusted head").
+
+Exit codes: 0 the log verifies; 2 the chain is broken or rolled back (the
+first broken record and the problem are printed); 1 error (config, keys,
+store, a trusted head that is not a checkpoint the keys verify).
+
+Examples:
+  oidc-broker audit verify --trusted-head /app/data/audit-head.jws
+  oidc-broker audit verify --json --trusted-head eyJhbGciOiJFUzI1NiIs...`,
     )
-    .action(async (options: { json?: boolean; jwks?: string; config?: string }) => runVerify(options, io));
+    .action(async (options: { json?: boolean; jwks?: string; trustedHead?: string; config?: string }) => runVerify(options, io));
 
   audit
     .command('prune')
@@ -163,13 +179,14 @@ async function runQuery(options: QueryOptions, io: CliIo): Promise<void> {
   }
 }
 
-async function runVerify(options: { json?: boolean; jwks?: string; config?: string }, io: CliIo): Promise<void> {
+async function runVerify(options: { json?: boolean; jwks?: string; trustedHead?: string; config?: string }, io: CliIo): Promise<void> {
   const config = await readConfig(options.config);
   const keys = options.jwks !== undefined ? await readJwksKeys(options.jwks) : (await readKeySet(config, KEY_NEEDED)).verificationKeys;
+  const trustedHead = options.trustedHead === undefined ? undefined : await readTrustedHead(options.trustedHead, keys);
   const store = await openStore(config);
   let result: AuditVerification;
   try {
-    result = await verifyAuditLog(store, keys);
+    result = await verifyAuditLog(store, keys, { trustedHead });
   } catch (err) {
     throw new CliExit(1, `cannot read the audit log: ${describeError(err)}`);
   } finally {
@@ -198,7 +215,27 @@ export function formatVerification(result: AuditVerification, where: string): st
     lines.push(`  last good hash:   ${result.head}`);
   }
   lines.push(`  checkpoints:      ${latest}`);
+  if (result.latest_checkpoint !== null) lines.push(`  newest JWS:       ${result.latest_checkpoint.jws}`, '  (keep it: --trusted-head for the next verify)');
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The checkpoint `--trusted-head` names: the JWS itself, or a file holding
+ * one (the broker's head file). It must verify with `keys`: a trusted head
+ * nobody signed would prove nothing.
+ */
+async function readTrustedHead(value: string, keys: ReadonlyMap<string, CryptoKey | Uint8Array>): Promise<AuditCheckpoint> {
+  let head = parseCheckpointJws(value);
+  if (head === null) {
+    try {
+      head = await readTrustedHeadFile(value);
+    } catch (err) {
+      throw new CliExit(1, `--trusted-head: ${describeError(err)}`);
+    }
+    if (head === null) throw new CliExit(1, `--trusted-head: '${value}' is neither a checkpoint JWS nor an existing file`);
+  }
+  if (!(await isCheckpointAuthentic(head, keys))) throw new CliExit(1, `--trusted-head: the checkpoint (seq ${head.seq}, kid ${head.kid}) does not verify with the broker's keys`);
+  return head;
 }
 
 async function runPrune(options: { before: string; yes?: boolean; config?: string }, io: CliIo): Promise<void> {

@@ -1,11 +1,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { CryptoKey } from 'jose';
-import { verifyAuditLog } from '../../audit/checkpoints.js';
+import { isCheckpointAuthentic, verifyAuditLog } from '../../audit/checkpoints.js';
 import { createFormatter, writeRecords } from '../../audit/export.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../../audit/query.js';
 import { AUDIT_DECISIONS } from '../../audit/record.js';
-import type { AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
+import { parseCheckpointJws } from '../../audit/trusted-head.js';
+import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
 import { InvalidRequestError, InvalidTokenError, NotAcceptableError } from '../../errors.js';
 import type { Limits } from '../../limits/rate-limit.js';
 import { errorSummary, type Logger } from '../../logger.js';
@@ -74,10 +75,12 @@ export function auditRoutes(deps: {
     await streamEvents(req, res, deps, query, format, context);
   });
 
-  router.get('/v1/audit/verify', requireAuditor, async (_req, res) => {
-    deps.logger.info('audit verify', { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string });
+  router.get('/v1/audit/verify', requireAuditor, async (req, res) => {
+    const keys = deps.checkpointKeys();
+    const trustedHead = await parseTrustedHeadParam(req.query, keys);
+    deps.logger.info('audit verify', { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string, trusted_head_seq: trustedHead?.seq ?? null });
     res.set('Cache-Control', 'no-store');
-    res.json(await verifyAuditLog(deps.audit, deps.checkpointKeys()));
+    res.json(await verifyAuditLog(deps.audit, keys, { trustedHead }));
   });
 
   return router;
@@ -240,6 +243,23 @@ function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
     }
   }
   return query;
+}
+
+/**
+ * `GET /v1/audit/verify`'s only parameter, `trusted_head`: a checkpoint JWS
+ * the auditor kept (openapi.yaml). It must verify with the broker's keys.
+ * @throws InvalidRequestError for another parameter, a repeated one, or a JWS that is not an authentic checkpoint.
+ */
+async function parseTrustedHeadParam(params: Record<string, unknown>, keys: ReadonlyMap<string, CryptoKey | Uint8Array>): Promise<AuditCheckpoint | undefined> {
+  const bad = (message: string) => new InvalidRequestError(message, { reason: 'bad_query' });
+  for (const name of Object.keys(params)) if (name !== 'trusted_head') throw bad(`Unknown query parameter '${printable(name)}'.`);
+  const raw = params.trusted_head;
+  if (raw === undefined) return undefined;
+  if (typeof raw !== 'string') throw bad("Query parameter 'trusted_head' must be given once.");
+  const head = parseCheckpointJws(raw);
+  if (head === null) throw bad("'trusted_head' must be a checkpoint's compact JWS.");
+  if (!(await isCheckpointAuthentic(head, keys))) throw bad("'trusted_head' is not a checkpoint signed by the broker's keys.");
+  return head;
 }
 
 /** A parameter name fit for a message: at most 64 characters, control characters as `?`. */
