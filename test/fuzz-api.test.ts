@@ -241,6 +241,8 @@ const contentTypeArb = fc.constantFrom(
 );
 type AuthorizationKind = 'none' | 'auditor' | 'valid_token' | 'random' | 'bearer_random' | 'repeated';
 const authorizationArb = fc.constantFrom<AuthorizationKind>('none', 'auditor', 'valid_token', 'random', 'bearer_random', 'repeated');
+/** Stands for a token the policies accept, minted when the request is sent: random requests then reach the policy and the provider too. */
+const FRESH_TOKEN = 'FRESH_TOKEN_PLACEHOLDER';
 const jsonBodyArb = fc.oneof(
   fc.json({ maxDepth: 2 }),
   fc
@@ -248,7 +250,7 @@ const jsonBodyArb = fc.oneof(
       {
         policy: fc.oneof(fc.constantFrom('deploy', 'deploy-b', 'nope', ''), fc.jsonValue({ maxDepth: 1 })),
         duration_seconds: fc.oneof(fc.integer({ min: -10, max: 100_000 }), fc.jsonValue({ maxDepth: 1 })),
-        token: fc.oneof(headerText, fc.jsonValue({ maxDepth: 1 })),
+        token: fc.oneof(fc.constant(FRESH_TOKEN), headerText, fc.jsonValue({ maxDepth: 1 })),
         extra: fc.jsonValue({ maxDepth: 1 }),
       },
       { requiredKeys: [] },
@@ -256,7 +258,7 @@ const jsonBodyArb = fc.oneof(
     .map((body) => JSON.stringify(body)),
 );
 const formBodyArb = fc
-  .array(fc.tuple(fc.constantFrom('grant_type', 'subject_token', 'subject_token_type', 'scope', 'audience', 'resource', 'actor_token', 'requested_token_type', 'x'), fc.oneof(fc.constantFrom(TOKEN_EXCHANGE_GRANT, JWT_TOKEN_TYPE, 'deploy', ''), headerText)), { maxLength: 6 })
+  .array(fc.tuple(fc.constantFrom('grant_type', 'subject_token', 'subject_token_type', 'scope', 'audience', 'resource', 'actor_token', 'requested_token_type', 'x'), fc.oneof(fc.constantFrom(TOKEN_EXCHANGE_GRANT, JWT_TOKEN_TYPE, 'urn:ietf:params:oauth:token-type:access_token', 'urn:ietf:params:oauth:token-type:id_token', 'deploy', FRESH_TOKEN, ''), headerText)), { maxLength: 8 })
   .map((pairs) => new URLSearchParams(pairs).toString());
 const bodyArb = fc.oneof(fc.constant(undefined), jsonBodyArb, formBodyArb, headerText);
 
@@ -266,6 +268,7 @@ const rawRequestArb = fc.record({
   query: queryArb,
   contentType: contentTypeArb,
   accept: fc.constantFrom(undefined, 'application/json', 'text/csv', 'application/x-ndjson', 'text/html', '*/*', 'application/xml;q=0.5'),
+  forwardedFor: fc.option(fc.constantFrom('10.0.0.1', '::1, 10.0.0.1', 'junk', ''), { freq: 4 }),
   contentEncoding: fc.constantFrom(undefined, undefined, 'gzip', 'identity', 'br'),
   authorization: authorizationArb,
   authorizationText: headerText,
@@ -646,6 +649,7 @@ function apiProperties(start: () => Promise<Target>, runs: { requests: number; c
         if (raw.contentType !== undefined) headers['content-type'] = raw.contentType;
         if (raw.accept !== undefined) headers.accept = raw.accept;
         if (raw.contentEncoding !== undefined) headers['content-encoding'] = raw.contentEncoding;
+        if (raw.forwardedFor !== null) headers['x-forwarded-for'] = raw.forwardedFor;
         switch (raw.authorization) {
           case 'none':
             break;
@@ -665,7 +669,8 @@ function apiProperties(start: () => Promise<Target>, runs: { requests: number; c
             headers.authorization = [`Bearer ${await mintGood(target.fx)}`, `Bearer ${raw.authorizationText}`];
             break;
         }
-        await exercise(target, { method: raw.method, path: raw.path + raw.query, headers, ...(raw.body === undefined || raw.method === 'HEAD' ? {} : { body: raw.body }) });
+        const body = raw.body?.includes(FRESH_TOKEN) ? raw.body.replaceAll(FRESH_TOKEN, await mintGood(target.fx)) : raw.body;
+        await exercise(target, { method: raw.method, path: raw.path + raw.query, headers, ...(body === undefined || raw.method === 'HEAD' ? {} : { body }) });
       }),
       { seed: seedFor(t, 1201), numRuns: Math.ceil(runs.requests * RUN_SCALE), includeErrorInReport: true },
     );
