@@ -36,10 +36,19 @@ export function checkBodyShape(req: Request, headerToken: string | null | undefi
   if (req.body !== undefined && !isPlainObject(req.body)) return refuse('The request body must be a JSON object.', 'malformed_body');
   const unknown = Object.keys((req.body as Record<string, unknown> | undefined) ?? {}).filter((key) => !BODY_FIELDS.has(key));
   if (unknown.length > 0) return refuse(`Unknown field ${JSON.stringify(unknown[0]!.slice(0, 64))} in the request body; expected policy, duration_seconds or token.`, 'unknown_field');
+  // Node keeps only the first of repeated Authorization headers; a proxy in front may have read another, so which token is meant is unclear.
+  if (isRepeatedHeader(req, 'authorization')) return refuse('Send one Authorization header, not several.', 'repeated_authorization_header');
   if (headerToken === null) return refuse('The Authorization header must be "Bearer <token>".', 'bad_authorization_header');
   if (bodyToken !== undefined && typeof bodyToken !== 'string') return refuse('The "token" field must be a string.', 'bad_token_field');
   if (headerToken !== undefined && bodyToken !== undefined) return refuse('Send the token either in the Authorization header or in the body, not both.', 'token_sent_twice');
   return undefined;
+}
+
+/** True when the request carries header `name` (lowercase) more than once. */
+function isRepeatedHeader(req: Request, name: string): boolean {
+  let seen = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === name) seen += 1;
+  return seen > 1;
 }
 
 type RefusalOptions = { send: (res: Response, error: BrokerError) => void; withToken: boolean };

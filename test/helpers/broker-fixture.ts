@@ -41,8 +41,8 @@ export async function startBrokerFixture(options: {
   limits?: Partial<Record<'refused_per_ip' | 'exchanges_per_subject' | 'explains_per_subject' | 'auditor_failures_per_ip', number>>;
   /** `server.trusted_proxies`. */
   trustedProxies?: string[];
-  /** Passed to createBroker (e.g. limits counted in a Redis shared by two brokers). */
-  brokerOptions?: Pick<BrokerOptions, 'limits'>;
+  /** Passed to createBroker (e.g. limits counted in a Redis shared by two brokers, or a PostgreSQL audit store). */
+  brokerOptions?: Pick<BrokerOptions, 'limits' | 'audit'>;
   now?: () => Date;
   /** The dev issuer's signing algorithm (default RS256). */
   issuerAlg?: DevIssuerAlgorithm;
