@@ -30,6 +30,9 @@ const SELECT_COLUMNS = RECORD_COLUMNS.join(', ');
 const LAST_RECORD_SQL = 'SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1';
 const INSERT_CHECKPOINT_SQL = 'INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, kind, kid, jws) VALUES (@seq, @hash, @time, @kind, @kid, @jws)';
 
+/** Result codes (and their extended forms) of SQLite refusing a value, not failing: constraints and triggers, a value too big, a wrong type. */
+const VALUE_REFUSALS = ['SQLITE_CONSTRAINT', 'SQLITE_TOOBIG', 'SQLITE_MISMATCH'];
+
 /** SQLite gives integers as numbers. */
 type EventRow = StoredRow & { seq: number; duration_seconds: number | null };
 
@@ -138,6 +141,7 @@ function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
     forbiddenCharacter: null,
     // A batch is written synchronously: nothing queues behind one in flight.
     batchDeadlineMs: null,
+    isValueRefusal: (err) => err instanceof Database.SqliteError && VALUE_REFUSALS.some((code) => err.code.startsWith(code)),
 
     appendBatch: (entries) =>
       withConnection((c) => {
