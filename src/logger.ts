@@ -32,12 +32,16 @@ const MAX_CAUSE_DEPTH = 4;
  * their errors hold them: whoever wraps a foreign error keeps secrets out of
  * it (the audit store's `sanitize`).
  */
-export function errorSummary(err: unknown, withStack = false, depth = 0): Record<string, unknown> | undefined {
+export function errorSummary(err: unknown, withStack = false): Record<string, unknown> | undefined {
   if (err === undefined) return undefined;
   if (!(err instanceof Error)) return { value: inspect(err, { depth: 2, breakLength: Infinity }) };
+  return summarize(err, withStack, 0);
+}
+
+function summarize(err: Error, withStack: boolean, depth: number): Record<string, unknown> {
   const code = (err as { code?: unknown }).code;
   // Only errors are followed: another value as a cause could be anything, a config object say.
-  const cause = depth < MAX_CAUSE_DEPTH && err.cause instanceof Error ? errorSummary(err.cause, withStack, depth + 1) : undefined;
+  const cause = depth < MAX_CAUSE_DEPTH && err.cause instanceof Error ? summarize(err.cause, withStack, depth + 1) : undefined;
   const reason = (err as { reason?: unknown }).reason;
   return {
     name: err.name,
