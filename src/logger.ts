@@ -22,9 +22,33 @@ const messageAsMsg = winston.format((info) => {
   return Object.assign(rest, { msg: message }) as unknown as winston.Logform.TransformableInfo;
 });
 
-/** Name and message (and stack for bugs) of a cause; upstream bodies never reach the client, only this log. */
+/** How many causes deep errorSummary follows a chain: a driver error under a store error under a refusal. */
+const MAX_CAUSE_DEPTH = 4;
+
+/**
+ * Name, message, code (SQLSTATE, SQLITE_*, errno) and reason of an error, and its
+ * causes down to the root the same way (and the stack for bugs); upstream
+ * bodies never reach the client, only this log. Messages are logged as
+ * their errors hold them: whoever wraps a foreign error keeps secrets out of
+ * it (the audit store's `sanitize`).
+ */
 export function errorSummary(err: unknown, withStack = false): Record<string, unknown> | undefined {
   if (err === undefined) return undefined;
   if (!(err instanceof Error)) return { value: inspect(err, { depth: 2, breakLength: Infinity }) };
-  return { name: err.name, message: err.message, ...(withStack ? { stack: err.stack } : {}) };
+  return summarize(err, withStack, 0);
+}
+
+function summarize(err: Error, withStack: boolean, depth: number): Record<string, unknown> {
+  const code = (err as { code?: unknown }).code;
+  // Only errors are followed: another value as a cause could be anything, a config object say.
+  const cause = depth < MAX_CAUSE_DEPTH && err.cause instanceof Error ? summarize(err.cause, withStack, depth + 1) : undefined;
+  const reason = (err as { reason?: unknown }).reason;
+  return {
+    name: err.name,
+    message: err.message,
+    ...(typeof code === 'string' || typeof code === 'number' ? { code } : {}),
+    ...(typeof reason === 'string' ? { reason } : {}),
+    ...(withStack ? { stack: err.stack } : {}),
+    ...(cause === undefined ? {} : { cause }),
+  };
 }

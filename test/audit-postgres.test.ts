@@ -4,7 +4,10 @@
  * network between the broker and its log, and derived tables of its own.
  */
 import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { openAuditStore } from '../src/audit/open.js';
@@ -16,6 +19,7 @@ import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/aud
 import { AuditUnavailableError } from '../src/errors.js';
 import { PG_ADMIN_URL, PostgresTestDatabase } from './helpers/audit-stores.js';
 import { T0, makeEntry as baseEntry } from './helpers/audit-entries.js';
+import { cli, githubServeConfig, logLine } from './helpers/cli.js';
 
 const db = new PostgresTestDatabase();
 after(() => db.drop());
@@ -343,29 +347,6 @@ describe('postgres audit store: fails closed', () => {
     await store.close();
   });
 
-  it('refuses an entry PostgreSQL text cannot hold (U+0000) alone, not the batch it arrived with', async () => {
-    const schema = await db.newSchema();
-    const store = await open(schema);
-    const results = await Promise.allSettled([
-      store.append(makeEntry()),
-      store.append(makeEntry({ user_agent: 'nul\u0000byte' })),
-      store.append(makeEntry({ claims: { 'na\u0000me': 'x' } })),
-      store.append(makeEntry({ claims: { repository: 'acme/\u0000' } })),
-      store.append(makeEntry()),
-    ]);
-    assert.deepEqual(
-      results.map((r) => r.status),
-      ['fulfilled', 'rejected', 'rejected', 'rejected', 'fulfilled'],
-    );
-    for (const r of results) if (r.status === 'rejected') isUnavailable('audit_write_failed')(r.reason);
-    assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? r.value.seq : null)), [1, null, null, null, 2]);
-    // In JSON text it is escaped, so a U+0000 inside a nested claim is stored and read back.
-    const nested = await store.append(makeEntry({ claims: { nested: { v: 'a\u0000b' } } }));
-    assert.deepEqual((await store.query({ cursor: Buffer.from('2').toString('base64url') })).events, [nested]);
-    assert.equal((await store.verify()).ok, true);
-    await store.close();
-  });
-
   it('keeps record contents out of error causes', async () => {
     const schema = await db.newSchema();
     const store = await open(schema);
@@ -483,5 +464,48 @@ describe('postgres audit store: derived tables', () => {
     } finally {
       await session.end();
     }
+  });
+});
+
+describe('postgres audit store: why it cannot be opened', () => {
+  const dirs: string[] = [];
+  after(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** `oidc-broker serve` on a config whose audit.url is `url`, run to its end. */
+  async function serveWith(url: string): Promise<{ code: number; stdout: string; stderr: string }> {
+    const dir = mkdtempSync(join(tmpdir(), 'oidc-broker-audit-'));
+    dirs.push(dir);
+    mkdirSync(join(dir, 'policies'));
+    writeFileSync(join(dir, 'broker.yaml'), githubServeConfig('./signing-key.jwk').replace('url: sqlite:./data/audit.db', `url: ${url}`));
+    return cli(['serve', '-c', join(dir, 'broker.yaml')]);
+  }
+
+  function withDatabase(password: string, database: string): string {
+    const url = new URL(PG_ADMIN_URL);
+    url.password = password;
+    url.pathname = `/${database}`;
+    return url.toString();
+  }
+
+  it('serve logs the driver code and message of a database that does not exist, and never the URL password', async () => {
+    const missing = `no_such_db_${process.pid}`;
+    const run = await serveWith(withDatabase('pw-never-logged', missing));
+    assert.equal(run.code, 1);
+    const line = logLine('cannot start')(run.stdout);
+    assert.equal(line?.error, 'The audit log cannot be opened.', run.stdout);
+    const cause = line?.cause as { code?: string; message?: string } | undefined;
+    assert.deepEqual([cause?.code, cause?.message], ['3D000', `database "${missing}" does not exist`], run.stdout);
+    assert.equal(`${run.stdout}${run.stderr}`.includes('pw-never-logged'), false);
+  });
+
+  it('redacts the password wherever the driver quotes it, even in a name it echoes', async () => {
+    // The database is named like the password, so the driver's own message quotes it.
+    const run = await serveWith(withDatabase('hunter2db', 'hunter2db'));
+    assert.equal(run.code, 1);
+    const cause = logLine('cannot start')(run.stdout)?.cause as { code?: string; message?: string } | undefined;
+    assert.deepEqual([cause?.code, cause?.message], ['3D000', 'database "[redacted]" does not exist'], run.stdout);
+    assert.equal(`${run.stdout}${run.stderr}`.includes('hunter2db'), false, run.stdout);
   });
 });

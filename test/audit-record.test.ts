@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { InvalidRequestError } from '../src/errors.js';
 import { compileAuditQuery, parseCursor, queryAll, toCursor, toTimeBound } from '../src/audit/query.js';
 import { GENESIS_HASH, hashRecord, newAuditId, toCanonicalEntry, toClaimIndex, verifyChain } from '../src/audit/record.js';
@@ -93,6 +94,57 @@ describe('toCanonicalEntry', () => {
       { duration_seconds: Number.NaN },
     ];
     for (const overrides of bad) assert.throws(() => toCanonicalEntry({ ...good, ...overrides } as AuditEntry), TypeError, JSON.stringify(overrides));
+  });
+});
+
+describe('toCanonicalEntry: text every store keeps exactly', () => {
+  /** Code units that make names collide once stored: lone surrogates, U+0000, their replacement, and the suffix's own characters. */
+  const hostileName = fc.string({ unit: fc.constantFrom('x', '\ud800', '\udbff', '\udc00', '\u0000', '\uFFFD', '#', '2', '3'), maxLength: 4 });
+  const claimSet = fc.dictionary(hostileName, fc.oneof(hostileName, fc.integer(), fc.dictionary(hostileName, hostileName, { maxKeys: 4 })), { maxKeys: 8 });
+
+  /** Every key and string of a JSON value, at any depth. */
+  function texts(value: unknown): string[] {
+    if (typeof value === 'string') return [value];
+    if (Array.isArray(value)) return value.flatMap(texts);
+    if (value !== null && typeof value === 'object') return Object.entries(value).flatMap(([key, v]) => [key, ...texts(v)]);
+    return [];
+  }
+
+  it('keeps every claim, under a name distinct as UTF-8, with no lone surrogate or U+0000 left; the same claims always get the same names', () => {
+    fc.assert(
+      fc.property(claimSet, (claims) => {
+        const canonical = entry({ claims }).claims!;
+        const storable = (text: string) => text.isWellFormed() && !text.includes('\u0000');
+        assert.ok(texts(canonical).every(storable));
+        // Nothing lost at any level, and no two names equal once encoded as the stores encode them.
+        const shape = (value: unknown): unknown =>
+          value !== null && typeof value === 'object' ? Object.values(value).map(shape) : typeof value;
+        assert.deepEqual(shape(canonical), shape(claims));
+        const utf8 = Object.keys(canonical).map((name) => Buffer.from(name, 'utf8').toString('hex'));
+        assert.equal(new Set(utf8).size, Object.keys(claims).length);
+        assert.deepEqual(entry({ claims }).claims, canonical);
+        assert.deepEqual(entry({ claims: canonical }).claims, canonical, 'canonical claims stay as they are');
+        assert.deepEqual(JSON.parse(JSON.stringify(canonical)), canonical);
+      }),
+    );
+  });
+
+  it('keeps names already storable, and gives the changed ones their storable form or the first free #n suffix, in key order', () => {
+    const { claims } = entry({ claims: { 'x\ud800': 1, 'x\uFFFD': 2, 'x\udbff': 3, 'x\uFFFD#3': 4, 'x\u0000': 5 } });
+    assert.deepEqual(Object.entries(claims!), [
+      ['x\uFFFD#2', 1],
+      ['x\uFFFD', 2],
+      ['x\uFFFD#4', 3],
+      ['x\uFFFD#3', 4],
+      ['x\uFFFD#5', 5],
+    ]);
+    const proto = JSON.parse('{"__proto__\\u0000": 1, "__proto__": {"a\\ud800": 2}}') as Record<string, unknown>;
+    const kept = entry({ claims: proto }).claims!;
+    assert.equal(Object.getPrototypeOf(kept), Object.prototype);
+    assert.deepEqual(Object.entries(kept), [
+      ['__proto__\uFFFD', 1],
+      ['__proto__', { 'a\uFFFD': 2 }],
+    ]);
   });
 });
 

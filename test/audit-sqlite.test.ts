@@ -1,16 +1,20 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
+import request from 'supertest';
 import { AuditUnavailableError } from '../src/errors.js';
 import { compileAuditQuery } from '../src/audit/query.js';
 import { openSqliteAuditStore, toSqliteSelect, type SqliteAuditStoreOptions } from '../src/audit/sqlite/store.js';
 import type { AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { T0, appendMany, makeEntry } from './helpers/audit-entries.js';
+import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture } from './helpers/broker-fixture.js';
+import { cli, githubServeConfig, logLine } from './helpers/cli.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const dirs: string[] = [];
@@ -273,5 +277,91 @@ describe('sqlite audit store: in memory', () => {
     assert.equal((await store.query({ claims: { run_number: '6' } })).events.length, 3);
     await store.ping();
     await store.close();
+  });
+});
+
+describe('the broker over a SQLite audit log', () => {
+  const POLICY = { 'deploy.yaml': localJwtPolicy('https://deploy.example.com') };
+
+  it('issues for a token whose claim names hold lone surrogates, records them under storable names, and the log verifies and is checkpointed', async () => {
+    const fx = await startBrokerFixture({ policies: POLICY });
+    let closed = false;
+    try {
+      const token = await fx.issuer.mint({ aud: AUDIENCE, repository: 'acme/api', 'x\ud800': 'a', 'x\udbff': 'b', nested: { 'k\ud800': 1, 'k\udbff': 2 } });
+      const res = await request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+      assert.equal(res.status, 200, res.text);
+      const events = await request(fx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`);
+      const [record] = (events.body as { events: AuditRecord[] }).events;
+      assert.deepEqual(
+        [record?.decision, record?.claims?.['x\uFFFD'], record?.claims?.['x\uFFFD#2'], record?.claims?.nested],
+        ['issued', 'a', 'b', { 'k\uFFFD': 1, 'k\uFFFD#2': 2 }],
+      );
+      const verify = await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', `Bearer ${AUDITOR_TOKEN}`);
+      assert.equal((verify.body as { ok: boolean }).ok, true, verify.text);
+      // Shutting down signs a last checkpoint, which verifies the records first.
+      await fx.close();
+      closed = true;
+      const lines = fx.logLines().map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.equal(lines.filter((l) => l.msg === 'audit checkpoint').length, 1, fx.logLines().join('\n'));
+      assert.equal(lines.filter((l) => l.level === 'error').length, 0, fx.logLines().join('\n'));
+    } finally {
+      if (!closed) await fx.close();
+    }
+  });
+
+  it('answers 503 to the one request whose record the database refuses, logs its cause once, and commits the others', async () => {
+    const fx = await startBrokerFixture({ policies: POLICY });
+    try {
+      const db = new Database(join(fx.dir, 'data', 'audit.db'));
+      db.exec("CREATE TRIGGER refuse_records BEFORE INSERT ON audit_events WHEN NEW.user_agent = 'refused' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
+      db.close();
+      const tokens = await Promise.all(Array.from({ length: 9 }, () => fx.issuer.mint({ aud: AUDIENCE, repository: 'acme/api' })));
+      const answers = await Promise.all(
+        tokens.map((token, i) =>
+          request(fx.broker.app)
+            .post('/v1/exchange')
+            .set('Authorization', `Bearer ${token}`)
+            .set('User-Agent', i === 4 ? 'refused' : 'bystander')
+            .send({ policy: 'deploy' }),
+        ),
+      );
+      assert.deepEqual(
+        answers.map((a) => a.status),
+        [200, 200, 200, 200, 503, 200, 200, 200, 200],
+      );
+      const refused = answers[4]!;
+      assert.equal((refused.body as { error: string }).error, 'audit_unavailable');
+      assert.equal((refused.body as Record<string, unknown>).token, undefined);
+      const requestId = refused.headers['x-request-id'] as string;
+      const errors = fx.logLines()
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.level === 'error');
+      assert.equal(errors.length, 1, fx.logLines().join('\n'));
+      assert.equal(errors[0]!.request_id, requestId);
+      const cause = (errors[0]!.cause as { reason?: string; cause?: { code?: string; message?: string } } | undefined);
+      assert.equal(cause?.reason, 'audit_write_failed');
+      assert.deepEqual([cause?.cause?.code, cause?.cause?.message], ['SQLITE_CONSTRAINT_TRIGGER', 'refused by the test']);
+      const verify = await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', `Bearer ${AUDITOR_TOKEN}`);
+      assert.deepEqual([(verify.body as { ok: boolean }).ok, (verify.body as { events: number }).events], [true, 8], verify.text);
+    } finally {
+      await fx.close();
+    }
+  });
+
+  it('serve logs why the log cannot be opened: the driver code and message', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'policies'));
+    // A directory where the database file should be: SQLite cannot open it.
+    mkdirSync(join(dir, 'data', 'audit.db'), { recursive: true });
+    writeFileSync(join(dir, 'broker.yaml'), githubServeConfig('./data/signing-key.jwk'));
+    const run = await cli(['serve', '-c', join(dir, 'broker.yaml')]);
+    assert.equal(run.code, 1);
+    const line = logLine('cannot start')(run.stdout);
+    assert.equal(line?.error, 'The audit log cannot be opened.', run.stdout);
+    assert.deepEqual(
+      [(line?.cause as { code?: string } | undefined)?.code, (line?.cause as { message?: string } | undefined)?.message],
+      ['SQLITE_CANTOPEN', 'unable to open database file'],
+      run.stdout,
+    );
   });
 });

@@ -4,13 +4,19 @@
  * done with direct SQL on each store's own tables.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { startCheckpointer, verifyAuditLog } from '../src/audit/checkpoints.js';
+import { loadOrCreateSigningKeySet } from '../src/keys/signing-key.js';
 import { AuditUnavailableError, InvalidRequestError } from '../src/errors.js';
 import { queryAll } from '../src/audit/query.js';
 import { GENESIS_HASH, hashRecord, newAuditId } from '../src/audit/record.js';
 import type { AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { postgresKind, sqliteKind, type StoreKind, type StoreLog } from './helpers/audit-stores.js';
 import { T0, appendMany, makeEntry } from './helpers/audit-entries.js';
+import { createCapturingLogger } from './helpers/broker-fixture.js';
 
 
 
@@ -328,6 +334,80 @@ for (const kind of kinds) {
       });
       assert.equal((await store.append(makeEntry())).seq, 1);
       assert.equal((await store.append(makeEntry())).seq, 2);
+      await store.close();
+    });
+  });
+
+  describe(`${kind.name} audit store: hostile text`, () => {
+    it('stores claim names with lone surrogates, and names that become equal, as distinct storable names; the log verifies and is checkpointed', async () => {
+      const { store } = await fresh();
+      const keyDir = mkdtempSync(join(tmpdir(), 'oidc-broker-audit-keys-'));
+      after(() => rmSync(keyDir, { recursive: true, force: true }));
+      const keys = await loadOrCreateSigningKeySet(join(keyDir, 'key.jwk'), createCapturingLogger().logger);
+      const checkpointer = startCheckpointer({ store, keys: () => keys, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+      const hostile = [
+        // The pair that collided on the claim index's primary key: both are 'x\uFFFD' as UTF-8.
+        makeEntry({ claims: { 'x\ud800': 'a', 'x\udbff': 'b' } }),
+        // A name already storable keeps its name; the changed ones take the next free suffix.
+        makeEntry({ claims: { 'x\ud800': 'a', 'x\uFFFD': 'c', 'x\uFFFD#2': 'd', 'x\udbff': 'b', nested: { 'k\ud800': ['v\udc00'], 'k\u0000': 2 } } }),
+        // U+0000, which PostgreSQL text refuses, and lone surrogates in every text column.
+        makeEntry({
+          subject: 'sub\ud800\u0000',
+          jti: 'jti\u0000',
+          issuer: 'iss\udfff',
+          policy: 'p\u0000\udc00',
+          user_agent: 'ua\u0000',
+          request_id: 'req\ud800',
+          audience: ['aud\u0000'],
+          unverified: { iss: 'i\ud800', sub: 's\u0000' },
+          claims: { 'na\u0000me': 'v\u0000', repository: 'acme/\ud800' },
+        }),
+      ];
+      const settled = await Promise.allSettled([makeEntry(), ...hostile, makeEntry()].map((e) => checkpointer.store.append(e)));
+      assert.deepEqual(settled.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+      const records = settled.map((r) => (r as PromiseFulfilledResult<AuditRecord>).value);
+      assert.deepEqual(records[1]!.claims, { 'x\uFFFD': 'a', 'x\uFFFD#2': 'b' });
+      assert.deepEqual(records[2]!.claims, { 'x\uFFFD': 'c', 'x\uFFFD#2': 'd', 'x\uFFFD#3': 'a', 'x\uFFFD#4': 'b', nested: { 'k\uFFFD': ['v\uFFFD'], 'k\uFFFD#2': 2 } });
+      const text = records[3]!;
+      assert.deepEqual(
+        [text.subject, text.jti, text.issuer, text.policy, text.user_agent, text.request_id, text.audience, text.unverified, text.claims],
+        ['sub\uFFFD\uFFFD', 'jti\uFFFD', 'iss\uFFFD', 'p\uFFFD\uFFFD', 'ua\uFFFD', 'req\uFFFD', ['aud\uFFFD'], { iss: 'i\uFFFD', sub: 's\uFFFD' }, { 'na\uFFFDme': 'v\uFFFD', repository: 'acme/\uFFFD' }],
+      );
+      // What was hashed is what every read returns, and the claim index finds the renamed claims.
+      assert.deepEqual((await store.query({})).events, records);
+      assert.deepEqual((await store.query({ claims: { 'x\uFFFD#2': 'b' } })).events, [records[1]]);
+      assert.deepEqual((await store.query({ claims: { 'x\uFFFD#4': 'b' } })).events, [records[2]]);
+      assert.deepEqual((await store.query({ subject: 'sub\uFFFD\uFFFD' })).events, [text]);
+      assert.deepEqual(await store.verify(), { ok: true, events: 5, head: records[4]!.hash, last_seq: 5 });
+      const made = await checkpointer.checkpointNow();
+      assert.equal(made?.seq, 5);
+      assert.deepEqual((await verifyAuditLog(store, keys.verificationKeys)).ok, true);
+      // Later appends and checkpoints go on as usual.
+      await checkpointer.store.append(makeEntry({ claims: { 'x\ud800': 'again' } }));
+      assert.equal((await checkpointer.checkpointNow())?.seq, 6);
+      await store.close();
+    });
+
+    it('commits every other record of a batch holding one the database refuses; that one alone fails', async () => {
+      const { log, store } = await fresh();
+      await store.append(makeEntry());
+      await log.refuseRecords('refused');
+      const poisoned = new Set([0, 7, 19]);
+      // Queued in one tick, so group commit writes them as one batch first.
+      const settled = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => store.append(makeEntry({ request_id: `r${i}`, user_agent: poisoned.has(i) ? 'refused' : 'test' }))));
+      settled.forEach((r, i) => assert.equal(r.status, poisoned.has(i) ? 'rejected' : 'fulfilled', `append ${i}`));
+      for (const r of settled) if (r.status === 'rejected') isUnavailable('audit_write_failed', kind.refusalCode)(r.reason);
+      const committed = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      assert.deepEqual(
+        committed.map((r) => [r.seq, r.request_id]),
+        Array.from({ length: 20 }, (_, i) => `r${i}`)
+          .filter((_, i) => !poisoned.has(i))
+          .map((id, i) => [i + 2, id]),
+      );
+      assert.deepEqual(await store.verify(), { ok: true, events: 18, head: committed.at(-1)!.hash, last_seq: 18 });
+      // A refusal fails the readiness check until a record commits again, like any failed append.
+      await store.append(makeEntry());
+      await store.ping();
       await store.close();
     });
   });

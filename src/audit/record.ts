@@ -102,6 +102,13 @@ export function newAuditId(): string {
  * what is hashed is what a later read returns. Unknown properties are dropped,
  * never stored.
  *
+ * Every string, and every key at any depth of the JSON fields, is made
+ * storable (see toStorableText), because each backend stores text as UTF-8
+ * and PostgreSQL's cannot hold U+0000: a string either store would alter
+ * would no longer match its hash. Two keys of one object that become equal
+ * are kept apart by toStorableObject's rule (docs/audit.md, "What a record
+ * holds"), so a claim name is never lost and never collides in the claim index.
+ *
  * @throws TypeError when a field has the wrong type (a caller bug), or `time`
  *   is not `toISOString()` output (UTC with milliseconds), which the store's
  *   `since`/`until` filters compare as text.
@@ -133,9 +140,7 @@ export function toCanonicalEntry(entry: AuditEntry): AuditEntry {
   if (duration_seconds != null && !Number.isSafeInteger(duration_seconds)) {
     throw new TypeError('audit entry duration_seconds must be an integer or null');
   }
-  // A lone UTF-16 surrogate (from a caller-supplied policy name, say) would be
-  // stored by SQLite as U+FFFD and no longer match its hash: make every string well formed first.
-  const text = (value: string | null | undefined): string | null => (value == null ? null : value.toWellFormed());
+  const text = (value: string | null | undefined): string | null => (value == null ? null : toStorableText(value));
   return {
     id,
     time,
@@ -284,8 +289,49 @@ export function verifyChain(records: Iterable<AuditRecord>, options: ChainVerify
 }
 
 function jsonRoundTrip<T>(value: T): T {
-  // Throws TypeError for a cycle or a BigInt, which is what we want. Strings are made well formed (see toCanonicalEntry).
-  return JSON.parse(JSON.stringify(value, (_key, v: unknown) => (typeof v === 'string' ? v.toWellFormed() : v))) as T;
+  // Throws TypeError for a cycle or a BigInt, which is what we want.
+  return toStorableJson(JSON.parse(JSON.stringify(value))) as T;
+}
+
+/**
+ * The text both stores keep exactly: lone UTF-16 surrogates (UTF-8 cannot
+ * encode them; a token's claims can hold them as JSON escapes) and U+0000
+ * (PostgreSQL text cannot hold it) become U+FFFD.
+ */
+function toStorableText(text: string): string {
+  return text.toWellFormed().replaceAll('\u0000', '\uFFFD');
+}
+
+/** A parsed JSON value with every string and key storable. */
+function toStorableJson(value: unknown): unknown {
+  if (typeof value === 'string') return toStorableText(value);
+  if (Array.isArray(value)) return value.map(toStorableJson);
+  if (isPlainObject(value)) return toStorableObject(value);
+  return value;
+}
+
+/**
+ * Keys already storable stay as they are. A key that toStorableText changes
+ * takes its storable form, or, if that name is taken in the object (by a key
+ * that was storable, or by an earlier changed one, in the object's key
+ * order), the first of `<form>#2`, `<form>#3`, … that is free: distinct keys
+ * stay distinct, and the same object always gets the same names.
+ */
+function toStorableObject(object: Record<string, unknown>): Record<string, unknown> {
+  const entries = Object.entries(object);
+  const taken = new Set(entries.map(([key]) => key).filter((key) => toStorableText(key) === key));
+  // Object.fromEntries defines own properties, so a `__proto__` claim stays a claim.
+  return Object.fromEntries(
+    entries.map(([key, value]) => {
+      const storable = toStorableText(key);
+      let name = storable;
+      if (storable !== key) {
+        for (let n = 2; taken.has(name); n += 1) name = `${storable}#${n}`;
+        taken.add(name);
+      }
+      return [name, toStorableJson(value)];
+    }),
+  );
 }
 
 

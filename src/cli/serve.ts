@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig, resolveConfigPath } from '../config.js';
-import { createLogger } from '../logger.js';
+import { createLogger, errorSummary } from '../logger.js';
 import type { Broker } from '../main.js';
 import { PolicyLoadError } from '../policy/issues.js';
 import { PolicyDirError } from '../policy/load.js';
@@ -41,6 +41,8 @@ export function registerServeCommand(program: Command, io: CliIo): void {
           logger.error('cannot start', { error: err.message });
           throw new CliExit(1, `cannot start:\n${err.message}`);
         }
+        // The root cause (a driver's code and message, say) is only in the log: the error's message is the sentence callers see.
+        logger.error('cannot start', { error: err instanceof Error ? err.message : String(err), cause: errorSummary(err instanceof Error ? err.cause : undefined) });
         throw err;
       }
       const server = running;

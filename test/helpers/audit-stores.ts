@@ -41,6 +41,8 @@ export interface StoreLog {
   holdWriteLock(): Promise<HeldLock>;
   /** Everything the log keeps, as text: to check what is (not) stored. */
   dump(): Promise<string>;
+  /** Makes the database itself refuse (a trigger) to insert any record whose user_agent is `userAgent`. */
+  refuseRecords(userAgent: string): Promise<void>;
 }
 
 export interface StoreKind {
@@ -48,6 +50,8 @@ export interface StoreKind {
   newLog(): Promise<StoreLog>;
   /** The `cause.code` of an append that waited out another session's lock. */
   lockTimeoutCode: RegExp;
+  /** The `cause.code` of an append refused by refuseRecords' trigger. */
+  refusalCode: RegExp;
   /** Drops whatever the logs left behind. */
   cleanup(): Promise<void>;
 }
@@ -59,6 +63,7 @@ export function sqliteKind(): StoreKind {
   return {
     name: 'sqlite',
     lockTimeoutCode: /^SQLITE_BUSY/,
+    refusalCode: /^SQLITE_CONSTRAINT_TRIGGER$/,
     async newLog() {
       const dir = mkdtempSync(join(tmpdir(), 'oidc-broker-audit-'));
       dirs.push(dir);
@@ -91,6 +96,9 @@ export function sqliteKind(): StoreKind {
               db.close();
             },
           };
+        },
+        async refuseRecords(userAgent) {
+          raw((db) => db.exec(`CREATE TRIGGER refuse_records BEFORE INSERT ON audit_events WHEN NEW.user_agent = ${sqlText(userAgent)} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END`));
         },
         async dump() {
           const folder = join(path, '..');
@@ -174,6 +182,8 @@ export function postgresKind(db = new PostgresTestDatabase()): StoreKind {
     name: 'postgres',
     // 55P03: lock_not_available (lock_timeout); 57014: query_canceled (statement_timeout).
     lockTimeoutCode: /^(55P03|57014)$/,
+    // P0001: raise_exception, from refuseRecords' trigger.
+    refusalCode: /^P0001$/,
     async newLog() {
       const schema = await db.newSchema();
       /** Each call on its own short session: tests' SQL never shares a connection with anything. */
@@ -211,6 +221,13 @@ export function postgresKind(db = new PostgresTestDatabase()): StoreKind {
             },
           };
         },
+        async refuseRecords(userAgent) {
+          await inSchema((c) =>
+            c.query(`
+              CREATE FUNCTION refuse_records() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+              CREATE TRIGGER refuse_records BEFORE INSERT ON audit_events FOR EACH ROW WHEN (NEW.user_agent = ${sqlText(userAgent)}) EXECUTE FUNCTION refuse_records();`),
+          );
+        },
         async dump() {
           return inSchema(async (c) => {
             const tables = ['audit_events', 'audit_claims', 'audit_hours', 'audit_checkpoints'];
@@ -229,4 +246,9 @@ async function firstValue(client: pg.Client, sql: string): Promise<unknown> {
   const result = await client.query({ text: sql, rowMode: 'array' });
   const value: unknown = (result.rows[0] as unknown[] | undefined)?.[0];
   return typeof value === 'string' && result.fields[0]?.dataTypeID === 20 ? Number(value) : value;
+}
+
+/** `text` as an SQL string literal (both dialects). */
+function sqlText(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
 }

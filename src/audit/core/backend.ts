@@ -44,8 +44,8 @@ export interface IndexedRow {
 export interface AuditBackend {
   /**
    * A character the backend's text columns cannot hold (PostgreSQL: U+0000),
-   * or null. An entry holding it in a string column or its claim index is
-   * refused on its own; a filter holding it matches nothing.
+   * or null. No canonical entry holds it (toCanonicalEntry); a filter holding
+   * it matches nothing.
    */
   readonly forbiddenCharacter: string | null;
   /**
@@ -54,6 +54,13 @@ export interface AuditBackend {
    * batch in flight (a synchronous driver).
    */
   readonly batchDeadlineMs: number | null;
+  /**
+   * True if `err`, from appendBatch, is the database refusing a value it was
+   * given (a constraint, a trigger, a value or index entry it cannot hold),
+   * which the same transaction without that entry might not meet; false for
+   * a failure of the database itself (connection, timeout, lock, disk).
+   */
+  isValueRefusal(err: unknown): boolean;
   /**
    * One transaction, serialised against every other writer of the log
    * (the write lock): reads the head (the last record, or after everything

@@ -5,17 +5,24 @@
  */
 import { AuditUnavailableError } from '../../errors.js';
 
-/** What of a driver error may travel as a `cause`: its message and code (SQLSTATE, SQLITE_*) only. */
-export function sanitize(err: unknown): Error {
+/**
+ * What of a driver error may travel as a `cause`: its message and code
+ * (SQLSTATE, SQLITE_*, errno) only, down its chain of causes, with every
+ * occurrence of each of `secrets` (a password in the store's URL) replaced.
+ */
+export function sanitize(err: unknown, secrets: readonly string[] = []): Error {
   if (!(err instanceof Error)) return new Error('unknown error');
   const code = (err as { code?: unknown }).code;
-  const clean = new Error(err.message, err.cause === undefined ? undefined : { cause: err.cause instanceof Error ? sanitize(err.cause) : undefined });
+  let message = err.message;
+  for (const secret of secrets) if (secret !== '') message = message.replaceAll(secret, '[redacted]');
+  const clean = new Error(message, err.cause instanceof Error ? { cause: sanitize(err.cause, secrets) } : undefined);
   if (typeof code === 'string') Object.assign(clean, { code });
   return clean;
 }
 
-export function openFailed(cause: unknown): AuditUnavailableError {
-  return new AuditUnavailableError('The audit log cannot be opened.', { reason: 'audit_open_failed', cause: sanitize(cause) });
+/** @param secrets strings to keep out of the cause (see sanitize). */
+export function openFailed(cause: unknown, secrets: readonly string[] = []): AuditUnavailableError {
+  return new AuditUnavailableError('The audit log cannot be opened.', { reason: 'audit_open_failed', cause: sanitize(cause, secrets) });
 }
 
 export function writeFailed(cause: unknown): AuditUnavailableError {

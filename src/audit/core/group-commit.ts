@@ -1,9 +1,12 @@
 /**
  * Group commit (docs/audit.md): appends are queued and written together, one
  * batch of at most MAX_BATCH entries in flight at a time, each caller's
- * promise resolving only after its batch's COMMIT. When the database fails a
- * batch, everything queued behind it fails at once (it would fail the same
- * way); with a deadline, no entry waits in the queue longer than one batch
+ * promise resolving only after its batch's COMMIT. When the database refuses
+ * a value in a batch, the batch is split in halves and each written on its
+ * own, down to the entries it refuses, so that one bad record fails only its
+ * own append. When the database fails otherwise, the entries not yet written
+ * and everything queued behind them fail at once (they would fail the same
+ * way). With a deadline, no entry waits in the queue longer than one batch
  * may take.
  */
 import type { AuditEntry, AuditRecord } from '../types.js';
@@ -15,6 +18,8 @@ export const MAX_BATCH = 500;
 export interface GroupCommitOptions {
   /** Writes one batch in one transaction (AuditBackend.appendBatch). */
   write: (entries: readonly AuditEntry[]) => Promise<(AuditRecord | Error)[]>;
+  /** Whether a failure of `write` is the database refusing a value (AuditBackend.isValueRefusal). */
+  isValueRefusal: (err: unknown) => boolean;
   /** How long an entry may wait in the queue; null for no bound. */
   deadlineMs: number | null;
   /** Called after each committed batch with its latency, in seconds. */
@@ -37,7 +42,7 @@ interface Pending {
 }
 
 export function createGroupCommit(options: GroupCommitOptions): GroupCommit {
-  const { write, deadlineMs, onAppendSeconds } = options;
+  const { write, isValueRefusal, deadlineMs, onAppendSeconds } = options;
   let closing = false;
   let queue: Pending[] = [];
   let scheduled = false;
@@ -75,20 +80,43 @@ export function createGroupCommit(options: GroupCommitOptions): GroupCommit {
 
   /** Writes one batch and settles its promises; never rejects. */
   async function writeBatch(batch: readonly Pending[]): Promise<void> {
-    let results: (AuditRecord | Error)[];
-    let seconds: number;
     try {
-      const started = process.hrtime.bigint();
-      results = await write(batch.map((p) => p.entry));
-      seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      await writeIsolating(batch);
     } catch (err) {
       const failure = writeFailed(err);
       const waiting = queue;
       queue = [];
+      // Entries of the batch already settled (an earlier half that committed) ignore this.
       for (const p of [...batch, ...waiting]) p.reject(failure);
+    }
+  }
+
+  /**
+   * Writes `entries` in one transaction and settles their promises. If the
+   * database refuses a value, writes each half on its own instead, so only
+   * the entries it refuses alone fail: at most about 2·log2(n) transactions
+   * per refused entry. Throws, leaving the unwritten entries pending, when
+   * the database fails otherwise.
+   */
+  async function writeIsolating(entries: readonly Pending[]): Promise<void> {
+    let results: (AuditRecord | Error)[];
+    let seconds: number;
+    try {
+      const started = process.hrtime.bigint();
+      results = await write(entries.map((p) => p.entry));
+      seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    } catch (err) {
+      if (!isValueRefusal(err)) throw err;
+      if (entries.length === 1) {
+        entries[0]!.reject(writeFailed(err));
+        return;
+      }
+      const half = Math.ceil(entries.length / 2);
+      await writeIsolating(entries.slice(0, half));
+      await writeIsolating(entries.slice(half));
       return;
     }
-    batch.forEach((p, i) => {
+    entries.forEach((p, i) => {
       const result = results[i];
       if (result !== undefined && !(result instanceof Error)) p.resolve(result);
       else p.reject(writeFailed(result ?? new Error('the batch returned no result for this entry')));

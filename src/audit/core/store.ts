@@ -4,7 +4,7 @@
  * walk, prune and checkpoint rules, and the errors callers see. Dialect code
  * lives in the backends (`../sqlite/`, `../postgres/`).
  */
-import { AUDIT_ENTRY_FIELDS, toCanonicalEntry, toClaimIndex } from '../record.js';
+import { toCanonicalEntry } from '../record.js';
 import { compileAuditQuery, hourOf, toCursor, type CompiledAuditQuery } from '../query.js';
 import { fromStoredRow, type StoredRow } from '../rows.js';
 import type { AuditEntry, AuditPage, AuditRecord, AuditStore } from '../types.js';
@@ -21,7 +21,12 @@ export interface AuditStoreOptions {
 /** The AuditStore over `backend`; never logs. */
 export function createAuditStore(backend: AuditBackend, options: AuditStoreOptions = {}): AuditStore {
   const forbidden = backend.forbiddenCharacter;
-  const commits = createGroupCommit({ write: (entries) => backend.appendBatch(entries), deadlineMs: backend.batchDeadlineMs, onAppendSeconds: options.onAppendSeconds });
+  const commits = createGroupCommit({
+    write: (entries) => backend.appendBatch(entries),
+    isValueRefusal: (err) => backend.isValueRefusal(err),
+    deadlineMs: backend.batchDeadlineMs,
+    onAppendSeconds: options.onAppendSeconds,
+  });
   let closing: Promise<void> | null = null;
   // Readiness reflects real appends (docs/audit.md): a batch that failed since the
   // last ping, with none committed after it, fails that ping even if its probe
@@ -45,10 +50,6 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
       } catch (err) {
         return Promise.reject(err instanceof Error ? err : new TypeError(String(err)));
       }
-      // Refused alone, before it could fail the batch it would share with others.
-      if (forbidden !== null && entryHolds(canonical, forbidden)) {
-        return Promise.reject(writeFailed(new Error("the record holds a character this store's text columns cannot hold")));
-      }
       return commits.append(canonical).then(
         (record) => {
           appendFailedSincePing = false;
@@ -63,7 +64,7 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
 
     async query(query): Promise<AuditPage> {
       const compiled = compileAuditQuery(query);
-      // No stored string holds the forbidden character (see append), and the database may refuse it as a parameter.
+      // No stored string holds the forbidden character (toCanonicalEntry replaces it), and the database may refuse it as a parameter.
       if (forbidden !== null && queryHolds(compiled, forbidden)) return { events: [], nextCursor: null };
       let rows: StoredRow[];
       try {
@@ -140,18 +141,6 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
       return closing;
     },
   };
-}
-
-/** The string columns of a record (the JSON ones are stored escaped). */
-const STRING_FIELDS = AUDIT_ENTRY_FIELDS.filter((f) => f !== 'audience' && f !== 'claims' && f !== 'unverified' && f !== 'duration_seconds');
-
-function entryHolds(entry: AuditEntry, character: string): boolean {
-  for (const field of STRING_FIELDS) {
-    const value = entry[field];
-    if (typeof value === 'string' && value.includes(character)) return true;
-  }
-  // JSON columns escape it, but the claim index stores names and values as they are.
-  return toClaimIndex(entry.claims).some(([name, value]) => name.includes(character) || value.includes(character));
 }
 
 function queryHolds(q: CompiledAuditQuery, character: string): boolean {

@@ -43,6 +43,12 @@ const DEFAULT_MAINTENANCE_TIMEOUT_MS = 600_000;
 const DEFAULT_MAX_CONNECTIONS = 10;
 
 const SELECT_COLUMNS = RECORD_COLUMNS.join(', ');
+/**
+ * SQLSTATE classes of PostgreSQL refusing a value, not failing: data
+ * exception (22), integrity constraint violation (23), program limit
+ * exceeded (54: an index entry too large) and an error a trigger raised (P0).
+ */
+const VALUE_REFUSAL_CLASSES = ['22', '23', '54', 'P0'];
 
 const HEAD_SQL = `
   SELECT seq, hash FROM (
@@ -103,7 +109,7 @@ async function openPostgresBackend(url: string, options: PostgresAuditStoreOptio
     });
   } catch (err) {
     // A URL pg cannot parse.
-    throw openFailed(err);
+    throw openFailed(err, urlSecrets(url));
   }
   // An idle client whose connection breaks emits 'error' on the pool, and a
   // checked-out one on itself; unhandled, either would crash the process. The
@@ -116,7 +122,7 @@ async function openPostgresBackend(url: string, options: PostgresAuditStoreOptio
     await migrate(pool, maintenanceTimeoutMs);
   } catch (err) {
     await pool.end().catch(() => undefined);
-    throw openFailed(err);
+    throw openFailed(err, urlSecrets(url));
   }
 
   let closed = false;
@@ -167,6 +173,7 @@ async function openPostgresBackend(url: string, options: PostgresAuditStoreOptio
   return {
     forbiddenCharacter: '\u0000', // PostgreSQL text cannot hold U+0000
     batchDeadlineMs,
+    isValueRefusal: (err) => err instanceof pg.DatabaseError && VALUE_REFUSAL_CLASSES.some((sqlClass) => err.code?.startsWith(sqlClass) === true),
 
     appendBatch: (entries) =>
       withClient(batchDeadlineMs, (client) =>
@@ -310,6 +317,27 @@ function parseClaimRows(text: string | null): StoredClaim[] | null {
 
 function checkpointValues(c: AuditCheckpoint): (string | number)[] {
   return [c.seq, c.hash, c.time, c.kind, c.kid, c.jws];
+}
+
+/**
+ * What of `url` must never reach a log through an open failure's cause: the
+ * whole URL and its password, as written and decoded (the driver decodes it).
+ * A URL that does not parse yields its whole authority instead.
+ */
+function urlSecrets(url: string): string[] {
+  let password: string;
+  try {
+    password = new URL(url).password;
+  } catch {
+    return [url, /^[^:]*:\/\/([^/?#]*)/.exec(url)?.[1] ?? ''];
+  }
+  let decoded = password;
+  try {
+    decoded = decodeURIComponent(password);
+  } catch {
+    // Not valid percent-encoding: the driver cannot have decoded it either.
+  }
+  return [url, password, decoded];
 }
 
 function positiveInteger(value: number, name: string): number {

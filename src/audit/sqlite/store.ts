@@ -30,6 +30,14 @@ const SELECT_COLUMNS = RECORD_COLUMNS.join(', ');
 const LAST_RECORD_SQL = 'SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1';
 const INSERT_CHECKPOINT_SQL = 'INSERT OR IGNORE INTO audit_checkpoints (seq, hash, time, kind, kid, jws) VALUES (@seq, @hash, @time, @kind, @kid, @jws)';
 
+/** Result codes (and their extended forms) of SQLite refusing a value, not failing: constraints and triggers, a value too big, a wrong type. */
+const VALUE_REFUSALS = ['SQLITE_CONSTRAINT', 'SQLITE_TOOBIG', 'SQLITE_MISMATCH'];
+
+/** SQLite refusing a value it was given, not failing: see AuditBackend.isValueRefusal. */
+function isValueRefusal(err: unknown): boolean {
+  return err instanceof Database.SqliteError && VALUE_REFUSALS.some((code) => err.code.startsWith(code));
+}
+
 /** SQLite gives integers as numbers. */
 type EventRow = StoredRow & { seq: number; duration_seconds: number | null };
 
@@ -104,12 +112,12 @@ function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
     if (now.dev !== identity.dev || now.ino !== identity.ino) throw new Error('the audit log file was replaced since the broker opened it');
   }
 
-  /** Marks the connection for reopening unless the error was mere lock contention. */
+  /** Marks the connection for reopening unless the error was mere lock contention or a value refused. */
   function noteFailure(err: unknown): void {
     // Reopening `:memory:` would silently start an empty log.
     if (path === ':memory:') return;
     const code = err instanceof Database.SqliteError ? err.code : '';
-    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return;
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED') || isValueRefusal(err)) return;
     stale = true;
   }
 
@@ -138,6 +146,7 @@ function openSqliteBackend(path: string, busyTimeoutMs: number): AuditBackend {
     forbiddenCharacter: null,
     // A batch is written synchronously: nothing queues behind one in flight.
     batchDeadlineMs: null,
+    isValueRefusal,
 
     appendBatch: (entries) =>
       withConnection((c) => {
