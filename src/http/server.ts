@@ -40,12 +40,10 @@ export interface RunningServer {
  * serves the admin app, and the line holds its URL too.
  */
 export async function listen(broker: ServedBroker, options: { host: string; port: number; adminPort?: number | undefined; logger: Logger; graceMs?: number }): Promise<RunningServer> {
-  let draining = false;
-  const serve = (app: http.RequestListener, port: number) => listenOn(app, options.host, port, { deps: broker.deps, isDraining: () => draining });
-  const server = await serve(broker.app, options.port);
+  const server = await listenOn(broker.app, options.host, options.port, broker.deps);
   let admin: http.Server | undefined;
   try {
-    admin = options.adminPort === undefined ? undefined : await serve(broker.adminApp, options.adminPort);
+    admin = options.adminPort === undefined ? undefined : await listenOn(broker.adminApp, options.host, options.adminPort, broker.deps);
   } catch (err) {
     await new Promise((resolve) => server.close(resolve));
     throw err;
@@ -54,6 +52,7 @@ export async function listen(broker: ServedBroker, options: { host: string; port
   const adminUrl = admin === undefined ? undefined : urlOf(admin);
   options.logger.info('listening', { url, ...(adminUrl === undefined ? {} : { admin_url: adminUrl }) });
   const servers = admin === undefined ? [server] : [server, admin];
+  const closeWhenAnswered = closeConnectionsWhenAnswered(servers);
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = () =>
@@ -61,7 +60,7 @@ export async function listen(broker: ServedBroker, options: { host: string; port
       const graceMs = options.graceMs ?? broker.graceMs;
       options.logger.info('shutting down', { in_flight_decisions: broker.deps.decisions.count(), grace_ms: graceMs });
       broker.stopAccepting();
-      draining = true;
+      closeWhenAnswered();
       const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
       for (const s of servers) s.closeIdleConnections();
       const grace = new Promise<'timeout'>((resolve) => setTimeout(resolve, graceMs, 'timeout').unref());
@@ -76,20 +75,39 @@ export async function listen(broker: ServedBroker, options: { host: string; port
   return { url, server, adminUrl, shutdown };
 }
 
-async function listenOn(app: http.RequestListener, host: string, port: number, context: { deps: ExchangeDeps; isDraining: () => boolean }): Promise<http.Server> {
-  class Response extends http.ServerResponse {
-    // Hooked where headers are written, not where requests arrive: a request in flight when shutdown
-    // starts is answered later. Its connection then closes, so an idle keep-alive client cannot hold the exit.
-    override writeHead(statusCode: number, ...rest: unknown[]): this {
-      if (context.isDraining() && !this.headersSent) this.setHeader('Connection', 'close');
-      return super.writeHead(statusCode, ...(rest as [string | undefined, http.OutgoingHttpHeaders | undefined]));
-    }
+/**
+ * Returns what makes every answer not yet begun, and every later one, end its
+ * connection (`Connection: close`): an answer written during shutdown must not
+ * invite its keep-alive client to stay, or the exit waits for keepAliveTimeout.
+ * Requests already in flight are marked too: their headers are written later.
+ * (Express swaps each response's prototype for its own, so a ServerResponse
+ * subclass would not see the headers being written.)
+ */
+function closeConnectionsWhenAnswered(servers: http.Server[]): () => void {
+  let closing = false;
+  const unanswered = new Set<http.ServerResponse>();
+  const markClosing = (res: http.ServerResponse) => {
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+  };
+  for (const server of servers) {
+    server.on('request', (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      if (closing) return markClosing(res);
+      unanswered.add(res);
+      res.once('close', () => unanswered.delete(res));
+    });
   }
-  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 20_000, ServerResponse: Response }, app);
+  return () => {
+    closing = true;
+    for (const res of unanswered) markClosing(res);
+  };
+}
+
+async function listenOn(app: http.RequestListener, host: string, port: number, deps: ExchangeDeps): Promise<http.Server> {
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 20_000 }, app);
   server.keepAliveTimeout = 5_000;
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) return socket.destroy();
-    void answerUnparsed(context.deps, err, socket);
+    void answerUnparsed(deps, err, socket);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
