@@ -123,7 +123,7 @@ describe('the exchange deadline', () => {
     const res = await exchangeCall('aws-deploy');
     const record = await assertTimedOut(res, 'aws-deploy', 'aws');
     answerLate();
-    const line = await eventually(() => fx.logLines().find((l) => l.includes('credential discarded: arrived after the exchange deadline')));
+    const line = await eventually(() => fx.logLines().find((l) => l.includes('credential discarded: arrived after its exchange ended')));
     const logged = JSON.parse(line) as Record<string, unknown>;
     const late = sts.requests.find((r) => r.credentials?.AccessKeyId === logged.credential_id)?.credentials;
     assert.ok(late, 'the discarded credential is the one STS issued after the deadline');
@@ -132,5 +132,38 @@ describe('the exchange deadline', () => {
     assert.equal(logged.request_id, record.request_id);
     assert.deepEqual(await recordsOf(String(res.headers['x-request-id'])), [record], 'still exactly one record');
     for (const line of fx.logLines()) assert.ok(!line.includes(late.SecretAccessKey) && !line.includes(late.SessionToken), 'no secret in the log');
+  });
+});
+
+describe('shutdown', () => {
+  test('an exchange still deciding when shutdown stops waiting is recorded as abandoned before the store closes; its late credential is discarded', async () => {
+    // A broker of its own: once abandoned, its decisions stay abandoned. On the default deadline (30 s), so only shutdown ends the call.
+    const own = await startBrokerFixture({
+      policies: { 'aws-deploy.yaml': `issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: aws\n  role_arn: ${ROLE}\n` },
+      providerConfig: `  aws:\n    region: eu-west-1\n    endpoint: ${sts.url}\n`,
+    });
+    let answerLate!: () => void;
+    sts.setFault({ kind: 'delay', until: new Promise<void>((resolve) => (answerLate = resolve)), times: 1 });
+    try {
+      const calls = sts.requests.length;
+      const token = await own.issuer.mint({ aud: AUDIENCE, ...CLAIMS });
+      const answered = request(own.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send({ policy: 'aws-deploy' }).then((res) => res);
+      await eventually(() => sts.requests[calls]);
+      assert.equal(own.broker.deps.decisions.count(), 1);
+      // Shutdown that waits no longer: what is in flight is abandoned, and recorded.
+      await own.broker.deps.decisions.drain(0);
+      const res = await answered;
+      assert.equal(res.status, 503, JSON.stringify(res.body));
+      assert.equal(res.body.error, 'not_ready');
+      const records = (await own.broker.deps.audit.query({ limit: 1000 })).events.filter((e) => e.request_id === res.headers['x-request-id']);
+      assert.equal(records.length, 1);
+      assert.equal(records[0]!.decision, 'error');
+      assert.match(records[0]!.reason ?? '', /^abandoned_at_shutdown: /);
+      answerLate();
+      await eventually(() => own.logLines().find((l) => l.includes('credential discarded: arrived after its exchange ended')));
+    } finally {
+      answerLate();
+      await own.close();
+    }
   });
 });

@@ -66,7 +66,7 @@ async function decideWithinDeadline(deps: ExchangeDeps, input: ExchangeInput, is
     if (!(first instanceof Error)) return first;
     void decided.then((late) => {
       if (late.kind !== 'issued') return;
-      deps.logger.warn('credential discarded: arrived after the exchange deadline', {
+      deps.logger.warn('credential discarded: arrived after its exchange ended', {
         request_id: input.requestId,
         issuance_id: issuanceId,
         target: late.issued.target,
