@@ -54,7 +54,7 @@ async function decideWithinDeadline(deps: ExchangeDeps, input: ExchangeInput, is
   const stopped = new Promise<BrokerError>((resolve) => stop.signal.addEventListener('abort', () => resolve(stop.signal.reason as BrokerError), { once: true }));
   const timeoutSeconds = deps.exchangeTimeoutMs / 1000;
   const timer = setTimeout(() => {
-    const message = `The exchange did not finish within the broker's ${timeoutSeconds} s deadline (${progress.step} step); anything issued after it is discarded. Try again with a fresh token.`;
+    const message = `The exchange did not finish within the broker's ${timeoutSeconds} s deadline (${progress.step} step); anything issued after it is discarded. Try again.`;
     stop.abort(new ExchangeTimeoutError(message, { reason: `${progress.step}_timeout` }));
   }, deps.exchangeTimeoutMs);
   const onAbandoned = () => stop.abort(new NotReadyError('The broker shut down before this exchange finished; try again.', { reason: 'abandoned_at_shutdown' }));
