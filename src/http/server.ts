@@ -129,7 +129,9 @@ async function answerUnparsed(deps: ExchangeDeps, err: NodeJS.ErrnoException, so
   const refusal =
     err.code === 'HPE_HEADER_OVERFLOW'
       ? new RequestTooLargeError(`The request headers are larger than ${MAX_HEADER_BYTES / 1024} KiB.`, { reason: 'headers_too_large' })
-      : new InvalidRequestError('The request is not valid HTTP.', { reason: 'malformed_http', cause: err });
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new InvalidRequestError('The request did not arrive in time.', { reason: 'request_timeout' })
+        : new InvalidRequestError('The request is not valid HTTP.', { reason: 'malformed_http', cause: err });
   const error = await refuseUnparsed(deps, { requestId, clientIp: socket.remoteAddress ?? null, userAgent: null }, refusal);
   if (!socket.writable) return void socket.destroy();
   const status = HTTP_STATUS[error.code];

@@ -61,6 +61,7 @@ async function decideWithinDeadline(deps: ExchangeDeps, input: ExchangeInput, is
   if (deps.decisions.abandoned.aborted) onAbandoned();
   else deps.decisions.abandoned.addEventListener('abort', onAbandoned, { once: true });
   try {
+    if (stop.signal.aborted) return { kind: 'refused', facts: progress.facts, error: stop.signal.reason as BrokerError };
     const decided = decideExchange(deps, input, issuanceId, progress, stop.signal);
     const first = await Promise.race([decided, stopped]);
     if (!(first instanceof Error)) return first;
@@ -94,10 +95,13 @@ async function decideExchange(deps: ExchangeDeps, input: ExchangeInput, issuance
     progress.facts = { token, policy, grant };
     const grantRefusal = input.checkGrant?.(grant, policy);
     if (grantRefusal) throw grantRefusal;
+    // A decision already ended by its deadline or by shutdown spends no token and mints nothing more.
+    signal.throwIfAborted();
     progress.step = 'replay';
     const replayKey = await claimReplay(deps.replay, policy, token);
     const claimed = { token, policy, grant, ...(replayKey === undefined ? {} : { replayKey }) };
     progress.facts = claimed;
+    signal.throwIfAborted();
     progress.step = 'provider';
     const issued = await issue(deps.providers, grant, token, { requestedDurationSeconds: request.durationSeconds, issuanceId, signal });
     return { kind: 'issued', facts: claimed, issued };
