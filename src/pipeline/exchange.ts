@@ -65,16 +65,22 @@ async function decideWithinDeadline(deps: ExchangeDeps, input: ExchangeInput, is
     const decided = decideExchange(deps, input, issuanceId, progress, stop.signal);
     const first = await Promise.race([decided, stopped]);
     if (!(first instanceof Error)) return first;
-    void decided.then((late) => {
-      if (late.kind !== 'issued') return;
-      deps.logger.warn('credential discarded: arrived after its exchange ended', {
-        request_id: input.requestId,
-        issuance_id: issuanceId,
-        target: late.issued.target,
-        credential_id: late.issued.credentialId,
-      });
+    const recorded = progress.facts;
+    void decided.then(async (late) => {
+      if (late.kind === 'issued') {
+        deps.logger.warn('credential discarded: arrived after its exchange ended', {
+          request_id: input.requestId,
+          issuance_id: issuanceId,
+          target: late.issued.target,
+          credential_id: late.issued.credentialId,
+        });
+      } else if (late.facts.replayKey !== undefined && recorded.replayKey === undefined) {
+        // A claim that landed after the end issued nothing, and the refusal's record could not release it:
+        // release it here, or the token stays spent though nothing was minted.
+        await deps.replay.release(late.facts.replayKey).catch(() => undefined);
+      }
     });
-    return { kind: 'refused', facts: progress.facts, error: first };
+    return { kind: 'refused', facts: recorded, error: first };
   } finally {
     clearTimeout(timer);
     deps.decisions.abandoned.removeEventListener('abort', onAbandoned);
