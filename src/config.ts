@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
-import { outboundUrl } from './config-fields.js';
+import { exchangeTimeout, outboundUrl } from './config-fields.js';
 import type { LimitsConfig } from './limits/rate-limit.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
@@ -17,7 +17,7 @@ export interface BrokerConfig {
   /** Where the config came from: a file path, or `built-in defaults`. */
   source: string;
   /** `trustedProxies`: addresses and CIDR ranges whose X-Forwarded-For is believed; `adminPort`: the separate listener for /metrics and the detailed /readyz (docs/configuration.md#server). */
-  server: { host: string; port: number; publicUrl: string; trustedProxies: string[]; adminPort: number | undefined };
+  server: { host: string; port: number; publicUrl: string; trustedProxies: string[]; adminPort: number | undefined; exchangeTimeoutSeconds: number };
   issuers: IssuerConfig[];
   policies: { dir: string };
   /** `url`: `sqlite:<absolute path>` or `postgres://...`; `headFile`: the trusted head, an absolute path (docs/audit.md, "Trusted head"). */
@@ -81,8 +81,9 @@ const fileSchema = z.strictObject({
       public_url: outboundUrl.optional(),
       trusted_proxies: z.array(z.string().refine(isAddressOrRange, 'expected an IP address or a CIDR range such as 10.0.0.0/8 or fd00::/8')).default([]),
       admin_port: z.number().int().min(0).max(65535).optional(),
+      exchange_timeout_seconds: exchangeTimeout,
     })
-    .default({ host: '127.0.0.1', port: 8080, trusted_proxies: [] }),
+    .default({ host: '127.0.0.1', port: 8080, trusted_proxies: [], exchange_timeout_seconds: exchangeTimeout.parse(undefined) }),
   issuers: z
     .array(issuerSchema)
     .default([])
@@ -255,7 +256,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
       : path.join(path.dirname(auditUrl.startsWith('sqlite:') ? auditUrl.slice('sqlite:'.length) : providers.jwt.signingKeyFile), 'audit-head.jws');
   return {
     source,
-    server: { host: file.server.host, port, publicUrl, trustedProxies: file.server.trusted_proxies, adminPort },
+    server: { host: file.server.host, port, publicUrl, trustedProxies: file.server.trusted_proxies, adminPort, exchangeTimeoutSeconds: file.server.exchange_timeout_seconds },
     issuers,
     policies: { dir: path.resolve(baseDir, file.policies.dir) },
     audit: { url: auditUrl, checkpointIntervalSeconds: file.audit.checkpoint_interval_seconds, headFile: auditHeadFile },

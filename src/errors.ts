@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'server_error'
   | 'provider_error'
+  | 'exchange_timeout'
   | 'issuer_unavailable'
   | 'audit_unavailable'
   | 'replay_unavailable'
@@ -114,6 +115,16 @@ export class ServerError extends BrokerError {
 /** A credential provider (STS, IAM Credentials, the signer) failed. */
 export class ProviderError extends BrokerError {
   readonly code = 'provider_error' as const;
+}
+
+/**
+ * The exchange did not finish within `server.exchange_timeout_seconds`
+ * (docs/configuration.md): the broker's own deadline, whatever a provider's
+ * SDK or an issuer does. Its `reason` names the step that was running; a
+ * credential that arrives after it is discarded, never delivered.
+ */
+export class ExchangeTimeoutError extends BrokerError {
+  readonly code = 'exchange_timeout' as const;
 }
 
 /** The token's issuer could not be reached for its keys (discovery or JWKS). */

@@ -13,6 +13,7 @@ import { DropSummaries } from './limits/summaries.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type BrokerMetrics } from './metrics.js';
 import { createTokenVerifier } from './oidc/verify.js';
+import { createInFlightDecisions, shutdownWaitMs } from './pipeline/in-flight.js';
 import { recordDropped } from './pipeline/record.js';
 import type { DroppedRequest, ExchangeDeps } from './pipeline/types.js';
 import { compilePolicies } from './policy/compile.js';
@@ -114,6 +115,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
   const replay = openReplayStore(config.replay.url, logger);
   const limits = options.limits ? { limits: options.limits, close: async () => undefined } : openLimits(config.limits, config.replay.url);
   let accepting = true;
+  const decisions = createInFlightDecisions();
+  const exchangeTimeoutMs = config.server.exchangeTimeoutSeconds * 1000;
 
   const exchangeDeps: ExchangeDeps = {
     verifier,
@@ -126,6 +129,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     summaries,
     metrics,
     logger,
+    exchangeTimeoutMs,
+    decisions,
   };
   const deps: AppDeps = {
     ...exchangeDeps,
@@ -149,10 +154,13 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     stopAccepting: () => {
       accepting = false;
     },
+    graceMs: shutdownWaitMs(exchangeTimeoutMs),
     reloadPolicies: (trigger = 'sighup') => reloader.reload(trigger),
     policyStatus: () => reloader.status(),
     reloadKeys: (trigger = 'sighup') => keys.reload(trigger),
     close: async () => {
+      // Every decision in flight gets its record before the audit store closes (docs/architecture.md, "Shutdown").
+      await decisions.drain(shutdownWaitMs(exchangeTimeoutMs));
       await reloader.close();
       await keys.close();
       await replay.close();

@@ -5,6 +5,9 @@ import { cp, mkdtemp, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { openAuditStore } from '../src/audit/open.js';
+import { startDevIssuer } from '../src/dev/issuer.js';
+import { startStsEmulator, type StsEmulator } from './emulators/index.js';
 import { logLine, REPO, spawnCli, waitForOutput } from './helpers/cli.js';
 import { localJwtPolicy } from './helpers/oidc.js';
 
@@ -18,6 +21,11 @@ function rawRequest(url: string, options: http.RequestOptions = {}): Promise<{ s
     req.on('error', reject);
     req.end();
   });
+}
+
+/** Resolves once STS has received an AssumeRole call (it is then holding it). */
+async function waitForStsCall(sts: StsEmulator): Promise<void> {
+  while (sts.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 
 let dir: string;
@@ -80,6 +88,60 @@ describe('oidc-broker serve', { concurrency: true }, () => {
     assert.equal(res.status, 401, res.body);
     assert.equal((JSON.parse(res.body) as { error: string }).error, 'invalid_token');
     assert.equal(await broker.exited, 0);
+  });
+
+  test('SIGTERM while STS is minting: the exchange finishes, its answer reaches the caller on a closing connection, and its one record is written', async () => {
+    const cwd = path.join(dir, 'issuing');
+    await mkdir(path.join(cwd, 'policies'), { recursive: true });
+    const brokerKey = { accessKeyId: 'AKIAOIDCBROKERSERVE1', secretAccessKey: 'broker/secret/key/for/serve/tests/only/000' };
+    const [issuer, sts] = await Promise.all([startDevIssuer({ port: 0 }), startStsEmulator({ ...brokerKey, region: 'eu-west-1' })]);
+    const agent = new http.Agent({ keepAlive: true });
+    try {
+      await writeFile(path.join(cwd, 'policies', 'deploy.yaml'), 'issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: aws\n  role_arn: arn:aws:iam::123456789012:role/deploy-api\n');
+      await writeFile(
+        path.join(cwd, 'broker.yaml'),
+        `server: { host: 127.0.0.1, port: 0 }\nissuers:\n  - { name: local, issuer: "${issuer.url}", audiences: [https://broker.example.com] }\nproviders:\n  aws: { region: eu-west-1, endpoint: "${sts.url}" }\n`,
+      );
+      const broker = spawnCli(['serve'], { cwd, env: { AWS_ACCESS_KEY_ID: brokerKey.accessKeyId, AWS_SECRET_ACCESS_KEY: brokerKey.secretAccessKey, AWS_SESSION_TOKEN: '', AWS_PROFILE: '' } });
+      const { url } = (await waitForOutput(broker, logLine('listening'))) as { url: string };
+      let answerStsCall!: () => void;
+      // Every attempt waits (the SDK retries a slow call), as with an STS that is slow for a while.
+      sts.setFault({ kind: 'delay', until: new Promise<void>((resolve) => (answerStsCall = resolve)) });
+      const token = await issuer.mint({ aud: 'https://broker.example.com', sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api' });
+      const answered = new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        // A keep-alive client: the answer written during shutdown must close its connection.
+        const req = http.request(`${url}/v1/exchange`, { method: 'POST', agent, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        });
+        req.on('error', reject);
+        req.end(JSON.stringify({ policy: 'deploy' }));
+      });
+      await waitForStsCall(sts);
+      broker.child.kill('SIGTERM');
+      // STS answers once the broker says it is waiting for the exchange, or, if it would not wait, once it has stopped.
+      await waitForOutput(broker, (out) => (logLine('shutting down')(out)?.in_flight_decisions === 1 || logLine('stopped')(out) ? true : undefined)).catch(() => undefined);
+      answerStsCall();
+      const res = await answered;
+      assert.equal(res.status, 200, res.body);
+      assert.equal(res.headers.connection, 'close');
+      const accessKeyId = (JSON.parse(res.body) as { credentials: { AccessKeyId: string } }).credentials.AccessKeyId;
+      assert.equal(accessKeyId, sts.requests.find((r) => r.credentials)?.credentials?.AccessKeyId);
+      assert.equal(await broker.exited, 0);
+      const store = await openAuditStore(`sqlite:${path.join(cwd, 'data', 'audit.db')}`);
+      try {
+        const records = (await store.query({ limit: 1000 })).events.filter((e) => e.request_id === res.headers['x-request-id']);
+        assert.equal(records.length, 1, 'exactly one record for the request');
+        assert.equal(records[0]!.decision, 'issued');
+        assert.equal(records[0]!.credential_id, accessKeyId);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      agent.destroy();
+      await Promise.all([issuer.close(), sts.close()]);
+    }
   });
 
   test('server.admin_port: /metrics and the detailed readiness move to the admin listener; with Redis replay, SIGTERM still exits 0', async () => {

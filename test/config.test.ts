@@ -102,6 +102,8 @@ describe('a config file', () => {
     ['a Redis URL with options', 'replay:\n  url: redis://127.0.0.1:6379/0?family=6\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\//],
     ['not a URL', 'replay:\n  url: localhost:6379\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\//],
     ['the admin port is the API port', 'server:\n  port: 8080\n  admin_port: 8080\n', /broker\.yaml: server\.admin_port: expected a port other than the API port \(8080\)/],
+    ['an exchange deadline of 0', 'server:\n  exchange_timeout_seconds: 0\n', /broker\.yaml:2: server\.exchange_timeout_seconds/],
+    ['an exchange deadline past the HTTP request timeout', 'server:\n  exchange_timeout_seconds: 60\n', /broker\.yaml:2: server\.exchange_timeout_seconds/],
   ];
   for (const [name, text, expected] of cases) test(`refuses: ${name}`, () => rejects(text, expected));
 
@@ -114,6 +116,12 @@ describe('a config file', () => {
     const config = await parseConfig('server:\n  port: 8080\n  admin_port: 9090\n', file(), {});
     assert.equal(config.server.adminPort, 9090);
     assert.equal((await parseConfig('{}\n', file(), {})).server.adminPort, undefined);
+  });
+
+  test('server.exchange_timeout_seconds: 30 by default, with or without a server section', async () => {
+    assert.equal((await parseConfig('{}\n', file(), {})).server.exchangeTimeoutSeconds, 30);
+    assert.equal((await parseConfig('server:\n  port: 8080\n', file(), {})).server.exchangeTimeoutSeconds, 30);
+    assert.equal((await parseConfig('server:\n  exchange_timeout_seconds: 10\n', file(), {})).server.exchangeTimeoutSeconds, 10);
   });
 
   test('a postgres:// audit URL is kept as written, with ${ENV} substituted', async () => {

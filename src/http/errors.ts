@@ -23,6 +23,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   rate_limited: 429,
   server_error: 500,
   provider_error: 502,
+  exchange_timeout: 504,
   issuer_unavailable: 503,
   audit_unavailable: 503,
   replay_unavailable: 503,
@@ -42,8 +43,8 @@ export type OAuthErrorCode = 'invalid_request' | 'invalid_grant' | 'invalid_targ
  *   subject token was already spent): `invalid_grant`, 400 (the presented grant
  *   does not entitle the caller, like a used or unauthorized authorization code).
  * - unknown_policy: `invalid_target`, 400 (no such `scope`/`audience`).
- * - issuer_unavailable, audit_unavailable, replay_unavailable, not_ready, rate_limited:
- *   `temporarily_unavailable`, their broker status kept (503, 429).
+ * - issuer_unavailable, audit_unavailable, replay_unavailable, not_ready, rate_limited,
+ *   exchange_timeout: `temporarily_unavailable`, their broker status kept (503, 429, 504).
  * - provider_error: `server_error`, 502 kept; server_error 500.
  * - request_too_large, not_acceptable, not_found: `invalid_request`, broker status kept.
  */
@@ -59,6 +60,7 @@ export const OAUTH_ERROR: Readonly<Record<ErrorCode, { error: OAuthErrorCode; st
   rate_limited: { error: 'temporarily_unavailable', status: 429 },
   server_error: { error: 'server_error', status: 500 },
   provider_error: { error: 'server_error', status: 502 },
+  exchange_timeout: { error: 'temporarily_unavailable', status: 504 },
   issuer_unavailable: { error: 'temporarily_unavailable', status: 503 },
   audit_unavailable: { error: 'temporarily_unavailable', status: 503 },
   replay_unavailable: { error: 'temporarily_unavailable', status: 503 },
@@ -81,9 +83,14 @@ export class OAuthRequestError extends InvalidRequestError {
 }
 
 /** 429 and 503 say when to retry (openapi.yaml): when the limit's window ends, or in 5 s. */
+export function retryAfterSeconds(error: BrokerError, status: number): number | undefined {
+  if (error instanceof RateLimitedError) return error.limited.retryAfterSeconds;
+  return status === 429 || status === 503 ? 5 : undefined;
+}
+
 function setRetryAfter(res: Response, error: BrokerError, status: number): void {
-  if (error instanceof RateLimitedError) res.set('Retry-After', String(error.limited.retryAfterSeconds));
-  else if (status === 429 || status === 503) res.set('Retry-After', '5');
+  const seconds = retryAfterSeconds(error, status);
+  if (seconds !== undefined) res.set('Retry-After', String(seconds));
 }
 
 /** Writes an RFC 6749 section 5.2 error body `{error, error_description, request_id}` for `/oauth2/token`. */

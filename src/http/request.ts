@@ -85,6 +85,19 @@ export function auditBodyRefusals(
   };
 }
 
+/**
+ * Records a request Node's HTTP parser refused before express saw it (headers
+ * over the cap, bytes that are not HTTP) like any refusal made before the
+ * pipeline: counted against `refused_per_ip`, so a flood of them is answered
+ * 429 and summarised (docs/audit.md) instead of growing the log one record
+ * each. Resolves to what to answer: the refusal once recorded, the rate limit,
+ * or the audit failure.
+ */
+export function refuseUnparsed(deps: ExchangeDeps, request: RequestContext, refusal: BrokerError): Promise<BrokerError> {
+  const limited = request.clientIp === null ? Promise.resolve(undefined) : deps.limits.refused_per_ip.check(request.clientIp);
+  return limited.then((limit) => refuse(deps, 'exchange', { ...request, token: undefined }, limit ?? refusal)).then(() => refusal, toBrokerError);
+}
+
 /** Audits a refusal made before the pipeline ran (with the header's token, if asked) and answers it. */
 async function answerRefusal(deps: ExchangeDeps, operation: Operation, req: Request, res: Response, refusal: BrokerError, options: RefusalOptions): Promise<void> {
   const token = options.withToken ? (bearerToken(req.get('authorization')) ?? undefined) : undefined;

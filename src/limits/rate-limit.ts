@@ -14,10 +14,10 @@ export const WINDOW_SECONDS = 60;
 
 /**
  * The refusals `refused_per_ip` counts (docs/configuration.md): the caller's
- * own mistakes (400, 401, 403, 404, 409), not the broker's failures, and not
- * the 429s themselves.
+ * own mistakes (400, 401, 403, 404, 409, 413), not the broker's failures, and
+ * not the 429s themselves.
  */
-export const COUNTED_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['invalid_request', 'invalid_token', 'access_denied', 'unknown_policy', 'token_replayed']);
+export const COUNTED_REFUSALS: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['invalid_request', 'invalid_token', 'access_denied', 'unknown_policy', 'token_replayed', 'request_too_large']);
 
 /**
  * Where the counts live: this process's memory (one broker process), or Redis

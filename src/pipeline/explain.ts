@@ -14,7 +14,12 @@ import type { ExchangeDeps, Explained, ExplainInput, ExplainResult, Facts, Refus
  *
  * @throws BrokerError: the refusal, already audited; or AuditUnavailableError.
  */
-export async function explain(deps: ExchangeDeps, input: ExplainInput): Promise<ExplainResult> {
+export function explain(deps: ExchangeDeps, input: ExplainInput): Promise<ExplainResult> {
+  // Shutdown waits for it: its record is written before the audit store closes.
+  return deps.decisions.track(decideAndRecord(deps, input));
+}
+
+async function decideAndRecord(deps: ExchangeDeps, input: ExplainInput): Promise<ExplainResult> {
   const start = startDecision();
   const { facts, decision } = await settle(deps, start, 'explain', input, await decideExplain(deps, input));
   return { explainId: start.id, policy: facts.policy.name, decision };

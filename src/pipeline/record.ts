@@ -8,7 +8,7 @@ import { errorSummary, type Logger } from '../logger.js';
 import { toAuditEntry, toSummaryEntry } from './audit-entry.js';
 import type { DroppedRequest, ExchangeDeps, Operation, Outcome, Refused, RequestFacts } from './types.js';
 
-type RecordDeps = Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger' | 'replay' | 'limits' | 'summaries'>;
+type RecordDeps = Pick<ExchangeDeps, 'audit' | 'metrics' | 'logger' | 'replay' | 'limits' | 'summaries' | 'decisions'>;
 
 /** The audit record's id and time, fixed when the decision starts (the id names the issued session or token). */
 export interface DecisionStart {
@@ -81,7 +81,8 @@ export async function settle<O extends Outcome>(
  */
 export async function refuse(deps: RecordDeps, operation: Operation, request: RequestFacts, error: BrokerError): Promise<void> {
   const refused: Refused = { kind: 'refused', facts: {}, error };
-  await settle(deps, startDecision(), operation, request, refused);
+  // Shutdown waits for it, like any decision: its record is written before the audit store closes.
+  await deps.decisions.track(settle(deps, startDecision(), operation, request, refused));
 }
 
 /**

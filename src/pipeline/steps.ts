@@ -82,9 +82,14 @@ export async function claimReplay(replay: ReplayStore, policy: CompiledPolicy, t
 }
 
 /** @throws ProviderError or AccessDeniedError (the grant cannot be rendered for this token). */
-export function issue(providers: ProviderSet, grant: Grant, token: VerifiedToken, requestedDurationSeconds: number | undefined, issuanceId: string): Promise<IssuedCredential> {
+export function issue(
+  providers: ProviderSet,
+  grant: Grant,
+  token: VerifiedToken,
+  request: { requestedDurationSeconds: number | undefined; issuanceId: string; signal: AbortSignal },
+): Promise<IssuedCredential> {
   const provider = issuerFor(providers, grant);
   // The compiler refuses grants for unconfigured providers, so this is only reached if the two disagree.
   if (!provider) throw new ProviderError(`The '${grant.provider}' provider is not configured on this broker.`, { reason: 'provider_not_configured' });
-  return provider.issue({ grant, token, requestedDurationSeconds, issuanceId });
+  return provider.issue({ grant, token, ...request });
 }

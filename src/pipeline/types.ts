@@ -4,6 +4,7 @@ import type { Limits } from '../limits/rate-limit.js';
 import type { DropSummaries } from '../limits/summaries.js';
 import type { Logger } from '../logger.js';
 import type { BrokerMetrics } from '../metrics.js';
+import type { InFlightDecisions } from './in-flight.js';
 import type { TokenVerifier, VerifiedToken } from '../oidc/types.js';
 import type { CompiledPolicy, Decision, PolicySet } from '../policy/types.js';
 import type { Grant, ProviderName, ProviderSet } from '../providers/registry.js';
@@ -24,6 +25,10 @@ export interface ExchangeDeps {
   summaries: DropSummaries<DroppedRequest>;
   metrics: BrokerMetrics;
   logger: Logger;
+  /** The broker's own deadline on a whole exchange (docs/configuration.md, `server.exchange_timeout_seconds`). */
+  exchangeTimeoutMs: number;
+  /** What shutdown waits for before the audit store closes. */
+  decisions: InFlightDecisions;
 }
 
 /** A rate-limited request counted in a summary: the record it would have had, and its route. */

@@ -17,6 +17,8 @@ export interface IssueRequest<G extends GrantBase> {
   requestedDurationSeconds: number | undefined;
   /** The audit record's id; a provider may use it to name the session or token. */
   issuanceId: string;
+  /** Aborted when the exchange's deadline passes (docs/configuration.md, `server.exchange_timeout_seconds`): nothing issued after it is delivered, so a provider may stop its call. */
+  signal?: AbortSignal;
 }
 
 /** What a provider hands back. `credentials` is secret and never reaches a log or a record. */

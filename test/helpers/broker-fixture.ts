@@ -41,6 +41,8 @@ export async function startBrokerFixture(options: {
   limits?: Partial<Record<'refused_per_ip' | 'exchanges_per_subject' | 'explains_per_subject' | 'auditor_failures_per_ip', number>>;
   /** `server.trusted_proxies`. */
   trustedProxies?: string[];
+  /** `server.exchange_timeout_seconds` (the config's default when absent). */
+  exchangeTimeoutSeconds?: number;
   /** Passed to createBroker (e.g. limits counted in a Redis shared by two brokers, or a PostgreSQL audit store). */
   brokerOptions?: Pick<BrokerOptions, 'limits' | 'audit'>;
   now?: () => Date;
@@ -59,7 +61,7 @@ server:
   port: 0
   public_url: http://127.0.0.1:8080
   trusted_proxies: ${JSON.stringify(options.trustedProxies ?? [])}
-issuers:
+${options.exchangeTimeoutSeconds === undefined ? '' : `  exchange_timeout_seconds: ${options.exchangeTimeoutSeconds}\n`}issuers:
   - name: local
     issuer: ${issuer.url}
     audiences: [${AUDIENCE}]

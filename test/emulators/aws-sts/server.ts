@@ -71,7 +71,9 @@ export interface ReceivedAssumeRole extends AssumeRoleParams {
 export type StsFault =
   | { kind: 'none' }
   | { kind: 'AccessDenied' | 'Throttling' | 'InternalFailure' | 'ServiceUnavailable' | 'ValidationError' | 'MalformedPolicyDocument'; times?: number }
-  | { kind: 'hang' | 'garbage'; times?: number };
+  | { kind: 'hang' | 'garbage'; times?: number }
+  /** Answers as usual once `until` settles: a test holds STS mid-call while it does something (a signal to the broker). */
+  | { kind: 'delay'; until: Promise<unknown>; times?: number };
 
 export interface StsEmulator {
   /** `http://127.0.0.1:<port>`; pass as the STSClient `endpoint`. */
@@ -108,7 +110,7 @@ function isoSeconds(date: Date): string {
   return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-function faultAnswer(kind: Exclude<StsFault['kind'], 'none' | 'hang' | 'garbage'>, roleArn: string, callerArn: string): StsErrorAnswer {
+function faultAnswer(kind: Exclude<StsFault['kind'], 'none' | 'hang' | 'garbage' | 'delay'>, roleArn: string, callerArn: string): StsErrorAnswer {
   switch (kind) {
     case 'AccessDenied':
       return { status: 403, type: 'Sender', code: 'AccessDenied', message: `User: ${callerArn} is not authorized to perform: sts:AssumeRole on resource: ${roleArn}` };
@@ -152,7 +154,7 @@ export async function startStsEmulator(options: StsEmulatorOptions): Promise<Sts
   const requests: ReceivedAssumeRole[] = [];
   /** Role ids are stable per role, as in IAM. */
   const roleIds = new Map<string, string>();
-  let fault: { kind: Exclude<StsFault['kind'], 'none'>; remaining: number } | undefined;
+  let fault: { fault: Exclude<StsFault, { kind: 'none' }>; remaining: number } | undefined;
   let calls = 0;
 
   const send = (res: ServerResponse, status: number, body: string, contentType = 'text/xml'): void => {
@@ -246,9 +248,11 @@ ${packedPolicySize !== undefined ? `    <PackedPolicySize>${packedPolicySize}</P
     const record: ReceivedAssumeRole = { ...form.params, body: rawBody, signedHeaders: signed.signedHeaders, receivedAt: now(), status: undefined };
     requests.push(record);
 
-    if (fault !== undefined) {
-      const { kind } = fault;
-      if (--fault.remaining <= 0) fault = undefined;
+    const injected = fault?.fault;
+    if (fault !== undefined && --fault.remaining <= 0) fault = undefined;
+    if (injected?.kind === 'delay') await injected.until.catch(() => undefined);
+    else if (injected !== undefined) {
+      const { kind } = injected;
       record.errorCode = kind;
       switch (kind) {
         case 'hang':
@@ -301,7 +305,7 @@ ${packedPolicySize !== undefined ? `    <PackedPolicySize>${packedPolicySize}</P
     requests,
     setFault(next: StsFault): void {
       const times = next.kind === 'none' ? 0 : next.times ?? Number.POSITIVE_INFINITY;
-      fault = next.kind === 'none' || times <= 0 ? undefined : { kind: next.kind, remaining: times };
+      fault = next.kind === 'none' || times <= 0 ? undefined : { fault: next, remaining: times };
     },
     callCount: () => calls,
     close(): Promise<void> {
