@@ -5,6 +5,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { exchangeTimeout, outboundUrl } from './config-fields.js';
 import type { LimitsConfig } from './limits/rate-limit.js';
+import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from './oidc/issuer-defaults.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
 import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
@@ -39,6 +40,9 @@ export class ConfigError extends Error {
 const DEFAULT_ALGORITHMS = ['RS256', 'ES256'];
 const ASYMMETRIC_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 
+/** The largest `max_token_lifetime_seconds`: 31 days, above any CI job timeout (docs/configuration.md). */
+const MAX_TOKEN_LIFETIME_LIMIT_SECONDS = 31 * 86_400;
+
 const issuerSchema = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a name of letters, digits, ".", "_" or "-"'),
@@ -52,8 +56,14 @@ const issuerSchema = z
       .optional(),
     clock_skew_seconds: z.number().int().min(0).max(300).default(60),
     max_token_age_seconds: z.number().int().positive().optional(),
+    max_token_lifetime_seconds: z.number().int().positive().max(MAX_TOKEN_LIFETIME_LIMIT_SECONDS).default(DEFAULT_MAX_TOKEN_LIFETIME_SECONDS),
+    jwks_stale_if_error_seconds: z.number().int().min(0).max(7 * 86_400).optional(),
   })
-  .refine((i) => !(i.jwks_uri && i.jwks_file), { message: 'set jwks_uri or jwks_file, not both' });
+  .refine((i) => !(i.jwks_uri && i.jwks_file), { message: 'set jwks_uri or jwks_file, not both' })
+  .refine((i) => !(i.jwks_file && i.jwks_stale_if_error_seconds !== undefined), {
+    message: 'jwks_stale_if_error_seconds applies to fetched keys only; a jwks_file is never fetched',
+    path: ['jwks_stale_if_error_seconds'],
+  });
 
 /** docs/configuration.md, `limits`: what a demanding operator expects when the section is absent. */
 const DEFAULT_LIMITS: LimitsConfig = { refused_per_ip: 120, exchanges_per_subject: 60, explains_per_subject: 20, auditor_failures_per_ip: 10 };
@@ -245,6 +255,8 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
       algorithms: issuer.algorithms ?? DEFAULT_ALGORITHMS,
       clockSkewSeconds: issuer.clock_skew_seconds,
       maxTokenAgeSeconds: issuer.max_token_age_seconds,
+      maxTokenLifetimeSeconds: issuer.max_token_lifetime_seconds,
+      jwksStaleIfErrorSeconds: issuer.jwks_stale_if_error_seconds,
     });
   }
   const auditUrl = file.audit.url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, file.audit.url.slice('sqlite:'.length))}` : file.audit.url;

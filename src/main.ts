@@ -107,6 +107,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
   const verifier = createTokenVerifier(config.issuers, {
     ...(options.now ? { now: options.now } : {}),
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
+    logger,
   });
   const providers = await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey: () => keys.current().active });
   const summaries = new DropSummaries<DroppedRequest>((window) => recordDropped({ audit, logger }, window));

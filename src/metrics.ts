@@ -42,7 +42,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
     }),
     jwksFetches: new Counter({
       name: 'broker_jwks_fetches_total',
-      help: 'Remote JWKS and discovery fetches per issuer, by outcome (ok, error).',
+      help: 'Remote JWKS and discovery fetches per issuer, by outcome (ok; stale: failed, cached keys keep verifying; error).',
       labelNames: ['issuer', 'outcome'],
       registers: [registry],
     }),

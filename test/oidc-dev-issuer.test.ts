@@ -1,11 +1,36 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { startDevIssuer } from '../src/dev/issuer.js';
+import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
 import { createTokenVerifier } from '../src/oidc/verify.js';
 import { DEV_AUDIENCE, DISCOVERY_PATH, issuerConfigFor, JWKS_PATH } from './helpers/oidc.js';
+
+/**
+ * One request over raw HTTP to the dev issuer's socket, with the headers given
+ * exactly, `Host` included or left out (fetch would not let a test choose it).
+ */
+async function rawRequest(
+  issuer: DevIssuer,
+  options: { method?: string; path: string; headers: Record<string, string>; body?: string },
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  const { hostname, port } = new URL(issuer.url);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: hostname.replace(/^\[|\]$/g, ''), port, method: options.method ?? 'GET', path: options.path, headers: options.headers, setHost: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: res.statusCode ?? 0, json: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
 
 describe('dev issuer', () => {
   it('serves discovery and JWKS, and counts requests', async () => {
@@ -43,10 +68,11 @@ describe('dev issuer', () => {
       assert.deepEqual(verified.audiences, [DEV_AUDIENCE]);
       assert.equal(verified.expiresAt - verified.issuedAt, 300);
 
+      const json = { 'content-type': 'application/json' };
       for (const body of ['not json', '[1]', '"x"']) {
-        assert.equal((await fetch(`${issuer.url}/token`, { method: 'POST', body })).status, 400);
+        assert.equal((await fetch(`${issuer.url}/token`, { method: 'POST', headers: json, body })).status, 400);
       }
-      assert.equal((await fetch(`${issuer.url}/token`, { method: 'POST', body: 'x'.repeat(100 * 1024) })).status, 413);
+      assert.equal((await fetch(`${issuer.url}/token`, { method: 'POST', headers: json, body: 'x'.repeat(100 * 1024) })).status, 413);
     } finally {
       await issuer.close();
     }
@@ -86,6 +112,73 @@ describe('dev issuer', () => {
   it('refuses to bind anything but loopback', async () => {
     for (const host of ['0.0.0.0', '::', '192.168.1.10', 'example.com']) {
       await assert.rejects(startDevIssuer({ host }), TypeError, host);
+    }
+  });
+
+  it('answers only requests addressed to a loopback name with its own port (no DNS rebinding)', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const port = new URL(issuer.url).port;
+      const mintBody = JSON.stringify({ sub: 'repo:acme/api:ref:refs/heads/main' });
+      for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `LOCALHOST:${port}`, `[::1]:${port}`]) {
+        const discovery = await rawRequest(issuer, { path: DISCOVERY_PATH, headers: { host } });
+        assert.equal(discovery.status, 200, host);
+        const minted = await rawRequest(issuer, { method: 'POST', path: '/token', headers: { host, 'content-type': 'application/json' }, body: mintBody });
+        assert.equal(minted.status, 200, host);
+        assert.equal(typeof minted.json.token, 'string');
+      }
+      // A rebinding page's own name, loopback on another port or none, another loopback address, no Host at all: refused, nothing minted.
+      for (const host of [`evil.example:${port}`, 'evil.example', `127.0.0.1:${Number(port) + 1}`, '127.0.0.1', `localhost.evil.example:${port}`, `127.0.0.2:${port}`, undefined]) {
+        for (const [method, path, body] of [['GET', DISCOVERY_PATH, undefined], ['GET', JWKS_PATH, undefined], ['POST', '/token', mintBody]] as const) {
+          const headers: Record<string, string> = { 'content-type': 'application/json', ...(host === undefined ? {} : { host }) };
+          const res = await rawRequest(issuer, { method, path, headers, ...(body ? { body } : {}) });
+          // Without Host, Node's HTTP server answers 400 before the issuer sees the request.
+          assert.equal(res.status, host === undefined ? 400 : 421, `${method} ${path} with Host ${JSON.stringify(host)}`);
+          if (host !== undefined) assert.equal(res.json.error, 'misdirected_request');
+          assert.equal(res.json.token, undefined);
+        }
+      }
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('POST /token mints only for Content-Type: application/json (a CORS-simple request never mints)', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const host = new URL(issuer.url).host;
+      const body = JSON.stringify({ sub: 'repo:acme/api:ref:refs/heads/main' });
+      for (const contentType of ['text/plain', 'text/plain;charset=UTF-8', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx', 'application/json-seq', undefined]) {
+        const headers: Record<string, string> = { host, ...(contentType === undefined ? {} : { 'content-type': contentType }) };
+        const res = await rawRequest(issuer, { method: 'POST', path: '/token', headers, body });
+        assert.equal(res.status, 415, String(contentType));
+        assert.equal(res.json.error, 'unsupported_media_type');
+        assert.equal(res.json.token, undefined);
+      }
+      for (const contentType of ['application/json', 'Application/JSON; charset=utf-8']) {
+        const res = await rawRequest(issuer, { method: 'POST', path: '/token', headers: { host, 'content-type': contentType }, body });
+        assert.equal(res.status, 200, contentType);
+      }
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('mint() writes rawClaims verbatim (exp 1e400 reads back as Infinity)', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const token = await issuer.mint({ repository: 'acme/api' }, { rawClaims: { exp: '1e400', nbf: '-1e400' } });
+      const text = Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8');
+      assert.match(text, /"exp":1e400/);
+      const payload = JSON.parse(text) as Record<string, unknown>;
+      assert.equal(payload.exp, Infinity);
+      assert.equal(payload.nbf, -Infinity);
+      assert.equal(payload.repository, 'acme/api');
+      assert.equal(payload.iss, issuer.url);
+      assert.equal(Object.keys(payload).filter((k) => k === 'exp').length, 1);
+      assert.deepEqual(JSON.parse(Buffer.from((await issuer.mint({}, { omit: ['iss', 'aud', 'sub', 'iat', 'exp', 'jti'], rawClaims: { exp: '1' } })).split('.')[1] ?? '', 'base64url').toString('utf8')), { exp: 1 });
+    } finally {
+      await issuer.close();
     }
   });
 

@@ -3,10 +3,12 @@ import { createHash, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
+import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS } from '../src/oidc/issuer-defaults.js';
 import { DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from '../src/oidc/jwks.js';
 import { MAX_TOKEN_LENGTH } from '../src/oidc/jws.js';
 import type { JwksFetchOutcome } from '../src/oidc/types.js';
 import { createTokenVerifier, readUnverifiedIdentity, type TokenVerifierOptions } from '../src/oidc/verify.js';
+import { createCapturingLogger } from './helpers/broker-fixture.js';
 import {
   assertInvalidToken,
   assertIssuerUnavailable,
@@ -327,6 +329,67 @@ describe('verify: one dev issuer over loopback HTTP', () => {
       assert.equal(identity.iss?.length, 256);
       assert.equal(identity.sub, 'abcd[31m');
     });
+  });
+});
+
+describe('verify: time claims must be usable times', () => {
+  let issuer: DevIssuer;
+  before(async () => {
+    issuer = await startDevIssuer({ alg: 'ES256' });
+  });
+  after(() => issuer.close());
+
+  // JSON.parse reads 1e400 as Infinity; jose compares it as given, so exp: 1e400 used to mean "never expires".
+  const unusable: { claim: 'exp' | 'nbf' | 'iat'; raw: string }[] = [
+    { claim: 'exp', raw: '1e400' },
+    { claim: 'exp', raw: '-1e400' },
+    { claim: 'exp', raw: '-1' },
+    { claim: 'nbf', raw: '1e400' },
+    { claim: 'nbf', raw: '-1e400' },
+    { claim: 'nbf', raw: '-0.5' },
+    { claim: 'iat', raw: '1e400' },
+    { claim: 'iat', raw: '-1e400' },
+    { claim: 'iat', raw: '-60' },
+  ];
+  for (const { claim, raw } of unusable) {
+    it(`${claim}: ${raw} -> invalid_claim naming "${claim}", before any key is fetched`, async () => {
+      const fetchesBefore = issuer.requestCount(DISCOVERY_PATH) + issuer.requestCount(JWKS_PATH);
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+      const token = await issuer.mint({}, { rawClaims: { [claim]: raw } });
+      const err = await assertInvalidToken(verifier.verify(token), 'invalid_claim', token);
+      assert.match(err.message, new RegExp(`"${claim}" claim is not a usable time`));
+      assert.equal(issuer.requestCount(DISCOVERY_PATH) + issuer.requestCount(JWKS_PATH), fetchesBefore);
+    });
+  }
+
+  it('exp: at most max_token_lifetime_seconds (default 86400) plus the clock skew after now', async () => {
+    const clock = manualClock();
+    const verifier = createTokenVerifier([issuerConfigFor(issuer, { clockSkewSeconds: 60 })], { ...FAST, now: clock.now });
+    const now = clock.seconds();
+    await verifier.verify(await issuer.mint({ exp: now + 86_400 + 60 }, { issuedAt: now }));
+    for (const exp of [now + 86_400 + 61, 1e300, Number.MAX_SAFE_INTEGER + 2]) {
+      const token = await issuer.mint({ exp }, { issuedAt: now });
+      const err = await assertInvalidToken(verifier.verify(token), 'lifetime_too_long', token);
+      assert.match(err.message, /"exp" claim is further in the future than this issuer allows \(max_token_lifetime_seconds\)/);
+    }
+  });
+
+  it('exp: the bound is per issuer (maxTokenLifetimeSeconds)', async () => {
+    const clock = manualClock();
+    const verifier = createTokenVerifier([issuerConfigFor(issuer, { clockSkewSeconds: 10, maxTokenLifetimeSeconds: 600 })], { ...FAST, now: clock.now });
+    const now = clock.seconds();
+    await verifier.verify(await issuer.mint({ exp: now + 610 }, { issuedAt: now }));
+    await assertInvalidToken(verifier.verify(await issuer.mint({ exp: now + 611 }, { issuedAt: now })), 'lifetime_too_long');
+    assert.throws(() => createTokenVerifier([issuerConfigFor(issuer, { maxTokenLifetimeSeconds: 0 })]), TypeError);
+    assert.throws(() => createTokenVerifier([issuerConfigFor(issuer, { maxTokenLifetimeSeconds: Infinity })]), TypeError);
+  });
+
+  it('finite times far off are refused by the ordinary checks: iat and nbf in the future, exp long past', async () => {
+    const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+    await assertInvalidToken(verifier.verify(await issuer.mint({ exp: 1e300 + 1 }, { issuedAt: 1e300 })), 'lifetime_too_long');
+    await assertInvalidToken(verifier.verify(await issuer.mint({}, { issuedAt: nowSeconds() + 61, expiresInSeconds: 60 })), 'issued_in_future');
+    await assertInvalidToken(verifier.verify(await issuer.mint({ nbf: 1e300 })), 'not_yet_valid');
+    await assertInvalidToken(verifier.verify(await issuer.mint({ exp: 0 }, { issuedAt: 0 })), 'expired');
   });
 });
 
@@ -658,6 +721,135 @@ describe('verify: unavailable issuers', () => {
     }
   });
 });
+
+describe('verify: stale-if-error (jwks_stale_if_error_seconds)', () => {
+  const STALE_MS = DEFAULT_JWKS_STALE_IF_ERROR_SECONDS * 1000;
+
+  for (const mode of ['500', 'hang', 'garbage', 'redirect'] as const) {
+    it(`JWKS answering "${mode}" past the max age: the cached keys verify until the bound, with a warning and outcome "stale"; then 503`, async () => {
+      const issuer = await startDevIssuer({ alg: 'ES256' });
+      const clock = manualClock();
+      const fetches: JwksFetchOutcome[] = [];
+      const { logger, lines } = createCapturingLogger();
+      try {
+        const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
+          now: clock.now,
+          fetchTimeoutMs: 300,
+          onJwksFetch: (_name, outcome) => fetches.push(outcome),
+          logger,
+        });
+        const mint = () => issuer.mint({}, { issuedAt: clock.seconds() });
+        const fetchedAtMs = clock.now().getTime();
+        await verifier.verify(await mint());
+
+        issuer.setFailure(mode);
+        clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+        const token = await mint();
+        await verifier.verify(token);
+        assert.equal(issuer.requestCount(JWKS_PATH), 2);
+        assert.deepEqual(fetches, ['ok', 'stale']);
+        const warnings = lines().map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === 'warn');
+        assert.equal(warnings.length, 1);
+        assert.match(String(warnings[0]?.msg), /verifying with cached keys/);
+        assert.equal(warnings[0]?.issuer, 'local');
+        assert.equal(warnings[0]?.stale_until, new Date(fetchedAtMs + DEFAULT_JWKS_CACHE_MAX_AGE_MS + STALE_MS).toISOString());
+        assert.ok(!lines().join('').includes(token.split('.')[1] ?? ''), 'no token in the log');
+
+        // Inside the failure's cooldown: still the cached keys, and no new request.
+        await verifier.verify(await mint());
+        assert.equal(issuer.requestCount(JWKS_PATH), 2);
+
+        // The last millisecond of the bound: a new attempt fails, the cached keys still verify.
+        clock.advance(STALE_MS - 1);
+        await verifier.verify(await mint());
+        assert.equal(issuer.requestCount(JWKS_PATH), 3);
+        assert.deepEqual(fetches, ['ok', 'stale', 'stale']);
+
+        // Past the bound: refused as unavailable, without waiting for the next attempt's cooldown.
+        clock.advance(1);
+        await assertIssuerUnavailable(verifier.verify(await mint()), 'jwks_unavailable');
+        clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
+        await assertIssuerUnavailable(verifier.verify(await mint()), 'jwks_unavailable');
+        assert.deepEqual(fetches, ['ok', 'stale', 'stale', 'error']);
+
+        // Back: fresh keys after the cooldown.
+        issuer.setFailure('none');
+        clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
+        await verifier.verify(await mint());
+        assert.deepEqual(fetches, ['ok', 'stale', 'stale', 'error', 'ok']);
+      } finally {
+        await issuer.close();
+      }
+    });
+  }
+
+  it('stale keys never answer an unknown kid, and a kid the refreshed JWKS withdrew is refused', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now, fetchTimeoutMs: 300 });
+      // Valid for the whole test on its clock.
+      const mint = () => issuer.mint({}, { issuedAt: clock.seconds(), expiresInSeconds: 3600 });
+      const first = await mint();
+      await verifier.verify(first);
+
+      issuer.setFailure('500');
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+      await verifier.verify(first);
+      // A rotation during the outage: the new kid is not in the stale keys, and they are not asked for it.
+      await issuer.rotateKey();
+      const rotated = await mint();
+      await assertIssuerUnavailable(verifier.verify(rotated), 'jwks_unavailable');
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
+      await assertIssuerUnavailable(verifier.verify(rotated), 'jwks_unavailable');
+      await verifier.verify(first);
+
+      // Back with a JWKS that no longer holds the first key: it is refused at once, stale or not.
+      await issuer.rotateKey();
+      assert.ok(!issuer.jwks().keys.some((k) => k.kid === decodeHeaderKid(first)));
+      issuer.setFailure('none');
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
+      await verifier.verify(rotated);
+      await assertInvalidToken(verifier.verify(first), 'unknown_key', first);
+      // In the next outage the stale keys are the refreshed ones: the withdrawn kid is still not among them.
+      issuer.setFailure('500');
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+      await verifier.verify(rotated);
+      await assertIssuerUnavailable(verifier.verify(first), 'jwks_unavailable');
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('per issuer: 0 turns it off, and the first issuer down does not touch the second', async () => {
+    const strict = await startDevIssuer({ alg: 'ES256' });
+    const lenient = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
+    try {
+      const verifier = createTokenVerifier(
+        [issuerConfigFor(strict, { name: 'strict', jwksStaleIfErrorSeconds: 0 }), issuerConfigFor(lenient, { name: 'lenient', jwksStaleIfErrorSeconds: 60 })],
+        { now: clock.now, fetchTimeoutMs: 300 },
+      );
+      const mint = (issuer: DevIssuer) => issuer.mint({}, { issuedAt: clock.seconds() });
+      await verifier.verify(await mint(strict));
+      await verifier.verify(await mint(lenient));
+      strict.setFailure('500');
+      lenient.setFailure('500');
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+      await assertIssuerUnavailable(verifier.verify(await mint(strict)), 'jwks_unavailable');
+      await verifier.verify(await mint(lenient));
+      clock.advance(60_000);
+      await assertIssuerUnavailable(verifier.verify(await mint(lenient)), 'jwks_unavailable');
+      assert.throws(() => createTokenVerifier([issuerConfigFor(strict, { jwksStaleIfErrorSeconds: -1 })]), TypeError);
+    } finally {
+      await Promise.all([strict.close(), lenient.close()]);
+    }
+  });
+});
+
+function decodeHeaderKid(token: string): unknown {
+  return (JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString('utf8')) as { kid?: unknown }).kid;
+}
 
 describe('verify: discovery document checks', () => {
   it('refuses a discovery document whose issuer differs from the configured one (trailing slash)', async () => {

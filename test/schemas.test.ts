@@ -353,6 +353,8 @@ issuers:
     algorithms: [RS256, EdDSA]
     clock_skew_seconds: 0
     max_token_age_seconds: 600
+    max_token_lifetime_seconds: 7200
+    jwks_stale_if_error_seconds: 0
 policies: { dir: ./policies }
 audit: { url: "postgres://broker:\${AUDIT_DB_PASSWORD}@db.internal:5432/audit", checkpoint_interval_seconds: 10 }
 replay: { url: "rediss://broker:\${REDIS_PASSWORD}@redis.internal:6380/2" }
@@ -395,6 +397,10 @@ limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subjec
     'a port as a string': 'server:\n  port: "8080"\n',
     'a port out of range': 'server:\n  port: 70000\n',
     'clock skew out of range': `${issuer}    clock_skew_seconds: 301\n`,
+    'a token lifetime bound of 0': `${issuer}    max_token_lifetime_seconds: 0\n`,
+    'a token lifetime bound above 31 days': `${issuer}    max_token_lifetime_seconds: 2678401\n`,
+    'a negative stale-if-error bound': `${issuer}    jwks_stale_if_error_seconds: -1\n`,
+    'stale-if-error with jwks_file (never fetched)': `${issuer}    jwks_file: ./keys/gitlab-jwks.json\n    jwks_stale_if_error_seconds: 600\n`,
     'an uppercase token hash': `auditors:\n  - name: secops\n    token_sha256: ${'A'.repeat(64)}\n`,
     'a bare providers.aws (null)': 'providers:\n  aws:\n',
     'an audit URL of another scheme': 'audit:\n  url: mysql://db/audit\n',

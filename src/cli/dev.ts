@@ -7,7 +7,7 @@ export function registerDevCommands(program: Command, io: CliIo): void {
   const dev = program.command('dev').description('Development helpers. Never expose them beyond loopback.');
   dev
     .command('issuer')
-    .description('Run a local OIDC issuer (discovery, JWKS, and POST /token to mint test tokens) on loopback.')
+    .description('Run a local OIDC issuer (discovery, JWKS, and POST /token with a JSON body to mint test tokens) on loopback; it answers only Host 127.0.0.1, [::1] or localhost with its port.')
     .option('-p, --port <port>', 'port', '8081')
     .option('--key-file <file>', 'keep the issuer key here across restarts', './data/dev-issuer-key.jwk')
     .action(async (options: { port: string; keyFile: string }) => {

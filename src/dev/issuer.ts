@@ -3,7 +3,11 @@
  *
  * **Never expose it.** Anyone who can reach `POST /token` can mint a token
  * with any claims, signed by a key the broker may be configured to trust. It
- * binds to loopback only, and refuses any other host.
+ * binds to loopback only, and refuses any other host. It also answers only
+ * requests addressed to a loopback name with its own port (the `Host` header),
+ * and mints only for `Content-Type: application/json`, so a web page in the
+ * developer's browser can mint nothing: not through DNS rebinding (its `Host`
+ * is the page's name) and not with a form or a CORS-simple request.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID, createPublicKey, type JsonWebKey as NodeJsonWebKey } from 'node:crypto';
@@ -54,6 +58,13 @@ export interface MintOptions {
   issuedAt?: number;
   /** Claim names to leave out (`['aud']`). */
   omit?: string[];
+  /**
+   * Claims written into the payload as this JSON text, verbatim, replacing any
+   * value of the same name: `{ exp: '1e400' }` gives a payload that JSON.parse
+   * reads as Infinity, which JSON.stringify cannot write. For tests of
+   * hostile tokens only; `POST /token` has no way to reach it.
+   */
+  rawClaims?: Record<string, string>;
 }
 
 export interface DevIssuer {
@@ -95,18 +106,22 @@ const JWKS_PATH = '/.well-known/jwks.json';
 const TOKEN_PATH = '/token';
 const REDIRECT_PREFIX = '/redirected';
 const MAX_TOKEN_REQUEST_BYTES = 64 * 1024;
+/** The names, besides its own URL's host, under which the dev issuer is reached (with its port). */
+const LOOPBACK_NAMES = ['127.0.0.1', '[::1]', 'localhost'];
 
 /**
  * Starts a local OIDC issuer serving `GET /.well-known/openid-configuration`,
- * `GET /.well-known/jwks.json` and `POST /token` (JSON body: the claims;
- * answers `{"token": "..."}`).
+ * `GET /.well-known/jwks.json` and `POST /token` (JSON body: the claims, sent
+ * as `Content-Type: application/json`, else 415; answers `{"token": "..."}`).
+ * A request whose `Host` is not `127.0.0.1`, `[::1]` or `localhost` with the
+ * issuer's port (or the host of its URL) gets 421 `misdirected_request`.
  *
  * For local development and tests only: it signs whatever it is asked to.
  *
  * @throws TypeError if `host` is not a loopback address.
  * @example
  * const issuer = await startDevIssuer({ port: 8081, keyFile: './data/dev-issuer.jwk' });
- * // curl -s -X POST http://127.0.0.1:8081/token -d '{"repository":"acme/api"}'
+ * // curl -s -X POST http://127.0.0.1:8081/token -H 'content-type: application/json' -d '{"repository":"acme/api"}'
  * const token = await issuer.mint({ repository: 'acme/api', ref: 'refs/heads/main' });
  * await issuer.close();
  */
@@ -122,6 +137,8 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
   let discoveryOverride: Record<string, unknown> | undefined;
   const counts = new Map<string, number>();
   let url = '';
+  // Filled once listening, when the port is known.
+  let servedHosts: ReadonlySet<string> = new Set();
 
   const jwks = (): { keys: JWK[] } => ({ keys: [current.publicJwk, ...(previous ? [previous.publicJwk] : [])].map((k) => ({ ...k })) });
 
@@ -140,7 +157,7 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
     const alg = mintOptions.alg ?? current.alg;
     const header: Record<string, unknown> = { alg, typ: 'JWT', kid: mintOptions.kid ?? current.kid, ...mintOptions.header };
     for (const [name, value] of Object.entries(header)) if (value === undefined) delete header[name];
-    const payloadBytes = new TextEncoder().encode(JSON.stringify(payload));
+    const payloadBytes = new TextEncoder().encode(toPayloadJson(payload, mintOptions.rawClaims ?? {}));
 
     const signingInput = `${b64u(JSON.stringify(header))}.${b64u(payloadBytes)}`;
     if (alg === 'none') return `${signingInput}.`;
@@ -184,7 +201,17 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
     const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
     counts.set(pathname, (counts.get(pathname) ?? 0) + 1);
 
+    if (!servedHosts.has((req.headers.host ?? '').toLowerCase())) {
+      return sendJson(res, 421, {
+        error: 'misdirected_request',
+        error_description: `the dev issuer answers only requests addressed to ${[...servedHosts].join(', ')} (Host header)`,
+      });
+    }
+
     if (req.method === 'POST' && pathname === TOKEN_PATH) {
+      if (!isJsonMediaType(req.headers['content-type'])) {
+        return sendJson(res, 415, { error: 'unsupported_media_type', error_description: 'POST /token takes Content-Type: application/json' });
+      }
       const body = await readBody(req, MAX_TOKEN_REQUEST_BYTES);
       if (body === undefined) return sendJson(res, 413, { error: 'request_too_large' });
       let claims: unknown;
@@ -247,6 +274,7 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
   const address = server.address() as AddressInfo;
   const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   url = `http://${host === 'localhost' ? 'localhost' : urlHost}:${address.port}`;
+  servedHosts = new Set([new URL(url).host, ...LOOPBACK_NAMES.map((name) => `${name}:${address.port}`)]);
 
   return {
     url,
@@ -311,6 +339,14 @@ async function writeKeyFile(file: string, key: SigningKey): Promise<void> {
   await chmod(file, 0o600);
 }
 
+/** `payload` as JSON, with each of `rawClaims` in place of its value: its name, then its JSON text as given. */
+function toPayloadJson(payload: Record<string, unknown>, rawClaims: Record<string, string>): string {
+  const cooked = JSON.stringify(Object.fromEntries(Object.entries(payload).filter(([name]) => !Object.hasOwn(rawClaims, name))));
+  const raw = Object.entries(rawClaims).map(([name, text]) => `${JSON.stringify(name)}:${text}`);
+  if (raw.length === 0) return cooked;
+  return `${cooked.slice(0, -1)}${cooked === '{}' ? '' : ','}${raw.join(',')}}`;
+}
+
 function toPublicPem(publicJwk: JWK): string {
   return createPublicKey({ key: publicJwk as NodeJsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString();
 }
@@ -331,6 +367,11 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
   res.end(text);
+}
+
+/** `application/json`, with or without parameters (`; charset=utf-8`), in any case. */
+function isJsonMediaType(contentType: string | undefined): boolean {
+  return contentType?.split(';')[0]?.trim().toLowerCase() === 'application/json';
 }
 
 /** The body as text, or undefined if it is larger than `maxBytes`. */

@@ -1,6 +1,8 @@
 import { createLocalJWKSet, errors, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
 import { IssuerUnavailableError } from '../errors.js';
+import { errorSummary, type Logger } from '../logger.js';
 import { createIssuerDiscovery } from './discovery.js';
+import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS } from './issuer-defaults.js';
 import { ISSUER_UNAVAILABLE_MESSAGE, toKeyResolver } from './jws.js';
 import { fetchJson, DEFAULT_FETCH_TIMEOUT_MS } from './safe-fetch.js';
 import { isAllowedOutboundUrl } from './url-policy.js';
@@ -20,6 +22,12 @@ export interface KeyResolverOptions {
   cooldownMs?: number | undefined;
   /** Remote keys older than this are refetched before use. Default 10 min. */
   cacheMaxAgeMs?: number | undefined;
+  /**
+   * How long past `cacheMaxAgeMs` cached keys keep verifying while refetches
+   * fail (stale-if-error); 0 turns it off. Default 1 h. {@link createIssuerKeyResolver}
+   * takes it from the issuer's `jwksStaleIfErrorSeconds`.
+   */
+  staleIfErrorMs?: number | undefined;
   /** Time budget of one fetch. Default 5 s. */
   timeoutMs?: number | undefined;
   /** Body size cap of one fetch; default that of `fetchJson` (512 KiB). */
@@ -28,6 +36,8 @@ export interface KeyResolverOptions {
   onFetch?: OnJwksFetch | undefined;
   /** Clock for the cooldowns and the cache age; default `Date.now`. */
   nowMs?: (() => number) | undefined;
+  /** Gets a warning for each failed JWKS fetch bridged by cached keys. Default: not logged. */
+  logger?: Logger | undefined;
 }
 
 /**
@@ -46,8 +56,9 @@ export interface KeyResolverOptions {
  */
 export function createIssuerKeyResolver(issuer: IssuerConfig, options: KeyResolverOptions = {}): KeyResolver {
   if (issuer.jwks !== undefined) return createStaticKeyResolver(issuer.jwks);
-  if (issuer.jwksUri !== undefined) return createRemoteKeyResolver(issuer.name, issuer.jwksUri, options);
-  return createDiscoveredKeyResolver(issuer, options);
+  const remoteOptions: KeyResolverOptions = { ...options, staleIfErrorMs: (issuer.jwksStaleIfErrorSeconds ?? DEFAULT_JWKS_STALE_IF_ERROR_SECONDS) * 1000 };
+  if (issuer.jwksUri !== undefined) return createRemoteKeyResolver(issuer.name, issuer.jwksUri, remoteOptions);
+  return createDiscoveredKeyResolver(issuer, remoteOptions);
 }
 
 /**
@@ -75,8 +86,14 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'];
  * cache and cooldown jose's remote JWKS has, on the injected clock:
  *
  * - keys older than `cacheMaxAgeMs` are refetched before use;
+ * - if that refetch fails, the cached keys keep verifying until they are
+ *   `cacheMaxAgeMs + staleIfErrorMs` old (stale-if-error: the fetch counts as
+ *   `stale` and is logged as a warning); after that, tokens are refused with
+ *   `jwks_unavailable` until a fetch succeeds;
  * - an unknown `kid` refetches at most once per `cooldownMs` (measured from
- *   the last successful fetch);
+ *   the last successful fetch); stale keys are no answer to an unknown `kid`,
+ *   and a successful fetch replaces every cached key, so a key the issuer has
+ *   withdrawn never verifies again;
  * - a failed fetch is remembered for `cooldownMs`: until then any further
  *   fetch fails at once without a request, so an unreachable issuer is not
  *   hammered;
@@ -88,13 +105,19 @@ export function createRemoteKeyResolver(issuerName: string, jwksUri: string, opt
   if (!isAllowedOutboundUrl(jwksUri)) throw new TypeError('jwksUri must be an https URL, or http to a loopback host');
   const cooldownMs = options.cooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS;
   const cacheMaxAgeMs = options.cacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS;
+  const staleIfErrorMs = options.staleIfErrorMs ?? DEFAULT_JWKS_STALE_IF_ERROR_SECONDS * 1000;
   const timeoutMs = options.timeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
   const nowMs = options.nowMs ?? Date.now;
-  let keys: { resolve: KeyResolver; fetchedAt: number } | undefined;
-  let pending: Promise<{ resolve: KeyResolver; fetchedAt: number }> | undefined;
+  let keys: CachedKeys | undefined;
+  let pending: Promise<CachedKeys> | undefined;
   let lastFailure: { at: number; error: unknown } | undefined;
 
-  const fetchKeys = async (): Promise<{ resolve: KeyResolver; fetchedAt: number }> => {
+  const ageMs = (cached: CachedKeys) => nowMs() - cached.fetchedAt;
+  /** The cached keys while past their max age but inside the stale-if-error bound. */
+  const staleKeys = (): CachedKeys | undefined =>
+    keys !== undefined && ageMs(keys) >= cacheMaxAgeMs && ageMs(keys) < cacheMaxAgeMs + staleIfErrorMs ? keys : undefined;
+
+  const fetchKeys = async (): Promise<CachedKeys> => {
     if (lastFailure && nowMs() - lastFailure.at < cooldownMs) {
       throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: lastFailure.error });
     }
@@ -103,7 +126,19 @@ export function createRemoteKeyResolver(issuerName: string, jwksUri: string, opt
       resolve = createLocalJWKSet(toPublicJwks(await fetchJson(jwksUri, { timeoutMs, maxBytes: options.maxResponseBytes })));
     } catch (err) {
       lastFailure = { at: nowMs(), error: err };
-      options.onFetch?.(issuerName, 'error');
+      const stale = staleKeys();
+      if (stale !== undefined) {
+        options.onFetch?.(issuerName, 'stale');
+        options.logger?.warn('issuer keys could not be refreshed; verifying with cached keys until the stale-if-error bound', {
+          issuer: issuerName,
+          jwks_uri: jwksUri,
+          keys_fetched_at: new Date(stale.fetchedAt).toISOString(),
+          stale_until: new Date(stale.fetchedAt + cacheMaxAgeMs + staleIfErrorMs).toISOString(),
+          cause: errorSummary(err),
+        });
+      } else {
+        options.onFetch?.(issuerName, 'error');
+      }
       throw new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause: err });
     }
     lastFailure = undefined;
@@ -116,7 +151,19 @@ export function createRemoteKeyResolver(issuerName: string, jwksUri: string, opt
       pending = undefined;
     }));
 
-  const match: (from: { resolve: KeyResolver }, ...args: Parameters<KeyResolver>) => Promise<CryptoKey> = async (from, protectedHeader, token) => {
+  /** Fresh keys, refetched if past their max age; stale ones only while that refetch fails, within the bound. */
+  const usableKeys = async (): Promise<CachedKeys> => {
+    if (keys !== undefined && ageMs(keys) < cacheMaxAgeMs) return keys;
+    try {
+      return await refresh();
+    } catch (err) {
+      const stale = staleKeys();
+      if (stale !== undefined) return stale;
+      throw err;
+    }
+  };
+
+  const match: (from: CachedKeys, ...args: Parameters<KeyResolver>) => Promise<CryptoKey> = async (from, protectedHeader, token) => {
     try {
       return await from.resolve(protectedHeader, token);
     } catch (err) {
@@ -127,15 +174,22 @@ export function createRemoteKeyResolver(issuerName: string, jwksUri: string, opt
   };
 
   return async (protectedHeader, token) => {
-    const current = keys !== undefined && nowMs() - keys.fetchedAt < cacheMaxAgeMs ? keys : await refresh();
+    const current = await usableKeys();
     try {
       return await match(current, protectedHeader, token);
     } catch (err) {
-      // An unknown kid may be a key rotation: refetch, at most once per cooldown.
-      if (err instanceof errors.JWKSNoMatchingKey && nowMs() - current.fetchedAt >= cooldownMs) return match(await refresh(), protectedHeader, token);
+      // An unknown kid may be a key rotation: refetch, at most once per cooldown. A miss on stale keys
+      // asks the issuer too (or fails fast inside a failed fetch's cooldown): they never answer for a kid they lack.
+      if (err instanceof errors.JWKSNoMatchingKey && ageMs(current) >= cooldownMs) return match(await refresh(), protectedHeader, token);
       throw err;
     }
   };
+}
+
+/** Remote keys as matched by jose, and when they were fetched (injected clock). */
+interface CachedKeys {
+  resolve: KeyResolver;
+  fetchedAt: number;
 }
 
 /**

@@ -65,6 +65,7 @@ const INVALID_TOKEN_MESSAGES: Record<InvalidTokenReason, string> = {
   not_yet_valid: 'The token is not valid yet (nbf is in the future).',
   issued_in_future: "The token's issue time (iat) is in the future.",
   token_too_old: 'The token was issued longer ago than this issuer allows (max_token_age_seconds).',
+  lifetime_too_long: 'The token\'s "exp" claim is further in the future than this issuer allows (max_token_lifetime_seconds).',
   audience_mismatch: "The token's audience (aud) is not accepted by this broker.",
   missing_claim: 'The token lacks a required claim.',
   invalid_claim: 'The token has a claim of the wrong type.',
@@ -81,6 +82,19 @@ export function toInvalidTokenError(reason: InvalidTokenReason, options: { claim
     message = reason === 'missing_claim' ? `The token lacks the required "${options.claim}" claim.` : `The token's "${options.claim}" claim has the wrong type.`;
   }
   return new InvalidTokenError(message, { reason, cause: options.cause });
+}
+
+/** The registered claims that hold a time (RFC 7519 section 2, NumericDate). */
+export type TimeClaim = 'exp' | 'nbf' | 'iat';
+
+/**
+ * An `InvalidTokenError` (`invalid_claim`) for a time claim that is a number
+ * but no usable time: not finite (`1e400` parses as Infinity) or negative.
+ */
+export function toInvalidTimeClaimError(claim: TimeClaim): InvalidTokenError {
+  return new InvalidTokenError(`The token's "${claim}" claim is not a usable time: it must be a finite, non-negative number of seconds since 1970.`, {
+    reason: 'invalid_claim',
+  });
 }
 
 /** True for an algorithm in {@link ASYMMETRIC_JWS_ALGORITHMS}. Never throws. */

@@ -17,6 +17,17 @@ export interface IssuerConfig {
   clockSkewSeconds: number;
   /** Reject tokens whose `iat` is older than this. */
   maxTokenAgeSeconds?: number | undefined;
+  /**
+   * Reject tokens whose `exp` is further than this (plus the clock skew) after
+   * the broker's now. Default 86 400 (docs/configuration.md, `max_token_lifetime_seconds`).
+   */
+  maxTokenLifetimeSeconds?: number | undefined;
+  /**
+   * How long remote keys keep verifying past their normal refresh while the
+   * issuer's JWKS cannot be fetched. Default 3600; 0 turns it off
+   * (docs/configuration.md, `jwks_stale_if_error_seconds`).
+   */
+  jwksStaleIfErrorSeconds?: number | undefined;
 }
 
 /** A token whose signature, issuer, audience and lifetime have been checked. */
@@ -75,6 +86,7 @@ export type InvalidTokenReason =
   | 'not_yet_valid'
   | 'issued_in_future'
   | 'token_too_old'
+  | 'lifetime_too_long'
   | 'audience_mismatch'
   | 'missing_claim'
   | 'invalid_claim';
@@ -82,8 +94,12 @@ export type InvalidTokenReason =
 /** Machine reasons of an `IssuerUnavailableError` raised by `oidc/`. */
 export type IssuerUnavailableReason = 'discovery_failed' | 'jwks_unavailable';
 
-/** Outcome of one remote discovery or JWKS fetch, for the `broker_jwks_fetches_total` metric. */
-export type JwksFetchOutcome = 'ok' | 'error';
+/**
+ * Outcome of one remote discovery or JWKS fetch, for the `broker_jwks_fetches_total`
+ * metric: `stale` is a failed JWKS fetch after which the cached keys keep
+ * verifying (stale-if-error); `error` is a failed fetch with nothing to fall back on.
+ */
+export type JwksFetchOutcome = 'ok' | 'error' | 'stale';
 
 /** Metrics hook: called once per remote discovery or JWKS fetch (never for static keys). */
 export type OnJwksFetch = (issuerName: string, outcome: JwksFetchOutcome) => void;

@@ -1,13 +1,17 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
+import type { Logger } from '../logger.js';
+import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from './issuer-defaults.js';
 import { createIssuerKeyResolver, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from './jwks.js';
 import {
   assertAllowedAlgorithm,
   decodeCompactJwsHeader,
   isAsymmetricJwsAlgorithm,
   MAX_TOKEN_LENGTH,
+  toInvalidTimeClaimError,
   toInvalidTokenError,
   translateVerificationError,
+  type TimeClaim,
 } from './jws.js';
 import { DEFAULT_FETCH_TIMEOUT_MS } from './safe-fetch.js';
 import { isAllowedOutboundUrl } from './url-policy.js';
@@ -28,10 +32,14 @@ export interface TokenVerifierOptions {
   fetchTimeoutMs?: number;
   /** Metrics hook: one call per remote discovery or JWKS fetch, with its outcome. */
   onJwksFetch?: OnJwksFetch;
+  /** Where a JWKS outage bridged by cached keys is logged (a warning per failed fetch). Default: not logged. */
+  logger?: Logger;
 }
 
 /** Claims every accepted token must carry (docs/audit.md needs `sub`; `iat` feeds max age and audit). */
 const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat'];
+
+const TIME_CLAIMS: readonly TimeClaim[] = ['exp', 'nbf', 'iat'];
 
 /**
  * jose checks "iat is not in the future" only when `maxTokenAge` is set, so an
@@ -56,8 +64,12 @@ interface IssuerEntry {
  * 2. header: `jku`, `x5u`, `x5c` or `jwk` present -> `untrusted_key_reference` (never fetched);
  * 3. exact `iss` lookup among the configured issuers -> `unknown_issuer` (nothing is fetched for it);
  * 4. `alg` must be asymmetric and in that issuer's allowlist -> `unsupported_algorithm`;
- * 5. signature with the issuer's keys (static, `jwks_uri`, or discovery);
- * 6. claims with jose on the injected clock: `iss`, `sub`, `aud`, `exp`, `iat`
+ * 5. time claims that are numbers must be usable times: `exp`, `nbf`, `iat`
+ *    finite and not negative -> `invalid_claim` naming the claim, and `exp` at
+ *    most `max_token_lifetime_seconds` plus the clock skew after now ->
+ *    `lifetime_too_long` (before any key lookup, so such a token costs no fetch);
+ * 6. signature with the issuer's keys (static, `jwks_uri`, or discovery);
+ * 7. claims with jose on the injected clock: `iss`, `sub`, `aud`, `exp`, `iat`
  *    required, `aud` holds a configured audience, `exp`/`nbf` with the issuer's
  *    clock skew, `iat` not in the future, `max_token_age_seconds`.
  *
@@ -90,6 +102,7 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
         cacheMaxAgeMs: options.jwksCacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS,
         timeoutMs: options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS,
         onFetch: options.onJwksFetch,
+        logger: options.logger,
         nowMs: () => now().getTime(),
       }),
     });
@@ -111,7 +124,11 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
       // Step 4: the algorithm policy, before the key resolver can fetch anything.
       assertAllowedAlgorithm(header.alg, entry.algorithms);
 
-      // Steps 5-6: signature and claims, by jose, on one clock.
+      // Step 5: jose compares times as given, so Infinity would pass as "never expires".
+      const currentDate = now();
+      assertUsableTimes(unverified, entry.config, Math.floor(currentDate.getTime() / 1000));
+
+      // Steps 6-7: signature and claims, by jose, on one clock.
       let payload: JWTPayload;
       try {
         ({ payload } = await jwtVerify(token, entry.resolveKey, {
@@ -119,7 +136,7 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
           issuer: entry.config.issuer,
           audience: entry.config.audiences,
           requiredClaims: REQUIRED_CLAIMS,
-          currentDate: now(),
+          currentDate,
           clockTolerance: entry.config.clockSkewSeconds,
           maxTokenAge: entry.config.maxTokenAgeSeconds ?? UNBOUNDED_TOKEN_AGE_SECONDS,
         }));
@@ -171,6 +188,26 @@ function decodePayload(token: string): JWTPayload {
   }
 }
 
+/**
+ * Refuses time claims no issuer would mean: not finite (`1e400` parses as
+ * Infinity, which jose reads as "never expires"), negative, or an `exp`
+ * further ahead than the issuer's `max_token_lifetime_seconds` plus its clock
+ * skew. Such an `exp` would also keep the token's replay entry alive as long.
+ * A missing or non-number claim is left to jose's presence and type checks.
+ *
+ * @throws InvalidTokenError with reason `invalid_claim` (naming the claim) or `lifetime_too_long`.
+ */
+function assertUsableTimes(payload: JWTPayload, config: IssuerConfig, nowSeconds: number): void {
+  for (const claim of TIME_CLAIMS) {
+    const value = payload[claim];
+    if (typeof value === 'number' && !(Number.isFinite(value) && value >= 0)) throw toInvalidTimeClaimError(claim);
+  }
+  const maxLifetimeSeconds = config.maxTokenLifetimeSeconds ?? DEFAULT_MAX_TOKEN_LIFETIME_SECONDS;
+  if (typeof payload.exp === 'number' && payload.exp > nowSeconds + maxLifetimeSeconds + config.clockSkewSeconds) {
+    throw toInvalidTokenError('lifetime_too_long');
+  }
+}
+
 function toVerifiedToken(config: IssuerConfig, payload: JWTPayload, token: string): VerifiedToken {
   // jose has checked presence, and the types of exp, iat and nbf; the rest is ours.
   const { sub, aud, jti, exp, iat } = payload;
@@ -216,5 +253,11 @@ function validateIssuerConfig(config: IssuerConfig): void {
   if (!Number.isFinite(config.clockSkewSeconds) || config.clockSkewSeconds < 0) throw new TypeError(`${where}: clockSkewSeconds must be >= 0`);
   if (config.maxTokenAgeSeconds !== undefined && !(Number.isFinite(config.maxTokenAgeSeconds) && config.maxTokenAgeSeconds > 0)) {
     throw new TypeError(`${where}: maxTokenAgeSeconds must be > 0`);
+  }
+  if (config.maxTokenLifetimeSeconds !== undefined && !(Number.isFinite(config.maxTokenLifetimeSeconds) && config.maxTokenLifetimeSeconds > 0)) {
+    throw new TypeError(`${where}: maxTokenLifetimeSeconds must be > 0`);
+  }
+  if (config.jwksStaleIfErrorSeconds !== undefined && !(Number.isFinite(config.jwksStaleIfErrorSeconds) && config.jwksStaleIfErrorSeconds >= 0)) {
+    throw new TypeError(`${where}: jwksStaleIfErrorSeconds must be >= 0`);
   }
 }

@@ -37,6 +37,8 @@ export async function startBrokerFixture(options: {
   /** YAML lines under `providers:` (indented two spaces), e.g. an aws or gcp block. */
   providerConfig?: string;
   extraConfig?: string;
+  /** YAML list items appended under `issuers:` (indented two spaces), after the fixture's own `local` issuer. */
+  extraIssuers?: string;
   /** The `limits:` section; defaults to limits no test of another feature reaches (test/http-limits.test.ts sets its own). */
   limits?: Partial<Record<'refused_per_ip' | 'exchanges_per_subject' | 'explains_per_subject' | 'auditor_failures_per_ip', number>>;
   /** `server.trusted_proxies`. */
@@ -66,6 +68,7 @@ ${options.exchangeTimeoutSeconds === undefined ? '' : `  exchange_timeout_second
     issuer: ${issuer.url}
     audiences: [${AUDIENCE}]
     clock_skew_seconds: 30
+${options.extraIssuers ?? ''}
 policies:
   dir: ./policies
 audit:
