@@ -278,9 +278,10 @@ const rawRequestArb = fc.record({
 // ---------------------------------------------------------------------------
 // The token oracle (invariant 2).
 
-type ClaimsVariant = 'good' | 'no_jti' | 'aud_list' | 'long_exp' | 'wrong_repo' | 'wrong_aud' | 'wrong_iss' | 'expired' | 'not_yet_valid' | 'issued_in_future';
+type ClaimsVariant = 'good' | 'no_jti' | 'aud_list' | 'long_exp' | 'infinite_exp' | 'minus_infinite_iat' | 'wrong_repo' | 'wrong_aud' | 'wrong_iss' | 'expired' | 'not_yet_valid' | 'issued_in_future';
 /** Claims variants whose token verifies; of these, `wrong_repo` is then refused by the policy. */
-const VERIFYING_CLAIMS: ReadonlySet<ClaimsVariant> = new Set(['good', 'no_jti', 'aud_list', 'long_exp', 'wrong_repo']);
+// 'long_exp' (ten years) is past the issuer's max_token_lifetime_seconds (docs/configuration.md), so it is refused.
+const VERIFYING_CLAIMS: ReadonlySet<ClaimsVariant> = new Set(['good', 'no_jti', 'aud_list', 'wrong_repo']);
 type SigningVariant = 'issuer' | 'other_key' | 'alg_none' | 'hs256_confusion' | 'unknown_kid' | 'jku_header';
 
 type Mutation =
@@ -420,7 +421,7 @@ const caseArb: fc.Arbitrary<CredentialCase> = fc.record({
   // Half the cases start from a token the policies accept, so the replay and mutation checks have something to bite on.
   claims: fc.oneof(
     { weight: 9, arbitrary: fc.constant<ClaimsVariant>('good') },
-    fc.constantFrom<ClaimsVariant>('no_jti', 'aud_list', 'long_exp', 'wrong_repo', 'wrong_aud', 'wrong_iss', 'expired', 'not_yet_valid', 'issued_in_future'),
+    fc.constantFrom<ClaimsVariant>('no_jti', 'aud_list', 'long_exp', 'infinite_exp', 'minus_infinite_iat', 'wrong_repo', 'wrong_aud', 'wrong_iss', 'expired', 'not_yet_valid', 'issued_in_future'),
   ),
   signing: fc.oneof({ weight: 3, arbitrary: fc.constant<SigningVariant>('issuer') }, fc.constantFrom<SigningVariant>('other_key', 'alg_none', 'hs256_confusion', 'unknown_kid', 'jku_header')),
   extraClaim: fc.option(extraClaimArb, { freq: 3 }),
@@ -447,6 +448,12 @@ async function mintCase(fx: BrokerFixture, otherIssuer: DevIssuer, testCase: Cre
       break;
     case 'long_exp':
       options.expiresInSeconds = 10 * 365 * 24 * 3600;
+      break;
+    case 'infinite_exp':
+      options.rawClaims = { exp: '1e400' };
+      break;
+    case 'minus_infinite_iat':
+      options.rawClaims = { iat: '-1e400' };
       break;
     case 'wrong_repo':
       claimSet.repository = 'acme/other';
