@@ -245,6 +245,10 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
   const publicUrl = (file.server.public_url ?? `http://${hostForUrl(file.server.host)}:${port}`).replace(/\/+$/, '');
   const issuers: IssuerConfig[] = [];
   for (const [index, issuer] of file.issuers.entries()) {
+    // The broker signs its own tokens as public_url: trusting that issuer would let one broker-signed token buy every other grant.
+    if (issuer.issuer.replace(/\/+$/, '') === publicUrl) {
+      throw new ConfigError(`${source}: issuers[${index}].issuer: '${issuer.issuer}' is this broker's own server.public_url, the issuer of the tokens it signs; a broker must not accept its own tokens as CI tokens`);
+    }
     issuers.push({
       name: issuer.name,
       issuer: issuer.issuer,

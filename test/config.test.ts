@@ -102,6 +102,11 @@ describe('a config file', () => {
     ['a Redis URL with options', 'replay:\n  url: redis://127.0.0.1:6379/0?family=6\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\//],
     ['not a URL', 'replay:\n  url: localhost:6379\n', /broker\.yaml:2: replay\.url: expected memory:, or redis:\/\//],
     ['the admin port is the API port', 'server:\n  port: 8080\n  admin_port: 8080\n', /broker\.yaml: server\.admin_port: expected a port other than the API port \(8080\)/],
+    [
+      "an issuer that is the broker's own public URL",
+      'server:\n  public_url: https://broker.example.com\nissuers:\n  - name: self\n    issuer: https://broker.example.com/\n',
+      /broker\.yaml: issuers\[0\]\.issuer: 'https:\/\/broker\.example\.com\/' is this broker's own server\.public_url/,
+    ],
     ['an exchange deadline of 0', 'server:\n  exchange_timeout_seconds: 0\n', /broker\.yaml:2: server\.exchange_timeout_seconds/],
     ['an exchange deadline past the HTTP request timeout', 'server:\n  exchange_timeout_seconds: 60\n', /broker\.yaml:2: server\.exchange_timeout_seconds/],
   ];
