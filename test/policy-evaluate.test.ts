@@ -132,7 +132,8 @@ describe('what a decision says', () => {
 
   test('absent, array and object values are described; long values are cut at about 100 characters', () => {
     const long = `refs/heads/${'x'.repeat(500)}`;
-    const decision = decide('deploy', { repository: ['acme/api'], ref: long, event_name: { a: 'b'.repeat(300) } });
+    // Without deny policies: an object where deny-prt compares `event_name` would make it deny (see below).
+    const decision = decide('deploy', { repository: ['acme/api'], ref: long, event_name: { a: 'b'.repeat(300) } }, {}, compileSet({ 'deploy.yaml': POLICIES['deploy.yaml']! }));
     assert.match(decision.message, /claim 'repository' is \["acme\/api"\]/);
     // 100 characters of the JSON form, then an ellipsis.
     assert.match(decision.message, /claim 'ref' is "refs\/heads\/x{88}…; /);

@@ -13,7 +13,8 @@
  * Evaluation is fail closed: the condition holds only when the result is
  * exactly `true`. An error (a missing claim, no matching overload, division
  * by zero), a non-bool result or a thrown exception is a non-match with a
- * reason; evaluation never throws.
+ * reason and an `error`: the condition could not be evaluated, which makes a
+ * deny policy deny (docs/policies/reference.md). Evaluation never throws.
  */
 import { CelScalar, celEnv, isCelError, isCelList, isCelMap, isCelType, isCelUint, mapType, parse, plan, type CelInput } from '@bufbuild/cel';
 import { strings } from '@bufbuild/cel/ext';
@@ -91,6 +92,12 @@ export interface ConditionOutcome {
   matched: boolean;
   /** `true`/`false`, or an error such as `no such key: ref at 2:9`, or `the condition returned a string, not a bool`. */
   actual: boolean | string;
+  /**
+   * Present when there is no bool result: why, in words that quote neither
+   * the expression nor a claim value (`actual` may quote both), so a caller
+   * may see it even for a deny policy.
+   */
+  error?: string;
 }
 
 export interface CompiledCondition {
@@ -155,11 +162,11 @@ export function compileCondition(source: string): ConditionCompileResult {
         result = program({ claims: toCelMap(claims) as ReadonlyMap<string, CelInput> });
       } catch (err) {
         // The library reports errors as values; a throw is a bug or a stack overflow. Fail closed either way.
-        return { matched: false, actual: `evaluation failed: ${err instanceof Error ? err.message : String(err)}` };
+        return { matched: false, actual: `evaluation failed: ${err instanceof Error ? err.message : String(err)}`, error: 'its evaluation failed' };
       }
       if (result === true || result === false) return { matched: result, actual: result };
-      if (isCelError(result)) return { matched: false, actual: `${describeError(result.message)}${at(result.exprId)}` };
-      return { matched: false, actual: `the condition returned ${celTypeName(result)}, not a bool` };
+      if (isCelError(result)) return { matched: false, actual: `${describeError(result.message)}${at(result.exprId)}`, error: classifyError(result.message) };
+      return { matched: false, actual: `the condition returned ${celTypeName(result)}, not a bool`, error: 'it did not return a bool' };
     },
   };
   return { ok: true, condition: Object.freeze(condition) };
@@ -172,6 +179,17 @@ function planCondition(parsed: ParsedExpr) {
 /** The library's map-access error names a "field"; claims are a map, so say "key" as other CEL implementations do. */
 function describeError(message: string): string {
   return message.replace(/^field not found: /, 'no such key: ');
+}
+
+/**
+ * What kind of error a CEL error is, for callers: the library's message can
+ * quote a claim value (`Cannot convert x to a BigInt`), so only the two kinds
+ * a claim causes are told apart, by the library's fixed message prefixes.
+ */
+function classifyError(message: string): string {
+  if (message.startsWith('field not found: ')) return 'a claim it reads is missing';
+  if (message.startsWith('found no matching overload')) return 'a claim it reads is of another type';
+  return 'its evaluation failed';
 }
 
 function celTypeName(value: unknown): string {

@@ -35,8 +35,10 @@ export class MatcherError extends Error {
  * backtracking blow-up).
  *
  * Semantics (docs/policies/reference.md): the claim is compared by its string form; an
- * absent, null, object or array claim matches nothing but `exists: false`
- * (which matches only absent or null).
+ * absent or null claim matches nothing but `exists: false` (which matches
+ * only absent or null). An object or array claim matches nothing either, and
+ * its result carries an `error`: the condition cannot be evaluated, which
+ * makes a deny policy deny.
  *
  * @param key a top-level claim name, or a JSON Pointer starting with `/`.
  * @throws MatcherError for a bad pointer or a regex RE2 rejects.
@@ -51,41 +53,33 @@ export function compileMatcher(key: string, spec: ConditionSpec): ClaimMatcher {
   }
   const result = (operator: ConditionResult['operator'], expected: string, actual: unknown, matched: boolean): ConditionResult =>
     Object.freeze({ key, operator, expected, actual, matched });
+  // An object or array claim has no string form: the condition cannot say whether it holds (docs/policies/reference.md).
+  const compared = (operator: ConditionResult['operator'], expected: string, actual: unknown, test: (form: string) => boolean): ConditionResult => {
+    const form = toStringForm(actual);
+    if (form !== undefined) return result(operator, expected, actual, test(form));
+    if (typeof actual !== 'object' || actual === null) return result(operator, expected, actual, false);
+    return Object.freeze({ key, operator, expected, actual, matched: false, error: `it is ${Array.isArray(actual) ? 'an array' : 'an object'}, which ${operator} cannot compare` });
+  };
 
   switch (spec.operator) {
     case 'equals': {
       const want = scalarForm(spec.value);
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        return result('equals', want, actual, toStringForm(actual) === want);
-      };
+      return (claims) => compared('equals', want, resolveClaim(claims, path), (form) => form === want);
     }
     case 'in': {
       const wanted = new Set(spec.values.map(scalarForm));
       const expected = `[${[...wanted].join(', ')}]`;
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        const form = toStringForm(actual);
-        return result('in', expected, actual, form !== undefined && wanted.has(form));
-      };
+      return (claims) => compared('in', expected, resolveClaim(claims, path), (form) => wanted.has(form));
     }
     case 'glob': {
       const program = sharedProgram(`glob\u0000${spec.pattern}`, () => compileAnchored(globToRe2(spec.pattern)));
       const expected = `glob ${spec.pattern}`;
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        const form = toStringForm(actual);
-        return result('glob', expected, actual, form !== undefined && program.matches(form));
-      };
+      return (claims) => compared('glob', expected, resolveClaim(claims, path), (form) => program.matches(form));
     }
     case 'regex': {
       const program = sharedProgram(`regex\u0000${spec.pattern}`, () => compileRegex(spec.pattern));
       const expected = `regex ${spec.pattern}`;
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        const form = toStringForm(actual);
-        return result('regex', expected, actual, form !== undefined && program.matches(form));
-      };
+      return (claims) => compared('regex', expected, resolveClaim(claims, path), (form) => program.matches(form));
     }
     case 'exists': {
       const { exists } = spec;
