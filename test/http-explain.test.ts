@@ -33,6 +33,22 @@ claims:
   repository_owner: { in: [blocklisted-org-7f3a, other-blocked-org-91c2] }
   workflow: { regex: "secret-workflow-pattern-[0-9]+" }
 `,
+  'guarded.yaml': `
+issuer: local
+claims:
+  repository: acme/guarded
+grant:
+  provider: jwt
+  audience: https://deploy.example.com
+`,
+  // Its condition cannot be evaluated on a token without \`foo\`: it must deny, not be skipped.
+  'deny-guarded-cel.yaml': `
+issuer: local
+effect: deny
+claims:
+  repository: acme/guarded
+condition: claims.foo.bar == "x"
+`,
 };
 
 const GOOD_CLAIMS = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', repository_owner: 'acme', ref: 'refs/heads/main', event_name: 'push', workflow: 'deploy' };
@@ -225,6 +241,63 @@ describe('POST /v1/explain answers the decision, condition by condition', () => 
   });
 });
 
+describe('a deny policy that cannot be evaluated denies (fail closed), with a reason naming it', () => {
+  const GUARDED = { sub: 'repo:acme/guarded:ref:refs/heads/main', repository: 'acme/guarded', ref: 'refs/heads/main' };
+
+  test('a CEL condition on a missing key: the exchange answers 403, and its record says which deny policy and why', async () => {
+    const res = await exchangeCall(await mint(GUARDED), { policy: 'guarded' });
+    assertErrorBody(res, 403, 'access_denied');
+    assert.equal(res.body.credentials, undefined);
+    const expected = "Denied: deny policy 'deny-guarded-cel' could not be evaluated (condition: a claim it reads is missing); a deny policy that cannot be evaluated denies.";
+    assert.equal(res.body.error_description, expected);
+    const record = await lastAuditRecord();
+    assert.equal(record.request_id, res.headers['x-request-id']);
+    assert.equal(record.decision, 'denied');
+    assert.equal(record.error, 'access_denied');
+    assert.equal(record.reason, `deny_policy_not_evaluable: ${expected}`);
+    assert.equal(record.credential_id, null);
+    assert.ok(!record.reason.includes('foo'), 'the reason does not quote the expression');
+  });
+
+  test('the same deny policy evaluated on a token that has the key: it denies only when it matches', async () => {
+    const allowed = await exchangeCall(await mint({ ...GUARDED, foo: { bar: 'y' } }), { policy: 'guarded' });
+    assert.equal(allowed.status, 200, JSON.stringify(allowed.body));
+    secrets.push(allowed.body.credentials.access_token);
+    const denied = await exchangeCall(await mint({ ...GUARDED, foo: { bar: 'x' } }), { policy: 'guarded' });
+    assertErrorBody(denied, 403, 'access_denied');
+    assert.equal(denied.body.error_description, "Denied by deny policy 'deny-guarded-cel'.");
+  });
+
+  test('explain lists the deny policy with its error, the expression and its error text hidden', async () => {
+    const res = await explainCall(await mint(GUARDED), { policy: 'guarded' });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.decision, 'deny');
+    assert.equal(res.body.reason, 'deny_policy_not_evaluable');
+    assert.deepEqual(evaluationOf(res.body, 'deny-guarded-cel'), {
+      policy: 'deny-guarded-cel',
+      effect: 'deny',
+      matched: false,
+      error: 'condition: a claim it reads is missing',
+      conditions: [
+        { key: 'repository', operator: 'equals', expected: '(hidden)', actual: 'acme/guarded', matched: true },
+        { key: 'condition', operator: 'cel', expected: '(hidden)', actual: '(hidden)', matched: false, error: 'a claim it reads is missing' },
+      ],
+    });
+    assert.ok(!res.text.includes('foo'));
+    assert.match((await auditRecord(res.body.explain_id)).reason!, /^deny: deny_policy_not_evaluable: /);
+  });
+
+  test('an array claim where a deny regex compares a string: 403, the deny policy named', async () => {
+    const res = await exchangeCall(await mint({ ...GOOD_CLAIMS, repository_owner: 'blocklisted-org-7f3a', workflow: ['secret-workflow-pattern-1'] }));
+    assertErrorBody(res, 403, 'access_denied');
+    assert.equal(res.body.error_description, "Denied: deny policy 'deny-blocklist' could not be evaluated (claim 'workflow': it is an array, which regex cannot compare); a deny policy that cannot be evaluated denies.");
+    const record = await lastAuditRecord();
+    assert.equal(record.decision, 'denied');
+    assert.match(record.reason!, /^deny_policy_not_evaluable: /);
+    assert.ok(!record.reason!.includes('secret-workflow-pattern'), 'neither the pattern nor the claim value is in the reason');
+  });
+});
+
 describe('explain does not use up the token', () => {
   test('explain, then exchange the same token: 200; explain again after the exchange: still 200', async () => {
     const token = await mint();
@@ -335,5 +408,58 @@ describe('metrics and secrets', () => {
       assert.ok(!dumped.includes(signature) && !files.includes(signature) && !logs.includes(signature));
     }
     assert.ok(logs.includes('"msg":"explain"'), 'explains are logged as explain');
+  });
+});
+
+describe('with 2,000 deny policies the answer stays small and names only the deny policies that deny', () => {
+  const DENY_POLICIES = 2000;
+  const ALLOW = POLICIES['deploy.yaml'];
+  let big: BrokerFixture;
+  before(async () => {
+    const policies: Record<string, string> = { 'deploy.yaml': ALLOW };
+    for (let i = 0; i < DENY_POLICIES; i++) {
+      const name = `deny-${String(i).padStart(4, '0')}-${'n'.repeat(100)}`;
+      // Half are filed in the deny index under `repository`; half have no equality condition, so every exchange evaluates them.
+      policies[`${name}.yaml`] =
+        i % 2 === 0
+          ? `name: ${name}\nissuer: local\neffect: deny\nclaims:\n  repository: acme/blocked-${i}\n`
+          : `name: ${name}\nissuer: local\neffect: deny\nclaims:\n  actor: { glob: "evil-*" }\n${Array.from({ length: 40 }, (_, k) => `  absent-${k}-${'k'.repeat(240)}: { exists: false }`).join('\n')}\n`;
+    }
+    big = await startBrokerFixture({ policies });
+  });
+  after(async () => big.close());
+
+  const bigExplain = async (claims: Record<string, unknown>) => {
+    const token = await big.issuer.mint({ aud: AUDIENCE, ...claims });
+    secrets.push(token);
+    return request(big.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+  };
+
+  test('none denies: only the allow policy is listed, with what failed, within 64 KiB', async () => {
+    const res = await bigExplain({ ...GOOD_CLAIMS, ref: 'refs/heads/feature', actor: 'octocat' });
+    assert.equal(res.status, 200);
+    assert.ok(Buffer.byteLength(res.text) <= 64 * 1024, `${Buffer.byteLength(res.text)} bytes`);
+    assert.equal(res.body.reason, 'conditions_not_met');
+    assert.equal(res.body.message, "Policy 'deploy' does not match this token: claim 'ref' is \"refs/heads/feature\".");
+    assert.deepEqual(res.body.evaluations.map((e: Evaluation) => e.policy), ['deploy']);
+    assert.deepEqual(evaluationOf(res.body, 'deploy').conditions.find((c) => c.key === 'ref'), { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/feature', matched: false });
+    assert.equal(res.body.truncated, false);
+    assert.doesNotMatch(res.text, /deny-\d{4}|absent-/, 'no deny policy that does not deny is named, nor its keys');
+  });
+
+  test('a thousand deny: at most ten are listed, each bounded, `truncated` is set, the answer is within 64 KiB', async () => {
+    // Ten deny policies of 32 conditions with 250-character keys would be about 100 KB: the byte bound cuts conditions too.
+    const res = await bigExplain({ ...GOOD_CLAIMS, actor: 'evil-1' });
+    assert.equal(res.status, 200);
+    assert.ok(Buffer.byteLength(res.text) <= 64 * 1024, `${Buffer.byteLength(res.text)} bytes`);
+    assert.equal(res.body.reason, 'denied_by_policy');
+    assert.match(res.body.message, /^Denied by deny policies 'deny-0001-n+', .* and 990 more\.$/);
+    assert.equal(res.body.truncated, true);
+    const denials = res.body.evaluations.slice(1) as Evaluation[];
+    assert.equal(denials.length, 10);
+    assert.ok(denials.every((e) => e.matched && /^deny-\d{3}[13579]-/.test(e.policy)), 'only deny policies that matched');
+    assert.ok(denials.every((e) => e.conditions.length <= 32));
+    assert.ok(denials.some((e) => e.conditions.length < 32), 'the byte bound dropped conditions');
+    assert.deepEqual(res.body.evaluations[0].policy, 'deploy');
   });
 });
