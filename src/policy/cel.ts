@@ -20,6 +20,7 @@ import { CelScalar, celEnv, isCelError, isCelList, isCelMap, isCelType, isCelUin
 import { strings } from '@bufbuild/cel/ext';
 import { RE2JS } from 're2js';
 import { suggest } from '../yaml/fields.js';
+import { toAsciiFolding } from './ascii-fold.js';
 
 type ParsedExpr = ReturnType<typeof parse>;
 type Expr = ParsedExpr['expr'];
@@ -59,7 +60,9 @@ function compilePattern(pattern: string): RE2JS {
     patternCache.set(pattern, cached);
     return cached;
   }
-  const compiled = RE2JS.compile(pattern);
+  // The pattern as written is compiled first, for RE2's own error on an invalid one; then with `(?i)` folding ASCII only.
+  RE2JS.compile(pattern);
+  const compiled = RE2JS.compile(toAsciiFolding(pattern));
   patternCache.set(pattern, compiled);
   if (patternCache.size > MAX_CACHED_PATTERNS) patternCache.delete(patternCache.keys().next().value!);
   return compiled;
@@ -68,7 +71,8 @@ function compilePattern(pattern: string): RE2JS {
 /**
  * What conditions get beyond the CEL standard library: the strings extension
  * (less `format` and `strings.quote`), and `matches()` on re2js (linear time,
- * the engine the claim `regex:` operator uses) with compiled patterns cached.
+ * the engine the claim `regex:` operator uses, `(?i)` folding ASCII only as
+ * there) with compiled patterns cached.
  * Exported for the conformance bench, which plans the spec's tests with it.
  */
 export const CONDITION_ENV_OPTIONS = Object.freeze({

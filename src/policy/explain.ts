@@ -2,7 +2,7 @@ import { evaluate, type EvaluationToken } from './evaluate.js';
 import type { CompileContext, CompiledPolicy, ConditionOperator, ConditionResult, Decision, Effect, PolicySet } from './types.js';
 
 /**
- * The explain output (openapi.yaml, `POST /v1/explain`; section 6,
+ * The explain output (openapi.yaml, `POST /v1/explain`; docs/policies/troubleshooting.md,
  * `policy explain`): a Decision as JSON, and its text rendering. The HTTP
  * route and the offline CLI print the same object, so a script reads both
  * the same way.

@@ -1,6 +1,7 @@
 import { RE2JS, RE2Set } from 're2js';
 import { ClaimPathError, parseClaimPath, resolveClaim } from '../claims/claim-path.js';
 import { toStringForm } from '../values.js';
+import { AsciiFoldError, toAsciiFolding } from './ascii-fold.js';
 import type { ConditionResult } from './types.js';
 
 /** A value a policy may compare a claim with. */
@@ -165,7 +166,8 @@ export function globToRe2(glob: string): string {
  * The body is parsed on its own first: a body that is not a complete regex
  * by itself (e.g. `a)|(b`) could otherwise close the wrapping group and escape
  * the anchors. Then `^(?:...)$` anchors it (so a top-level `|` stays inside),
- * and `matches()` demands a whole-input match as a second guard.
+ * and `matches()` demands a whole-input match as a second guard. `(?i)`
+ * folds ASCII letters only (see ascii-fold.ts).
  *
  * `RE2Set.add` runs RE2JS's parser (with the flags `RE2JS.compile` uses)
  * without building a program: the same check, and the same errors, as
@@ -177,7 +179,16 @@ function compileRegex(pattern: string): RE2JS {
   } catch (err) {
     throw regexError(err);
   }
-  return compileAnchored(pattern);
+  let body: string;
+  try {
+    body = toAsciiFolding(pattern);
+    // The rewritten body must be complete on its own too, so the anchors below stay around all of it.
+    if (body !== pattern) new RE2Set().add(body);
+  } catch (err) {
+    if (err instanceof AsciiFoldError) throw new MatcherError(`unsupported regex: ${err.message}`);
+    throw regexError(err);
+  }
+  return compileAnchored(body);
 }
 
 function compileAnchored(body: string): RE2JS {
