@@ -188,15 +188,16 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   ),
 );
 
+// Run counts keep this file near 10 s on a loaded two-core machine; a deeper search is a matter of raising them locally.
 describe('the policy compiler never throws, and names file and line for every problem', () => {
   test('random documents from the grammar, written as YAML', { timeout: 120_000 }, () => {
-    runProperty(20261206, 250, fc.array(policyDocument, { minLength: 1, maxLength: 3 }), (documents) => {
+    runProperty(20261206, 1000, fc.array(policyDocument, { minLength: 1, maxLength: 3 }), (documents) => {
       compileChecked(documents.map((doc, i) => ({ path: `fuzz-${i}.yaml`, text: stringify(doc) })));
     });
   });
 
   test('mutations of the shipped policies', { timeout: 120_000 }, () => {
-    runProperty(1206, 400, fc.tuple(fc.constantFrom(...SHIPPED), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
+    runProperty(1206, 1500, fc.tuple(fc.constantFrom(...SHIPPED), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
       const text = edits.reduce((t, edit) => edit(t), shipped.text);
       compileChecked([{ path: shipped.name, text }]);
     });
@@ -226,7 +227,7 @@ describe('the policy compiler never throws, and names file and line for every pr
         }),
         {
           seed,
-          numRuns: 150,
+          numRuns: 300,
           reporter: (details) => {
             if (details.failed) throw new Error(`seed ${seed}: ${fc.defaultReportMessage(details)}\n${String(details.errorInstance)}`);
           },
