@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import type { AuditRecord } from '../src/audit/types.js';
+import { explain } from '../src/pipeline/explain.js';
 
 const POLICIES = {
   'deploy.yaml': `
@@ -445,6 +446,17 @@ describe('with 2,000 deny policies the answer stays small and names only the den
     assert.deepEqual(evaluationOf(res.body, 'deploy').conditions.find((c) => c.key === 'ref'), { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/feature', matched: false });
     assert.equal(res.body.truncated, false);
     assert.doesNotMatch(res.text, /deny-\d{4}|absent-/, 'no deny policy that does not deny is named, nor its keys');
+  });
+
+  test('explain evaluates only the deny index\'s candidates, as the exchange does', async () => {
+    const claims = { ...GOOD_CLAIMS, ref: 'refs/heads/feature', actor: 'octocat' };
+    const token = await big.issuer.mint({ aud: AUDIENCE, ...claims });
+    secrets.push(token);
+    const result = await explain(big.broker.deps, { requestId: 'explain-candidates', clientIp: null, userAgent: null, token, policy: 'deploy', durationSeconds: undefined });
+    const candidates = big.broker.deps.policies().denyIndex.get('local')!.candidates(claims);
+    // The 1,000 policies pinned to other repositories are not evaluated; the 1,000 without an equality condition are.
+    assert.equal(candidates.length, DENY_POLICIES / 2);
+    assert.deepEqual(result.decision.evaluations.slice(1).map((e) => e.policy), candidates.map((p) => p.name));
   });
 
   test('a thousand deny: at most ten are listed, each bounded, `truncated` is set, the answer is within 64 KiB', async () => {
