@@ -12,9 +12,9 @@
  * has a failing condition and cannot match: leaving it out changes the
  * evaluations listed, never the decision. A token whose indexed claim is an
  * object or array selects every policy filed under that claim: their
- * condition on it cannot be evaluated, so they are not known to fail. Deny policies without an equality
- * condition (only glob, regex, exists, audience, or none at all) are always
- * candidates.
+ * condition on it cannot be evaluated, so they are not known to fail. Deny
+ * policies without an equality condition (only glob, regex, exists,
+ * audience, or none at all) are always candidates.
  */
 import { parseClaimPath, resolveClaim } from '../claims/claim-path.js';
 import { toStringForm } from '../values.js';

@@ -49,7 +49,8 @@ export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
  * Allowed only when the policy is an allow policy, its issuer is the token's,
  * every one of its conditions holds, and no deny policy of that issuer matches
  * (deny wins) or could not be evaluated (reason `deny_policy_not_evaluable`:
- * no condition of it failed but one could not be evaluated, so it fails closed). Every condition is evaluated, even after a failure, so explain
+ * none of its conditions failed but one could not be evaluated, so it fails
+ * closed). Every condition is evaluated, even after a failure, so explain
  * and the audit record see the whole picture.
  *
  * Deny policies are looked up in the issuer's deny index (`PolicySet.denyIndex`):
@@ -61,9 +62,9 @@ export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
  * `evaluations` holds the named policy, then the deny policies evaluated, in
  * file order: the index's candidates (every deny policy the token could
  * match, which includes every one that did), or every deny policy of the
- * issuer with `{ allDenyPolicies: true }` (the offline `policy explain`). Deny policies' `expected`
- * values are replaced by `(hidden)` so nothing built from a Decision can leak
- * them. `evaluations` is empty when the policy is a deny policy or belongs to
+ * issuer with `{ allDenyPolicies: true }` (the offline `policy explain`).
+ * Deny policies' `expected` values are replaced by `(hidden)` so nothing
+ * built from a Decision can leak them. `evaluations` is empty when the policy is a deny policy or belongs to
  * another issuer, since its conditions say nothing then.
  */
 export function evaluate(set: PolicySet, policy: CompiledPolicy, token: EvaluationToken, options: EvaluateOptions = {}): Decision {

@@ -57,7 +57,7 @@ const HIDDEN = '(hidden)';
  * of JSON whatever the policies and the token, so neither many deny policies
  * nor a large claim makes explain an amplifier.
  */
-export const EXPLAIN_RESPONSE_MAX_BYTES = 64 * 1024;
+const EXPLAIN_RESPONSE_MAX_BYTES = 64 * 1024;
 /** Deny policies listed over HTTP (the decision message names as many). */
 const MAX_EXPLAINED_DENY_POLICIES = 10;
 /** Conditions listed per policy over HTTP. */
