@@ -1,6 +1,6 @@
 // Fuzzing the policy compiler (docs/policies/reference.md, "A policy file"): random
 // policy documents built from the grammar, and mutations of the shipped
-// policies. Whatever the input, compilePolicies never throws, and each problem
+// policies and their test files. Whatever the input, compilePolicies never throws, and each problem
 // is an issue naming the file, a line and (where there is one) the key, as
 // `policy validate` prints it. Fixed seeds: a failure prints its seed and the
 // shrunk input, and reruns the same.
@@ -16,6 +16,7 @@ import { compileContext, loadConfig } from '../src/config.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { formatPolicyIssue } from '../src/policy/issues.js';
 import { loadPolicyDir, PolicyDirError } from '../src/policy/load.js';
+import { parseTestFile, runPolicyTests } from '../src/policy/test-cases.js';
 import type { PolicyFile, PolicyIssue } from '../src/policy/types.js';
 import { AWS_GRANT_KEYS } from '../src/providers/aws/grant.js';
 import { GCP_GRANT_KEYS } from '../src/providers/gcp/grant.js';
@@ -27,10 +28,16 @@ const CTX = compileContext(await loadConfig(undefined, {}));
 const ISSUERS = [...CTX.issuers.keys()];
 const AUDIENCES = [...new Set([...CTX.issuers.values()].flatMap((i) => i.audiences))];
 const SHIPPED: { name: string; text: string }[] = [];
-for (const name of (await readdir(SHIPPED_DIR)).filter((n) => n.endsWith('.yaml') && !n.endsWith('.test.yaml')).sort()) {
+const SHIPPED_TESTS: { name: string; text: string }[] = [];
+for (const name of (await readdir(SHIPPED_DIR)).filter((n) => n.endsWith('.yaml')).sort()) {
   // Printed by name when a property fails.
-  SHIPPED.push({ name, text: await readFile(path.join(SHIPPED_DIR, name), 'utf8'), [fc.toStringMethod]: () => name } as { name: string; text: string });
+  const file = { name, text: await readFile(path.join(SHIPPED_DIR, name), 'utf8'), [fc.toStringMethod]: () => name } as { name: string; text: string };
+  (name.endsWith('.test.yaml') ? SHIPPED_TESTS : SHIPPED).push(file);
 }
+const SHIPPED_SET = compilePolicies(
+  SHIPPED.map((f) => ({ path: f.name, text: f.text })),
+  CTX,
+);
 
 /** A file's problems, as every caller of the compiler sees them: each names the file and a line, and formats as one `file:line: key: message` line. */
 function assertWellFormedIssues(issues: readonly PolicyIssue[], files: readonly PolicyFile[]): void {
@@ -191,15 +198,32 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
 // Run counts keep this file near 10 s on a loaded two-core machine; a deeper search is a matter of raising them locally.
 describe('the policy compiler never throws, and names file and line for every problem', () => {
   test('random documents from the grammar, written as YAML', { timeout: 120_000 }, () => {
-    runProperty(20261206, 1000, fc.array(policyDocument, { minLength: 1, maxLength: 3 }), (documents) => {
+    runProperty(20261206, 700, fc.array(policyDocument, { minLength: 1, maxLength: 3 }), (documents) => {
       compileChecked(documents.map((doc, i) => ({ path: `fuzz-${i}.yaml`, text: stringify(doc) })));
     });
   });
 
   test('mutations of the shipped policies', { timeout: 120_000 }, () => {
-    runProperty(1206, 1500, fc.tuple(fc.constantFrom(...SHIPPED), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
+    runProperty(1206, 1000, fc.tuple(fc.constantFrom(...SHIPPED), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
       const text = edits.reduce((t, edit) => edit(t), shipped.text);
       compileChecked([{ path: shipped.name, text }]);
+    });
+  });
+
+  test('mutations of the shipped policy test files: parsed and run against the shipped policies, never a throw', { timeout: 120_000 }, () => {
+    if (!SHIPPED_SET.ok) assert.fail('the shipped policies compile (test/policies-shipped.test.ts)');
+    const set = SHIPPED_SET.set;
+    runProperty(2026, 300, fc.tuple(fc.constantFrom(...SHIPPED_TESTS), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
+      const file: PolicyFile = { path: shipped.name, text: edits.reduce((t, edit) => edit(t), shipped.text) };
+      let parsed: ReturnType<typeof parseTestFile>;
+      try {
+        parsed = parseTestFile(file);
+        // Mutated claims (objects, arrays, huge strings) reach evaluate and the explain summary through the runner.
+        runPolicyTests([file], set, CTX);
+      } catch (err) {
+        assert.fail(`threw ${err instanceof Error ? `${err.name}: ${err.message.slice(0, 300)}` : String(err)}`);
+      }
+      if (!parsed.ok) assertWellFormedIssues(parsed.issues, [file]);
     });
   });
 
@@ -227,7 +251,7 @@ describe('the policy compiler never throws, and names file and line for every pr
         }),
         {
           seed,
-          numRuns: 300,
+          numRuns: 200,
           reporter: (details) => {
             if (details.failed) throw new Error(`seed ${seed}: ${fc.defaultReportMessage(details)}\n${String(details.errorInstance)}`);
           },
