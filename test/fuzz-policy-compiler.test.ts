@@ -198,13 +198,13 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
 // Run counts keep this file near 10 s on a loaded two-core machine; a deeper search is a matter of raising them locally.
 describe('the policy compiler never throws, and names file and line for every problem', () => {
   test('random documents from the grammar, written as YAML', { timeout: 120_000 }, () => {
-    runProperty(20261206, 700, fc.array(policyDocument, { minLength: 1, maxLength: 3 }), (documents) => {
+    runProperty(20261206, 500, fc.array(policyDocument, { minLength: 1, maxLength: 3 }), (documents) => {
       compileChecked(documents.map((doc, i) => ({ path: `fuzz-${i}.yaml`, text: stringify(doc) })));
     });
   });
 
   test('mutations of the shipped policies', { timeout: 120_000 }, () => {
-    runProperty(1206, 1000, fc.tuple(fc.constantFrom(...SHIPPED), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
+    runProperty(1206, 800, fc.tuple(fc.constantFrom(...SHIPPED), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
       const text = edits.reduce((t, edit) => edit(t), shipped.text);
       compileChecked([{ path: shipped.name, text }]);
     });
@@ -213,7 +213,7 @@ describe('the policy compiler never throws, and names file and line for every pr
   test('mutations of the shipped policy test files: parsed and run against the shipped policies, never a throw', { timeout: 120_000 }, () => {
     if (!SHIPPED_SET.ok) assert.fail('the shipped policies compile (test/policies-shipped.test.ts)');
     const set = SHIPPED_SET.set;
-    runProperty(2026, 300, fc.tuple(fc.constantFrom(...SHIPPED_TESTS), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
+    runProperty(2026, 250, fc.tuple(fc.constantFrom(...SHIPPED_TESTS), fc.array(mutation, { minLength: 1, maxLength: 3 })), ([shipped, edits]) => {
       const file: PolicyFile = { path: shipped.name, text: edits.reduce((t, edit) => edit(t), shipped.text) };
       let parsed: ReturnType<typeof parseTestFile>;
       try {
@@ -251,7 +251,7 @@ describe('the policy compiler never throws, and names file and line for every pr
         }),
         {
           seed,
-          numRuns: 200,
+          numRuns: 150,
           reporter: (details) => {
             if (details.failed) throw new Error(`seed ${seed}: ${fc.defaultReportMessage(details)}\n${String(details.errorInstance)}`);
           },
