@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import type { AuditRecord } from '../src/audit/types.js';
+import { explain } from '../src/pipeline/explain.js';
 
 const POLICIES = {
   'deploy.yaml': `
@@ -32,6 +33,22 @@ effect: deny
 claims:
   repository_owner: { in: [blocklisted-org-7f3a, other-blocked-org-91c2] }
   workflow: { regex: "secret-workflow-pattern-[0-9]+" }
+`,
+  'guarded.yaml': `
+issuer: local
+claims:
+  repository: acme/guarded
+grant:
+  provider: jwt
+  audience: https://deploy.example.com
+`,
+  // Its condition cannot be evaluated on a token without \`foo\`: it must deny, not be skipped.
+  'deny-guarded-cel.yaml': `
+issuer: local
+effect: deny
+claims:
+  repository: acme/guarded
+condition: claims.foo.bar == "x"
 `,
 };
 
@@ -114,14 +131,14 @@ describe('POST /v1/explain answers the decision, condition by condition', () => 
     const res = await explainCall(await mint());
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.equal(res.headers['cache-control'], 'no-store');
-    assert.deepEqual(Object.keys(res.body).sort(), ['decision', 'evaluations', 'explain_id', 'message', 'policy', 'reason']);
+    assert.deepEqual(Object.keys(res.body).sort(), ['decision', 'evaluations', 'explain_id', 'message', 'policy', 'reason', 'truncated']);
     assert.equal(res.body.policy, 'deploy');
     assert.equal(res.body.decision, 'allow');
     assert.equal(res.body.reason, 'allowed');
+    assert.equal(res.body.truncated, false);
     assert.match(res.body.message, /allows/);
-    // The named policy first, then every deny policy of the issuer.
-    assert.equal(res.body.evaluations[0].policy, 'deploy');
-    assert.deepEqual(res.body.evaluations.slice(1).map((e: Evaluation) => e.policy).sort(), ['deny-blocklist', 'deny-prt']);
+    // The named policy only: no deny policy denies this token, and those that do not are not listed.
+    assert.deepEqual(res.body.evaluations.map((e: Evaluation) => e.policy), ['deploy']);
     assert.deepEqual(res.body.evaluations[0], {
       policy: 'deploy',
       effect: 'allow',
@@ -130,12 +147,6 @@ describe('POST /v1/explain answers the decision, condition by condition', () => 
         { key: 'repository', operator: 'equals', expected: '(hidden)', actual: 'acme/api', matched: true },
         { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/main', matched: true },
       ],
-    });
-    assert.deepEqual(evaluationOf(res.body, 'deny-prt'), {
-      policy: 'deny-prt',
-      effect: 'deny',
-      matched: false,
-      conditions: [{ key: 'event_name', operator: 'equals', expected: '(hidden)', actual: 'push', matched: false }],
     });
 
     const record = await auditRecord(res.body.explain_id);
@@ -196,13 +207,14 @@ describe('POST /v1/explain answers the decision, condition by condition', () => 
     assert.match(record.reason!, /^deny: denied_by_policy: /);
   });
 
-  test('a deny policy that does not match reveals nothing of its values either', async () => {
-    const res = await explainCall(await mint());
+  test('a deny policy that does not match is not listed: neither its name, nor its keys, nor its values', async () => {
+    // A candidate of the deny index (no equality condition pins it out) that fails its regex.
+    const res = await explainCall(await mint({ ...GOOD_CLAIMS, repository_owner: 'blocklisted-org-7f3a' }));
     assert.equal(res.status, 200);
-    for (const hidden of ['blocklisted-org-7f3a', 'other-blocked-org-91c2', 'secret-workflow-pattern', 'pull_request_target']) {
+    assert.equal(res.body.decision, 'allow');
+    for (const hidden of ['deny-blocklist', 'deny-prt', 'other-blocked-org-91c2', 'secret-workflow-pattern', 'pull_request_target', 'event_name']) {
       assert.ok(!res.text.includes(hidden), `${hidden} is not in the answer`);
     }
-    for (const c of evaluationOf(res.body, 'deny-blocklist').conditions) assert.equal(c.expected, '(hidden)');
   });
 
   test('naming a deny policy is a deny decision, not an error', async () => {
@@ -227,6 +239,63 @@ describe('POST /v1/explain answers the decision, condition by condition', () => 
     const res = await explainCall(undefined, { policy: 'deploy', token: await mint() });
     assert.equal(res.status, 200);
     assert.equal(res.body.decision, 'allow');
+  });
+});
+
+describe('a deny policy that cannot be evaluated denies (fail closed), with a reason naming it', () => {
+  const GUARDED = { sub: 'repo:acme/guarded:ref:refs/heads/main', repository: 'acme/guarded', ref: 'refs/heads/main' };
+
+  test('a CEL condition on a missing key: the exchange answers 403, and its record says which deny policy and why', async () => {
+    const res = await exchangeCall(await mint(GUARDED), { policy: 'guarded' });
+    assertErrorBody(res, 403, 'access_denied');
+    assert.equal(res.body.credentials, undefined);
+    const expected = "Denied: deny policy 'deny-guarded-cel' could not be evaluated (condition: a claim it reads is missing); a deny policy that cannot be evaluated denies.";
+    assert.equal(res.body.error_description, expected);
+    const record = await lastAuditRecord();
+    assert.equal(record.request_id, res.headers['x-request-id']);
+    assert.equal(record.decision, 'denied');
+    assert.equal(record.error, 'access_denied');
+    assert.equal(record.reason, `deny_policy_not_evaluable: ${expected}`);
+    assert.equal(record.credential_id, null);
+    assert.ok(!record.reason.includes('foo'), 'the reason does not quote the expression');
+  });
+
+  test('the same deny policy evaluated on a token that has the key: it denies only when it matches', async () => {
+    const allowed = await exchangeCall(await mint({ ...GUARDED, foo: { bar: 'y' } }), { policy: 'guarded' });
+    assert.equal(allowed.status, 200, JSON.stringify(allowed.body));
+    secrets.push(allowed.body.credentials.access_token);
+    const denied = await exchangeCall(await mint({ ...GUARDED, foo: { bar: 'x' } }), { policy: 'guarded' });
+    assertErrorBody(denied, 403, 'access_denied');
+    assert.equal(denied.body.error_description, "Denied by deny policy 'deny-guarded-cel'.");
+  });
+
+  test('explain lists the deny policy with its error, the expression and its error text hidden', async () => {
+    const res = await explainCall(await mint(GUARDED), { policy: 'guarded' });
+    assert.equal(res.status, 200);
+    assert.equal(res.body.decision, 'deny');
+    assert.equal(res.body.reason, 'deny_policy_not_evaluable');
+    assert.deepEqual(evaluationOf(res.body, 'deny-guarded-cel'), {
+      policy: 'deny-guarded-cel',
+      effect: 'deny',
+      matched: false,
+      error: 'condition: a claim it reads is missing',
+      conditions: [
+        { key: 'repository', operator: 'equals', expected: '(hidden)', actual: 'acme/guarded', matched: true },
+        { key: 'condition', operator: 'cel', expected: '(hidden)', actual: '(hidden)', matched: false, error: 'a claim it reads is missing' },
+      ],
+    });
+    assert.ok(!res.text.includes('foo'));
+    assert.match((await auditRecord(res.body.explain_id)).reason!, /^deny: deny_policy_not_evaluable: /);
+  });
+
+  test('an array claim where a deny regex compares a string: 403, the deny policy named', async () => {
+    const res = await exchangeCall(await mint({ ...GOOD_CLAIMS, repository_owner: 'blocklisted-org-7f3a', workflow: ['secret-workflow-pattern-1'] }));
+    assertErrorBody(res, 403, 'access_denied');
+    assert.equal(res.body.error_description, "Denied: deny policy 'deny-blocklist' could not be evaluated (claim 'workflow': it is an array, which regex cannot compare); a deny policy that cannot be evaluated denies.");
+    const record = await lastAuditRecord();
+    assert.equal(record.decision, 'denied');
+    assert.match(record.reason!, /^deny_policy_not_evaluable: /);
+    assert.ok(!record.reason!.includes('secret-workflow-pattern'), 'neither the pattern nor the claim value is in the reason');
   });
 });
 
@@ -340,5 +409,69 @@ describe('metrics and secrets', () => {
       assert.ok(!dumped.includes(signature) && !files.includes(signature) && !logs.includes(signature));
     }
     assert.ok(logs.includes('"msg":"explain"'), 'explains are logged as explain');
+  });
+});
+
+describe('with 2,000 deny policies the answer stays small and names only the deny policies that deny', () => {
+  const DENY_POLICIES = 2000;
+  const ALLOW = POLICIES['deploy.yaml'];
+  let big: BrokerFixture;
+  before(async () => {
+    const policies: Record<string, string> = { 'deploy.yaml': ALLOW };
+    for (let i = 0; i < DENY_POLICIES; i++) {
+      const name = `deny-${String(i).padStart(4, '0')}-${'n'.repeat(100)}`;
+      // Half are filed in the deny index under `repository`; half have no equality condition, so every exchange evaluates them.
+      policies[`${name}.yaml`] =
+        i % 2 === 0
+          ? `name: ${name}\nissuer: local\neffect: deny\nclaims:\n  repository: acme/blocked-${i}\n`
+          : `name: ${name}\nissuer: local\neffect: deny\nclaims:\n  actor: { glob: "evil-*" }\n${Array.from({ length: 40 }, (_, k) => `  absent-${k}-${'k'.repeat(240)}: { exists: false }`).join('\n')}\n`;
+    }
+    big = await startBrokerFixture({ policies });
+  });
+  after(async () => big.close());
+
+  const bigExplain = async (claims: Record<string, unknown>) => {
+    const token = await big.issuer.mint({ aud: AUDIENCE, ...claims });
+    secrets.push(token);
+    return request(big.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+  };
+
+  test('none denies: only the allow policy is listed, with what failed, within 64 KiB', async () => {
+    const res = await bigExplain({ ...GOOD_CLAIMS, ref: 'refs/heads/feature', actor: 'octocat' });
+    assert.equal(res.status, 200);
+    assert.ok(Buffer.byteLength(res.text) <= 64 * 1024, `${Buffer.byteLength(res.text)} bytes`);
+    assert.equal(res.body.reason, 'conditions_not_met');
+    assert.equal(res.body.message, "Policy 'deploy' does not match this token: claim 'ref' is \"refs/heads/feature\".");
+    assert.deepEqual(res.body.evaluations.map((e: Evaluation) => e.policy), ['deploy']);
+    assert.deepEqual(evaluationOf(res.body, 'deploy').conditions.find((c) => c.key === 'ref'), { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/feature', matched: false });
+    assert.equal(res.body.truncated, false);
+    assert.doesNotMatch(res.text, /deny-\d{4}|absent-/, 'no deny policy that does not deny is named, nor its keys');
+  });
+
+  test('explain evaluates only the deny index\'s candidates, as the exchange does', async () => {
+    const claims = { ...GOOD_CLAIMS, ref: 'refs/heads/feature', actor: 'octocat' };
+    const token = await big.issuer.mint({ aud: AUDIENCE, ...claims });
+    secrets.push(token);
+    const result = await explain(big.broker.deps, { requestId: 'explain-candidates', clientIp: null, userAgent: null, token, policy: 'deploy', durationSeconds: undefined });
+    const candidates = big.broker.deps.policies().denyIndex.get('local')!.candidates(claims);
+    // The 1,000 policies pinned to other repositories are not evaluated; the 1,000 without an equality condition are.
+    assert.equal(candidates.length, DENY_POLICIES / 2);
+    assert.deepEqual(result.decision.evaluations.slice(1).map((e) => e.policy), candidates.map((p) => p.name));
+  });
+
+  test('a thousand deny: at most ten are listed, each bounded, `truncated` is set, the answer is within 64 KiB', async () => {
+    // Ten deny policies of 32 conditions with 250-character keys would be about 100 KB: the byte bound cuts conditions too.
+    const res = await bigExplain({ ...GOOD_CLAIMS, actor: 'evil-1' });
+    assert.equal(res.status, 200);
+    assert.ok(Buffer.byteLength(res.text) <= 64 * 1024, `${Buffer.byteLength(res.text)} bytes`);
+    assert.equal(res.body.reason, 'denied_by_policy');
+    assert.match(res.body.message, /^Denied by deny policies 'deny-0001-n+', .* and 990 more\.$/);
+    assert.equal(res.body.truncated, true);
+    const denials = res.body.evaluations.slice(1) as Evaluation[];
+    assert.equal(denials.length, 10);
+    assert.ok(denials.every((e) => e.matched && /^deny-\d{3}[13579]-/.test(e.policy)), 'only deny policies that matched');
+    assert.ok(denials.every((e) => e.conditions.length <= 32));
+    assert.ok(denials.some((e) => e.conditions.length < 32), 'the byte bound dropped conditions');
+    assert.deepEqual(res.body.evaluations[0].policy, 'deploy');
   });
 });

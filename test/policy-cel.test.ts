@@ -287,10 +287,20 @@ describe('end to end: compilePolicies + evaluate', () => {
     assert.equal(decide({ ...base, repository: 'acme/web', actor: 'dependabot[bot]' }).reason, 'conditions_not_met');
   });
 
-  test('a deny condition that errors does not match (like a deny claim condition on a missing claim)', () => {
+  test('a deny condition that errors denies: the deny policy cannot be evaluated, and that fails closed', () => {
     const { actor: _, ...noActor } = base;
     const decision = decide(noActor);
-    assert.equal(decision.reason, 'allowed');
+    assert.equal(decision.allowed, false);
+    assert.equal(decision.reason, 'deny_policy_not_evaluable');
+    assert.equal(decision.message, "Denied: deny policy 'deny-bots' could not be evaluated (condition: a claim it reads is missing); a deny policy that cannot be evaluated denies.");
+    const deny = decision.evaluations.find((e) => e.policy === 'deny-bots');
+    assert.equal(deny?.matched, false);
+    assert.equal(deny?.error, 'condition: a claim it reads is missing');
+  });
+
+  test('a deny condition that errors does not deny when another of its conditions fails', () => {
+    const { actor: _, ...noActor } = base;
+    assert.equal(decide({ ...noActor, repository: 'acme/web' }).reason, 'conditions_not_met');
   });
 
   test('no decision message echoes a deny expression', () => {

@@ -322,7 +322,7 @@ describe('each invalid policy is refused with its line and key path', () => {
     {
       name: 'empty file',
       lines: ['# nothing here'],
-      issues: [{ line: undefined, keyPath: '', message: 'the file is empty: a policy is a YAML map' }],
+      issues: [{ line: 1, keyPath: '', message: 'the file is empty: a policy is a YAML map' }],
     },
     {
       name: 'not a map',

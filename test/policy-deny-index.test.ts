@@ -134,17 +134,27 @@ describe('which deny policies are candidates', () => {
   test('JSON Pointer keys: nested claims, and a pointer to a top-level claim shares its name\'s bucket', () => {
     const set = denySet({ 'deny-nested': ['/extra/env: staging'], 'deny-pointer': ['/repository: acme/old'], 'deny-name': ['repository: acme/old'], 'deny-slash': ['/a~1b: x'] });
     assert.deepEqual(candidates(set, { extra: { env: 'staging' } }), ['deny-nested']);
-    assert.deepEqual(candidates(set, { extra: { env: ['staging'] } }), []);
+    // An array cannot be compared: every policy filed under that claim is a candidate (and denies, undecided).
+    assert.deepEqual(candidates(set, { extra: { env: ['staging'] } }), ['deny-nested']);
     assert.deepEqual(candidates(set, { 'extra/env': 'staging' }), []);
     assert.deepEqual(candidates(set, { repository: 'acme/old' }), ['deny-pointer', 'deny-name']);
     assert.deepEqual(candidates(set, { 'a/b': 'x' }), ['deny-slash']);
   });
 
-  test('a missing, null, array or object claim selects no bucket', () => {
+  test('a missing or null claim selects no bucket', () => {
     const set = denySet({ 'deny-repo': ['repository: acme/api'] });
-    for (const claims of [{}, { repository: null }, { repository: ['acme/api'] }, { repository: { name: 'acme/api' } }]) {
+    for (const claims of [{}, { repository: null }]) {
       assert.deepEqual(candidates(set, claims), [], JSON.stringify(claims));
       assertSameDecision(set, lookupPolicy(set, 'allow'), token(claims), JSON.stringify(claims));
+    }
+  });
+
+  test('an array or object claim selects every policy filed under it: their condition cannot be evaluated, so they deny', () => {
+    const set = denySet({ 'deny-repo': ['repository: acme/api'], 'deny-other': ['repository: acme/web'], 'deny-event': ['event_name: push'] });
+    for (const claims of [{ repository: ['acme/api'] }, { repository: { name: 'acme/api' } }]) {
+      assert.deepEqual(candidates(set, claims), ['deny-repo', 'deny-other'], JSON.stringify(claims));
+      assertSameDecision(set, lookupPolicy(set, 'allow'), token(claims), JSON.stringify(claims));
+      assert.equal(evaluate(set, lookupPolicy(set, 'allow'), token(claims)).reason, 'deny_policy_not_evaluable');
     }
   });
 

@@ -132,7 +132,8 @@ describe('what a decision says', () => {
 
   test('absent, array and object values are described; long values are cut at about 100 characters', () => {
     const long = `refs/heads/${'x'.repeat(500)}`;
-    const decision = decide('deploy', { repository: ['acme/api'], ref: long, event_name: { a: 'b'.repeat(300) } });
+    // Without deny policies: an object where deny-prt compares `event_name` would make it deny (see below).
+    const decision = decide('deploy', { repository: ['acme/api'], ref: long, event_name: { a: 'b'.repeat(300) } }, {}, compileSet({ 'deploy.yaml': POLICIES['deploy.yaml']! }));
     assert.match(decision.message, /claim 'repository' is \["acme\/api"\]/);
     // 100 characters of the JSON form, then an ellipsis.
     assert.match(decision.message, /claim 'ref' is "refs\/heads\/x{88}…; /);
@@ -205,4 +206,72 @@ describe('lookupPolicy', () => {
       );
     });
   }
+});
+
+describe('a deny policy that cannot be evaluated denies (docs/policies/reference.md)', () => {
+  const set = compileSet({
+    'deploy.yaml': POLICIES['deploy.yaml']!,
+    'deny-cel.yaml': 'issuer: github\neffect: deny\nclaims:\n  actor: octocat\ncondition: claims.foo.bar == "x"\n',
+    'deny-glob.yaml': 'issuer: github\neffect: deny\nclaims:\n  workflow: { glob: "release-*" }\n',
+    'deny-in.yaml': 'issuer: github\neffect: deny\nclaims:\n  /extra/env: [staging, qa]\n',
+    'deny-absent.yaml': 'issuer: github\neffect: deny\nclaims:\n  job_workflow_ref: { exists: false }\n  actor: mallory\n',
+  });
+  const rows: { name: string; claims: Record<string, unknown>; reason: string; message?: string }[] = [
+    {
+      name: 'a CEL condition on a missing key',
+      claims: GOOD,
+      reason: 'deny_policy_not_evaluable',
+      message: "Denied: deny policy 'deny-cel' could not be evaluated (condition: a claim it reads is missing); a deny policy that cannot be evaluated denies.",
+    },
+    {
+      name: 'a CEL condition selecting a field of a string (the library reports it as a missing field)',
+      claims: { ...GOOD, foo: 'a string, not a map' },
+      reason: 'deny_policy_not_evaluable',
+      message: "Denied: deny policy 'deny-cel' could not be evaluated (condition: a claim it reads is missing); a deny policy that cannot be evaluated denies.",
+    },
+    { name: 'a CEL condition that evaluates: false', claims: { ...GOOD, foo: { bar: 'y' } }, reason: 'allowed' },
+    { name: 'a CEL condition that evaluates: true', claims: { ...GOOD, foo: { bar: 'x' } }, reason: 'denied_by_policy' },
+    { name: 'another condition of the deny policy fails: it cannot match, so it does not deny', claims: { ...GOOD, actor: 'someone-else' }, reason: 'allowed' },
+    {
+      name: 'a glob on an array claim',
+      claims: { ...GOOD, foo: { bar: 'y' }, workflow: ['release-1'] },
+      reason: 'deny_policy_not_evaluable',
+      message: "Denied: deny policy 'deny-glob' could not be evaluated (claim 'workflow': it is an array, which glob cannot compare); a deny policy that cannot be evaluated denies.",
+    },
+    {
+      name: 'an `in` on an object claim (a JSON Pointer, found through the deny index)',
+      claims: { ...GOOD, foo: { bar: 'y' }, extra: { env: { name: 'staging' } } },
+      reason: 'deny_policy_not_evaluable',
+      message: "Denied: deny policy 'deny-in' could not be evaluated (claim '/extra/env': it is an object, which in cannot compare); a deny policy that cannot be evaluated denies.",
+    },
+    { name: 'an absent claim is not undecided: a deny condition on it fails', claims: { ...GOOD, foo: { bar: 'y' } }, reason: 'allowed' },
+    { name: 'a null claim is absent too', claims: { ...GOOD, foo: { bar: 'y' }, workflow: null }, reason: 'allowed' },
+    { name: 'a number or boolean claim has a string form: compared, not undecided', claims: { ...GOOD, foo: { bar: 'y' }, workflow: 12, extra: { env: true } }, reason: 'allowed' },
+    { name: '`exists: false` on an absent claim holds (a negative condition is decided)', claims: { ...GOOD, actor: 'mallory' }, reason: 'denied_by_policy' },
+  ];
+  for (const row of rows) {
+    test(row.name, () => {
+      const decision = decide('deploy', row.claims, {}, set);
+      assert.equal(decision.reason, row.reason, decision.message);
+      if (row.message !== undefined) assert.equal(decision.message, row.message);
+      // The indexed evaluation and a scan of every deny policy agree.
+      const full = evaluate(set, lookupPolicy(set, 'deploy'), { issuerName: 'github', audiences: [BROKER], claims: row.claims }, { allDenyPolicies: true });
+      assert.equal(full.reason, decision.reason);
+    });
+  }
+
+  test('matched deny policies come before undecided ones in the reason', () => {
+    // deny-cel is undecided (no `foo`), deny-glob matches.
+    const decision = decide('deploy', { ...GOOD, workflow: 'release-1' }, {}, set);
+    assert.equal(decision.reason, 'denied_by_policy');
+    assert.equal(decision.message, "Denied by deny policy 'deny-glob'.");
+  });
+
+  test("the reason quotes neither a claim value nor the deny policy's values", () => {
+    const decision = decide('deploy', { ...GOOD, foo: { bar: 'y' }, workflow: ['release-secret-value'] }, {}, set);
+    assert.doesNotMatch(decision.message, /release/);
+    const deny = decision.evaluations.find((e) => e.policy === 'deny-glob')!;
+    assert.equal(deny.error, "claim 'workflow': it is an array, which glob cannot compare");
+    assert.equal(deny.matched, false);
+  });
 });

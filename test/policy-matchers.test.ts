@@ -3,8 +3,10 @@
 // claims; the row pins whether that condition matches.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import { compilePolicies } from '../src/policy/compile.js';
-import { compileMatcher, globToRe2 } from '../src/policy/matchers.js';
+import { RE2JS } from 're2js';
+import { compileMatcher, globToRe2, MatcherError } from '../src/policy/matchers.js';
 import type { CompileContext, CompiledPolicy, ConditionResult } from '../src/policy/types.js';
 
 const CTX: CompileContext = { issuers: new Map([['github', { audiences: ['https://broker.example.com'] }]]), providers: new Set(['jwt']) };
@@ -216,4 +218,109 @@ test('a claim named __proto__ is a condition like any other, never dropped', () 
   const policy = policyWith('__proto__: x');
   assert.equal(policy.evaluate({}, [])[0]?.matched, false);
   assert.equal(policy.evaluate(JSON.parse('{"__proto__": "x"}') as Record<string, unknown>, [])[0]?.matched, true);
+});
+
+describe('(?i) folds ASCII letters only (docs/policies/reference.md, "Regex")', () => {
+  runRows([
+    // U+017F LONG S folds to s, U+212A KELVIN SIGN to k, in RE2's Unicode folding: never here.
+    { condition: 'ref: { regex: "(?i)refs/heads/release" }', claims: { ref: 'refs/heads/relea\u017fe' }, matched: false },
+    { condition: 'ref: { regex: "(?i)refs/heads/release" }', claims: { ref: 'refs/heads/relea\u017fe'.replace('\u017f', 's') }, matched: true },
+    { condition: 'x: { regex: "(?i)kelvin" }', claims: { x: '\u212aelvin' }, matched: false },
+    { condition: 'x: { regex: "(?i)[k-s]+" }', claims: { x: '\u212a\u017f' }, matched: false },
+    { condition: 'x: { regex: "(?i)\\\\x73" }', claims: { x: '\u017f' }, matched: false },
+    { condition: 'x: { regex: "(?i)[\\\\x{17f}]" }', claims: { x: 's' }, matched: false },
+    // ASCII case variants still match.
+    { condition: 'ref: { regex: "(?i)refs/heads/release" }', claims: { ref: 'REFS/Heads/ReLeAsE' }, matched: true },
+    { condition: 'x: { regex: "(?i)[k-s]+" }', claims: { x: 'KlMs' }, matched: true },
+    { condition: 'x: { regex: "(?i)\\\\x73" }', claims: { x: 'S' }, matched: true },
+    // Fold then negate, as RE2 does: (?i)[^a] excludes A too.
+    { condition: 'x: { regex: "(?i)[^a]" }', claims: { x: 'A' }, matched: false },
+    { condition: 'x: { regex: "(?i)[^a]" }', claims: { x: '\u017f' }, matched: true },
+    // Outside ASCII, case is not folded.
+    { condition: 'x: { regex: "(?i)\u00e9" }', claims: { x: '\u00c9' }, matched: false },
+    // Scoped flags keep their scope.
+    { condition: 'x: { regex: "a(?i:b)c" }', claims: { x: 'aBc' }, matched: true },
+    { condition: 'x: { regex: "a(?i:b)c" }', claims: { x: 'aBC' }, matched: false },
+    { condition: 'x: { regex: "(?i)a(?-i)b" }', claims: { x: 'Ab' }, matched: true },
+    { condition: 'x: { regex: "(?i)a(?-i)b" }', claims: { x: 'AB' }, matched: false },
+  ]);
+
+  test('a negated class item that cannot be folded ASCII only is refused at load, with file and line', () => {
+    const result = compilePolicies([{ path: 'fold.yaml', text: 'issuer: github\neffect: deny\nclaims:\n  x: { regex: "(?i)[\\\\P{Lu}x]" }\n' }], CTX);
+    assert.equal(result.ok, false);
+    if (result.ok) return;
+    assert.equal(result.issues.length, 1);
+    assert.equal(result.issues[0]!.file, 'fold.yaml');
+    assert.equal(result.issues[0]!.line, 4);
+    assert.match(result.issues[0]!.message, /unsupported regex: under \(\?i\), the negated class item \\P\{Lu\} cannot be folded ASCII only/);
+  });
+
+  test('CEL matches() folds ASCII only too', () => {
+    const result = compilePolicies([{ path: 'cel.yaml', text: 'issuer: github\neffect: deny\ncondition: claims.ref.matches("(?i)^refs/heads/release$")\n' }], CTX);
+    if (!result.ok) assert.fail(JSON.stringify(result.issues));
+    const policy = result.set.byName.get('cel')!;
+    assert.equal(policy.evaluate({ ref: 'refs/heads/relea\u017fe' }, [])[0]!.matched, false);
+    assert.equal(policy.evaluate({ ref: 'REFS/HEADS/RELEASE' }, [])[0]!.matched, true);
+  });
+
+  test('property: a (?i) pattern matches as JavaScript\'s non-Unicode /i does, which never folds into ASCII (seed printed on failure)', () => {
+    // Over letters whose only folds are ASCII pairs, U+017F and U+212A: JavaScript's non-Unicode
+    // ignoreCase never maps a non-ASCII character to an ASCII one, so it is the ASCII-only reference.
+    const ALPHABET = ['a', 'B', 'k', 'K', 's', 'S', 'z', '\u017f', '\u212a', '0', '-', '.'];
+    const atom = fc.oneof(
+      fc.constantFrom('a', 'B', 'k', 's', 'S', 'z', '\u017f', '\u212a', '0', '\\-', '.', '\\x73', '\\x4B', '\\w', '\\W', '\\d'),
+      fc.constantFrom('[a-z]', '[k-s]', '[^s]', '[^a-k]', '[A-Z0]', '[\\x{17f}]', '[\\w-]', '[^\\W]'),
+    );
+    const pattern: fc.Arbitrary<string> = fc.letrec<{ re: string }>((tie) => ({
+      re: fc.oneof(
+        { depthSize: 'small', withCrossShrink: true },
+        atom,
+        fc.tuple(tie('re'), tie('re')).map(([a, b]) => `${a}${b}`),
+        fc.tuple(tie('re'), tie('re')).map(([a, b]) => `(?:${a}|${b})`),
+        fc.tuple(tie('re'), fc.constantFrom('*', '+', '?', '{1,2}')).map(([a, q]) => `(?:${a})${q}`),
+      ),
+    })).re;
+    const input = fc.array(fc.constantFrom(...ALPHABET), { maxLength: 6 }).map((chars) => chars.join(''));
+    const seed = 20261206;
+    fc.assert(
+      fc.property(pattern, fc.array(input, { minLength: 1, maxLength: 8 }), (body, inputs) => {
+        const matcher = compileMatcher('x', { operator: 'regex', pattern: `(?i)${body}` });
+        const reference = new RegExp(`^(?:${body.replace('\\x{17f}', '\\u017f')})$`, 'i');
+        for (const value of inputs) assert.equal(matcher({ x: value }).matched, reference.test(value), `(?i)${body} vs ${JSON.stringify(value)}`);
+      }),
+      { seed, numRuns: 300, reporter: (details) => { if (details.failed) throw new Error(`seed ${seed}: ${fc.defaultReportMessage(details)}`); } },
+    );
+  });
+
+  test('property: any pattern RE2 accepts compiles (or is refused, saying why); on ASCII it matches as RE2\'s own (?i) (seed printed on failure)', () => {
+    // On ASCII patterns and ASCII values, Unicode folding and ASCII folding agree: RE2 itself is the reference there.
+    const ascii = ['(?i)', '(?-i)', '(?i:', '(?s-i:', '(?P<n>', '(', ')', '[', ']', '^', '-', '\\', '\\Q', '\\E', '\\P{Lu}', '\\pL', '[:^upper:]', '[:alpha:]', '\\101', 'a', 'K', 'q', '|', '*', '{2}', '.', '\\W', 'z', '[^', 'b-', '\\p{^Greek}', '\\d', '$', '\\b', '[]', '\\-', ':]', '[:', '(?m)', '(?im)', '\n', '\\x5A'];
+    const pieces = [...ascii, '\\x{17f}', '\u017f', '\u212a', '\u{1f600}'];
+    const value = fc.array(fc.constantFrom('a', 'A', 'b', 'B', 'k', 'K', 'q', 'Q', 'z', 'Z', '-', ':', '^', ']', '[', '\n', '0', '_'), { maxLength: 5 }).map((c) => c.join(''));
+    const seed = 1206;
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 12 }), fc.array(value, { minLength: 1, maxLength: 8 }), (parts, values) => {
+        const pattern = parts.join('');
+        let reference: RE2JS;
+        try {
+          RE2JS.compile(pattern);
+          reference = RE2JS.compile(`^(?:${pattern})$`);
+        } catch {
+          return;
+        }
+        let matcher: ReturnType<typeof compileMatcher>;
+        try {
+          matcher = compileMatcher('x', { operator: 'regex', pattern });
+        } catch (err) {
+          assert.ok(err instanceof MatcherError, `${pattern}: ${String(err)}`);
+          // Only the refusal of an unfoldable negated item; a rewrite RE2 rejects would be a bug.
+          assert.match(err.message, /under \(\?i\)/, pattern);
+          return;
+        }
+        if (!/^[\x00-\x7f]*$/.test(pattern)) return;
+        for (const v of values) assert.equal(matcher({ x: v }).matched, reference.matches(v), `${JSON.stringify(pattern)} vs ${JSON.stringify(v)}`);
+      }),
+      { seed, numRuns: 1500, reporter: (details) => { if (details.failed) throw new Error(`seed ${seed}: ${fc.defaultReportMessage(details)}`); } },
+    );
+  });
 });

@@ -243,11 +243,14 @@ describe('explain output', () => {
     const policy = SET.byName.get('deploy')!;
     const token = { issuerName: 'github', claims, audiences: [BROKER] };
     const hidden = toExplainOutput('deploy', evaluate(SET, policy, token, { allDenyPolicies: true }), '01JDQ8R3W6T8Z2B4V9K1M5N7PX', 'caller');
-    assert.deepEqual(Object.keys(hidden), ['explain_id', 'policy', 'decision', 'reason', 'message', 'evaluations']);
+    assert.deepEqual(Object.keys(hidden), ['explain_id', 'policy', 'decision', 'reason', 'message', 'evaluations', 'truncated']);
     assert.equal(hidden.decision, 'deny');
+    assert.equal(hidden.truncated, false);
     assert.deepEqual(hidden.evaluations[0]!.conditions[1], { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/feature', matched: false }, 'a caller never sees what a policy pins');
-    const prt = hidden.evaluations.find((e) => e.policy === 'deny-prt')!;
-    assert.deepEqual(prt.conditions, [{ key: 'event_name', operator: 'equals', expected: '(hidden)', matched: false }], 'an absent claim has no actual');
+    assert.deepEqual(hidden.evaluations.map((e) => e.policy), ['deploy'], 'a caller sees no deny policy that does not deny');
+    const { ref: _, ...noRef } = claims;
+    const absent = toExplainOutput('deploy', evaluate(SET, policy, { ...token, claims: noRef }), 'x', 'caller');
+    assert.deepEqual(absent.evaluations[0]!.conditions[1], { key: 'ref', operator: 'in', expected: '(hidden)', matched: false }, 'an absent claim has no actual');
 
     const offline = toExplainOutput('deploy', evaluateOffline(SET, CTX, policy, token), null, 'owner');
     assert.equal(offline.explain_id, null);
@@ -267,9 +270,11 @@ describe('explain output', () => {
     if (!result.ok) assert.fail(JSON.stringify(result.issues));
     const set = result.set;
     const token = { issuerName: 'github', claims: { repository: 'acme/api', ref: 'refs/heads/main' }, audiences: [BROKER] };
-    const http = toExplainOutput('deploy', evaluate(set, set.byName.get('deploy')!, token, { allDenyPolicies: true }), 'x', 'caller');
-    const cel = http.evaluations.find((e) => e.policy === 'deny-cel')!.conditions[0]!;
-    assert.deepEqual(cel, { key: 'condition', operator: 'cel', expected: '(hidden)', actual: '(hidden)', matched: false });
+    const http = toExplainOutput('deploy', evaluate(set, set.byName.get('deploy')!, token), 'x', 'caller');
+    assert.equal(http.reason, 'deny_policy_not_evaluable');
+    const deny = http.evaluations.find((e) => e.policy === 'deny-cel')!;
+    assert.equal(deny.error, 'condition: a claim it reads is missing');
+    assert.deepEqual(deny.conditions, [{ key: 'condition', operator: 'cel', expected: '(hidden)', actual: '(hidden)', matched: false, error: 'a claim it reads is missing' }]);
     assert.ok(!JSON.stringify(http).includes('secret_marker_claim'));
     const offline = toExplainOutput('deploy', evaluateOffline(set, CTX, set.byName.get('deploy')!, token), null, 'owner');
     const revealed = offline.evaluations.find((e) => e.policy === 'deny-cel')!.conditions[0]!;

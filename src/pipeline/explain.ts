@@ -32,8 +32,8 @@ async function decideExplain(deps: ExchangeDeps, input: ExplainInput): Promise<E
     const token = await deps.verifier.verify(request.token);
     facts = { token };
     await limitSubject(deps.limits.explains_per_subject, token);
-    // Every deny policy of the issuer, not just the index's candidates: explain shows them all.
-    const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token, { allDenyPolicies: true });
+    // Only the deny index's candidates, as the exchange evaluates: the cost of an explain must not grow with the policies.
+    const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token);
     return { kind: 'explained', facts: { token, policy }, decision };
   } catch (err) {
     return { kind: 'refused', facts, error: toBrokerError(err) };

@@ -13,12 +13,14 @@
  * Evaluation is fail closed: the condition holds only when the result is
  * exactly `true`. An error (a missing claim, no matching overload, division
  * by zero), a non-bool result or a thrown exception is a non-match with a
- * reason; evaluation never throws.
+ * reason and an `error`: the condition could not be evaluated, which makes a
+ * deny policy deny (docs/policies/reference.md). Evaluation never throws.
  */
 import { CelScalar, celEnv, isCelError, isCelList, isCelMap, isCelType, isCelUint, mapType, parse, plan, type CelInput } from '@bufbuild/cel';
 import { strings } from '@bufbuild/cel/ext';
 import { RE2JS } from 're2js';
 import { suggest } from '../yaml/fields.js';
+import { toAsciiFolding } from './ascii-fold.js';
 
 type ParsedExpr = ReturnType<typeof parse>;
 type Expr = ParsedExpr['expr'];
@@ -58,7 +60,9 @@ function compilePattern(pattern: string): RE2JS {
     patternCache.set(pattern, cached);
     return cached;
   }
-  const compiled = RE2JS.compile(pattern);
+  // The pattern as written is compiled first, for RE2's own error on an invalid one; then with `(?i)` folding ASCII only.
+  RE2JS.compile(pattern);
+  const compiled = RE2JS.compile(toAsciiFolding(pattern));
   patternCache.set(pattern, compiled);
   if (patternCache.size > MAX_CACHED_PATTERNS) patternCache.delete(patternCache.keys().next().value!);
   return compiled;
@@ -67,7 +71,8 @@ function compilePattern(pattern: string): RE2JS {
 /**
  * What conditions get beyond the CEL standard library: the strings extension
  * (less `format` and `strings.quote`), and `matches()` on re2js (linear time,
- * the engine the claim `regex:` operator uses) with compiled patterns cached.
+ * the engine the claim `regex:` operator uses, `(?i)` folding ASCII only as
+ * there) with compiled patterns cached.
  * Exported for the conformance bench, which plans the spec's tests with it.
  */
 export const CONDITION_ENV_OPTIONS = Object.freeze({
@@ -91,6 +96,12 @@ export interface ConditionOutcome {
   matched: boolean;
   /** `true`/`false`, or an error such as `no such key: ref at 2:9`, or `the condition returned a string, not a bool`. */
   actual: boolean | string;
+  /**
+   * Present when there is no bool result: why, in words that quote neither
+   * the expression nor a claim value (`actual` may quote both), so a caller
+   * may see it even for a deny policy.
+   */
+  error?: string;
 }
 
 export interface CompiledCondition {
@@ -155,11 +166,11 @@ export function compileCondition(source: string): ConditionCompileResult {
         result = program({ claims: toCelMap(claims) as ReadonlyMap<string, CelInput> });
       } catch (err) {
         // The library reports errors as values; a throw is a bug or a stack overflow. Fail closed either way.
-        return { matched: false, actual: `evaluation failed: ${err instanceof Error ? err.message : String(err)}` };
+        return { matched: false, actual: `evaluation failed: ${err instanceof Error ? err.message : String(err)}`, error: 'its evaluation failed' };
       }
       if (result === true || result === false) return { matched: result, actual: result };
-      if (isCelError(result)) return { matched: false, actual: `${describeError(result.message)}${at(result.exprId)}` };
-      return { matched: false, actual: `the condition returned ${celTypeName(result)}, not a bool` };
+      if (isCelError(result)) return { matched: false, actual: `${describeError(result.message)}${at(result.exprId)}`, error: classifyError(result.message) };
+      return { matched: false, actual: `the condition returned ${celTypeName(result)}, not a bool`, error: 'it did not return a bool' };
     },
   };
   return { ok: true, condition: Object.freeze(condition) };
@@ -172,6 +183,17 @@ function planCondition(parsed: ParsedExpr) {
 /** The library's map-access error names a "field"; claims are a map, so say "key" as other CEL implementations do. */
 function describeError(message: string): string {
   return message.replace(/^field not found: /, 'no such key: ');
+}
+
+/**
+ * What kind of error a CEL error is, for callers: the library's message can
+ * quote a claim value (`Cannot convert x to a BigInt`), so only the two kinds
+ * a claim causes are told apart, by the library's fixed message prefixes.
+ */
+function classifyError(message: string): string {
+  if (message.startsWith('field not found: ')) return 'a claim it reads is missing';
+  if (message.startsWith('found no matching overload')) return 'a claim it reads is of another type';
+  return 'its evaluation failed';
 }
 
 function celTypeName(value: unknown): string {

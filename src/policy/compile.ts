@@ -179,9 +179,9 @@ function makePolicy(p: Omit<CompiledPolicy, 'evaluate'> & { conditions: readonly
       for (const matcher of conditions) results.push(matcher(claims));
       // The CEL condition last: it may combine the claims above, and its result is the least plain to read.
       if (condition !== undefined) {
-        const { matched, actual } = condition.evaluate(claims);
+        const { matched, actual, error } = condition.evaluate(claims);
         // trimEnd: a `condition: |` block ends with a newline that says nothing.
-        results.push(Object.freeze({ key: 'condition', operator: 'cel', expected: condition.source.trimEnd(), actual, matched }));
+        results.push(Object.freeze({ key: 'condition', operator: 'cel', expected: condition.source.trimEnd(), actual, matched, ...(error === undefined ? {} : { error }) }));
       }
       return results;
     },

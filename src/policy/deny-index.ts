@@ -10,9 +10,11 @@
  * form; a token can only match it if the token's string form of that claim
  * selects that bucket. A deny policy that is in no bucket the token selects
  * has a failing condition and cannot match: leaving it out changes the
- * evaluations listed, never the decision. Deny policies without an equality
- * condition (only glob, regex, exists, audience, or none at all) are always
- * candidates.
+ * evaluations listed, never the decision. A token whose indexed claim is an
+ * object or array selects every policy filed under that claim: their
+ * condition on it cannot be evaluated, so they are not known to fail. Deny
+ * policies without an equality condition (only glob, regex, exists,
+ * audience, or none at all) are always candidates.
  */
 import { parseClaimPath, resolveClaim } from '../claims/claim-path.js';
 import { toStringForm } from '../values.js';
@@ -60,6 +62,8 @@ interface IndexedClaim {
   path: readonly string[];
   /** String form -> ordinals (file order) of the deny policies filed under it. */
   buckets: Map<string, number[]>;
+  /** Every ordinal filed under this claim, for a token whose claim is an object or array. */
+  filed: number[];
 }
 
 /**
@@ -101,9 +105,10 @@ export function buildDenyIndex(entries: readonly DenyEntry[]): DenyIndex {
     const { path, forms } = best.condition;
     let claim = claims.get(pathKey(path));
     if (claim === undefined) {
-      claim = { path, buckets: new Map() };
+      claim = { path, buckets: new Map(), filed: [] };
       claims.set(pathKey(path), claim);
     }
+    claim.filed.push(ordinal);
     for (const form of forms) {
       const bucket = claim.buckets.get(form);
       if (bucket === undefined) claim.buckets.set(form, [ordinal]);
@@ -119,15 +124,17 @@ export function buildDenyIndex(entries: readonly DenyEntry[]): DenyIndex {
     candidates(tokenClaims: Readonly<Record<string, unknown>>): readonly CompiledPolicy[] {
       let hits: number[] | undefined;
       for (const claim of indexed) {
-        // Absent, null, object and array claims have no string form and equal no policy value.
-        const form = toStringForm(resolveClaim(tokenClaims, claim.path));
-        if (form === undefined) continue;
-        const bucket = claim.buckets.get(form);
+        const value = resolveClaim(tokenClaims, claim.path);
+        const form = toStringForm(value);
+        // Absent and null claims equal no policy value: their conditions fail.
+        // An object or array cannot be compared: every policy filed under the
+        // claim is undecided there, and must be evaluated (a deny it leaves undecided denies).
+        const bucket = form !== undefined ? claim.buckets.get(form) : typeof value === 'object' && value !== null ? claim.filed : undefined;
         if (bucket === undefined) continue;
         hits = hits === undefined ? [...always, ...bucket] : hits.concat(bucket);
       }
       if (hits === undefined) return alwaysPolicies;
-      // A policy is filed under one claim, once per distinct form, so it appears at most once here.
+      // A policy is filed under one claim (once per distinct form, or once in `filed`), so it appears at most once here.
       return hits.sort((a, b) => a - b).map((ordinal) => all[ordinal] as CompiledPolicy);
     },
   });

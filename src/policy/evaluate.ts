@@ -13,7 +13,9 @@ export interface EvaluationToken {
 export interface EvaluateOptions {
   /**
    * Evaluate every deny policy of the issuer instead of only the index's
-   * candidates, so `evaluations` lists them all (explain). The decision
+   * candidates, so `evaluations` lists them all (the offline `policy explain`
+   * and `policy test`, run by whoever holds the policy files; never over
+   * HTTP, where its cost would grow with the policies). The decision
    * (allowed, reason, message) is the same either way.
    */
   allDenyPolicies?: boolean;
@@ -46,7 +48,9 @@ export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
  *
  * Allowed only when the policy is an allow policy, its issuer is the token's,
  * every one of its conditions holds, and no deny policy of that issuer matches
- * (deny wins). Every condition is evaluated, even after a failure, so explain
+ * (deny wins) or could not be evaluated (reason `deny_policy_not_evaluable`:
+ * none of its conditions failed but one could not be evaluated, so it fails
+ * closed). Every condition is evaluated, even after a failure, so explain
  * and the audit record see the whole picture.
  *
  * Deny policies are looked up in the issuer's deny index (`PolicySet.denyIndex`):
@@ -58,9 +62,9 @@ export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
  * `evaluations` holds the named policy, then the deny policies evaluated, in
  * file order: the index's candidates (every deny policy the token could
  * match, which includes every one that did), or every deny policy of the
- * issuer with `{ allDenyPolicies: true }` (explain). Deny policies' `expected`
- * values are replaced by `(hidden)` so nothing built from a Decision can leak
- * them. `evaluations` is empty when the policy is a deny policy or belongs to
+ * issuer with `{ allDenyPolicies: true }` (the offline `policy explain`).
+ * Deny policies' `expected` values are replaced by `(hidden)` so nothing
+ * built from a Decision can leak them. `evaluations` is empty when the policy is a deny policy or belongs to
  * another issuer, since its conditions say nothing then.
  */
 export function evaluate(set: PolicySet, policy: CompiledPolicy, token: EvaluationToken, options: EvaluateOptions = {}): Decision {
@@ -88,11 +92,20 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
 
   const matchedDenials = denials.filter((d) => d.matched);
   if (matchedDenials.length > 0) {
-    const names = matchedDenials.map((d) => `'${d.policy}'`).join(', ');
     return {
       allowed: false,
       reason: 'denied_by_policy',
-      message: `Denied by ${matchedDenials.length === 1 ? 'deny policy' : 'deny policies'} ${names}.`,
+      message: `Denied by ${matchedDenials.length === 1 ? 'deny policy' : 'deny policies'} ${listed(matchedDenials.map((d) => `'${d.policy}'`))}.`,
+      evaluations,
+    };
+  }
+  // Fail closed: a deny policy that cannot say whether it matches denies (docs/policies/reference.md).
+  const unevaluable = denials.filter((d) => d.error !== undefined);
+  if (unevaluable.length > 0) {
+    return {
+      allowed: false,
+      reason: 'deny_policy_not_evaluable',
+      message: `Denied: ${listed(unevaluable.map((d) => `deny policy '${d.policy}' could not be evaluated (${d.error ?? ''})`))}; a deny policy that cannot be evaluated denies.`,
       evaluations,
     };
   }
@@ -114,7 +127,22 @@ function evaluationOf(policy: CompiledPolicy, token: EvaluationToken, hideExpect
     ? results.map((r) => ({ ...r, expected: HIDDEN, ...(r.operator === 'cel' && typeof r.actual === 'string' ? { actual: HIDDEN } : {}) }))
     : results;
   // A condition-free deny policy matches every token of its issuer: a deliberate kill switch.
-  return { policy: policy.name, effect: policy.effect, matched: conditions.every((c) => c.matched), conditions };
+  const matched = conditions.every((c) => c.matched);
+  // AND of three values: one condition that fails decides; otherwise one that cannot be evaluated leaves the policy undecided.
+  const decided = matched || conditions.some((c) => !c.matched && c.error === undefined);
+  const undecided = decided ? undefined : conditions.find((c) => c.error !== undefined);
+  return { policy: policy.name, effect: policy.effect, matched, ...(undecided === undefined ? {} : { error: whyNotEvaluable(undecided) }), conditions };
+}
+
+/** `claim 'ref': it is an array, which glob cannot compare`; `condition: a claim it reads is missing`. The reason words never quote a claim value. */
+function whyNotEvaluable(c: ConditionResult): string {
+  return `${c.operator === 'cel' ? 'condition' : `claim '${printable(c.key, NAME_ECHO_LIMIT)}'`}: ${c.error ?? ''}`;
+}
+
+/** At most `MAX_LISTED_FAILURES` items, then how many more: a message stays short whatever the policies. */
+function listed(items: readonly string[]): string {
+  const shown = items.slice(0, MAX_LISTED_FAILURES).join(', ');
+  return items.length > MAX_LISTED_FAILURES ? `${shown} and ${items.length - MAX_LISTED_FAILURES} more` : shown;
 }
 
 /** Names each failing condition and the token's value for it, never the expected value. */

@@ -2,7 +2,7 @@ import { evaluate, type EvaluationToken } from './evaluate.js';
 import type { CompileContext, CompiledPolicy, ConditionOperator, ConditionResult, Decision, Effect, PolicySet } from './types.js';
 
 /**
- * The explain output (openapi.yaml, `POST /v1/explain`; section 6,
+ * The explain output (openapi.yaml, `POST /v1/explain`; docs/policies/troubleshooting.md,
  * `policy explain`): a Decision as JSON, and its text rendering. The HTTP
  * route and the offline CLI print the same object, so a script reads both
  * the same way.
@@ -17,8 +17,14 @@ export interface ExplainOutput {
   reason: string;
   /** Sentence; names failing claims and the token's values, never another policy's values. */
   message: string;
-  /** The named policy, then every deny policy of the token's issuer. */
+  /**
+   * The named policy, then the deny policies: over HTTP only those that deny
+   * the token (matched, or could not be evaluated); offline every deny policy
+   * of the token's issuer.
+   */
   evaluations: ExplainEvaluation[];
+  /** True when the HTTP answer was cut to its size bound (openapi.yaml): fewer evaluations or conditions, or shortened strings. */
+  truncated: boolean;
 }
 
 export interface ExplainEvaluation {
@@ -26,6 +32,8 @@ export interface ExplainEvaluation {
   effect: Effect;
   /** Every condition held (for a deny policy: it denies the token). */
   matched: boolean;
+  /** Why the policy could not be evaluated (no condition failed, one could not be evaluated); a deny policy then denies. */
+  error?: string;
   conditions: ExplainCondition[];
 }
 
@@ -38,36 +46,122 @@ export interface ExplainCondition {
   /** The token's value for the key, as JSON (the token's audiences for `aud`); left out when the token lacks the claim. */
   actual?: unknown;
   matched: boolean;
+  /** Why the condition could not be evaluated, in words that quote no claim value. */
+  error?: string;
 }
 
 const HIDDEN = '(hidden)';
+
+/**
+ * The HTTP answer's bounds (openapi.yaml, `ExplainResponse`): at most 64 KiB
+ * of JSON whatever the policies and the token, so neither many deny policies
+ * nor a large claim makes explain an amplifier.
+ */
+const EXPLAIN_RESPONSE_MAX_BYTES = 64 * 1024;
+/** Deny policies listed over HTTP (the decision message names as many). */
+const MAX_EXPLAINED_DENY_POLICIES = 10;
+/** Conditions listed per policy over HTTP. */
+const MAX_EXPLAINED_CONDITIONS = 32;
+/** Characters kept of a key, an error or an `actual` string (or of an object's or array's JSON, shown as a string) over HTTP. */
+const MAX_EXPLAINED_STRING = 256;
+/** Characters kept of the decision message over HTTP. */
+const MAX_EXPLAINED_MESSAGE = 2048;
 
 /**
  * The explain object. `reader: 'caller'` (HTTP) hides every policy's expected
  * values: any holder of a token for the broker's audience can call explain,
  * and a policy's pinned ids, refs and workflow paths are reconnaissance for
  * them; the conditions, operators, the caller's own claim values and what
- * matched are enough to see why. `'owner'` (the offline CLI, run by whoever
- * holds the policy files) shows them.
+ * matched are enough to see why. For the caller it also lists only the deny
+ * policies that deny the token (the others' names and keys are
+ * reconnaissance too, and their number is the policy set's), and is bounded
+ * to `EXPLAIN_RESPONSE_MAX_BYTES` (`truncated` says when something was cut).
+ * `'owner'` (the offline CLI, run by whoever holds the policy files) shows
+ * everything.
  */
 export function toExplainOutput(policy: string, decision: Decision, explainId: string | null, reader: 'caller' | 'owner'): ExplainOutput {
-  return {
+  const [named, ...denials] = decision.evaluations;
+  const shownDenials = reader === 'caller' ? denials.filter((d) => d.matched || d.error !== undefined) : denials;
+  const output: ExplainOutput = {
     explain_id: explainId,
     policy,
     decision: decision.allowed ? 'allow' : 'deny',
     reason: decision.reason,
     message: decision.message,
-    evaluations: decision.evaluations.map((e) => ({
+    evaluations: (named === undefined ? [] : [named, ...shownDenials]).map((e) => ({
       policy: e.policy,
       effect: e.effect,
       matched: e.matched,
+      ...(e.error === undefined ? {} : { error: e.error }),
       conditions: e.conditions.map((c) => {
         const shown = reader === 'caller' ? { ...c, expected: HIDDEN } : c;
         const actual = hidesActual(shown) ? HIDDEN : shown.actual;
-        return { key: c.key, operator: c.operator, expected: shown.expected, ...(actual === undefined ? {} : { actual }), matched: c.matched };
+        return { key: c.key, operator: c.operator, expected: shown.expected, ...(actual === undefined ? {} : { actual }), matched: c.matched, ...(c.error === undefined ? {} : { error: c.error }) };
       }),
     })),
+    truncated: false,
   };
+  return reader === 'caller' ? bounded(output) : output;
+}
+
+/**
+ * The caller's answer cut to its bounds: at most 10 deny policies and 32
+ * conditions each, strings cut to 256 characters (an object or array `actual`
+ * whose JSON is longer becomes that JSON, cut, as a string), then conditions
+ * kept in order while the JSON stays within 64 KiB. Every cut sets `truncated`.
+ */
+function bounded(output: ExplainOutput): ExplainOutput {
+  let truncated = false;
+  const cut = (text: string, limit: number): string => {
+    if (text.length <= limit) return text;
+    truncated = true;
+    // Never split a surrogate pair: a lone half is not text.
+    const end = /[\uD800-\uDBFF]/.test(text.charAt(limit - 2)) ? limit - 2 : limit - 1;
+    return `${text.slice(0, end)}…`;
+  };
+  const cutActual = (value: unknown): unknown => {
+    if (typeof value === 'string') return cut(value, MAX_EXPLAINED_STRING);
+    if (typeof value !== 'object' || value === null) return value;
+    const json = JSON.stringify(value);
+    return json.length <= MAX_EXPLAINED_STRING ? value : cut(json, MAX_EXPLAINED_STRING);
+  };
+  const capped = <T>(items: readonly T[], limit: number): T[] => {
+    if (items.length > limit) truncated = true;
+    return items.slice(0, limit);
+  };
+
+  const [named, ...denials] = output.evaluations;
+  const evaluations = (named === undefined ? [] : [named, ...capped(denials, MAX_EXPLAINED_DENY_POLICIES)]).map((e) => ({
+    ...e,
+    ...(e.error === undefined ? {} : { error: cut(e.error, MAX_EXPLAINED_STRING) }),
+    conditions: capped(e.conditions, MAX_EXPLAINED_CONDITIONS).map((c) => ({
+      ...c,
+      key: cut(c.key, MAX_EXPLAINED_STRING),
+      expected: cut(c.expected, MAX_EXPLAINED_STRING),
+      ...('actual' in c ? { actual: cutActual(c.actual) } : {}),
+      ...(c.error === undefined ? {} : { error: cut(c.error, MAX_EXPLAINED_STRING) }),
+    })),
+  }));
+  const message = cut(output.message, MAX_EXPLAINED_MESSAGE);
+
+  // What is left of the byte budget once everything but the conditions is counted (`truncated: true` included, the longer form).
+  const bytes = (value: unknown): number => Buffer.byteLength(JSON.stringify(value));
+  let budget = EXPLAIN_RESPONSE_MAX_BYTES - bytes({ ...output, message, evaluations: evaluations.map((e) => ({ ...e, conditions: [] })), truncated: true });
+  const kept = evaluations.map((e) => {
+    const conditions: ExplainCondition[] = [];
+    for (const c of e.conditions) {
+      // +1 for the comma between two conditions.
+      const size = bytes(c) + 1;
+      if (size > budget) {
+        truncated = true;
+        break;
+      }
+      budget -= size;
+      conditions.push(c);
+    }
+    return { ...e, conditions };
+  });
+  return { ...output, message, evaluations: kept, truncated };
 }
 
 /**
@@ -174,6 +268,7 @@ function evaluationVerdict(e: ExplainEvaluation): string {
   const failed = e.conditions.filter((c) => !c.matched).length;
   const total = e.conditions.length;
   if (e.effect === 'deny') {
+    if (e.error !== undefined) return `could not be evaluated (${e.error}): denies this token`;
     if (total === 0) return 'matches every token of its issuer: denies this token';
     return e.matched ? 'matches: denies this token' : `does not match (${failed} of ${total} condition${total === 1 ? '' : 's'} fail${failed === 1 ? 's' : ''})`;
   }

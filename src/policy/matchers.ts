@@ -1,6 +1,7 @@
 import { RE2JS, RE2Set } from 're2js';
 import { ClaimPathError, parseClaimPath, resolveClaim } from '../claims/claim-path.js';
 import { toStringForm } from '../values.js';
+import { AsciiFoldError, toAsciiFolding } from './ascii-fold.js';
 import type { ConditionResult } from './types.js';
 
 /** A value a policy may compare a claim with. */
@@ -35,8 +36,10 @@ export class MatcherError extends Error {
  * backtracking blow-up).
  *
  * Semantics (docs/policies/reference.md): the claim is compared by its string form; an
- * absent, null, object or array claim matches nothing but `exists: false`
- * (which matches only absent or null).
+ * absent or null claim matches nothing but `exists: false` (which matches
+ * only absent or null). An object or array claim matches nothing either, and
+ * its result carries an `error`: the condition cannot be evaluated, which
+ * makes a deny policy deny.
  *
  * @param key a top-level claim name, or a JSON Pointer starting with `/`.
  * @throws MatcherError for a bad pointer or a regex RE2 rejects.
@@ -51,41 +54,33 @@ export function compileMatcher(key: string, spec: ConditionSpec): ClaimMatcher {
   }
   const result = (operator: ConditionResult['operator'], expected: string, actual: unknown, matched: boolean): ConditionResult =>
     Object.freeze({ key, operator, expected, actual, matched });
+  // An object or array claim has no string form: the condition cannot say whether it holds (docs/policies/reference.md).
+  const compared = (operator: ConditionResult['operator'], expected: string, actual: unknown, test: (form: string) => boolean): ConditionResult => {
+    const form = toStringForm(actual);
+    if (form !== undefined) return result(operator, expected, actual, test(form));
+    if (typeof actual !== 'object' || actual === null) return result(operator, expected, actual, false);
+    return Object.freeze({ key, operator, expected, actual, matched: false, error: `it is ${Array.isArray(actual) ? 'an array' : 'an object'}, which ${operator} cannot compare` });
+  };
 
   switch (spec.operator) {
     case 'equals': {
       const want = scalarForm(spec.value);
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        return result('equals', want, actual, toStringForm(actual) === want);
-      };
+      return (claims) => compared('equals', want, resolveClaim(claims, path), (form) => form === want);
     }
     case 'in': {
       const wanted = new Set(spec.values.map(scalarForm));
       const expected = `[${[...wanted].join(', ')}]`;
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        const form = toStringForm(actual);
-        return result('in', expected, actual, form !== undefined && wanted.has(form));
-      };
+      return (claims) => compared('in', expected, resolveClaim(claims, path), (form) => wanted.has(form));
     }
     case 'glob': {
       const program = sharedProgram(`glob\u0000${spec.pattern}`, () => compileAnchored(globToRe2(spec.pattern)));
       const expected = `glob ${spec.pattern}`;
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        const form = toStringForm(actual);
-        return result('glob', expected, actual, form !== undefined && program.matches(form));
-      };
+      return (claims) => compared('glob', expected, resolveClaim(claims, path), (form) => program.matches(form));
     }
     case 'regex': {
       const program = sharedProgram(`regex\u0000${spec.pattern}`, () => compileRegex(spec.pattern));
       const expected = `regex ${spec.pattern}`;
-      return (claims) => {
-        const actual = resolveClaim(claims, path);
-        const form = toStringForm(actual);
-        return result('regex', expected, actual, form !== undefined && program.matches(form));
-      };
+      return (claims) => compared('regex', expected, resolveClaim(claims, path), (form) => program.matches(form));
     }
     case 'exists': {
       const { exists } = spec;
@@ -171,7 +166,8 @@ export function globToRe2(glob: string): string {
  * The body is parsed on its own first: a body that is not a complete regex
  * by itself (e.g. `a)|(b`) could otherwise close the wrapping group and escape
  * the anchors. Then `^(?:...)$` anchors it (so a top-level `|` stays inside),
- * and `matches()` demands a whole-input match as a second guard.
+ * and `matches()` demands a whole-input match as a second guard. `(?i)`
+ * folds ASCII letters only (see ascii-fold.ts).
  *
  * `RE2Set.add` runs RE2JS's parser (with the flags `RE2JS.compile` uses)
  * without building a program: the same check, and the same errors, as
@@ -183,7 +179,16 @@ function compileRegex(pattern: string): RE2JS {
   } catch (err) {
     throw regexError(err);
   }
-  return compileAnchored(pattern);
+  let body: string;
+  try {
+    body = toAsciiFolding(pattern);
+    // The rewritten body must be complete on its own too, so the anchors below stay around all of it.
+    if (body !== pattern) new RE2Set().add(body);
+  } catch (err) {
+    if (err instanceof AsciiFoldError) throw new MatcherError(`unsupported regex: ${err.message}`);
+    throw regexError(err);
+  }
+  return compileAnchored(body);
 }
 
 function compileAnchored(body: string): RE2JS {

@@ -21,6 +21,14 @@ export interface ConditionResult {
    */
   actual: unknown;
   matched: boolean;
+  /**
+   * Present when the condition could not be evaluated (docs/policies/reference.md,
+   * "Conditions that cannot be evaluated"): a CEL error or non-bool result, or
+   * a claim that is an object or array where a string form is compared. Says
+   * why without any claim value, so it is safe to show a caller. `matched` is
+   * false then.
+   */
+  error?: string;
 }
 
 export interface CompiledPolicy {
@@ -61,15 +69,17 @@ export interface PolicySet {
  * (built by deny-index.ts).
  */
 export interface DenyIndex {
-  /** Every deny policy of the issuer, in file order (explain lists them all). */
+  /** Every deny policy of the issuer, in file order (the offline explain lists them all). */
   readonly all: readonly CompiledPolicy[];
   /** How many of them have no equality condition, so every decision evaluates them. */
   readonly alwaysEvaluated: number;
   /**
    * The deny policies that could match a token with these claims, in file
-   * order: those filed under the token's own string form of an indexed claim,
-   * plus those without an equality condition. Every other deny policy of the
-   * issuer fails one of its equality conditions on these claims.
+   * order: those filed under the token's own string form of an indexed claim
+   * (or all those filed under a claim that is an object or array in the
+   * token, since their condition on it cannot be evaluated), plus those
+   * without an equality condition. Every other deny policy of the issuer
+   * fails one of its equality conditions on these claims.
    */
   candidates(claims: Readonly<Record<string, unknown>>): readonly CompiledPolicy[];
 }
@@ -107,12 +117,18 @@ export interface PolicyEvaluation {
   effect: Effect;
   /** True when every condition held. */
   matched: boolean;
+  /**
+   * Present when the policy could not be evaluated: no condition failed but
+   * at least one could not be evaluated (its `error`, with the condition's
+   * key). A deny policy that cannot be evaluated denies (fail closed).
+   */
+  error?: string;
   conditions: ConditionResult[];
 }
 
 export interface Decision {
   allowed: boolean;
-  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `issuer_mismatch`, `not_an_allow_policy`. */
+  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `deny_policy_not_evaluable`, `issuer_mismatch`, `not_an_allow_policy`. */
   reason: string;
   /** Sentence safe to return to the caller: names the failing claims, never another policy's values. */
   message: string;

@@ -150,6 +150,12 @@ export function describeValue(value: unknown): string {
   return typeof value === 'number' || typeof value === 'boolean' ? String(value) : typeof value;
 }
 
+/**
+ * A value from the file quoted in a problem: cut to its first characters, and
+ * on one line (control, line-separator and bidi characters become `?`), as each
+ * problem prints as one `file:line: key: message` line.
+ */
 export function echo(value: string): string {
-  return value.length > ECHO_LIMIT ? `${value.slice(0, ECHO_LIMIT)}…` : value;
+  const cut = value.length > ECHO_LIMIT ? `${value.slice(0, ECHO_LIMIT)}…` : value;
+  return cut.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '?');
 }

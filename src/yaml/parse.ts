@@ -56,8 +56,9 @@ export function parseYamlWithLibrary(text: string): YamlParseResult {
   try {
     value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (err) {
-    // Thrown for an unresolved or over-used alias; the message names no secret.
-    return { ok: false, problems: [{ line: undefined, kind: 'refused', message: err instanceof Error ? err.message : String(err) }] };
+    // Thrown for an unresolved or over-used alias; the message names no secret. Its line: the first
+    // alias that resolves to nothing, else the first alias (every problem names a line).
+    return { ok: false, problems: [{ line: lineAt(aliasOffset(doc)), kind: 'refused', message: err instanceof Error ? err.message : String(err) }] };
   }
   return {
     ok: true,
@@ -100,10 +101,28 @@ function checkKeys(node: unknown, lineAt: (offset: number | undefined) => number
   }
 }
 
+/** Offset of the first alias without an anchor before it, else of the first alias; else of the document. */
+function aliasOffset(doc: Document): number | undefined {
+  let first: number | undefined;
+  let unresolved: number | undefined;
+  visit(doc, {
+    Alias(_, alias) {
+      first ??= alias.range?.[0];
+      if (alias.resolve(doc) === undefined) {
+        unresolved = alias.range?.[0];
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return unresolved ?? first ?? doc.contents?.range?.[0] ?? 0;
+}
+
 /** Offset of the key at `path`, or of the deepest ancestor that exists. */
 function locate(doc: Document, path: readonly PropertyKey[]): number | undefined {
   let node: unknown = doc.contents;
-  let offset = (doc.contents)?.range?.[0];
+  // An empty document has no contents: the whole file starts at line 1.
+  let offset = doc.contents?.range?.[0] ?? 0;
   for (const segment of path) {
     if (isAlias(node)) node = node.resolve(doc);
     if (isMap(node) && typeof segment === 'string') {

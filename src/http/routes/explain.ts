@@ -10,7 +10,8 @@ import { auditBodyRefusals, limitRefusedClients, bearerToken, checkBodyShape, js
 /**
  * POST /v1/explain (openapi.yaml): the exchange's input, answered with
  * the decision (200 whether it allows or denies) and every condition of the
- * named policy and of the issuer's deny policies. Issues nothing and leaves
+ * named policy and of the deny policies that deny the token, bounded in size
+ * (see toExplainOutput). Issues nothing and leaves
  * the token unused; audited as `explain`. Every policy's expected values are
  * `(hidden)` (see toExplainOutput); the token's own claim values are shown.
  */
