@@ -264,7 +264,7 @@ function decisionFigures(): object[] {
       'allowed µs (wall)': round(median(c.allowed.map((t) => t.wall)), 2),
       'CPU vs N=1': `${round(cpu / baseline, 2)}x`,
       'denied µs (CPU)': c.hasDenyForToken ? round(median(c.denied.map((t) => t.cpu)), 2) : '-',
-      'every deny policy (explain) µs (CPU)': round(median(c.explain.map((t) => t.cpu)), 2),
+      'every deny policy (offline policy explain) µs (CPU)': round(median(c.explain.map((t) => t.cpu)), 2),
     };
   });
 }
