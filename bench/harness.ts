@@ -120,15 +120,13 @@ export interface ExchangeLoadOptions {
   connections: number;
   durationSeconds: number;
   policy: string;
-  /** Each request carries the next token; without it, none (the hello-world baseline). */
-  nextToken?: (() => string) | undefined;
-  /** Each request names the next policy instead of `policy`. */
-  nextPolicy?: (() => string) | undefined;
+  /** Each request carries the next token, and names the next policy if one is given (else `policy`); without it, no token (the hello-world baseline). */
+  next?: (() => { token: string; policy?: string }) | undefined;
 }
 
 /** autocannon on `POST /v1/exchange`. */
 export function exchangeLoad(url: string, options: ExchangeLoadOptions): Promise<autocannon.Result> {
-  const { nextToken, nextPolicy } = options;
+  const { next } = options;
   return autocannon({
     url,
     connections: options.connections,
@@ -139,13 +137,12 @@ export function exchangeLoad(url: string, options: ExchangeLoadOptions): Promise
         path: '/v1/exchange',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ policy: options.policy }),
-        ...(nextToken || nextPolicy
+        ...(next
           ? {
-              setupRequest: (req: autocannon.Request) => ({
-                ...req,
-                ...(nextPolicy ? { body: JSON.stringify({ policy: nextPolicy() }) } : {}),
-                headers: { ...req.headers, ...(nextToken ? { authorization: `Bearer ${nextToken()}` } : {}) },
-              }),
+              setupRequest: (req: autocannon.Request) => {
+                const { token, policy } = next();
+                return { ...req, ...(policy === undefined ? {} : { body: JSON.stringify({ policy }) }), headers: { ...req.headers, authorization: `Bearer ${token}` } };
+              },
             }
           : {}),
       },

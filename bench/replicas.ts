@@ -40,18 +40,18 @@ interface Row {
 }
 
 /** A token source shared by every autocannon instance of one configuration: each token is sent once. */
-function tokenSource(tokens: string[]): { next: () => string; used: () => number } {
+function tokenSource(tokens: string[]): { next: () => { token: string }; used: () => number } {
   let index = 0;
   return {
-    next: () => tokens[index++ % tokens.length]!,
+    next: () => ({ token: tokens[index++ % tokens.length]! }),
     used: () => index,
   };
 }
 
 /** Drive `urls` at once, CONNECTIONS split evenly between them; latency percentiles from the merged histogram are not available, so p50/p99 are the worst instance's. */
-async function load(name: string, urls: string[], nextToken?: () => string): Promise<Row> {
+async function load(name: string, urls: string[], next?: () => { token: string }): Promise<Row> {
   const per = Math.floor(CONNECTIONS / urls.length);
-  const results = await Promise.all(urls.map((url) => exchangeLoad(url, { connections: per, durationSeconds: DURATION_SECONDS, policy: 'bench', nextToken })));
+  const results = await Promise.all(urls.map((url) => exchangeLoad(url, { connections: per, durationSeconds: DURATION_SECONDS, policy: 'bench', next })));
   const statuses: Record<string, number> = {};
   for (const r of results) {
     for (const [code, count] of Object.entries(r.statusCodeStats ?? {})) statuses[code] = (statuses[code] ?? 0) + (count.count ?? 0);

@@ -138,7 +138,7 @@ async function main(): Promise<void> {
       }
       const usable = replay === 'on' ? pool.length : REUSED_TOKENS;
       let next = 0;
-      const nextToken = () => pool[next++ % usable]!;
+      const nextRequest = () => ({ token: pool[next++ % usable]! });
       // A fresh deployment per run: empty audit log and replay memory, a new signing key.
       await rm(path.join(dir, 'data'), { recursive: true, force: true });
       brokerRuns++;
@@ -148,10 +148,10 @@ async function main(): Promise<void> {
       });
       try {
         const rssRestMiB = await rssMiB(broker.child.pid);
-        await exchangeLoad(broker.url, { connections, durationSeconds: WARMUP_SECONDS, policy, nextToken });
+        await exchangeLoad(broker.url, { connections, durationSeconds: WARMUP_SECONDS, policy, next: nextRequest });
         await eventLoopDelay(broker.url);
         const rss = sampleRss(broker.child.pid);
-        const result = row(connections, `broker ${provider}, replay ${replay}`, await exchangeLoad(broker.url, { connections, durationSeconds: SECONDS, policy, nextToken }));
+        const result = row(connections, `broker ${provider}, replay ${replay}`, await exchangeLoad(broker.url, { connections, durationSeconds: SECONDS, policy, next: nextRequest }));
         const rssLoadMiB = await rss.stop();
         const delay = await eventLoopDelay(broker.url);
         if (replay === 'on' && next > usable) notes.push(`${result.server} at ${connections}: ${next - usable} requests reused a token (409s); raise BENCH_TOKENS`);

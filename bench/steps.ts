@@ -15,8 +15,11 @@ import type { JwtGrant } from '../src/providers/jwt/grant.js';
 import { createJwtProvider } from '../src/providers/jwt/issuer.js';
 import { loadOrCreateSigningKey } from '../src/keys/signing-key.js';
 
-const AUDIENCE = 'http://127.0.0.1:8080';
-const CLAIMS = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', ref: 'refs/heads/main', event_name: 'push' };
+import { AUDIENCE, DENY_PULL_REQUEST_TARGET, policyYaml } from './deployment.js';
+import { githubActionsClaims } from './tokens.js';
+
+const CLAIMS = githubActionsClaims(0, AUDIENCE);
+const SUBJECT = String(CLAIMS.sub);
 
 const CONCURRENCY = 32;
 
@@ -41,7 +44,7 @@ export async function stepCosts(): Promise<object[]> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-steps-'));
   for (const alg of ['ES256', 'RS256'] as const) {
     const issuer = await startDevIssuer({ port: 0, alg });
-    const verifier = createTokenVerifier([{ name: 'local', issuer: issuer.url, audiences: [AUDIENCE], algorithms: [alg], clockSkewSeconds: 60, jwks: issuer.jwks() }]);
+    const verifier = createTokenVerifier([{ name: 'github', issuer: issuer.url, audiences: [AUDIENCE], algorithms: [alg], clockSkewSeconds: 60, jwks: issuer.jwks() }]);
     const token = await issuer.mint({ ...CLAIMS, aud: AUDIENCE });
     rows.push(await timeEach(`verify ${alg} token (cached keys)`, 2000, () => verifier.verify(token)));
     await issuer.close();
@@ -49,25 +52,25 @@ export async function stepCosts(): Promise<object[]> {
 
   const compiled = compilePolicies(
     [
-      { path: 'bench.yaml', text: `issuer: local\nclaims:\n  repository: acme/api\n  ref: [refs/heads/main]\n  sub: { glob: "repo:acme/*:ref:refs/heads/**" }\n  event_name: { regex: "push|workflow_dispatch" }\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n  claims:\n    repo: \${repository}\n` },
-      { path: 'deny.yaml', text: `issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n` },
+      { path: 'bench.yaml', text: policyYaml('jwt', 'on') },
+      { path: 'deny.yaml', text: DENY_PULL_REQUEST_TARGET },
     ],
-    { issuers: new Map([['local', { audiences: [AUDIENCE] }]]), providers: new Set(['jwt']) },
+    { issuers: new Map([['github', { audiences: [AUDIENCE] }]]), providers: new Set(['jwt']) },
   );
   if (!compiled.ok) throw new Error(JSON.stringify(compiled.issues));
   const set = compiled.set;
   const policy = lookupPolicy(set, 'bench');
-  const verified = { issuerName: 'local', claims: { ...CLAIMS, aud: AUDIENCE }, audiences: [AUDIENCE] };
+  const verified = { issuerName: 'github', claims: { ...CLAIMS, aud: AUDIENCE }, audiences: [AUDIENCE] };
   rows.push(await timeEach('evaluate policy + deny policies', 100_000, () => evaluate(set, policy, verified)));
 
   const signingKey = await loadOrCreateSigningKey(path.join(dir, 'key.jwk'), createLogger({ silent: true }));
   const provider = createJwtProvider({ issuerUrl: AUDIENCE, signingKey: () => signingKey });
-  const token = { issuerName: 'local', issuer: 'x', subject: CLAIMS.sub, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64), signingInputSha256: '1'.repeat(64) };
+  const token = { issuerName: 'github', issuer: 'x', subject: SUBJECT, audiences: [AUDIENCE], jti: undefined, expiresAt: 0, issuedAt: 0, claims: CLAIMS, tokenSha256: '0'.repeat(64), signingInputSha256: '1'.repeat(64) };
   rows.push(await timeEach('sign broker token (ES256)', 2000, () => provider.issue({ grant: policy.grant as JwtGrant, token, requestedDurationSeconds: undefined, issuanceId: newAuditId() })));
 
   const store = openSqliteAuditStore(path.join(dir, 'audit.db'));
   const entry = (): AuditEntry => ({
-    id: newAuditId(), time: new Date().toISOString(), decision: 'issued', error: null, reason: null, request_id: 'r', issuer: 'local', subject: CLAIMS.sub,
+    id: newAuditId(), time: new Date().toISOString(), decision: 'issued', error: null, reason: null, request_id: 'r', issuer: 'github', subject: SUBJECT,
     audience: [AUDIENCE], jti: null, token_sha256: '0'.repeat(64), claims: CLAIMS, unverified: null, policy: 'bench', policy_sha256: '0'.repeat(64),
     provider: 'jwt', target: 'https://deploy.example.com', credential_id: 'c', expires_at: new Date().toISOString(), duration_seconds: 900, client_ip: '127.0.0.1', user_agent: 'bench',
   });
