@@ -24,7 +24,7 @@ import { mintGithubActionsTokens } from './tokens.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
-const CONNECTION_COUNTS = (process.env.BENCH_CONNECTIONS ?? '1,10,50').split(',').map(Number);
+const CONNECTION_COUNTS = (process.env.BENCH_CONNECTION_COUNTS ?? '1,10,50').split(',').map(Number);
 const PROVIDERS = (process.env.BENCH_PROVIDERS ?? 'jwt,aws').split(',') as Provider[];
 const REPLAY = (process.env.BENCH_REPLAY ?? 'on,off').split(',') as Replay[];
 /** Fixed pool size for single-use tokens; by default the pool grows before each run to what that run can use. */
