@@ -67,7 +67,7 @@ export function groupShares(profile: CpuProfile): { shares: { group: string; sha
     return group;
   };
   const totals = new Map<string, number>();
-  const frames = new Map<string, { group: string; micros: number }>();
+  const frames = new Map<string, { groups: Set<string>; micros: number }>();
   let all = 0;
   profile.samples.forEach((id, i) => {
     const micros = profile.timeDeltas[i] ?? 0;
@@ -75,14 +75,15 @@ export function groupShares(profile: CpuProfile): { shares: { group: string; sha
     totals.set(group, (totals.get(group) ?? 0) + micros);
     const { functionName, url } = byId.get(id)!.callFrame;
     const frame = `${functionName || '(anonymous)'} ${url.replace(/^.*\/node_modules\//, '').replace(/^file:\/\/.*\/(src|dist)\//, '$1/')}`.trim();
-    const entry = frames.get(frame) ?? { group, micros: 0 };
+    const entry = frames.get(frame) ?? { groups: new Set<string>(), micros: 0 };
+    entry.groups.add(group);
     entry.micros += micros;
     frames.set(frame, entry);
     all += micros;
   });
   return {
     shares: [...totals].map(([group, micros]) => ({ group, share: micros / all, ms: micros / 1000 })).sort((a, b) => b.share - a.share),
-    topFrames: [...frames].map(([frame, { group, micros }]) => ({ frame, group, ms: micros / 1000 })).sort((a, b) => b.ms - a.ms).slice(0, TOP_FRAMES),
+    topFrames: [...frames].map(([frame, { groups, micros }]) => ({ frame, group: [...groups].join(' / '), ms: micros / 1000 })).sort((a, b) => b.ms - a.ms).slice(0, TOP_FRAMES),
   };
 }
 
@@ -93,7 +94,7 @@ async function main(files: string[]): Promise<void> {
     const busy = shares.filter((s) => s.group !== '(idle)').reduce((sum, s) => sum + s.ms, 0);
     console.log(`\n${file}: ${Math.round(busy)} ms busy; shares of all samples, and of the busy ones:`);
     console.table(shares.map((s) => ({ group: s.group, 'of all': `${(s.share * 100).toFixed(1)}%`, 'of busy': s.group === '(idle)' ? '' : `${((s.ms / busy) * 100).toFixed(1)}%`, ms: Math.round(s.ms) })));
-    console.log(`top ${TOP_FRAMES} frames by self time (a sample counts for the frame it landed in, and that frame's group):`);
+    console.log(`top ${TOP_FRAMES} frames by self time (the groups its samples counted for):`);
     console.table(topFrames.map((f) => ({ frame: f.frame.slice(0, 90), group: f.group, ms: Math.round(f.ms) })));
   }
 }
