@@ -135,6 +135,29 @@ describe('the exchange deadline', () => {
   });
 });
 
+describe('many exchanges in flight', () => {
+  test('each listens for shutdown on one shared signal without a MaxListenersExceededWarning', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    let release!: () => void;
+    sts.setFault({ kind: 'delay', until: new Promise<void>((resolve) => (release = resolve)), times: 20 });
+    const seenBefore = sts.requests.length;
+    try {
+      const calls = Array.from({ length: 20 }, () => exchangeCall('aws-deploy'));
+      // All twenty wait on STS at once, each with its listener registered.
+      await eventually(() => (sts.requests.length >= seenBefore + 20 ? true : undefined));
+      release();
+      for (const res of await Promise.all(calls)) assert.equal(res.status, 200, JSON.stringify(res.body));
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message), []);
+    } finally {
+      process.off('warning', onWarning);
+      sts.setFault({ kind: 'none' });
+    }
+  });
+});
+
 describe('shutdown', () => {
   test('an exchange still deciding when shutdown stops waiting is recorded as abandoned before the store closes; its late credential is discarded', async () => {
     // A broker of its own: once abandoned, its decisions stay abandoned. On the default deadline (30 s), so only shutdown ends the call.

@@ -4,6 +4,8 @@
  * is either recorded by its own path or, when shutdown stops waiting, ended as
  * abandoned and recorded so.
  */
+import { setMaxListeners } from 'node:events';
+
 /** Past the exchange deadline, time for a decision's record to commit and its answer to be written. */
 const SHUTDOWN_MARGIN_MS = 5_000;
 
@@ -29,6 +31,8 @@ export interface InFlightDecisions {
 export function createInFlightDecisions(): InFlightDecisions {
   const pending = new Set<Promise<unknown>>();
   const abandon = new AbortController();
+  // Every exchange in flight listens on this one signal (and removes its listener when it ends): many at once is normal load, not a leak.
+  setMaxListeners(0, abandon.signal);
   const allSettled = () => Promise.allSettled([...pending]);
   return {
     abandoned: abandon.signal,
