@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { inTransaction, queryWithin } from './session.js';
 
 /** The schema version this code writes; `audit_schema_migrations` lists the versions applied. */
-export const POSTGRES_SCHEMA_VERSION = 1;
+export const POSTGRES_SCHEMA_VERSION = 2;
 
 /**
  * Advisory lock keys (the two-int form, so they cannot collide with a
@@ -96,6 +96,44 @@ const MIGRATIONS: readonly string[] = [
     jws text NOT NULL,
     PRIMARY KEY (seq, kind, time)
   );
+  `,
+  // 1 -> 2: a B-tree entry holds at most about 2.7 kB, and a token (up to
+  // 16 kB) can carry a longer `sub`, claim name or claim value, which the
+  // version 1 indexes refused (so its record, and the request, failed). Every
+  // index on text a record can carry from a token or a request now holds the
+  // SHA-256 of the text (32 bytes, whatever its length); queries compare the
+  // full text as well, so a match stays exact.
+  // - audit_sha256 hashes the UTF-8 bytes: decode(..., 'escape') reads them
+  //   as they are once each backslash is doubled, and, unlike convert_to(),
+  //   is immutable, which an index expression must be.
+  // - A unique index on the hash of the name replaces the primary key
+  //   (seq, name): a SHA-256 collision is as far out of reach here as in the
+  //   hash chain itself.
+  // - The claim index no longer includes the time: its rows are read anyway
+  //   to compare the full text, and the time with them.
+  // - Each text depends on its hash entirely, but the planner would take the
+  //   hash's equality and the text's as independent and estimate about no
+  //   rows for a common value, then fetch every match and sort them instead
+  //   of walking the index in seq order; the dependency statistics tell it.
+  // - ANALYZE, because autovacuum analyzes a table only after enough of it
+  //   changed, and until then the new index expressions have no statistics.
+  `
+  CREATE FUNCTION audit_sha256(text) RETURNS bytea LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT pg_catalog.sha256(pg_catalog.decode(pg_catalog.replace($1, pg_catalog.chr(92), pg_catalog.repeat(pg_catalog.chr(92), 2)), 'escape')) $$;
+  DROP INDEX audit_events_policy, audit_events_issuer, audit_events_subject, audit_events_credential_id, audit_claims_value;
+  ALTER TABLE audit_claims DROP CONSTRAINT audit_claims_pkey;
+  CREATE INDEX audit_events_policy ON audit_events (audit_sha256(policy), seq);
+  CREATE INDEX audit_events_issuer ON audit_events (audit_sha256(issuer), seq);
+  CREATE INDEX audit_events_subject ON audit_events (audit_sha256(subject), seq);
+  CREATE INDEX audit_events_credential_id ON audit_events (audit_sha256(credential_id), seq);
+  CREATE UNIQUE INDEX audit_claims_name ON audit_claims (seq, audit_sha256(name));
+  CREATE INDEX audit_claims_value ON audit_claims (audit_sha256(name), audit_sha256(value), seq);
+  CREATE STATISTICS audit_events_policy_sha256 (dependencies) ON policy, audit_sha256(policy) FROM audit_events;
+  CREATE STATISTICS audit_events_issuer_sha256 (dependencies) ON issuer, audit_sha256(issuer) FROM audit_events;
+  CREATE STATISTICS audit_events_subject_sha256 (dependencies) ON subject, audit_sha256(subject) FROM audit_events;
+  CREATE STATISTICS audit_events_credential_id_sha256 (dependencies) ON credential_id, audit_sha256(credential_id) FROM audit_events;
+  CREATE STATISTICS audit_claims_sha256 (dependencies) ON name, value, audit_sha256(name), audit_sha256(value) FROM audit_claims;
+  ANALYZE audit_events, audit_claims;
   `,
 ];
 
