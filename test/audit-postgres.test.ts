@@ -11,14 +11,14 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { openAuditStore } from '../src/audit/open.js';
-import { POSTGRES_SCHEMA_VERSION } from '../src/audit/postgres/schema.js';
+import { POSTGRES_SCHEMA_VERSION, migrate } from '../src/audit/postgres/schema.js';
 import { PAGE_PLANNER_SETTINGS, openPostgresAuditStore, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
 import { compileAuditQuery } from '../src/audit/query.js';
 import { GENESIS_HASH } from '../src/audit/record.js';
 import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { AuditUnavailableError } from '../src/errors.js';
 import { PG_ADMIN_URL, PostgresTestDatabase } from './helpers/audit-stores.js';
-import { T0, makeEntry as baseEntry } from './helpers/audit-entries.js';
+import { T0, makeEntry as baseEntry, randomText } from './helpers/audit-entries.js';
 import { cli, githubServeConfig, logLine } from './helpers/cli.js';
 
 const db = new PostgresTestDatabase();
@@ -109,6 +109,40 @@ describe('postgres audit store: schema and migrations', () => {
     assert.equal((await reopened.query({})).events.length, 6);
     await reopened.close();
     assert.deepEqual(await sql(schema, 'SELECT version, applied_at FROM audit_schema_migrations ORDER BY version'), applied);
+  });
+
+  it('migrates a version 1 log holding records: they verify and are found as before, and text longer than an index entry becomes recordable', async () => {
+    // What a version 1 broker left: the records and derived rows of another log, copied into a version 1 schema.
+    const written = await db.newSchema();
+    const source = await open(written);
+    const before = [
+      await source.append(makeEntry({ subject: 'repo:acme/api:ref:refs/heads/main' })),
+      await source.append(makeEntry({ subject: 'repo:acme/web:ref:refs/heads/main', claims: { repository: 'acme/web', run_number: 7 } })),
+    ];
+    await source.close();
+    const schema = await db.newSchema();
+    const pool = new pg.Pool({ connectionString: db.url(schema), max: 1 });
+    try {
+      await migrate(pool, 5000, 1);
+    } finally {
+      await pool.end();
+    }
+    for (const table of ['audit_events', 'audit_claims', 'audit_hours']) await sql(schema, `INSERT INTO ${table} SELECT * FROM ${written}.${table}`);
+    // What version 1 could not index, so could not record.
+    const long = randomText(12_288);
+    await assert.rejects(sql(schema, "INSERT INTO audit_claims (seq, name, value, time) VALUES (3, 'long_value', $1, $2)", [long, before[1]!.time]), { code: '54000' });
+
+    const store = await open(schema);
+    assert.deepEqual(await sql(schema, 'SELECT max(version) AS version FROM audit_schema_migrations'), [{ version: POSTGRES_SCHEMA_VERSION }]);
+    assert.deepEqual(await store.verify(), { ok: true, events: 2, head: before[1]!.hash, last_seq: 2 });
+    assert.deepEqual((await store.query({ claims: { repository: 'acme/web' } })).events, [before[1]]);
+    assert.deepEqual((await store.query({ claims: { repository: 'acme/api', run_number: '6' } })).events, [before[0]]);
+    assert.deepEqual((await store.query({ subject: before[0]!.subject! })).events, [before[0]]);
+    const added = await store.append(makeEntry({ subject: long, claims: { long_value: long } }));
+    assert.deepEqual((await store.query({ claims: { long_value: long } })).events, [added]);
+    assert.deepEqual((await store.query({ subject: long })).events, [added]);
+    assert.deepEqual(await store.verify(), { ok: true, events: 3, head: added.hash, last_seq: 3 });
+    await store.close();
   });
 
   it('refuses a newer schema, and audit tables it did not create', async () => {

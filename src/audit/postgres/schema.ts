@@ -138,13 +138,14 @@ const MIGRATIONS: readonly string[] = [
 ];
 
 /**
- * Brings the schema to POSTGRES_SCHEMA_VERSION. The common case (already
- * current) only reads. Otherwise everything happens in one transaction under
+ * Brings the schema to `targetVersion`: POSTGRES_SCHEMA_VERSION, or an
+ * earlier one in tests that build a log as an older broker left it. The
+ * common case (already current) only reads. Otherwise everything happens in one transaction under
  * a transaction-scoped advisory lock, re-reading the version under it, so
  * replicas starting together migrate once and the others find it done (and a
  * connection pooler in transaction mode cannot strand the lock).
  */
-export async function migrate(pool: pg.Pool, timeoutMs: number): Promise<void> {
+export async function migrate(pool: pg.Pool, timeoutMs: number, targetVersion = POSTGRES_SCHEMA_VERSION): Promise<void> {
   const client = await pool.connect();
   try {
     // Records must read back exactly as they were hashed; a database in
@@ -153,7 +154,7 @@ export async function migrate(pool: pg.Pool, timeoutMs: number): Promise<void> {
     if (encoding?.name !== 'UTF8') throw new Error(`the database encoding is ${encoding?.name ?? 'unknown'}; the audit log needs UTF8`);
     const current = await schemaVersion(client);
     if (current > POSTGRES_SCHEMA_VERSION) throw newerSchema(current);
-    if (current < POSTGRES_SCHEMA_VERSION) {
+    if (current < targetVersion) {
       const bounded = (text: string, values: unknown[] = []) => queryWithin(client, timeoutMs + 1000, text, values);
       await inTransaction(client, async () => {
         await bounded(`SET LOCAL lock_timeout = ${timeoutMs}`);
@@ -165,7 +166,7 @@ export async function migrate(pool: pg.Pool, timeoutMs: number): Promise<void> {
           if (await tableExists(client, 'audit_events')) throw new Error('audit_events exists but audit_schema_migrations does not: not a schema this broker created');
           await bounded('CREATE TABLE audit_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
         }
-        for (; version < POSTGRES_SCHEMA_VERSION; version += 1) {
+        for (; version < targetVersion; version += 1) {
           const step = MIGRATIONS[version];
           if (step === undefined) throw new Error(`no migration from schema version ${version}`);
           await bounded(step);
