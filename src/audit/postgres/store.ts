@@ -12,7 +12,7 @@
  */
 import pg from 'pg';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
-import { openFailed, sanitize } from '../core/errors.js';
+import { openFailed, sanitize, urlSecrets } from '../core/errors.js';
 import { toKeysetSelect } from '../core/select.js';
 import { createAuditStore, type AuditStoreOptions } from '../core/store.js';
 import { GENESIS_HASH } from '../record.js';
@@ -322,27 +322,6 @@ function parseClaimRows(text: string | null): StoredClaim[] | null {
 
 function checkpointValues(c: AuditCheckpoint): (string | number)[] {
   return [c.seq, c.hash, c.time, c.kind, c.kid, c.jws];
-}
-
-/**
- * What of `url` must never reach a log through an open failure's cause: the
- * whole URL and its password, as written and decoded (the driver decodes it).
- * A URL that does not parse yields its whole authority instead.
- */
-function urlSecrets(url: string): string[] {
-  let password: string;
-  try {
-    password = new URL(url).password;
-  } catch {
-    return [url, /^[^:]*:\/\/([^/?#]*)/.exec(url)?.[1] ?? ''];
-  }
-  let decoded = password;
-  try {
-    decoded = decodeURIComponent(password);
-  } catch {
-    // Not valid percent-encoding: the driver cannot have decoded it either.
-  }
-  return [url, password, decoded];
 }
 
 function positiveInteger(value: number, name: string): number {
