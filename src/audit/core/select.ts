@@ -4,9 +4,10 @@
  *
  * Every plan walks an index in seq order and stops at the limit, so a page
  * costs about the same wherever it is in a long walk: with a claim filter the
- * claim index (name, value, seq; each text as the dialect indexes it) drives (ordering by its seq is what lets
- * the planner see the index is already in order; further claims are point
- * lookups); otherwise the primary key or a `(column, seq)` index does.
+ * claim index on name, value and seq (texts as the dialect indexes them,
+ * see textEquals) drives (ordering by its seq is what lets the planner see
+ * the index is already in order; further claims are point lookups);
+ * otherwise the primary key or a `(column, seq)` index does.
  * `upperSeq` and `q.afterSeq`, from the hour ranges, bound a time window's
  * walk to its seq range; the time bounds themselves are filters on the
  * dialect's time expression.

@@ -31,13 +31,15 @@ export const ADVISORY_LOCK = { class: 0x6f696462 /* 'oidb' */, append: 1, migrat
  * Derived data, all of which verify() checks against the records:
  * - `audit_claims` indexes the scalar top-level claims for
  *   `claim.<name>=<value>` queries, with the record's time so that a time
- *   window is checked from the index alone;
+ *   window is checked before the record is read;
  * - `audit_hours` holds, for each hour (the first 13 characters of `time`),
  *   the lowest and highest seq of a record in that hour, so a time window
  *   maps to a seq range without reading the window's records; records are
  *   appended nearly in time order, so that range is about the window.
  *
- * Every filter index ends in seq, for keyset pagination in seq order.
+ * Every filter index ends in seq, for keyset pagination in seq order. Since
+ * version 2, text a token or a request fills is indexed by its SHA-256 (see
+ * that migration).
  */
 const MIGRATIONS: readonly string[] = [
   `
@@ -140,10 +142,11 @@ const MIGRATIONS: readonly string[] = [
 /**
  * Brings the schema to `targetVersion`: POSTGRES_SCHEMA_VERSION, or an
  * earlier one in tests that build a log as an older broker left it. The
- * common case (already current) only reads. Otherwise everything happens in one transaction under
- * a transaction-scoped advisory lock, re-reading the version under it, so
- * replicas starting together migrate once and the others find it done (and a
- * connection pooler in transaction mode cannot strand the lock).
+ * common case (already current) only reads. Otherwise everything happens in
+ * one transaction under a transaction-scoped advisory lock, re-reading the
+ * version under it, so replicas starting together migrate once and the
+ * others find it done (and a connection pooler in transaction mode cannot
+ * strand the lock).
  */
 export async function migrate(pool: pg.Pool, timeoutMs: number, targetVersion = POSTGRES_SCHEMA_VERSION): Promise<void> {
   const client = await pool.connect();
