@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import request from 'supertest';
 import { openAuditStore } from '../src/audit/open.js';
 import { POSTGRES_SCHEMA_VERSION, migrate } from '../src/audit/postgres/schema.js';
 import { PAGE_PLANNER_SETTINGS, openPostgresAuditStore, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
@@ -19,7 +20,9 @@ import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/aud
 import { AuditUnavailableError } from '../src/errors.js';
 import { PG_ADMIN_URL, PostgresTestDatabase } from './helpers/audit-stores.js';
 import { T0, makeEntry as baseEntry, randomText } from './helpers/audit-entries.js';
+import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture } from './helpers/broker-fixture.js';
 import { cli, githubServeConfig, logLine } from './helpers/cli.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const db = new PostgresTestDatabase();
 after(() => db.drop());
@@ -506,6 +509,29 @@ describe('postgres audit store: derived tables', () => {
       }
     } finally {
       await session.end();
+    }
+  });
+});
+
+describe('postgres audit store: through the broker', () => {
+  it('issues and records an exchange whose token carries a 4 KB sub and claim value; the audit API finds it by each', async () => {
+    const store = await open(await db.newSchema());
+    const fx = await startBrokerFixture({ policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com') }, brokerOptions: { audit: store } });
+    try {
+      // Over what a version 1 index entry could hold, and the token still under the broker's 16 KB cap.
+      const [sub, note] = [randomText(4096), randomText(4096)];
+      const token = await fx.issuer.mint({ aud: AUDIENCE, sub, repository: 'acme/api', note });
+      const issued = await request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+      assert.equal(issued.status, 200, issued.text);
+      for (const query of [{ subject: sub }, { 'claim.note': note }]) {
+        const found = await request(fx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`).query(query);
+        assert.equal(found.status, 200, found.text);
+        const events = found.body.events as AuditRecord[];
+        assert.deepEqual(events.map((e) => [e.decision, e.subject, e.claims?.note]), [['issued', sub, note]]);
+      }
+      assert.equal((await store.verify()).ok, true);
+    } finally {
+      await fx.close();
     }
   });
 });
