@@ -113,10 +113,6 @@ const MIGRATIONS: readonly string[] = [
   //   hash chain itself.
   // - The claim index no longer includes the time: its rows are read anyway
   //   to compare the full text, and the time with them.
-  // - Each text depends on its hash entirely, but the planner would take the
-  //   hash's equality and the text's as independent and estimate about no
-  //   rows for a common value, then fetch every match and sort them instead
-  //   of walking the index in seq order; the dependency statistics tell it.
   // - ANALYZE, because autovacuum analyzes a table only after enough of it
   //   changed, and until then the new index expressions have no statistics.
   `
@@ -130,11 +126,6 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX audit_events_credential_id ON audit_events (audit_sha256(credential_id), seq);
   CREATE UNIQUE INDEX audit_claims_name ON audit_claims (seq, audit_sha256(name));
   CREATE INDEX audit_claims_value ON audit_claims (audit_sha256(name), audit_sha256(value), seq);
-  CREATE STATISTICS audit_events_policy_sha256 (dependencies) ON policy, audit_sha256(policy) FROM audit_events;
-  CREATE STATISTICS audit_events_issuer_sha256 (dependencies) ON issuer, audit_sha256(issuer) FROM audit_events;
-  CREATE STATISTICS audit_events_subject_sha256 (dependencies) ON subject, audit_sha256(subject) FROM audit_events;
-  CREATE STATISTICS audit_events_credential_id_sha256 (dependencies) ON credential_id, audit_sha256(credential_id) FROM audit_events;
-  CREATE STATISTICS audit_claims_sha256 (dependencies) ON name, value, audit_sha256(name), audit_sha256(value) FROM audit_claims;
   ANALYZE audit_events, audit_claims;
   `,
 ];
