@@ -10,16 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
+import request from 'supertest';
 import { openAuditStore } from '../src/audit/open.js';
-import { POSTGRES_SCHEMA_VERSION } from '../src/audit/postgres/schema.js';
-import { openPostgresAuditStore, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
+import { POSTGRES_SCHEMA_VERSION, migrate } from '../src/audit/postgres/schema.js';
+import { PAGE_PLANNER_SETTINGS, openPostgresAuditStore, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
 import { compileAuditQuery } from '../src/audit/query.js';
 import { GENESIS_HASH } from '../src/audit/record.js';
 import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { AuditUnavailableError } from '../src/errors.js';
 import { PG_ADMIN_URL, PostgresTestDatabase } from './helpers/audit-stores.js';
-import { T0, makeEntry as baseEntry } from './helpers/audit-entries.js';
+import { T0, makeEntry as baseEntry, randomText } from './helpers/audit-entries.js';
+import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture } from './helpers/broker-fixture.js';
 import { cli, githubServeConfig, logLine } from './helpers/cli.js';
+import { localJwtPolicy } from './helpers/oidc.js';
 
 const db = new PostgresTestDatabase();
 after(() => db.drop());
@@ -63,7 +66,10 @@ describe('postgres audit store: schema and migrations', () => {
   it('creates a versioned schema with text JSON columns, "C" times and an index per filter ending in seq', async () => {
     const schema = await db.newSchema();
     await (await open(schema)).close();
-    assert.deepEqual(await sql(schema, 'SELECT version FROM audit_schema_migrations'), [{ version: POSTGRES_SCHEMA_VERSION }]);
+    assert.deepEqual(
+      await sql(schema, 'SELECT version FROM audit_schema_migrations ORDER BY version'),
+      Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => ({ version: i + 1 })),
+    );
     const columns = await sql<{ column_name: string; data_type: string; collation_name: string | null }>(
       schema,
       "SELECT column_name, data_type, collation_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'audit_events'",
@@ -74,21 +80,22 @@ describe('postgres audit store: schema and migrations', () => {
     assert.equal(type('time')?.collation_name, 'C');
     assert.equal(type('seq')?.data_type, 'bigint');
     const indexes = await sql<{ indexname: string; indexdef: string }>(schema, 'SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname', [schema]);
-    const defs = Object.fromEntries(indexes.map((i) => [i.indexname, i.indexdef.replace(/^.* USING btree /, '')]));
+    const defs = Object.fromEntries(indexes.map((i) => [i.indexname, i.indexdef.replace(/^CREATE (UNIQUE )?INDEX \S+ ON \S+ USING btree /, '$1').replace(`${schema}.`, '')]));
+    // Text a token can fill is indexed by its SHA-256: a B-tree entry holds at most about 2.7 kB.
     assert.deepEqual(defs, {
-      audit_checkpoints_pkey: '(seq, kind, "time")',
-      audit_claims_pkey: '(seq, name)',
-      audit_claims_value: '(name, value, seq) INCLUDE ("time")',
-      audit_events_credential_id: '(credential_id, seq)',
+      audit_checkpoints_pkey: 'UNIQUE (seq, kind, "time")',
+      audit_claims_name: 'UNIQUE (seq, audit_sha256(name))',
+      audit_claims_value: '(audit_sha256(name), audit_sha256(value), seq)',
+      audit_events_credential_id: '(audit_sha256(credential_id), seq)',
       audit_events_decision: '(decision, seq)',
-      audit_events_id_key: '(id)',
-      audit_events_issuer: '(issuer, seq)',
-      audit_events_pkey: '(seq)',
-      audit_events_policy: '(policy, seq)',
-      audit_events_subject: '(subject, seq)',
+      audit_events_id_key: 'UNIQUE (id)',
+      audit_events_issuer: '(audit_sha256(issuer), seq)',
+      audit_events_pkey: 'UNIQUE (seq)',
+      audit_events_policy: '(audit_sha256(policy), seq)',
+      audit_events_subject: '(audit_sha256(subject), seq)',
       audit_events_time: '("time", seq)',
-      audit_hours_pkey: '(hour)',
-      audit_schema_migrations_pkey: '(version)',
+      audit_hours_pkey: 'UNIQUE (hour)',
+      audit_schema_migrations_pkey: 'UNIQUE (version)',
     });
   });
 
@@ -99,12 +106,46 @@ describe('postgres audit store: schema and migrations', () => {
     const records = await Promise.all(stores.map((s) => s.append(makeEntry())));
     assert.deepEqual(records.map((r) => r.seq).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6]);
     await Promise.all(stores.map((s) => s.close()));
-    const applied = await sql(schema, 'SELECT version, applied_at FROM audit_schema_migrations');
-    assert.equal(applied.length, 1);
+    const applied = await sql(schema, 'SELECT version, applied_at FROM audit_schema_migrations ORDER BY version');
+    assert.equal(applied.length, POSTGRES_SCHEMA_VERSION);
     const reopened = await open(schema);
     assert.equal((await reopened.query({})).events.length, 6);
     await reopened.close();
-    assert.deepEqual(await sql(schema, 'SELECT version, applied_at FROM audit_schema_migrations'), applied);
+    assert.deepEqual(await sql(schema, 'SELECT version, applied_at FROM audit_schema_migrations ORDER BY version'), applied);
+  });
+
+  it('migrates a version 1 log holding records: they verify and are found as before, and text longer than an index entry becomes recordable', async () => {
+    // What a version 1 broker left: the records and derived rows of another log, copied into a version 1 schema.
+    const written = await db.newSchema();
+    const source = await open(written);
+    const before = [
+      await source.append(makeEntry({ subject: 'repo:acme/api:ref:refs/heads/main' })),
+      await source.append(makeEntry({ subject: 'repo:acme/web:ref:refs/heads/main', claims: { repository: 'acme/web', run_number: 7 } })),
+    ];
+    await source.close();
+    const schema = await db.newSchema();
+    const pool = new pg.Pool({ connectionString: db.url(schema), max: 1 });
+    try {
+      await migrate(pool, 5000, 1);
+    } finally {
+      await pool.end();
+    }
+    for (const table of ['audit_events', 'audit_claims', 'audit_hours']) await sql(schema, `INSERT INTO ${table} SELECT * FROM ${written}.${table}`);
+    // What version 1 could not index, so could not record.
+    const long = randomText(12_288);
+    await assert.rejects(sql(schema, "INSERT INTO audit_claims (seq, name, value, time) VALUES (3, 'long_value', $1, $2)", [long, before[1]!.time]), { code: '54000' });
+
+    const store = await open(schema);
+    assert.deepEqual(await sql(schema, 'SELECT max(version) AS version FROM audit_schema_migrations'), [{ version: POSTGRES_SCHEMA_VERSION }]);
+    assert.deepEqual(await store.verify(), { ok: true, events: 2, head: before[1]!.hash, last_seq: 2 });
+    assert.deepEqual((await store.query({ claims: { repository: 'acme/web' } })).events, [before[1]]);
+    assert.deepEqual((await store.query({ claims: { repository: 'acme/api', run_number: '6' } })).events, [before[0]]);
+    assert.deepEqual((await store.query({ subject: before[0]!.subject! })).events, [before[0]]);
+    const added = await store.append(makeEntry({ subject: long, claims: { long_value: long } }));
+    assert.deepEqual((await store.query({ claims: { long_value: long } })).events, [added]);
+    assert.deepEqual((await store.query({ subject: long })).events, [added]);
+    assert.deepEqual(await store.verify(), { ok: true, events: 3, head: added.hash, last_seq: 3 });
+    await store.close();
   });
 
   it('refuses a newer schema, and audit tables it did not create', async () => {
@@ -436,8 +477,13 @@ describe('postgres audit store: derived tables', () => {
     try {
       const plan = async (query: AuditQuery, upperSeq: number | null = null) => {
         const { text, values } = toPostgresSelect(compileAuditQuery({ ...query, limit: 100 }), upperSeq);
-        const rows = (await session.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${text}`, values)).rows;
-        return rows.map((r) => r['QUERY PLAN']).join('\n');
+        await session.query(`BEGIN READ ONLY; ${PAGE_PLANNER_SETTINGS}`);
+        try {
+          const rows = (await session.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${text}`, values)).rows;
+          return rows.map((r) => r['QUERY PLAN']).join('\n');
+        } finally {
+          await session.query('ROLLBACK');
+        }
       };
       const window = { since: '2026-11-02T03:00:00Z', until: '2026-11-02T05:00:00Z' };
       // [query, index the plan must use, seq bound from audit_hours, whether a sort is acceptable].
@@ -446,15 +492,15 @@ describe('postgres audit store: derived tables', () => {
       const cases: [AuditQuery, RegExp, number | null, boolean][] = [
         [{}, /Index Scan using audit_events_pkey/, null, false],
         [{ decision: 'denied' }, /audit_events_decision|audit_events_pkey/, null, false],
-        [{ policy: 'p-7' }, /Index Cond: \(\(policy = /, null, true],
+        [{ policy: 'p-7' }, /Index Scan on audit_events_policy|Index Scan using audit_events_policy/, null, true],
         [{ issuer: 'i-1' }, /audit_events_issuer|audit_events_pkey/, null, false],
-        [{ subject: 's-5' }, /Index Cond: \(\(subject = /, null, true],
-        [{ credentialId: 'c-77' }, /Index Cond: \(\(credential_id = /, null, true],
-        [{ claims: { repository: 'r7' } }, /Index Only Scan using audit_claims_value/, null, false],
-        [{ claims: { repository: 'r7', ref: 'main' } }, /Index Only Scan using audit_claims_value/, null, false],
+        [{ subject: 's-5' }, /Index Scan on audit_events_subject|Index Scan using audit_events_subject/, null, true],
+        [{ credentialId: 'c-77' }, /Index Scan on audit_events_credential_id|Index Scan using audit_events_credential_id/, null, true],
+        [{ claims: { repository: 'r7' } }, /Index Scan using audit_claims_value/, null, false],
+        [{ claims: { repository: 'r7', ref: 'main' } }, /Index Scan using audit_claims_value/, null, false],
         [{ ...window }, /Index Scan using audit_events_pkey/, 28_000, false],
         [{ ...window, decision: 'denied' }, /audit_events_decision|audit_events_pkey/, 28_000, false],
-        [{ ...window, claims: { repository: 'r7' } }, /Index Only Scan using audit_claims_value/, 28_000, false],
+        [{ ...window, claims: { repository: 'r7' } }, /Index Scan using audit_claims_value/, 28_000, false],
       ];
       for (const [query, index, upper, sortAllowed] of cases) {
         const detail = await plan({ ...query, cursor: Buffer.from('26000').toString('base64url') }, upper);
@@ -463,6 +509,29 @@ describe('postgres audit store: derived tables', () => {
       }
     } finally {
       await session.end();
+    }
+  });
+});
+
+describe('postgres audit store: through the broker', () => {
+  it('issues and records an exchange whose token carries a 4 KB sub and claim value; the audit API finds it by each', async () => {
+    const store = await open(await db.newSchema());
+    const fx = await startBrokerFixture({ policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com') }, brokerOptions: { audit: store } });
+    try {
+      // Over what a version 1 index entry could hold, and the token still under the broker's 16 KB cap.
+      const [sub, note] = [randomText(4096), randomText(4096)];
+      const token = await fx.issuer.mint({ aud: AUDIENCE, sub, repository: 'acme/api', note });
+      const issued = await request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+      assert.equal(issued.status, 200, issued.text);
+      for (const query of [{ subject: sub }, { 'claim.note': note }]) {
+        const found = await request(fx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`).query(query);
+        assert.equal(found.status, 200, found.text);
+        const events = found.body.events as AuditRecord[];
+        assert.deepEqual(events.map((e) => [e.decision, e.subject, e.claims?.note]), [['issued', sub, note]]);
+      }
+      assert.equal((await store.verify()).ok, true);
+    } finally {
+      await fx.close();
     }
   });
 });

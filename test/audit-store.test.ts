@@ -15,7 +15,7 @@ import { queryAll } from '../src/audit/query.js';
 import { GENESIS_HASH, hashRecord, newAuditId } from '../src/audit/record.js';
 import type { AuditCheckpoint, AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { postgresKind, sqliteKind, type StoreKind, type StoreLog } from './helpers/audit-stores.js';
-import { T0, appendMany, makeEntry } from './helpers/audit-entries.js';
+import { T0, appendMany, makeEntry, randomText } from './helpers/audit-entries.js';
 import { createCapturingLogger } from './helpers/broker-fixture.js';
 
 
@@ -385,6 +385,43 @@ for (const kind of kinds) {
       // Later appends and checkpoints go on as usual.
       await checkpointer.store.append(makeEntry({ claims: { 'x\ud800': 'again' } }));
       assert.equal((await checkpointer.checkpointNow())?.seq, 6);
+      await store.close();
+    });
+
+    it('records text longer than an index entry (a 12 KB sub and claim value, a 2 KB claim name), reads it back exactly and finds it by its exact value', async () => {
+      const { store } = await fresh();
+      const longName = randomText(2048);
+      const [subject, value, policy, issuer, credentialId] = [12_288, 12_288, 4096, 4096, 4096].map(randomText) as [string, string, string, string, string];
+      const long = makeEntry({ subject, policy, issuer, credential_id: credentialId, claims: { repository: 'acme/api', long_value: value, [longName]: 'short' } });
+      // Same lengths, one character apart at the end: a match on a prefix would find these too.
+      const nearMiss = (text: string) => `${text.slice(0, -1)}${text.endsWith('a') ? 'b' : 'a'}`;
+      const near = makeEntry({
+        subject: nearMiss(subject),
+        policy: nearMiss(policy),
+        issuer: nearMiss(issuer),
+        credential_id: nearMiss(credentialId),
+        claims: { repository: 'acme/api', long_value: nearMiss(value), [nearMiss(longName)]: 'short' },
+      });
+      const records = [await store.append(makeEntry()), await store.append(long), await store.append(near)];
+      const [, stored] = records;
+      assert.equal(stored!.subject, subject);
+      assert.deepEqual(stored!.claims, long.claims);
+      assert.deepEqual((await store.query({})).events, records, 'read back as hashed');
+      const filters: AuditQuery[] = [
+        { subject },
+        { policy },
+        { issuer },
+        { credentialId },
+        { claims: { long_value: value } },
+        { claims: { [longName]: 'short' } },
+        { claims: { repository: 'acme/api', long_value: value } },
+        { claims: { [longName]: 'short', long_value: value } },
+        { subject, claims: { long_value: value }, since: new Date(T0).toISOString(), until: new Date(T0 + 1).toISOString() },
+      ];
+      for (const query of filters) assert.deepEqual((await store.query(query)).events, [stored], JSON.stringify(Object.keys(query)));
+      assert.deepEqual((await store.query({ claims: { long_value: value.slice(0, -1) } })).events, []);
+      assert.deepEqual((await store.query({ subject: `${subject}x` })).events, []);
+      assert.deepEqual(await store.verify(), { ok: true, events: 3, head: records[2]!.hash, last_seq: 3 });
       await store.close();
     });
 

@@ -12,6 +12,7 @@ import { newAuditId } from '../src/audit/record.js';
 import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditEntry, AuditQuery, AuditRecord } from '../src/audit/types.js';
 import { generateSigningJwk, loadSigningKey } from '../src/keys/signing-key.js';
+import { PG_ADMIN_URL } from './helpers/audit-stores.js';
 import { cli, cliProcess } from './helpers/cli.js';
 
 const OLD = 40;
@@ -259,6 +260,22 @@ describe('audit query', () => {
     const badConfig = await cli(['audit', 'query', '-c', path.join(root, 'no-such.yaml')]);
     assert.equal(badConfig.code, 1);
     assert.match(badConfig.stderr, /cannot load the config/);
+  });
+
+  test('a store that cannot be opened: one line with the driver code and message, and never the URL password', async () => {
+    // A database named like the password, so the driver's own message quotes it.
+    const url = new URL(PG_ADMIN_URL);
+    url.password = 'hunter2db';
+    url.pathname = '/hunter2db';
+    const dir = path.join(root, 'unopenable');
+    await mkdir(dir);
+    await writeFile(path.join(dir, 'broker.yaml'), `audit:\n  url: ${url.toString()}\nproviders:\n  jwt:\n    signing_key_file: ${log.keyFile}\n`);
+    for (const command of ['query', 'verify']) {
+      const run = await cli(['audit', command, '-c', path.join(dir, 'broker.yaml')]);
+      assert.equal(run.code, 1);
+      assert.match(run.stderr, /^oidc-broker: cannot open the audit log postgres:\/\/\S+: The audit log cannot be opened\. \(3D000: database "\[redacted\]" does not exist\)\n$/, run.stderr);
+      assert.equal(`${run.stdout}${run.stderr}`.includes('hunter2db'), false, run.stderr);
+    }
   });
 
   test('help documents formats, limits and exit codes', async () => {

@@ -4,14 +4,15 @@ import { Option, type Command } from 'commander';
 import type { CryptoKey, JWK } from 'jose';
 import { isCheckpointAuthentic, pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
 import { createFormatter, writeRecords, type ExportFormat } from '../audit/export.js';
+import { urlSecrets } from '../audit/core/errors.js';
 import { openAuditStore } from '../audit/open.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toCursor, toTimeBound } from '../audit/query.js';
 import { AUDIT_DECISIONS } from '../audit/record.js';
 import { parseCheckpointJws, readTrustedHeadFile } from '../audit/trusted-head.js';
 import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
 import type { BrokerConfig } from '../config.js';
-import { BrokerError } from '../errors.js';
 import { importPublicKeys } from '../keys/signing-key.js';
+import { errorSummary } from '../logger.js';
 import { CliExit, readConfig, type CliIo } from './io.js';
 import { readKeySet } from './keys.js';
 
@@ -381,21 +382,41 @@ async function readJwksKeys(file: string): Promise<Map<string, CryptoKey | Uint8
   }
 }
 
-/** The audit URL without a password. */
+/** The audit URL without its password, wherever it appears (as the open failure's cause has it: see urlSecrets). */
 export function describeStoreUrl(url: string): string {
   if (url.startsWith('sqlite:')) return url;
+  let text: string;
   try {
     const parsed = new URL(url);
     if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString();
+    text = parsed.toString();
   } catch {
     return `${url.split(':')[0]}:...`;
   }
+  const [, ...passwords] = urlSecrets(url);
+  for (const password of passwords) if (password !== '') text = text.replaceAll(password, '***');
+  return text;
 }
 
+/**
+ * An error's message, then each of its causes with its code (a SQLSTATE,
+ * SQLITE_*, errno), as the server's log has them (errorSummary). A store's
+ * open failure holds a driver error only as a cause already stripped of the
+ * URL and its password (see src/audit/core/errors.ts).
+ */
 function describeError(err: unknown): string {
-  if (err instanceof BrokerError && err.cause instanceof Error) return `${err.message} (${err.cause.message})`;
-  return err instanceof Error ? err.message : String(err);
+  const summary = errorSummary(err);
+  const causes: string[] = [];
+  for (let cause = summary?.cause; isSummary(cause); cause = cause.cause) {
+    const { code, message } = cause;
+    causes.push(typeof code === 'string' || typeof code === 'number' ? `${code}: ${String(message)}` : String(message));
+  }
+  const message = String(summary?.message ?? summary?.value);
+  return causes.length === 0 ? message : `${message} (${causes.join('; caused by ')})`;
+}
+
+function isSummary(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null;
 }
 
 interface Progress {

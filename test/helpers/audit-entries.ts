@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { newAuditId } from '../../src/audit/record.js';
 import type { AuditEntry, AuditRecord, AuditStore } from '../../src/audit/types.js';
 
@@ -36,4 +37,14 @@ export function makeEntry(overrides: Partial<AuditEntry> = {}): AuditEntry {
 /** `n` appends in flight at once. */
 export async function appendMany(store: AuditStore, n: number, overrides: (i: number) => Partial<AuditEntry> = () => ({})): Promise<AuditRecord[]> {
   return Promise.all(Array.from({ length: n }, (_, i) => store.append(makeEntry(overrides(i)))));
+}
+
+/**
+ * `length` random characters (printable ASCII, backslashes and quotes
+ * included, and some multi-byte ones): text no index can shrink by
+ * compression, unlike a repeated character.
+ */
+export function randomText(length: number): string {
+  const alphabet = [...Array.from({ length: 94 }, (_, i) => String.fromCharCode(0x21 + i)), 'é', '€', '\u{1F600}'];
+  return Array.from(randomBytes(length), (byte) => alphabet[byte % alphabet.length]).join('');
 }

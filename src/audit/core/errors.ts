@@ -20,6 +20,27 @@ export function sanitize(err: unknown, secrets: readonly string[] = []): Error {
   return clean;
 }
 
+/**
+ * What of `url` must never reach a log through an open failure's cause: the
+ * whole URL and its password, as written and decoded (the driver decodes it).
+ * A URL that does not parse yields its whole authority instead.
+ */
+export function urlSecrets(url: string): string[] {
+  let password: string;
+  try {
+    password = new URL(url).password;
+  } catch {
+    return [url, /^[^:]*:\/\/([^/?#]*)/.exec(url)?.[1] ?? ''];
+  }
+  let decoded = password;
+  try {
+    decoded = decodeURIComponent(password);
+  } catch {
+    // Not valid percent-encoding: the driver cannot have decoded it either.
+  }
+  return [url, password, decoded];
+}
+
 /** @param secrets strings to keep out of the cause (see sanitize). */
 export function openFailed(cause: unknown, secrets: readonly string[] = []): AuditUnavailableError {
   return new AuditUnavailableError('The audit log cannot be opened.', { reason: 'audit_open_failed', cause: sanitize(cause, secrets) });

@@ -4,9 +4,10 @@
  *
  * Every plan walks an index in seq order and stops at the limit, so a page
  * costs about the same wherever it is in a long walk: with a claim filter the
- * claim index `(name, value, seq)` drives (ordering by its seq is what lets
- * the planner see the index is already in order; further claims are point
- * lookups); otherwise the primary key or a `(column, seq)` index does.
+ * claim index on name, value and seq (texts as the dialect indexes them,
+ * see textEquals) drives (ordering by its seq is what lets the planner see
+ * the index is already in order; further claims are point lookups);
+ * otherwise the primary key or a `(column, seq)` index does.
  * `upperSeq` and `q.afterSeq`, from the hour ranges, bound a time window's
  * walk to its seq range; the time bounds themselves are filters on the
  * dialect's time expression.
@@ -19,6 +20,11 @@ export interface SelectDialect {
   placeholder(n: number): string;
   /** The expression the time window is checked on, with or without the claim index driving. */
   time(claimDriven: boolean): string;
+  /**
+   * The condition that text column `column` equals the parameter `placeholder`
+   * exactly, written so that the dialect's index on that column serves it.
+   */
+  textEquals(column: string, placeholder: string): string;
 }
 
 export function toKeysetSelect(q: CompiledAuditQuery, upperSeq: number | null, dialect: SelectDialect): { text: string; values: (string | number)[] } {
@@ -31,19 +37,19 @@ export function toKeysetSelect(q: CompiledAuditQuery, upperSeq: number | null, d
   const [first, ...more] = q.claims;
   const from = first === undefined ? 'audit_events e' : 'audit_claims c JOIN audit_events e ON e.seq = c.seq';
   const seqColumn = first === undefined ? 'e.seq' : 'c.seq';
-  if (first !== undefined) where.push(`c.name = ${param(first[0])}`, `c.value = ${param(first[1])}`);
+  const claimIs = (alias: string, [name, value]: readonly [string, string]) =>
+    `${dialect.textEquals(`${alias}.name`, param(name))} AND ${dialect.textEquals(`${alias}.value`, param(value))}`;
+  if (first !== undefined) where.push(claimIs('c', first));
   where.push(`${seqColumn} > ${param(q.afterSeq)}`);
   if (upperSeq !== null) where.push(`${seqColumn} <= ${param(upperSeq)}`);
-  for (const [name, value] of more) {
-    where.push(`EXISTS (SELECT 1 FROM audit_claims x WHERE x.seq = ${seqColumn} AND x.name = ${param(name)} AND x.value = ${param(value)})`);
-  }
+  for (const claim of more) where.push(`EXISTS (SELECT 1 FROM audit_claims x WHERE x.seq = ${seqColumn} AND ${claimIs('x', claim)})`);
   const time = dialect.time(first !== undefined);
   if (q.since !== null) where.push(`${time} >= ${param(q.since)}`);
   if (q.until !== null) where.push(`${time} < ${param(q.until)}`);
   const eq = (column: string, value: string | null) => {
-    if (value !== null) where.push(`e.${column} = ${param(value)}`);
+    if (value !== null) where.push(dialect.textEquals(`e.${column}`, param(value)));
   };
-  eq('decision', q.decision);
+  if (q.decision !== null) where.push(`e.decision = ${param(q.decision)}`);
   eq('policy', q.policy);
   eq('issuer', q.issuer);
   eq('subject', q.subject);

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { inTransaction, queryWithin } from './session.js';
 
 /** The schema version this code writes; `audit_schema_migrations` lists the versions applied. */
-export const POSTGRES_SCHEMA_VERSION = 1;
+export const POSTGRES_SCHEMA_VERSION = 2;
 
 /**
  * Advisory lock keys (the two-int form, so they cannot collide with a
@@ -31,13 +31,15 @@ export const ADVISORY_LOCK = { class: 0x6f696462 /* 'oidb' */, append: 1, migrat
  * Derived data, all of which verify() checks against the records:
  * - `audit_claims` indexes the scalar top-level claims for
  *   `claim.<name>=<value>` queries, with the record's time so that a time
- *   window is checked from the index alone;
+ *   window is checked before the record is read;
  * - `audit_hours` holds, for each hour (the first 13 characters of `time`),
  *   the lowest and highest seq of a record in that hour, so a time window
  *   maps to a seq range without reading the window's records; records are
  *   appended nearly in time order, so that range is about the window.
  *
- * Every filter index ends in seq, for keyset pagination in seq order.
+ * Every filter index ends in seq, for keyset pagination in seq order. Since
+ * version 2, text a token or a request fills is indexed by its SHA-256 (see
+ * that migration).
  */
 const MIGRATIONS: readonly string[] = [
   `
@@ -97,16 +99,47 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (seq, kind, time)
   );
   `,
+  // 1 -> 2: a B-tree entry holds at most about 2.7 kB, and a token (up to
+  // 16 kB) can carry a longer `sub`, claim name or claim value, which the
+  // version 1 indexes refused (so its record, and the request, failed). Every
+  // index on text a record can carry from a token or a request now holds the
+  // SHA-256 of the text (32 bytes, whatever its length); queries compare the
+  // full text as well, so a match stays exact.
+  // - audit_sha256 hashes the UTF-8 bytes: decode(..., 'escape') reads them
+  //   as they are once each backslash is doubled, and, unlike convert_to(),
+  //   is immutable, which an index expression must be.
+  // - A unique index on the hash of the name replaces the primary key
+  //   (seq, name): a SHA-256 collision is as far out of reach here as in the
+  //   hash chain itself.
+  // - The claim index no longer includes the time: its rows are read anyway
+  //   to compare the full text, and the time with them.
+  // - ANALYZE, because autovacuum analyzes a table only after enough of it
+  //   changed, and until then the new index expressions have no statistics.
+  `
+  CREATE FUNCTION audit_sha256(text) RETURNS bytea LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT pg_catalog.sha256(pg_catalog.decode(pg_catalog.replace($1, pg_catalog.chr(92), pg_catalog.repeat(pg_catalog.chr(92), 2)), 'escape')) $$;
+  DROP INDEX audit_events_policy, audit_events_issuer, audit_events_subject, audit_events_credential_id, audit_claims_value;
+  ALTER TABLE audit_claims DROP CONSTRAINT audit_claims_pkey;
+  CREATE INDEX audit_events_policy ON audit_events (audit_sha256(policy), seq);
+  CREATE INDEX audit_events_issuer ON audit_events (audit_sha256(issuer), seq);
+  CREATE INDEX audit_events_subject ON audit_events (audit_sha256(subject), seq);
+  CREATE INDEX audit_events_credential_id ON audit_events (audit_sha256(credential_id), seq);
+  CREATE UNIQUE INDEX audit_claims_name ON audit_claims (seq, audit_sha256(name));
+  CREATE INDEX audit_claims_value ON audit_claims (audit_sha256(name), audit_sha256(value), seq);
+  ANALYZE audit_events, audit_claims;
+  `,
 ];
 
 /**
- * Brings the schema to POSTGRES_SCHEMA_VERSION. The common case (already
- * current) only reads. Otherwise everything happens in one transaction under
- * a transaction-scoped advisory lock, re-reading the version under it, so
- * replicas starting together migrate once and the others find it done (and a
- * connection pooler in transaction mode cannot strand the lock).
+ * Brings the schema to `targetVersion`: POSTGRES_SCHEMA_VERSION, or an
+ * earlier one in tests that build a log as an older broker left it. The
+ * common case (already current) only reads. Otherwise everything happens in
+ * one transaction under a transaction-scoped advisory lock, re-reading the
+ * version under it, so replicas starting together migrate once and the
+ * others find it done (and a connection pooler in transaction mode cannot
+ * strand the lock).
  */
-export async function migrate(pool: pg.Pool, timeoutMs: number): Promise<void> {
+export async function migrate(pool: pg.Pool, timeoutMs: number, targetVersion = POSTGRES_SCHEMA_VERSION): Promise<void> {
   const client = await pool.connect();
   try {
     // Records must read back exactly as they were hashed; a database in
@@ -115,7 +148,7 @@ export async function migrate(pool: pg.Pool, timeoutMs: number): Promise<void> {
     if (encoding?.name !== 'UTF8') throw new Error(`the database encoding is ${encoding?.name ?? 'unknown'}; the audit log needs UTF8`);
     const current = await schemaVersion(client);
     if (current > POSTGRES_SCHEMA_VERSION) throw newerSchema(current);
-    if (current < POSTGRES_SCHEMA_VERSION) {
+    if (current < targetVersion) {
       const bounded = (text: string, values: unknown[] = []) => queryWithin(client, timeoutMs + 1000, text, values);
       await inTransaction(client, async () => {
         await bounded(`SET LOCAL lock_timeout = ${timeoutMs}`);
@@ -127,7 +160,7 @@ export async function migrate(pool: pg.Pool, timeoutMs: number): Promise<void> {
           if (await tableExists(client, 'audit_events')) throw new Error('audit_events exists but audit_schema_migrations does not: not a schema this broker created');
           await bounded('CREATE TABLE audit_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
         }
-        for (; version < POSTGRES_SCHEMA_VERSION; version += 1) {
+        for (; version < targetVersion; version += 1) {
           const step = MIGRATIONS[version];
           if (step === undefined) throw new Error(`no migration from schema version ${version}`);
           await bounded(step);

@@ -12,7 +12,7 @@
  */
 import pg from 'pg';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
-import { openFailed, sanitize } from '../core/errors.js';
+import { openFailed, sanitize, urlSecrets } from '../core/errors.js';
 import { toKeysetSelect } from '../core/select.js';
 import { createAuditStore, type AuditStoreOptions } from '../core/store.js';
 import { GENESIS_HASH } from '../record.js';
@@ -217,7 +217,12 @@ async function openPostgresBackend(url: string, options: PostgresAuditStoreOptio
 
     readPage: (query, upperSeq) => {
       const select = toPostgresSelect(query, upperSeq);
-      return oneStatement<StoredRow>(select.text, select.values);
+      return withClient(connectTimeoutMs + queryTimeoutMs, async (client) => {
+        await client.query(`BEGIN READ ONLY; ${PAGE_PLANNER_SETTINGS}`);
+        const { rows } = await client.query<StoredRow>(select.text, select.values);
+        await client.query('COMMIT');
+        return rows;
+      });
     },
 
     readRange: async (afterSeq, throughSeq, limit) => {
@@ -319,42 +324,40 @@ function checkpointValues(c: AuditCheckpoint): (string | number)[] {
   return [c.seq, c.hash, c.time, c.kind, c.kid, c.jws];
 }
 
-/**
- * What of `url` must never reach a log through an open failure's cause: the
- * whole URL and its password, as written and decoded (the driver decodes it).
- * A URL that does not parse yields its whole authority instead.
- */
-function urlSecrets(url: string): string[] {
-  let password: string;
-  try {
-    password = new URL(url).password;
-  } catch {
-    return [url, /^[^:]*:\/\/([^/?#]*)/.exec(url)?.[1] ?? ''];
-  }
-  let decoded = password;
-  try {
-    decoded = decodeURIComponent(password);
-  } catch {
-    // Not valid percent-encoding: the driver cannot have decoded it either.
-  }
-  return [url, password, decoded];
-}
-
 function positiveInteger(value: number, name: string): number {
   if (!Number.isSafeInteger(value) || value <= 0) throw new TypeError(`${name} must be a positive integer`);
   return value;
 }
 
 /**
+ * What a page query runs under (inside its transaction). A page walks an
+ * index in seq order and stops at the limit (see toKeysetSelect), but the
+ * planner takes a time window's seq range (from audit_hours) and its time
+ * bounds, which select the same records, as independent, so it expects a
+ * claim to match a handful of records in a window, and would rather fetch
+ * every match through a bitmap and sort them: for a common claim, thousands
+ * of rows for one page. Without bitmap scans it walks the claim index.
+ * @internal exported for the query-plan tests
+ */
+export const PAGE_PLANNER_SETTINGS = 'SET LOCAL enable_bitmapscan = off';
+
+/**
  * The page query (see toKeysetSelect) in PostgreSQL's words; exported for
  * the query-plan tests only. With a claim filter the time window is checked
- * on the claim index itself (`INCLUDE (time)`), so only the page's records
- * are read. Without one the time is made unindexable on purpose: the seq
+ * on the claim rows the claim index finds, before their records are read.
+ * Without one the time is made unindexable on purpose: the seq
  * range from audit_hours already narrows the walk to the window, and a plan
  * driven by the time index would read and sort the whole window (the planner
- * cannot know how closely time follows seq, so it may well pick it).
+ * cannot know how closely time follows seq, so it may well pick it). Text
+ * columns a token fills are indexed by their SHA-256 (see the schema's
+ * migration 2): the hash finds the index entries, the full text keeps the
+ * match exact.
  * @internal
  */
 export function toPostgresSelect(q: CompiledAuditQuery, upperSeq: number | null = null): { text: string; values: (string | number)[] } {
-  return toKeysetSelect(q, upperSeq, { placeholder: (n) => `$${n}`, time: (claimDriven) => (claimDriven ? 'c.time' : "(e.time || '')") });
+  return toKeysetSelect(q, upperSeq, {
+    placeholder: (n) => `$${n}`,
+    time: (claimDriven) => (claimDriven ? 'c.time' : "(e.time || '')"),
+    textEquals: (column, placeholder) => `audit_sha256(${column}) = audit_sha256(${placeholder}) AND ${column} = ${placeholder}`,
+  });
 }

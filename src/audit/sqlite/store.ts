@@ -313,9 +313,10 @@ function currentHead(c: Connection): ChainPoint {
 /**
  * The page query (see toKeysetSelect) in SQLite's words; exported for the
  * query-plan tests only. `+e.time` keeps the planner off the time index,
- * which is not in seq order.
+ * which is not in seq order. SQLite indexes text of any length, so text is
+ * compared as it is.
  * @internal
  */
 export function toSqliteSelect(q: CompiledAuditQuery, upperSeq: number | null = null): { text: string; values: (string | number)[] } {
-  return toKeysetSelect(q, upperSeq, { placeholder: () => '?', time: () => '+e.time' });
+  return toKeysetSelect(q, upperSeq, { placeholder: () => '?', time: () => '+e.time', textEquals: (column, placeholder) => `${column} = ${placeholder}` });
 }
