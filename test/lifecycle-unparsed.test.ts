@@ -90,3 +90,51 @@ describe('headers over the cap', () => {
     assert.equal(events.filter((e) => e.error === 'rate_limited').length, 1);
   });
 });
+
+describe('a client that goes on sending after its request was refused', () => {
+  let roomy: BrokerFixture;
+  let roomyServer: RunningServer;
+
+  before(async () => {
+    // A limit far above what these tests send, so every refusal would be recorded on its own.
+    roomy = await startBrokerFixture({ policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com') }, limits: { refused_per_ip: 10_000 } });
+    roomyServer = await listen(roomy.broker, { host: '127.0.0.1', port: 0, logger: roomy.broker.deps.logger });
+  });
+
+  after(async () => {
+    await roomyServer?.shutdown();
+    await roomy?.issuer.close();
+    if (roomy) await rm(roomy.dir, { recursive: true, force: true });
+  });
+
+  /** Writes `bytes` in one go and resolves with the status line's code once the server has closed the connection. */
+  function sendRaw(bytes: Buffer): Promise<number> {
+    const { port } = new URL(roomyServer.url);
+    return new Promise((resolve) => {
+      const socket = net.connect(Number(port), '127.0.0.1');
+      let raw = '';
+      socket.on('data', (chunk: Buffer) => (raw += chunk.toString('latin1')));
+      // The server may close while the rest is still being written.
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(Number(raw.split(' ')[1])));
+      socket.write(bytes);
+    });
+  }
+
+  async function recordsWith(reason: string): Promise<AuditRecord[]> {
+    const res = await request(roomy.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`).query({ limit: 1000 });
+    assert.equal(res.status, 200);
+    return (res.body.events as AuditRecord[]).filter((e) => e.reason?.startsWith(`${reason}: `));
+  }
+
+  test('512 KiB of headers: one 413, one record (Node reports the overflow again for every later chunk)', async () => {
+    const headers = Buffer.from(`GET /v1/exchange HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ${'a'.repeat(512 * 1024)}\r\n\r\n`);
+    assert.equal(await sendRaw(headers), 413);
+    assert.equal((await recordsWith('headers_too_large')).length, 1);
+  });
+
+  test('malformed HTTP followed by 1 MiB: one 400, one record', async () => {
+    assert.equal(await sendRaw(Buffer.concat([Buffer.from('GARBAGE\x01 / HTTP/1.1\r\n'), Buffer.alloc(1024 * 1024, 0x61)])), 400);
+    assert.equal((await recordsWith('malformed_http')).length, 1);
+  });
+});

@@ -105,8 +105,13 @@ function closeConnectionsWhenAnswered(servers: http.Server[]): () => void {
 async function listenOn(app: http.RequestListener, host: string, port: number, deps: ExchangeDeps): Promise<http.Server> {
   const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 60_000, headersTimeout: 20_000 }, app);
   server.keepAliveTimeout = 5_000;
+  // Node reports the parse error again for each later chunk the client sends while the answer is being recorded:
+  // one request, one answer, one record.
+  const answered = new WeakSet<Socket>();
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (answered.has(socket)) return;
     if (!socket.writable) return socket.destroy();
+    answered.add(socket);
     void answerUnparsed(deps, err, socket);
   });
   await new Promise<void>((resolve, reject) => {
