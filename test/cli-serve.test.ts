@@ -90,7 +90,7 @@ describe('oidc-broker serve', { concurrency: true }, () => {
     assert.equal(await broker.exited, 0);
   });
 
-  test('SIGTERM while STS is minting: the exchange finishes, its answer reaches the caller on a closing connection, and its one record is written', async () => {
+  test('SIGTERM (then SIGTERM and SIGINT again) while STS is minting: the exchange finishes, its answer reaches the caller on a closing connection, and its one record is written', async () => {
     const cwd = path.join(dir, 'issuing');
     await mkdir(path.join(cwd, 'policies'), { recursive: true });
     const brokerKey = { accessKeyId: 'AKIAOIDCBROKERSERVE1', secretAccessKey: 'broker/secret/key/for/serve/tests/only/000' };
@@ -122,6 +122,10 @@ describe('oidc-broker serve', { concurrency: true }, () => {
       broker.child.kill('SIGTERM');
       // STS answers once the broker says it is waiting for the exchange, or, if it would not wait, once it has stopped.
       await waitForOutput(broker, (out) => (logLine('shutting down')(out)?.in_flight_decisions === 1 || logLine('stopped')(out) ? true : undefined)).catch(() => undefined);
+      // An impatient second signal (a supervisor, a second Ctrl-C) must not kill it before the exchange is recorded.
+      broker.child.kill('SIGTERM');
+      broker.child.kill('SIGINT');
+      await waitForOutput(broker, (out) => (out.split('\n').filter((line) => line.includes('ignored: already shutting down')).length >= 2 ? true : undefined));
       answerStsCall();
       const res = await answered;
       assert.equal(res.status, 200, res.body);

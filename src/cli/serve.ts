@@ -47,7 +47,10 @@ export function registerServeCommand(program: Command, io: CliIo): void {
       }
       const server = running;
       const stopped = await new Promise<boolean>((resolve) => {
+        // Kept for every later SIGTERM or SIGINT too: without a handler the next one would kill the process
+        // before the exchanges in flight are recorded (docs/architecture.md, "Shutdown").
         const stop = (signal: NodeJS.Signals) => {
+          if (stopping) return logger.info('signal received', { signal, action: 'ignored: already shutting down' });
           logger.info('signal received', { signal });
           stopping = true;
           server.shutdown().then(
@@ -58,8 +61,8 @@ export function registerServeCommand(program: Command, io: CliIo): void {
             },
           );
         };
-        io.signals.once('SIGTERM', stop);
-        io.signals.once('SIGINT', stop);
+        io.signals.on('SIGTERM', stop);
+        io.signals.on('SIGINT', stop);
       });
       if (!stopped) throw new CliExit(1);
     });
