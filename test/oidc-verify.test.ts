@@ -362,6 +362,16 @@ describe('verify: time claims must be usable times', () => {
     });
   }
 
+  // Any other claim too: a policy would compare Infinity as a number, and the audit record would show null.
+  for (const raw of ['{"big":1e400}', '{"deep":[1,{"x":-1e400}]}']) {
+    it(`a non-finite number anywhere in the claims (${raw}) -> invalid_claim`, async () => {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
+      const token = await issuer.mint({}, { rawClaims: { extra: raw } });
+      const err = await assertInvalidToken(verifier.verify(token), 'invalid_claim', token);
+      assert.match(err.message, /holds a number beyond what JSON numbers can carry/);
+    });
+  }
+
   it('exp: at most max_token_lifetime_seconds (default 86400) plus the clock skew after now', async () => {
     const clock = manualClock();
     const verifier = createTokenVerifier([issuerConfigFor(issuer, { clockSkewSeconds: 60 })], { ...FAST, now: clock.now });

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
+import { InvalidTokenError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from './issuer-defaults.js';
 import { createIssuerKeyResolver, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from './jwks.js';
@@ -208,7 +209,28 @@ function assertUsableTimes(payload: JWTPayload, config: IssuerConfig, nowSeconds
   }
 }
 
+/**
+ * True if a number anywhere in `value` is not finite: JSON has no such
+ * numbers, but `1e400` parses as Infinity, which policies would compare as a
+ * number and the audit record (JSON again) would show as null.
+ */
+function holdsNonFiniteNumber(value: unknown): boolean {
+  // An explicit stack: the payload's nesting is bounded only by the token size.
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const next = pending.pop();
+    if (typeof next === 'number' && !Number.isFinite(next)) return true;
+    if (typeof next === 'object' && next !== null) pending.push(...Object.values(next) as unknown[]);
+  }
+  return false;
+}
+
 function toVerifiedToken(config: IssuerConfig, payload: JWTPayload, token: string): VerifiedToken {
+  if (holdsNonFiniteNumber(payload)) {
+    throw new InvalidTokenError('A claim of the token holds a number beyond what JSON numbers can carry (such as 1e400): the broker refuses it rather than decide on, or record, a different value.', {
+      reason: 'invalid_claim',
+    });
+  }
   // jose has checked presence, and the types of exp, iat and nbf; the rest is ours.
   const { sub, aud, jti, exp, iat } = payload;
   if (typeof sub !== 'string' || sub.length === 0) throw toInvalidTokenError('invalid_claim', { claim: 'sub' });
