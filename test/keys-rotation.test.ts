@@ -336,6 +336,26 @@ describe('keys commands: bad inputs', () => {
     return { config, keyFile: path.join(dir, 'signing-key.jwk') };
   }
 
+  // A kid is a base64url thumbprint, so one in 64 begins with '-': it must not be read as an option.
+  test("retire takes a kid that begins with '-', as it is or after --", async () => {
+    const { config, keyFile } = await keyConfig('dash-kid');
+    assert.equal((await cli(['keys', 'generate', '--out', keyFile])).code, 0);
+    assert.equal((await cli(['keys', 'rotate', '-c', config])).code, 0);
+    const set = JSON.parse(await readFile(keyFile, 'utf8')) as { keys: (JWK & { state: string })[] };
+    const published = set.keys.find((k) => k.state === 'published')!;
+    for (const [dashKid, args] of [
+      ['-W2rbGdSMSaWCWXqGn0yu', (kid: string) => ['keys', 'retire', kid, '-c', config]],
+      ['-Qx9', (kid: string) => ['keys', 'retire', '-c', config, '--', kid]],
+    ] as const) {
+      published.kid = dashKid;
+      published.state = 'published';
+      await writeFile(keyFile, JSON.stringify(set));
+      const run = await cli(args(dashKid));
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stdout, new RegExp(`^retired ${dashKid}: no longer in the JWKS`));
+    }
+  });
+
   test('a missing key file: rotate, retire and list exit 1 and create nothing', async () => {
     const { config, keyFile } = await keyConfig('missing');
     for (const args of [['rotate'], ['retire', 'some-kid'], ['list']]) {

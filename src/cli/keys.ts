@@ -65,9 +65,14 @@ Exit codes: 0 rotated; 1 error (config, key file missing, invalid or not writabl
     .description('Stop publishing a previous key in the JWKS; it still verifies the audit checkpoints it signed.')
     .argument('<kid>', "the key's kid ('oidc-broker keys list')")
     .option('-c, --config <file>', CONFIG_HELP)
+    // A kid is a base64url thumbprint and may begin with '-': an unknown "option" is the kid.
+    .allowUnknownOption()
     .addHelpText(
       'after',
       `
+A kid that begins with '-' may be given as it is, or after '--'
+('oidc-broker keys retire -c broker.yaml -- -W2rb...').
+
 Tokens signed by a retired key no longer verify with the broker's JWKS. The
 active key cannot be retired: rotate first. ${RELOAD_NOTE}
 
