@@ -50,13 +50,15 @@ export function createAwsProvider(options: AwsProviderOptions = {}): Provider<Aw
   };
 
   return {
-    async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
+    async issue({ grant, token, requestedDurationSeconds, issuanceId, signal }): Promise<IssuedCredential> {
       const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_DURATION_SECONDS, grant.maxDurationSeconds);
       const input = toAssumeRoleInput(grant, token.claims, durationSeconds, issuanceId);
       const region = grant.region ?? options.region ?? process.env.AWS_REGION ?? 'us-east-1';
       let output;
       try {
-        output = await clientFor(region).send(new AssumeRoleCommand(input), { abortSignal: AbortSignal.timeout(deadlineMs) });
+        // The exchange's own end (its deadline, or shutdown abandoning it) stops the call and its retries too.
+        const deadline = AbortSignal.timeout(deadlineMs);
+        output = await clientFor(region).send(new AssumeRoleCommand(input), { abortSignal: signal ? AbortSignal.any([signal, deadline]) : deadline });
       } catch (err) {
         throw toProviderError(err);
       }

@@ -76,10 +76,10 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
 
   // A 401 means Google no longer accepts the broker's cached ADC token: drop the client so the
   // next request builds a fresh one instead of failing until restart.
-  const call = async <T>(request: (iam: IAMCredentialsClient) => Promise<T>): Promise<T> => {
+  const call = async <T>(request: (iam: IAMCredentialsClient) => Promise<T>, signal: AbortSignal | undefined): Promise<T> => {
     const iam = await client();
     try {
-      return await withRetries(() => request(iam), retryPolicy);
+      return await withRetries(() => request(iam), retryPolicy, signal);
     } catch (err) {
       if (err instanceof ProviderError && err.reason === 'gcp:UNAUTHENTICATED' && ready) {
         const stale = ready;
@@ -91,13 +91,13 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
   };
 
   return {
-    async issue({ grant, token, requestedDurationSeconds }): Promise<IssuedCredential> {
+    async issue({ grant, token, requestedDurationSeconds, signal }): Promise<IssuedCredential> {
       const name = `projects/-/serviceAccounts/${grant.serviceAccount}`;
       const delegates = grant.delegates.map((email) => `projects/-/serviceAccounts/${email}`);
       const ceilingSeconds = Math.min(grant.maxDurationSeconds, options.maxLifetimeSeconds);
       if (grant.tokenType === 'id_token') {
         const audience = renderGrant('gcp', () => grant.idTokenAudience!.render(token.claims));
-        const [response] = await call((iam) => iam.generateIdToken({ name, delegates, audience, includeEmail: grant.includeEmail }));
+        const [response] = await call((iam) => iam.generateIdToken({ name, delegates, audience, includeEmail: grant.includeEmail }), signal);
         const idToken = response.token;
         if (!idToken) throw new ProviderError('Google answered without a token; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });
         const expiresAt = idTokenExpiry(idToken);
@@ -112,9 +112,7 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
       }
 
       const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_LIFETIME_SECONDS, ceilingSeconds);
-      const [response] = await call((iam) =>
-        iam.generateAccessToken({ name, delegates, scope: [...grant.scopes], lifetime: { seconds: durationSeconds } }),
-      );
+      const [response] = await call((iam) => iam.generateAccessToken({ name, delegates, scope: [...grant.scopes], lifetime: { seconds: durationSeconds } }), signal);
       const accessToken = response.accessToken;
       const expireSeconds = Number(response.expireTime?.seconds ?? 0);
       if (!accessToken || !expireSeconds) throw new ProviderError('Google answered without a token; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });
@@ -157,8 +155,13 @@ interface RetryPolicy {
   maxAttempts: number;
 }
 
-/** Another attempt is only started if it can run to its own timeout before the deadline. */
-async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPolicy): Promise<T> {
+/**
+ * Another attempt is only started if it can run to its own timeout before the
+ * deadline, and never once the exchange has ended (`signal`: its deadline, or
+ * shutdown abandoning it). The client library takes no signal, so an attempt
+ * already sent runs to its own timeout.
+ */
+async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPolicy, signal: AbortSignal | undefined): Promise<T> {
   const deadline = Date.now() + policy.deadlineMs;
   for (let attemptNumber = 1; ; attemptNumber++) {
     try {
@@ -166,8 +169,9 @@ async function withRetries<T>(attempt: () => Promise<T>, policy: RetryPolicy): P
     } catch (err) {
       const backoffMs = 200 * 2 ** (attemptNumber - 1) * (0.5 + Math.random() / 2);
       const outOfTime = Date.now() + backoffMs + policy.attemptTimeoutMs > deadline;
-      if (attemptNumber >= policy.maxAttempts || !isRetryable(err) || outOfTime) throw toProviderError(err);
-      await sleep(backoffMs);
+      if (attemptNumber >= policy.maxAttempts || !isRetryable(err) || outOfTime || signal?.aborted) throw toProviderError(err);
+      await sleep(backoffMs, undefined, signal ? { signal } : undefined).catch(() => undefined);
+      if (signal?.aborted) throw toProviderError(err);
     }
   }
 }

@@ -66,6 +66,8 @@ export interface ReceivedAssumeRole extends AssumeRoleParams {
   errorCode?: string;
   /** Set when the call succeeded. */
   credentials?: IssuedCredentials;
+  /** True once the client closed the connection before the answer was written (it aborted the call). */
+  abandoned: boolean;
 }
 
 export type StsFault =
@@ -245,8 +247,11 @@ ${packedPolicySize !== undefined ? `    <PackedPolicySize>${packedPolicySize}</P
       return;
     }
 
-    const record: ReceivedAssumeRole = { ...form.params, body: rawBody, signedHeaders: signed.signedHeaders, receivedAt: now(), status: undefined };
+    const record: ReceivedAssumeRole = { ...form.params, body: rawBody, signedHeaders: signed.signedHeaders, receivedAt: now(), status: undefined, abandoned: false };
     requests.push(record);
+    res.once('close', () => {
+      if (!res.writableFinished) record.abandoned = true;
+    });
 
     const injected = fault?.fault;
     if (fault !== undefined && --fault.remaining <= 0) fault = undefined;
