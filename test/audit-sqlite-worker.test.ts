@@ -3,7 +3,7 @@
 // on the same chain after, durability across a killed process, close, and
 // the event loop staying free while SQLite waits.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,36 +88,30 @@ describe('sqlite audit store: worker thread', () => {
     await store.close();
   });
 
-  it('a worker killed mid-batch fails the pending appends closed; the next append restarts it on the same chain', async () => {
+  it('a worker killed mid-batch fails the pending appends and reads closed; the next call restarts it on the same chain', async () => {
     const path = tempPath();
-    const { store, backend } = openSqliteAuditStoreWithWorker(path, { busyTimeoutMs: 1000 });
+    const { store, backend } = openSqliteAuditStoreWithWorker(path, { busyTimeoutMs: 60_000 });
     await appendMany(store, 3);
     // The lock keeps the batch from committing, whenever the worker receives it.
     const lock = holdWriteLock(path);
     const pending = Array.from({ length: 20 }, () => store.append(makeEntry()));
     await new Promise(setImmediate);
-    await backend.terminateWorker();
+    // Behind the batch in the worker's queue.
+    const read = store.query({});
+    // A worker waiting on the lock stops once its wait returns: released
+    // here, the wait succeeds rather than failing into a dying thread (see terminateWorker).
+    const killed = backend.terminateWorker();
+    lock.release();
+    await killed;
     const outcomes = await Promise.allSettled(pending);
     for (const outcome of outcomes) assert.ok(outcome.status === 'rejected' && isWorkerStopped('audit_write_failed')(outcome.reason));
-    lock.release();
+    await assert.rejects(read, isWorkerStopped('audit_read_failed'));
 
     const next = await store.append(makeEntry());
     assert.equal(next.seq, 4);
     const verification = await store.verify();
     assert.equal(verification.ok, true);
     assert.equal(verification.events, 4);
-    await store.close();
-  });
-
-  it('reads fail closed while the worker is dead and work again after', async () => {
-    const path = tempPath();
-    const { store, backend } = openSqliteAuditStoreWithWorker(path);
-    await appendMany(store, 2);
-    const query = store.query({});
-    await backend.terminateWorker();
-    await assert.rejects(query, isWorkerStopped('audit_read_failed'));
-    assert.equal((await store.query({})).events.length, 2);
-    await store.ping();
     await store.close();
   });
 
@@ -155,6 +149,26 @@ describe('sqlite audit store: worker thread', () => {
     assert.equal(verification.ok, true);
     assert.equal(verification.events, 300);
     await reopened.close();
+  });
+
+  it('a store keeps the process alive only while it works: not when idle, yes for an append in flight or a close', () => {
+    const storeUrl = pathToFileURL(join(repoRoot, 'src/audit/sqlite/store.ts')).href;
+    const entriesUrl = pathToFileURL(join(repoRoot, 'test/helpers/audit-entries.ts')).href;
+    // Neither store is closed: the process must still end, after the append.
+    const script = `
+      import { openSqliteAuditStore } from ${JSON.stringify(storeUrl)};
+      import { makeEntry } from ${JSON.stringify(entriesUrl)};
+      openSqliteAuditStore(process.env.AUDIT_TEST_DB + '.idle');
+      const closing = openSqliteAuditStore(process.env.AUDIT_TEST_DB + '.closing');
+      await closing.append(makeEntry());
+      await closing.close();
+      process.stdout.write('closed ');
+      void openSqliteAuditStore(process.env.AUDIT_TEST_DB).append(makeEntry()).then((record) => process.stdout.write(String(record.seq)));
+    `;
+    const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: repoRoot, env: { ...process.env, AUDIT_TEST_DB: tempPath() }, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(child.signal, null, 'the process did not end by itself');
+    assert.equal(child.status, 0, child.stderr);
+    assert.equal(child.stdout, 'closed 1');
   });
 
   it('a process killed while appending leaves a log that verifies and holds every append that had resolved', async () => {
@@ -199,7 +213,7 @@ describe('sqlite audit store: worker thread', () => {
     const verification = await store.verify();
     assert.equal(verification.ok, true);
     const stored = new Map<number, string>();
-    for (let page = await store.query({ limit: 1000 }); ; page = await store.query({ limit: 1000, cursor: page.nextCursor! })) {
+    for (let page = await store.query({ limit: 1000 }); ; page = await store.query({ limit: 1000, cursor: page.nextCursor })) {
       for (const record of page.events) stored.set(record.seq, record.id);
       if (page.nextCursor === null) break;
     }

@@ -18,7 +18,10 @@ import { fromWireAppendResults, fromWireError, type SqliteCall, type SqliteMetho
 export interface SqliteWorkerBackend extends AuditBackend {
   /**
    * Terminates the current worker as a crash would, without closing the
-   * store: the next call starts a new one. For tests only.
+   * store: the next call starts a new one. For tests only: a SQLite call
+   * that fails in a thread being terminated aborts the whole process
+   * (better-sqlite3 cannot raise its error there), so the worker must not
+   * be inside a failing call (a lock wait that times out) meanwhile.
    * @internal
    */
   terminateWorker(): Promise<void>;
@@ -51,8 +54,6 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
   function spawn(): RunningWorker {
     const { script, options } = workerScript();
     const worker = new Worker(script, { ...options, workerData: data });
-    // Only calls waiting on the worker keep the process alive (see call).
-    worker.unref();
     const run: RunningWorker = { worker, pending: new Map(), error: null };
     worker.on('message', (reply: SqliteReply) => {
       const call = run.pending.get(reply.id);
@@ -72,6 +73,9 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
       for (const call of run.pending.values()) call.reject(stopped);
       run.pending.clear();
     });
+    // Only calls waiting on the worker keep the process alive (see send).
+    // After the listeners: adding a 'message' listener refs the worker again.
+    worker.unref();
     return run;
   }
 
@@ -122,19 +126,26 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
         if (run === null) return;
         try {
           // Replies come back in the order of the calls: every call made
-          // before close (a batch in flight) has its answer before this one.
+          // before close (a batch in flight) has its answer before this one,
+          // and the worker is idle when terminated (see terminateWorker).
           await send(run, 'close', []);
         } finally {
-          await run.worker.terminate();
+          await stop(run);
         }
       })();
       return closing;
     },
 
     async terminateWorker() {
-      await running?.worker.terminate();
+      if (running !== null) await stop(running);
     },
   };
+
+  /** Terminates `run`'s worker; the process stays alive until it has stopped, so that whoever awaits this carries on. */
+  async function stop(run: RunningWorker): Promise<void> {
+    run.worker.ref();
+    await run.worker.terminate();
+  }
 }
 
 /**
