@@ -15,7 +15,7 @@ import {
   toCheckpointLink,
   verifyAuditLog,
 } from '../src/audit/checkpoints.js';
-import { readTrustedHeadFile } from '../src/audit/trusted-head.js';
+import { readAuthenticCheckpoint, readTrustedHeadFile } from '../src/audit/trusted-head.js';
 import { parseConfig } from '../src/config.js';
 import { createBroker } from '../src/main.js';
 import { postgresKind, sqliteKind, type StoreLog } from './helpers/audit-stores.js';
@@ -138,6 +138,15 @@ describe('checkpoint signatures', () => {
     const checkpoint = await signCheckpoint(other, { seq: 1, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
     assert.equal(await isCheckpointAuthentic({ ...checkpoint, kid: key.kid }, keys), false);
     assert.equal(await isCheckpointAuthentic(checkpoint, keys), false);
+  });
+
+  it('read from a compact JWS alone (a trusted head), it is authentic, not ours (what it claims kept for the message), or not a checkpoint', async () => {
+    const genuine = await signCheckpoint(key, { seq: 7, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
+    assert.deepEqual(await readAuthenticCheckpoint(`${genuine.jws}\n`, keys), { authentic: true, checkpoint: genuine });
+    const other = await loadOrCreateSigningKey(join(tempDir(), 'other.jwk'), createCapturingLogger().logger);
+    const foreign = await signCheckpoint(other, { seq: 7, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
+    assert.deepEqual(await readAuthenticCheckpoint(foreign.jws, keys), { authentic: false, claimed: foreign });
+    assert.deepEqual(await readAuthenticCheckpoint('not-a-jws', keys), { authentic: false, claimed: null });
   });
 
   it('a broker-issued token with the same claims is not a checkpoint (typ differs)', async () => {
