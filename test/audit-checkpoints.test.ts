@@ -430,7 +430,7 @@ describe('the trusted head file', () => {
     await checkpointer.store.ping();
     await appendDays(checkpointer.store, 1, 2);
     assert.equal(await checkpointer.checkpointNow(), null, 'nothing is signed without the trusted head');
-    assert.equal(loggedAs(lines(), 'audit trusted head file cannot be read: no checkpoint is signed until it can')[0]?.cause?.code, 'EISDIR', lines().join('\n'));
+    assert.equal(loggedAs(lines(), 'audit checkpoint refused: the trusted head file cannot be read; it is read again at the next checkpoint')[0]?.cause?.code, 'EISDIR', lines().join('\n'));
     await checkpointer.store.ping();
 
     restore();

@@ -284,7 +284,7 @@ export function startCheckpointer(deps: {
     try {
       head = await readTrustedHeadFile(file);
     } catch (err) {
-      deps.logger.error('audit trusted head file cannot be read: no checkpoint is signed until it can', { head_file: file, cause: errorSummary(err) });
+      refuse('the trusted head file cannot be read; it is read again at the next checkpoint', { head_file: file, cause: errorSummary(err) });
       return false;
     }
     const keys = deps.keys().verificationKeys;
