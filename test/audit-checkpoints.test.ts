@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, beforeEach, describe, it } from 'node:test';
@@ -15,7 +15,7 @@ import {
   toCheckpointLink,
   verifyAuditLog,
 } from '../src/audit/checkpoints.js';
-import { readTrustedHeadFile } from '../src/audit/trusted-head.js';
+import { readAuthenticCheckpoint, readTrustedHeadFile } from '../src/audit/trusted-head.js';
 import { parseConfig } from '../src/config.js';
 import { createBroker } from '../src/main.js';
 import { postgresKind, sqliteKind, type StoreLog } from './helpers/audit-stores.js';
@@ -138,6 +138,15 @@ describe('checkpoint signatures', () => {
     const checkpoint = await signCheckpoint(other, { seq: 1, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
     assert.equal(await isCheckpointAuthentic({ ...checkpoint, kid: key.kid }, keys), false);
     assert.equal(await isCheckpointAuthentic(checkpoint, keys), false);
+  });
+
+  it('read from a compact JWS alone (a trusted head), it is authentic, not ours (what it claims kept for the message), or not a checkpoint', async () => {
+    const genuine = await signCheckpoint(key, { seq: 7, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
+    assert.deepEqual(await readAuthenticCheckpoint(`${genuine.jws}\n`, keys), { authentic: true, checkpoint: genuine });
+    const other = await loadOrCreateSigningKey(join(tempDir(), 'other.jwk'), createCapturingLogger().logger);
+    const foreign = await signCheckpoint(other, { seq: 7, hash: 'c'.repeat(64) }, 'periodic', new Date(T0));
+    assert.deepEqual(await readAuthenticCheckpoint(foreign.jws, keys), { authentic: false, claimed: foreign });
+    assert.deepEqual(await readAuthenticCheckpoint('not-a-jws', keys), { authentic: false, claimed: null });
   });
 
   it('a broker-issued token with the same claims is not a checkpoint (typ differs)', async () => {
@@ -408,9 +417,110 @@ describe('the trusted head file', () => {
     await checkpointer.stop();
     assert.deepEqual(await store.checkpoints(), []);
     assert.ok(lines().some((l) => l.includes("audit checkpoint refused: the trusted head is not a checkpoint signed by the broker's keys")));
+    await assert.rejects(checkpointer.store.ping(), /not a checkpoint signed by the broker.s keys/);
+  });
+  it('a head file that cannot be read holds up signing, not readiness, and is read again at the next checkpoint', async () => {
+    const headFile = join(dir, 'audit-head.jws');
+    const first = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000, headFile });
+    await appendDays(first.store, 2);
+    await first.stop();
+    const restore = makeUnreadable(headFile);
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000, headFile });
+    await checkpointer.store.ping();
+    await appendDays(checkpointer.store, 1, 2);
+    assert.equal(await checkpointer.checkpointNow(), null, 'nothing is signed without the trusted head');
+    assert.equal(loggedAs(lines(), 'audit checkpoint refused: the trusted head file cannot be read; it is read again at the next checkpoint')[0]?.cause?.code, 'EISDIR', lines().join('\n'));
+    await checkpointer.store.ping();
+
+    restore();
+    assert.equal((await checkpointer.checkpointNow())?.seq, 3);
+    await checkpointer.store.ping();
+    await checkpointer.stop();
+    assert.equal((await readTrustedHeadFile(headFile))?.seq, 3);
+  });
+
+  it('a rollback made while the head file could not be read is caught once it can be', async () => {
+    const headFile = join(dir, 'audit-head.jws');
+    const first = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000, headFile });
+    await appendDays(first.store, 2);
+    await first.checkpointNow();
+    await appendDays(first.store, 1, 2);
+    await first.stop();
+    const restore = makeUnreadable(headFile);
+    const db = raw();
+    db.prepare('DELETE FROM audit_checkpoints WHERE seq > 2').run();
+    db.close();
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000, headFile });
+    await appendDays(checkpointer.store, 1, 3);
+    assert.equal(await checkpointer.checkpointNow(), null);
+
+    restore();
+    assert.equal(await checkpointer.checkpointNow(), null);
+    assert.deepEqual((await store.checkpoints()).map((c) => c.seq), [2], 'nothing was signed over the rolled-back log');
+    assert.ok(lines().some((l) => l.includes('audit checkpoint refused: the store no longer holds the trusted head checkpoint')), lines().join('\n'));
     await assert.rejects(checkpointer.store.ping(), /behind the trusted head/);
+    await checkpointer.stop();
+  });
+
+  it('a head signed by a key no longer in the key file is refused with what to do, until the key is back', async () => {
+    const headFile = join(dir, 'audit-head.jws');
+    const first = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000, headFile });
+    await appendDays(first.store, 2);
+    await first.stop();
+    let serving = await loadOrCreateSigningKeySet(join(tempDir(), 'other.jwk'), createCapturingLogger().logger);
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, keys: () => serving, logger, intervalMs: 3_600_000, headFile });
+    await appendDays(checkpointer.store, 1, 2);
+    assert.equal(await checkpointer.checkpointNow(), null);
+    const advice = `its key ${keySet.active.kid} is not in the signing key file; put that key back`;
+    assert.ok(lines().some((l) => l.includes(advice)), lines().join('\n'));
+    await assert.rejects(checkpointer.store.ping(), (err: Error) => err.message.includes(advice));
+
+    serving = keySet; // the key file, reloaded with the key back
+    assert.equal((await checkpointer.checkpointNow())?.seq, 3);
+    await checkpointer.store.ping();
+    await checkpointer.stop();
+  });
+
+  it('a head file that cannot be written is logged with why, and checkpointing goes on from the head it holds', async () => {
+    const headFile = join(dir, 'audit-head.jws');
+    const { logger, lines } = createCapturingLogger();
+    const checkpointer = startCheckpointer({ store, keys: () => keySet, logger, intervalMs: 3_600_000, headFile });
+    await checkpointer.store.ping();
+    // A non-empty directory where the head goes: the rename over it fails.
+    mkdirSync(join(headFile, 'in-the-way'), { recursive: true });
+    await appendDays(checkpointer.store, 1);
+    assert.equal((await checkpointer.checkpointNow())?.seq, 1);
+    const notWritten = loggedAs(lines(), 'audit trusted head not written');
+    assert.equal(notWritten.length, 1, lines().join('\n'));
+    assert.ok(typeof notWritten[0]?.cause?.code === 'string', JSON.stringify(notWritten[0]));
+    await appendDays(checkpointer.store, 1, 1);
+    assert.equal((await checkpointer.checkpointNow())?.seq, 2);
+    await checkpointer.store.ping();
+    await checkpointer.stop();
   });
 });
+
+/** The log lines with message `msg`, parsed. */
+function loggedAs(lines: readonly string[], msg: string): { cause?: { code?: unknown } }[] {
+  return lines.map((l) => JSON.parse(l) as { msg: string; cause?: { code?: unknown } }).filter((l) => l.msg === msg);
+}
+
+/**
+ * Makes `file` unreadable until the returned function puts it back: a
+ * directory takes its place, which fails to read even for root (whom
+ * chmod 000 does not stop).
+ */
+function makeUnreadable(file: string): () => void {
+  renameSync(file, `${file}.aside`);
+  mkdirSync(file);
+  return () => {
+    rmSync(file, { recursive: true });
+    renameSync(`${file}.aside`, file);
+  };
+}
 
 /**
  * Issue 12's attack, as someone who can write the audit database but not

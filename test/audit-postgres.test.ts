@@ -13,7 +13,7 @@ import pg from 'pg';
 import request from 'supertest';
 import { openAuditStore } from '../src/audit/open.js';
 import { POSTGRES_SCHEMA_VERSION, migrate } from '../src/audit/postgres/schema.js';
-import { PAGE_PLANNER_SETTINGS, openPostgresAuditStore, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
+import { openPostgresAuditStore, pagePlannerSettings, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
 import { compileAuditQuery } from '../src/audit/query.js';
 import { GENESIS_HASH } from '../src/audit/record.js';
 import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
@@ -476,8 +476,10 @@ describe('postgres audit store: derived tables', () => {
     const session = await db.session(schema);
     try {
       const plan = async (query: AuditQuery, upperSeq: number | null = null) => {
-        const { text, values } = toPostgresSelect(compileAuditQuery({ ...query, limit: 100 }), upperSeq);
-        await session.query(`BEGIN READ ONLY; ${PAGE_PLANNER_SETTINGS}`);
+        const compiled = compileAuditQuery({ ...query, limit: 100 });
+        const { text, values } = toPostgresSelect(compiled, upperSeq);
+        // As readPage runs it: planner settings only for a claim filter, else the bare statement.
+        await session.query(`BEGIN READ ONLY; ${pagePlannerSettings(compiled) ?? ''}`);
         try {
           const rows = (await session.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${text}`, values)).rows;
           return rows.map((r) => r['QUERY PLAN']).join('\n');
@@ -502,6 +504,7 @@ describe('postgres audit store: derived tables', () => {
         [{ ...window, decision: 'denied' }, /audit_events_decision|audit_events_pkey/, 28_000, false],
         [{ ...window, claims: { repository: 'r7' } }, /Index Scan using audit_claims_value/, 28_000, false],
       ];
+      assert.equal(pagePlannerSettings(compileAuditQuery({ ...window, decision: 'denied' })), null, 'a page without a claim filter is one statement, no transaction');
       for (const [query, index, upper, sortAllowed] of cases) {
         const detail = await plan({ ...query, cursor: Buffer.from('26000').toString('base64url') }, upper);
         assert.match(detail, index, `${JSON.stringify(query)}\n${detail}`);

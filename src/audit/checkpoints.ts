@@ -11,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { CompactSign, compactVerify, type CryptoKey } from 'jose';
-import type { Logger } from '../logger.js';
+import { errorSummary, type Logger } from '../logger.js';
 import type { SigningKey, SigningKeySet } from '../keys/signing-key.js';
 import { toCursor } from './query.js';
 import { GENESIS_HASH } from './record.js';
@@ -193,7 +193,9 @@ export interface Checkpointer {
   /**
    * The store to append through: the checkpointer only signs records it saw
    * this process write. Its `ping` fails once the log was found rolled back
-   * behind the trusted head, so /readyz reports the audit log unavailable.
+   * behind the checkpoint the checkpointer trusts, or while the head file
+   * holds a checkpoint the broker's keys do not verify, so /readyz reports
+   * the audit log unavailable.
    */
   store: AuditStore;
   /**
@@ -217,17 +219,19 @@ export interface Checkpointer {
  * it is made only for a record this process appended itself, with the hash
  * its own append computed: anyone who rewrote that record, or any before it,
  * changed that hash, and the walk from the newest authentic checkpoint to it
- * (which checks it) fails. A newest stored checkpoint that is not authentic,
- * or that went missing since this process last saw it, also stops
- * checkpointing with an error.
+ * (which checks it) fails. A newest stored checkpoint that is not authentic
+ * also stops checkpointing with an error.
  *
- * Someone who can write the store but not read the key can still delete
- * every checkpoint after an older one and rewrite the records after it: that
- * looks like a log this process never saw. The trusted head, on the broker's
- * own disk, catches it: at start and before every checkpoint the store must
- * still hold that checkpoint, and the record at its seq must still have its
- * hash. Once it does not, this process signs nothing more and its store's
- * `ping` fails.
+ * The checkpointer holds the newest checkpoint it trusts: the head file's,
+ * read once at start, then each newer authentic one it finds in the store or
+ * signs. Someone who can write the store but not read the key can delete
+ * every checkpoint after an older one and rewrite the records after it; the
+ * held checkpoint catches it: at start and before every checkpoint the store
+ * must still hold it, and the record at its seq must still have its hash.
+ * Once it does not, this process signs nothing more and its store's `ping`
+ * fails. A head file that cannot be read, or that holds a checkpoint the keys
+ * do not verify, is not a rollback: nothing is signed until it is read and
+ * verified, which is tried again at every checkpoint.
  */
 export function startCheckpointer(deps: {
   store: AuditStore;
@@ -240,10 +244,15 @@ export function startCheckpointer(deps: {
   now?: () => Date;
 }): Checkpointer {
   const now = deps.now ?? (() => new Date());
-  let newestSeen = 0;
+  /** The newest checkpoint this process trusts; the store must keep holding it. */
+  let held: AuditCheckpoint | null = null;
+  /** Whether the head file was read and its checkpoint verified (or there is none to read). */
+  let headRead = deps.headFile === undefined;
+  /** Why the head file's checkpoint does not verify, while it does not. */
+  let unverifiedHead: string | undefined;
   let written: ChainPoint | undefined;
   let running: Promise<AuditCheckpoint | null> | undefined;
-  /** Why the log is behind the trusted head; once set, nothing is signed again. */
+  /** Why the log is behind the held checkpoint; once set, nothing is signed again. */
   let rolledBack: string | undefined;
 
   const store: AuditStore = {
@@ -257,6 +266,7 @@ export function startCheckpointer(deps: {
       // Not ready before the start-up check of the trusted head has run.
       await headChecked;
       if (rolledBack !== undefined) throw new Error(`the audit log is behind the trusted head: ${rolledBack}`);
+      if (unverifiedHead !== undefined) throw new Error(unverifiedHead);
       await deps.store.ping();
     },
   };
@@ -266,48 +276,67 @@ export function startCheckpointer(deps: {
     return null;
   };
 
-  /** Null if the store still reaches the trusted head, else why not (logged, and sticky). */
-  const checkTrustedHead = async (stored: readonly AuditCheckpoint[]): Promise<string | null> => {
-    if (rolledBack !== undefined) return rolledBack;
-    if (deps.headFile === undefined) return null;
-    const problem = await findRollback(deps.headFile, stored);
-    if (problem === null) return null;
-    rolledBack = problem.message;
-    refuse(problem.message, { head_file: deps.headFile, ...problem.details });
-    return rolledBack;
-  };
-
-  const findRollback = async (file: string, stored: readonly AuditCheckpoint[]): Promise<{ message: string; details: Record<string, unknown> } | null> => {
+  /** Reads and verifies the head file until that succeeds once; false (and logged) while it does not. */
+  const readHead = async (): Promise<boolean> => {
+    if (headRead || deps.headFile === undefined) return true;
+    const file = deps.headFile;
     let head: AuditCheckpoint | null;
     try {
       head = await readTrustedHeadFile(file);
     } catch (err) {
-      return { message: 'the trusted head file cannot be read', details: { error: err instanceof Error ? err.message : String(err) } };
+      refuse('the trusted head file cannot be read; it is read again at the next checkpoint', { head_file: file, cause: errorSummary(err) });
+      return false;
     }
-    if (head === null) return null; // first start: nothing signed yet
-    if (!(await isCheckpointAuthentic(head, deps.keys().verificationKeys))) return { message: "the trusted head is not a checkpoint signed by the broker's keys", details: { seq: head.seq } };
+    const keys = deps.keys().verificationKeys;
+    if (head !== null && !(await isCheckpointAuthentic(head, keys))) {
+      unverifiedHead = keys.has(head.kid)
+        ? `the trusted head is not a checkpoint signed by the broker's keys: the head file was changed`
+        : `the trusted head is not a checkpoint signed by the broker's keys: its key ${head.kid} is not in the signing key file; put that key back (the file is reloaded), or verify the log against the head and move the head file aside (docs/audit.md, "Trusted head")`;
+      refuse(unverifiedHead, { head_file: file, seq: head.seq, kid: head.kid });
+      return false;
+    }
+    unverifiedHead = undefined;
+    headRead = true;
+    if (head !== null && (held === null || head.seq > held.seq)) held = head;
+    return true;
+  };
+
+  /** Why the store no longer reaches the held checkpoint, or null if it does. */
+  const findRollback = async (stored: readonly AuditCheckpoint[]): Promise<{ message: string; details: Record<string, unknown> } | null> => {
+    const head = held;
+    if (head === null) return null; // nothing signed or seen yet
     const details = { trusted_seq: head.seq, trusted_hash: head.hash, newest_stored: stored.at(-1)?.seq ?? 0 };
-    if (!holdsCheckpoint(stored, head)) return { message: 'the store no longer holds the trusted head checkpoint: the log was rolled back', details };
+    if (!holdsCheckpoint(stored, head)) return { message: 'the store no longer holds the trusted head checkpoint: checkpoints were deleted, the log was rolled back', details };
     // A pruned record is vouched for by the prune anchor at or after it; otherwise the record must still be there, unchanged.
-    const pruned = stored.some((c) => c.kind === 'prune' && c.seq >= head.seq);
-    const record = pruned ? null : (await deps.store.query({ limit: 1, ...(head.seq > 1 ? { cursor: toCursor(head.seq - 1) } : {}) })).events[0];
-    if (!pruned && (record?.seq !== head.seq || record.hash !== head.hash)) {
+    if (stored.some((c) => c.kind === 'prune' && c.seq >= head.seq)) return null;
+    const record = (await deps.store.query({ limit: 1, ...(head.seq > 1 ? { cursor: toCursor(head.seq - 1) } : {}) })).events[0];
+    if (record?.seq !== head.seq || record.hash !== head.hash) {
       return { message: 'the chain no longer reaches the trusted head with its hash: the log was rolled back or rewritten', details: { ...details, stored_hash: record?.seq === head.seq ? record.hash : null } };
     }
     return null;
   };
 
+  /** True once the log was found behind the held checkpoint (logged the first time; it stays so). */
+  const isRolledBack = async (stored: readonly AuditCheckpoint[]): Promise<boolean> => {
+    if (rolledBack !== undefined) return true;
+    const problem = await findRollback(stored);
+    if (problem === null) return false;
+    rolledBack = problem.message;
+    refuse(problem.message, { ...(deps.headFile === undefined ? {} : { head_file: deps.headFile }), ...problem.details });
+    return true;
+  };
+
   const checkpoint = async (): Promise<AuditCheckpoint | null> => {
+    if (!(await readHead())) return null;
     const target = written;
-    if (target === undefined || target.seq <= newestSeen) return null;
+    if (target === undefined || target.seq <= (held?.seq ?? 0)) return null;
     const stored = await deps.store.checkpoints();
-    if ((await checkTrustedHead(stored)) !== null) return refuse('the audit log is behind the trusted head', { seq: target.seq });
+    if (await isRolledBack(stored)) return refuse('the audit log is behind the trusted head', { seq: target.seq });
     const newest = stored.at(-1) ?? null;
-    if ((newest?.seq ?? 0) < newestSeen) return refuse('checkpoints were deleted from the store', { newest_seen: newestSeen, newest_stored: newest?.seq ?? 0 });
     const keys = deps.keys();
     if (newest !== null && !(await isCheckpointAuthentic(newest, keys.verificationKeys))) return refuse('the newest stored checkpoint is not authentic', { seq: newest.seq });
+    if (newest !== null && newest.seq > (held?.seq ?? 0)) held = newest;
     const from: ChainPoint = newest === null ? { seq: 0, hash: GENESIS_HASH } : { seq: newest.seq, hash: newest.hash };
-    newestSeen = from.seq;
     if (target.seq <= from.seq) return null;
     const walk = await deps.store.verify({ from, partial: true, expected: new Map([[target.seq, target.hash]]) });
     if (!walk.ok && walk.broken.seq <= target.seq) return refuse('the records since the newest checkpoint do not verify', { from_seq: from.seq, broken: walk.broken });
@@ -315,12 +344,12 @@ export function startCheckpointer(deps: {
     const previous = lastSignedCheckpoint(stored);
     const made = await signCheckpoint(keys.active, target, 'periodic', now(), previous === null ? null : toCheckpointLink(previous));
     await deps.store.saveCheckpoint(made);
-    newestSeen = made.seq;
+    held = made;
     deps.logger.info('audit checkpoint', { seq: made.seq, hash: made.hash, kid: made.kid, jws: made.jws });
     if (deps.headFile !== undefined) {
-      // The checkpoint is stored and logged; a head that cannot be written weakens only rollback detection, so say so loudly and go on.
+      // The checkpoint is stored, logged and held; a head that cannot be written weakens only rollback detection after a restart, so say so loudly and go on.
       await writeTrustedHeadFile(deps.headFile, made).catch((err: unknown) =>
-        deps.logger.error('audit trusted head not written', { head_file: deps.headFile, seq: made.seq, error: err instanceof Error ? err.message : String(err) }),
+        deps.logger.error('audit trusted head not written', { head_file: deps.headFile, seq: made.seq, cause: errorSummary(err) }),
       );
     }
     return made;
@@ -334,15 +363,15 @@ export function startCheckpointer(deps: {
 
   // At start, before any checkpoint: a broker restarted on a rolled-back log must say so now, not at its first checkpoint.
   const headChecked = enqueue(async () => {
-    await checkTrustedHead(await deps.store.checkpoints());
+    if (await readHead()) await isRolledBack(await deps.store.checkpoints());
     return null;
   }).catch((err: unknown) => {
-    deps.logger.warn('audit trusted head check failed', { error: err instanceof Error ? err.message : String(err) });
+    deps.logger.warn('audit trusted head check failed', { cause: errorSummary(err) });
     return null;
   });
 
   const timer = setInterval(() => {
-    checkpointNow().catch((err: unknown) => deps.logger.warn('audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
+    checkpointNow().catch((err: unknown) => deps.logger.warn('audit checkpoint failed', { cause: errorSummary(err) }));
   }, deps.intervalMs);
   timer.unref();
 

@@ -8,13 +8,31 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { decodeProtectedHeader } from 'jose';
+import { decodeProtectedHeader, type CryptoKey } from 'jose';
+import { isCheckpointAuthentic } from './checkpoints.js';
 import type { AuditCheckpoint } from './types.js';
+
+/**
+ * A checkpoint read from its compact JWS: authentic, or not, with what it
+ * claims to be when it is shaped like a checkpoint at all (null when not).
+ */
+export type CheckpointReading = { authentic: true; checkpoint: AuditCheckpoint } | { authentic: false; claimed: AuditCheckpoint | null };
+
+/**
+ * Reads a checkpoint an auditor or the head file gives as its compact JWS,
+ * and checks that one of `keys` signed it: a trusted head nobody signed
+ * would prove nothing.
+ */
+export async function readAuthenticCheckpoint(jws: string, keys: ReadonlyMap<string, CryptoKey | Uint8Array>): Promise<CheckpointReading> {
+  const claimed = parseCheckpointJws(jws);
+  if (claimed !== null && (await isCheckpointAuthentic(claimed, keys))) return { authentic: true, checkpoint: claimed };
+  return { authentic: false, claimed };
+}
 
 /**
  * Reads a checkpoint from its compact JWS alone (a head file, or a JWS copied
  * from an `audit checkpoint` log line), without checking the signature:
- * isCheckpointAuthentic does that. Null if it is not shaped like one.
+ * readAuthenticCheckpoint does both. Null if it is not shaped like one.
  */
 export function parseCheckpointJws(text: string): AuditCheckpoint | null {
   const jws = text.trim();

@@ -2,13 +2,13 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
 import type { CryptoKey, JWK } from 'jose';
-import { isCheckpointAuthentic, pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
+import { pruneAuditLog, verifyAuditLog, type AuditVerification } from '../audit/checkpoints.js';
 import { createFormatter, writeRecords, type ExportFormat } from '../audit/export.js';
 import { urlSecrets } from '../audit/core/errors.js';
 import { openAuditStore } from '../audit/open.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toCursor, toTimeBound } from '../audit/query.js';
 import { AUDIT_DECISIONS } from '../audit/record.js';
-import { parseCheckpointJws, readTrustedHeadFile } from '../audit/trusted-head.js';
+import { readAuthenticCheckpoint, readTrustedHeadFile } from '../audit/trusted-head.js';
 import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
 import type { BrokerConfig } from '../config.js';
 import { importPublicKeys } from '../keys/signing-key.js';
@@ -226,17 +226,19 @@ export function formatVerification(result: AuditVerification, where: string): st
  * nobody signed would prove nothing.
  */
 async function readTrustedHead(value: string, keys: ReadonlyMap<string, CryptoKey | Uint8Array>): Promise<AuditCheckpoint> {
-  let head = parseCheckpointJws(value);
-  if (head === null) {
+  let reading = await readAuthenticCheckpoint(value, keys);
+  if (!reading.authentic && reading.claimed === null) {
+    let head: AuditCheckpoint | null;
     try {
       head = await readTrustedHeadFile(value);
     } catch (err) {
       throw new CliExit(1, `--trusted-head: ${describeError(err)}`);
     }
     if (head === null) throw new CliExit(1, `--trusted-head: '${value}' is neither a checkpoint JWS nor an existing file`);
+    reading = await readAuthenticCheckpoint(head.jws, keys);
   }
-  if (!(await isCheckpointAuthentic(head, keys))) throw new CliExit(1, `--trusted-head: the checkpoint (seq ${head.seq}, kid ${head.kid}) does not verify with the broker's keys`);
-  return head;
+  if (!reading.authentic) throw new CliExit(1, `--trusted-head: the checkpoint (seq ${reading.claimed?.seq}, kid ${reading.claimed?.kid}) does not verify with the broker's keys`);
+  return reading.checkpoint;
 }
 
 async function runPrune(options: { before: string; yes?: boolean; config?: string }, io: CliIo): Promise<void> {

@@ -1,11 +1,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { CryptoKey } from 'jose';
-import { isCheckpointAuthentic, verifyAuditLog } from '../../audit/checkpoints.js';
+import { verifyAuditLog } from '../../audit/checkpoints.js';
 import { createFormatter, writeRecords } from '../../audit/export.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../../audit/query.js';
 import { AUDIT_DECISIONS } from '../../audit/record.js';
-import { parseCheckpointJws } from '../../audit/trusted-head.js';
+import { readAuthenticCheckpoint } from '../../audit/trusted-head.js';
 import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
 import { InvalidRequestError, InvalidTokenError, NotAcceptableError } from '../../errors.js';
 import type { Limits } from '../../limits/rate-limit.js';
@@ -256,10 +256,9 @@ async function parseTrustedHeadParam(params: Record<string, unknown>, keys: Read
   const raw = params.trusted_head;
   if (raw === undefined) return undefined;
   if (typeof raw !== 'string') throw bad("Query parameter 'trusted_head' must be given once.");
-  const head = parseCheckpointJws(raw);
-  if (head === null) throw bad("'trusted_head' must be a checkpoint's compact JWS.");
-  if (!(await isCheckpointAuthentic(head, keys))) throw bad("'trusted_head' is not a checkpoint signed by the broker's keys.");
-  return head;
+  const reading = await readAuthenticCheckpoint(raw, keys);
+  if (reading.authentic) return reading.checkpoint;
+  throw bad(reading.claimed === null ? "'trusted_head' must be a checkpoint's compact JWS." : "'trusted_head' is not a checkpoint signed by the broker's keys.");
 }
 
 /** A parameter name fit for a message: at most 64 characters, control characters as `?`. */
