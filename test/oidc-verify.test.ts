@@ -610,19 +610,36 @@ describe('verify: remote key refresh', () => {
     }
   });
 
-  it('keys older than the cache max age are refetched before use, even for a known kid', async () => {
+  it('keys older than the cache max age are refetched, even for a known kid (in the background while they may serve as stale keys)', async () => {
     const issuer = await startDevIssuer({ alg: 'ES256' });
     const clock = manualClock();
+    const { onJwksFetch, ended } = recordJwksFetches();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now, onJwksFetch });
       await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
       clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS - 1);
       await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
       clock.advance(1);
       await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      // One discovery and two JWKS fetches.
+      await ended(3);
       assert.equal(issuer.requestCount(JWKS_PATH), 2);
       assert.equal(issuer.requestCount(DISCOVERY_PATH), 1, 'discovery is not repeated');
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('with jwks_stale_if_error_seconds 0, keys older than the cache max age are refetched before use', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksStaleIfErrorSeconds: 0 })], { now: clock.now });
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
     } finally {
       await issuer.close();
     }

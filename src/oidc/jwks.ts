@@ -19,7 +19,7 @@ export interface KeyResolverOptions {
    * (discovery and JWKS). Default 30 s.
    */
   cooldownMs?: number | undefined;
-  /** Remote keys older than this are refetched before use. Default 10 min. */
+  /** Remote keys older than this are refetched (in the background while they may still serve as stale keys). Default 10 min. */
   cacheMaxAgeMs?: number | undefined;
   /** Time budget of one fetch. Default 5 s. */
   timeoutMs?: number | undefined;
@@ -179,9 +179,11 @@ export function createRemoteKeyResolver(
   };
 
   return async (protectedHeader, token) => {
+    const stale = staleKeys();
+    if (stale !== undefined) return matchStale(stale, protectedHeader, token);
+    // No keys yet, or past the stale-if-error bound: only a fetch can answer.
     const current = keys;
-    if (current === undefined || ageMs(current) >= cacheMaxAgeMs + staleIfErrorMs) return match(await refresh(), protectedHeader, token);
-    if (ageMs(current) >= cacheMaxAgeMs) return matchStale(current, protectedHeader, token);
+    if (current === undefined || ageMs(current) >= cacheMaxAgeMs) return match(await refresh(), protectedHeader, token);
     try {
       return await match(current, protectedHeader, token);
     } catch (err) {

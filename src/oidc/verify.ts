@@ -23,7 +23,7 @@ export interface TokenVerifierOptions {
    * Default 30 000 ms.
    */
   jwksCooldownMs?: number;
-  /** Remote keys older than this are refetched before use. Default 600 000 ms. */
+  /** Remote keys older than this are refetched (in the background while they may still serve as stale keys). Default 600 000 ms. */
   jwksCacheMaxAgeMs?: number;
   /** Time budget of one discovery or JWKS fetch. Default 5000 ms. */
   fetchTimeoutMs?: number;
