@@ -99,9 +99,8 @@ export function toInvalidTokenError(
   options: { claim?: string; problem?: InvalidClaimProblem; cause?: unknown } = {},
 ): InvalidTokenError {
   const key = reason === 'invalid_claim' && options.problem !== undefined ? options.problem : reason;
-  const naming = options.claim !== undefined && NAMEABLE_CLAIMS.has(options.claim) ? CLAIM_NAMING_MESSAGES[key] : undefined;
-  const message = naming !== undefined && options.claim !== undefined ? naming(options.claim) : INVALID_TOKEN_MESSAGES[key];
-  return new InvalidTokenError(message, { reason, cause: options.cause });
+  const naming = options.claim !== undefined && NAMEABLE_CLAIMS.has(options.claim) ? CLAIM_NAMING_MESSAGES[key]?.(options.claim) : undefined;
+  return new InvalidTokenError(naming ?? INVALID_TOKEN_MESSAGES[key], { reason, cause: options.cause });
 }
 
 /** True for an algorithm in {@link ASYMMETRIC_JWS_ALGORITHMS}. Never throws. */
