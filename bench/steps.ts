@@ -8,6 +8,7 @@ import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditEntry } from '../src/audit/types.js';
 import { startDevIssuer } from '../src/dev/issuer.js';
 import { createLogger } from '../src/logger.js';
+import { DEFAULT_ISSUER_BOUNDS } from '../src/oidc/issuer-defaults.js';
 import { createTokenVerifier } from '../src/oidc/verify.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
@@ -44,7 +45,7 @@ export async function stepCosts(): Promise<object[]> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-steps-'));
   for (const alg of ['ES256', 'RS256'] as const) {
     const issuer = await startDevIssuer({ port: 0, alg });
-    const verifier = createTokenVerifier([{ name: 'github', issuer: issuer.url, audiences: [AUDIENCE], algorithms: [alg], clockSkewSeconds: 60, jwks: issuer.jwks() }]);
+    const verifier = createTokenVerifier([{ name: 'github', issuer: issuer.url, audiences: [AUDIENCE], algorithms: [alg], clockSkewSeconds: 60, ...DEFAULT_ISSUER_BOUNDS, jwks: issuer.jwks() }]);
     const token = await issuer.mint({ ...CLAIMS, aud: AUDIENCE });
     rows.push(await timeEach(`verify ${alg} token (cached keys)`, 2000, () => verifier.verify(token)));
     await issuer.close();

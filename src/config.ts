@@ -5,7 +5,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { exchangeTimeout, outboundUrl } from './config-fields.js';
 import type { LimitsConfig } from './limits/rate-limit.js';
-import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from './oidc/issuer-defaults.js';
+import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from './oidc/issuer-defaults.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
 import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
@@ -260,7 +260,8 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
       clockSkewSeconds: issuer.clock_skew_seconds,
       maxTokenAgeSeconds: issuer.max_token_age_seconds,
       maxTokenLifetimeSeconds: issuer.max_token_lifetime_seconds,
-      jwksStaleIfErrorSeconds: issuer.jwks_stale_if_error_seconds,
+      // Defaulted here, not in the schema: the schema refuses it next to a jwks_file only when it was written.
+      jwksStaleIfErrorSeconds: issuer.jwks_stale_if_error_seconds ?? DEFAULT_JWKS_STALE_IF_ERROR_SECONDS,
     });
   }
   const auditUrl = file.audit.url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, file.audit.url.slice('sqlite:'.length))}` : file.audit.url;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { DEFAULT_ISSUER_BOUNDS } from '../src/oidc/issuer-defaults.js';
 import { createTokenVerifier } from '../src/oidc/verify.js';
 import type { IssuerConfig } from '../src/oidc/types.js';
 import { readJsonFixture } from './helpers/fixtures.js';
@@ -44,6 +45,7 @@ describe('real GitHub Actions tokens, static JWKS, injected clock', () => {
       jwks: fixture.jwks,
       algorithms: ['RS256'],
       clockSkewSeconds: 60,
+      ...DEFAULT_ISSUER_BOUNDS,
     };
     return createTokenVerifier([config], { ...(time ? { now: () => time } : {}), ...(onJwksFetch ? { onJwksFetch } : {}) });
   }

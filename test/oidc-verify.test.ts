@@ -3,10 +3,11 @@ import { createHash, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
-import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS } from '../src/oidc/issuer-defaults.js';
+import { loadConfig } from '../src/config.js';
+import { DEFAULT_ISSUER_BOUNDS, DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from '../src/oidc/issuer-defaults.js';
 import { DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from '../src/oidc/jwks.js';
 import { MAX_TOKEN_LENGTH } from '../src/oidc/jws.js';
-import type { JwksFetchOutcome } from '../src/oidc/types.js';
+import type { IssuerConfig, JwksFetchOutcome, OnJwksFetch } from '../src/oidc/types.js';
 import { createTokenVerifier, readUnverifiedIdentity, type TokenVerifierOptions } from '../src/oidc/verify.js';
 import { createCapturingLogger } from './helpers/broker-fixture.js';
 import {
@@ -364,11 +365,13 @@ describe('verify: time claims must be usable times', () => {
 
   // Any other claim too: a policy would compare Infinity as a number, and the audit record would show null.
   for (const raw of ['{"big":1e400}', '{"deep":[1,{"x":-1e400}]}']) {
-    it(`a non-finite number anywhere in the claims (${raw}) -> invalid_claim`, async () => {
+    it(`a non-finite number anywhere in the claims (${raw}) -> invalid_claim, before any key is fetched`, async () => {
+      const fetchesBefore = issuer.requestCount(DISCOVERY_PATH) + issuer.requestCount(JWKS_PATH);
       const verifier = createTokenVerifier([issuerConfigFor(issuer)], FAST);
       const token = await issuer.mint({}, { rawClaims: { extra: raw } });
       const err = await assertInvalidToken(verifier.verify(token), 'invalid_claim', token);
       assert.match(err.message, /holds a number beyond what JSON numbers can carry/);
+      assert.equal(issuer.requestCount(DISCOVERY_PATH) + issuer.requestCount(JWKS_PATH), fetchesBefore);
     });
   }
 
@@ -480,7 +483,7 @@ describe('verify: key sources', () => {
   });
 
   it('refuses an invalid issuer list at creation', () => {
-    const base = { name: 'a', issuer: 'https://issuer.example', audiences: ['x'], algorithms: ['RS256'], clockSkewSeconds: 60 };
+    const base = { name: 'a', issuer: 'https://issuer.example', audiences: ['x'], algorithms: ['RS256'], clockSkewSeconds: 60, ...DEFAULT_ISSUER_BOUNDS };
     const bad = [
       [{ ...base, issuer: 'http://issuer.example' }],
       [{ ...base, issuer: 'not a url' }],
@@ -492,6 +495,19 @@ describe('verify: key sources', () => {
       [base, { ...base, issuer: 'https://other.example' }],
     ];
     for (const issuers of bad) assert.throws(() => createTokenVerifier(issuers), TypeError, JSON.stringify(issuers));
+  });
+
+  it('the per-issuer bounds are filled in once, by the config loader; the verifier applies no default of its own', async () => {
+    const { issuers } = await loadConfig(undefined, {});
+    for (const issuer of issuers) {
+      assert.equal(issuer.maxTokenLifetimeSeconds, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, issuer.name);
+      assert.equal(issuer.jwksStaleIfErrorSeconds, DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, issuer.name);
+    }
+    const base = { name: 'a', issuer: 'https://issuer.example', audiences: ['x'], algorithms: ['RS256'], clockSkewSeconds: 60 };
+    for (const bounds of [{ maxTokenLifetimeSeconds: DEFAULT_MAX_TOKEN_LIFETIME_SECONDS }, { jwksStaleIfErrorSeconds: DEFAULT_JWKS_STALE_IF_ERROR_SECONDS }]) {
+      const incomplete = { ...base, ...bounds } as unknown as IssuerConfig;
+      assert.throws(() => createTokenVerifier([incomplete]), TypeError, JSON.stringify(bounds));
+    }
   });
 
   it('several issuers: each token is checked against its own issuer keys and audiences', async () => {
@@ -594,19 +610,36 @@ describe('verify: remote key refresh', () => {
     }
   });
 
-  it('keys older than the cache max age are refetched before use, even for a known kid', async () => {
+  it('keys older than the cache max age are refetched, even for a known kid (in the background while they may serve as stale keys)', async () => {
     const issuer = await startDevIssuer({ alg: 'ES256' });
     const clock = manualClock();
+    const { onJwksFetch, ended } = recordJwksFetches();
     try {
-      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now });
+      const verifier = createTokenVerifier([issuerConfigFor(issuer)], { now: clock.now, onJwksFetch });
       await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
       clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS - 1);
       await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
       assert.equal(issuer.requestCount(JWKS_PATH), 1);
       clock.advance(1);
       await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      // One discovery and two JWKS fetches.
+      await ended(3);
       assert.equal(issuer.requestCount(JWKS_PATH), 2);
       assert.equal(issuer.requestCount(DISCOVERY_PATH), 1, 'discovery is not repeated');
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('with jwks_stale_if_error_seconds 0, keys older than the cache max age are refetched before use', async () => {
+    const issuer = await startDevIssuer({ alg: 'ES256' });
+    const clock = manualClock();
+    try {
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksStaleIfErrorSeconds: 0 })], { now: clock.now });
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+      await verifier.verify(await issuer.mint({}, { issuedAt: clock.seconds() }));
+      assert.equal(issuer.requestCount(JWKS_PATH), 2);
     } finally {
       await issuer.close();
     }
@@ -732,6 +765,28 @@ describe('verify: unavailable issuers', () => {
   });
 });
 
+/**
+ * The outcomes of the verifier's JWKS fetches, in order, and a way to wait
+ * until a number of them have ended: a refresh past the max age runs in the
+ * background, after the verification that started it has resolved.
+ */
+function recordJwksFetches(): { outcomes: JwksFetchOutcome[]; onJwksFetch: OnJwksFetch; ended: (count: number) => Promise<void> } {
+  const outcomes: JwksFetchOutcome[] = [];
+  const waiting: (() => void)[] = [];
+  return {
+    outcomes,
+    onJwksFetch: (_issuer, outcome) => {
+      outcomes.push(outcome);
+      for (const wake of waiting.splice(0)) wake();
+    },
+    ended: (count) =>
+      new Promise((resolve) => {
+        const check = () => (outcomes.length >= count ? resolve() : waiting.push(check));
+        check();
+      }),
+  };
+}
+
 describe('verify: stale-if-error (jwks_stale_if_error_seconds)', () => {
   const STALE_MS = DEFAULT_JWKS_STALE_IF_ERROR_SECONDS * 1000;
 
@@ -739,13 +794,13 @@ describe('verify: stale-if-error (jwks_stale_if_error_seconds)', () => {
     it(`JWKS answering "${mode}" past the max age: the cached keys verify until the bound, with a warning and outcome "stale"; then 503`, async () => {
       const issuer = await startDevIssuer({ alg: 'ES256' });
       const clock = manualClock();
-      const fetches: JwksFetchOutcome[] = [];
+      const { outcomes: fetches, onJwksFetch, ended } = recordJwksFetches();
       const { logger, lines } = createCapturingLogger();
       try {
         const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], {
           now: clock.now,
           fetchTimeoutMs: 300,
-          onJwksFetch: (_name, outcome) => fetches.push(outcome),
+          onJwksFetch,
           logger,
         });
         const mint = () => issuer.mint({}, { issuedAt: clock.seconds() });
@@ -756,6 +811,7 @@ describe('verify: stale-if-error (jwks_stale_if_error_seconds)', () => {
         clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
         const token = await mint();
         await verifier.verify(token);
+        await ended(2);
         assert.equal(issuer.requestCount(JWKS_PATH), 2);
         assert.deepEqual(fetches, ['ok', 'stale']);
         const warnings = lines().map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.level === 'warn');
@@ -772,6 +828,7 @@ describe('verify: stale-if-error (jwks_stale_if_error_seconds)', () => {
         // The last millisecond of the bound: a new attempt fails, the cached keys still verify.
         clock.advance(STALE_MS - 1);
         await verifier.verify(await mint());
+        await ended(3);
         assert.equal(issuer.requestCount(JWKS_PATH), 3);
         assert.deepEqual(fetches, ['ok', 'stale', 'stale']);
 
@@ -792,6 +849,43 @@ describe('verify: stale-if-error (jwks_stale_if_error_seconds)', () => {
       }
     });
   }
+
+  it('past the max age a cached kid verifies at once while the refresh hangs; a later successful refresh replaces the keys', async () => {
+    let issuer = await startDevIssuer({ alg: 'ES256' });
+    const port = Number(new URL(issuer.url).port);
+    const clock = manualClock();
+    const { outcomes, onJwksFetch, ended } = recordJwksFetches();
+    try {
+      // The default fetch timeout (5 s) bounds the hang if the test never releases it.
+      const verifier = createTokenVerifier([issuerConfigFor(issuer, { jwksUri: `${issuer.url}${JWKS_PATH}` })], { now: clock.now, onJwksFetch });
+      const mint = (from: DevIssuer) => from.mint({}, { issuedAt: clock.seconds(), expiresInSeconds: 3600 });
+      const cached = await mint(issuer);
+      await verifier.verify(cached);
+
+      issuer.setFailure('hang');
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+      await verifier.verify(cached);
+      await verifier.verify(await mint(issuer));
+      assert.deepEqual(outcomes, ['ok'], 'both verified while the refresh still hangs');
+
+      // The test releases the hang: the issuer goes down and drops the connection; cached keys bridged it.
+      await issuer.close();
+      await ended(2);
+      assert.deepEqual(outcomes, ['ok', 'stale']);
+
+      // Back on the same URL with a new key. The cached kid still verifies at once, and the refresh it starts replaces the keys.
+      issuer = await startDevIssuer({ alg: 'ES256', port });
+      clock.advance(DEFAULT_JWKS_COOLDOWN_MS);
+      await verifier.verify(cached);
+      await ended(3);
+      assert.deepEqual(outcomes, ['ok', 'stale', 'ok']);
+      await assertInvalidToken(verifier.verify(cached), 'unknown_key', cached);
+      await verifier.verify(await mint(issuer));
+      assert.equal(issuer.requestCount(JWKS_PATH), 1);
+    } finally {
+      await issuer.close();
+    }
+  });
 
   it('stale keys never answer an unknown kid, and a kid the refreshed JWKS withdrew is refused', async () => {
     const issuer = await startDevIssuer({ alg: 'ES256' });

@@ -2,7 +2,6 @@ import { createLocalJWKSet, errors, type CryptoKey, type JSONWebKeySet, type JWK
 import { IssuerUnavailableError } from '../errors.js';
 import { errorSummary, type Logger } from '../logger.js';
 import { createIssuerDiscovery } from './discovery.js';
-import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS } from './issuer-defaults.js';
 import { ISSUER_UNAVAILABLE_MESSAGE, toKeyResolver } from './jws.js';
 import { fetchJson, DEFAULT_FETCH_TIMEOUT_MS } from './safe-fetch.js';
 import { isAllowedOutboundUrl } from './url-policy.js';
@@ -20,14 +19,8 @@ export interface KeyResolverOptions {
    * (discovery and JWKS). Default 30 s.
    */
   cooldownMs?: number | undefined;
-  /** Remote keys older than this are refetched before use. Default 10 min. */
+  /** Remote keys older than this are refetched (in the background while they may still serve as stale keys). Default 10 min. */
   cacheMaxAgeMs?: number | undefined;
-  /**
-   * How long past `cacheMaxAgeMs` cached keys keep verifying while refetches
-   * fail (stale-if-error); 0 turns it off. Default 1 h. {@link createIssuerKeyResolver}
-   * takes it from the issuer's `jwksStaleIfErrorSeconds`.
-   */
-  staleIfErrorMs?: number | undefined;
   /** Time budget of one fetch. Default 5 s. */
   timeoutMs?: number | undefined;
   /** Body size cap of one fetch; default that of `fetchJson` (512 KiB). */
@@ -56,9 +49,8 @@ export interface KeyResolverOptions {
  */
 export function createIssuerKeyResolver(issuer: IssuerConfig, options: KeyResolverOptions = {}): KeyResolver {
   if (issuer.jwks !== undefined) return createStaticKeyResolver(issuer.jwks);
-  const remoteOptions: KeyResolverOptions = { ...options, staleIfErrorMs: (issuer.jwksStaleIfErrorSeconds ?? DEFAULT_JWKS_STALE_IF_ERROR_SECONDS) * 1000 };
-  if (issuer.jwksUri !== undefined) return createRemoteKeyResolver(issuer.name, issuer.jwksUri, remoteOptions);
-  return createDiscoveredKeyResolver(issuer, remoteOptions);
+  if (issuer.jwksUri !== undefined) return createRemoteKeyResolver(issuer, issuer.jwksUri, options);
+  return createDiscoveredKeyResolver(issuer, options);
 }
 
 /**
@@ -85,11 +77,13 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'];
  * size cap, URL policy) and matched with jose's local JWKS rules, with the
  * cache and cooldown jose's remote JWKS has, on the injected clock:
  *
- * - keys older than `cacheMaxAgeMs` are refetched before use;
- * - if that refetch fails, the cached keys keep verifying until they are
- *   `cacheMaxAgeMs + staleIfErrorMs` old (stale-if-error: the fetch counts as
- *   `stale` and is logged as a warning); after that, tokens are refused with
- *   `jwks_unavailable` until a fetch succeeds;
+ * - keys older than `cacheMaxAgeMs` are due for a refetch; until they are
+ *   `cacheMaxAgeMs + staleIfErrorMs` old (the issuer's
+ *   `jwksStaleIfErrorSeconds`) a token whose `kid` they hold verifies with them
+ *   at once while the refetch runs in the background, so an outage adds no
+ *   fetch timeout to an exchange. If that refetch fails, it counts as `stale`
+ *   and is logged as a warning (stale-if-error); after the bound, tokens wait
+ *   on the refetch and are refused with `jwks_unavailable` until one succeeds;
  * - an unknown `kid` refetches at most once per `cooldownMs` (measured from
  *   the last successful fetch); stale keys are no answer to an unknown `kid`,
  *   and a successful fetch replaces every cached key, so a key the issuer has
@@ -101,11 +95,16 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k', 'priv'];
  *
  * @throws TypeError if `jwksUri` is not an allowed outbound URL.
  */
-export function createRemoteKeyResolver(issuerName: string, jwksUri: string, options: KeyResolverOptions = {}): KeyResolver {
+export function createRemoteKeyResolver(
+  issuer: Pick<IssuerConfig, 'name' | 'jwksStaleIfErrorSeconds'>,
+  jwksUri: string,
+  options: KeyResolverOptions = {},
+): KeyResolver {
   if (!isAllowedOutboundUrl(jwksUri)) throw new TypeError('jwksUri must be an https URL, or http to a loopback host');
   const cooldownMs = options.cooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS;
   const cacheMaxAgeMs = options.cacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS;
-  const staleIfErrorMs = options.staleIfErrorMs ?? DEFAULT_JWKS_STALE_IF_ERROR_SECONDS * 1000;
+  const issuerName = issuer.name;
+  const staleIfErrorMs = issuer.jwksStaleIfErrorSeconds * 1000;
   const timeoutMs = options.timeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
   const nowMs = options.nowMs ?? Date.now;
   let keys: CachedKeys | undefined;
@@ -151,18 +150,6 @@ export function createRemoteKeyResolver(issuerName: string, jwksUri: string, opt
       pending = undefined;
     }));
 
-  /** Fresh keys, refetched if past their max age; stale ones only while that refetch fails, within the bound. */
-  const usableKeys = async (): Promise<CachedKeys> => {
-    if (keys !== undefined && ageMs(keys) < cacheMaxAgeMs) return keys;
-    try {
-      return await refresh();
-    } catch (err) {
-      const stale = staleKeys();
-      if (stale !== undefined) return stale;
-      throw err;
-    }
-  };
-
   const match: (from: CachedKeys, ...args: Parameters<KeyResolver>) => Promise<CryptoKey> = async (from, protectedHeader, token) => {
     try {
       return await from.resolve(protectedHeader, token);
@@ -173,13 +160,34 @@ export function createRemoteKeyResolver(issuerName: string, jwksUri: string, opt
     }
   };
 
+  /**
+   * Keys past their max age but inside the stale-if-error bound answer a kid
+   * they hold at once, while the due refresh runs in the background: an outage
+   * then costs no exchange a fetch timeout. Only a kid they lack waits on that
+   * refresh, and stale keys never answer for it.
+   */
+  const matchStale = async (stale: CachedKeys, ...args: Parameters<KeyResolver>): Promise<CryptoKey> => {
+    const refreshing = refresh();
+    // Its failure is counted and logged by fetchKeys; a caller that needs its keys awaits it below.
+    refreshing.catch(() => undefined);
+    try {
+      return await match(stale, ...args);
+    } catch (err) {
+      if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
+    }
+    return match(await refreshing, ...args);
+  };
+
   return async (protectedHeader, token) => {
-    const current = await usableKeys();
+    const stale = staleKeys();
+    if (stale !== undefined) return matchStale(stale, protectedHeader, token);
+    // No keys yet, or past the stale-if-error bound: only a fetch can answer.
+    const current = keys;
+    if (current === undefined || ageMs(current) >= cacheMaxAgeMs) return match(await refresh(), protectedHeader, token);
     try {
       return await match(current, protectedHeader, token);
     } catch (err) {
-      // An unknown kid may be a key rotation: refetch, at most once per cooldown. A miss on stale keys
-      // asks the issuer too (or fails fast inside a failed fetch's cooldown): they never answer for a kid they lack.
+      // An unknown kid may be a key rotation: refetch, at most once per cooldown.
       if (err instanceof errors.JWKSNoMatchingKey && ageMs(current) >= cooldownMs) return match(await refresh(), protectedHeader, token);
       throw err;
     }
@@ -209,7 +217,7 @@ export function createDiscoveredKeyResolver(issuer: IssuerConfig, options: KeyRe
   return async (protectedHeader, token) => {
     if (!remote) {
       const { jwksUri } = await discovery.discover();
-      remote ??= createRemoteKeyResolver(issuer.name, jwksUri, options);
+      remote ??= createRemoteKeyResolver(issuer, jwksUri, options);
     }
     return remote(protectedHeader, token);
   };

@@ -52,7 +52,14 @@ const ASYMMETRIC = new Set(ASYMMETRIC_JWS_ALGORITHMS);
 /** Claim names that may appear in a client message (fixed set: never text from the token). */
 const NAMEABLE_CLAIMS = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti']);
 
-const INVALID_TOKEN_MESSAGES: Record<InvalidTokenReason, string> = {
+/**
+ * What exactly is wrong with a claim refused as `invalid_claim`, when more is
+ * known than "wrong type": it picks the message, the reason stays `invalid_claim`.
+ */
+export type InvalidClaimProblem = 'unusable_time' | 'non_finite_number';
+
+/** The client message of each reason, and of each precise `invalid_claim` problem. */
+const INVALID_TOKEN_MESSAGES: Record<InvalidTokenReason | InvalidClaimProblem, string> = {
   malformed: 'The token is not a well-formed signed JWT.',
   token_too_large: `The token is larger than the ${MAX_TOKEN_LENGTH} characters the broker accepts.`,
   untrusted_key_reference: 'The token names its own verification key (jku, x5u, x5c or jwk header); the broker only uses keys it is configured with.',
@@ -69,32 +76,31 @@ const INVALID_TOKEN_MESSAGES: Record<InvalidTokenReason, string> = {
   audience_mismatch: "The token's audience (aud) is not accepted by this broker.",
   missing_claim: 'The token lacks a required claim.',
   invalid_claim: 'The token has a claim of the wrong type.',
+  unusable_time: 'A time claim of the token is not a usable time: it must be a finite, non-negative number of seconds since 1970.',
+  non_finite_number:
+    'A claim of the token holds a number beyond what JSON numbers can carry (such as 1e400): the broker refuses it rather than decide on, or record, a different value.',
+};
+
+/** The same messages naming the offending claim, for those that can (the claim is one of {@link NAMEABLE_CLAIMS}). */
+const CLAIM_NAMING_MESSAGES: Partial<Record<InvalidTokenReason | InvalidClaimProblem, (claim: string) => string>> = {
+  missing_claim: (claim) => `The token lacks the required "${claim}" claim.`,
+  invalid_claim: (claim) => `The token's "${claim}" claim has the wrong type.`,
+  unusable_time: (claim) => `The token's "${claim}" claim is not a usable time: it must be a finite, non-negative number of seconds since 1970.`,
 };
 
 /**
- * An `InvalidTokenError` with a fixed, client-safe message for `reason`.
- * `claim` is named in the message only if it is one of the registered claims
- * the broker checks, so no token-controlled text reaches a client.
+ * An `InvalidTokenError` with a fixed, client-safe message for `reason`
+ * (with `invalid_claim`, `problem` picks a more precise one). `claim` is named
+ * in the message only if it is one of the registered claims the broker checks,
+ * so no token-controlled text reaches a client.
  */
-export function toInvalidTokenError(reason: InvalidTokenReason, options: { claim?: string; cause?: unknown } = {}): InvalidTokenError {
-  let message = INVALID_TOKEN_MESSAGES[reason];
-  if ((reason === 'missing_claim' || reason === 'invalid_claim') && options.claim !== undefined && NAMEABLE_CLAIMS.has(options.claim)) {
-    message = reason === 'missing_claim' ? `The token lacks the required "${options.claim}" claim.` : `The token's "${options.claim}" claim has the wrong type.`;
-  }
-  return new InvalidTokenError(message, { reason, cause: options.cause });
-}
-
-/** The registered claims that hold a time (RFC 7519 section 2, NumericDate). */
-export type TimeClaim = 'exp' | 'nbf' | 'iat';
-
-/**
- * An `InvalidTokenError` (`invalid_claim`) for a time claim that is a number
- * but no usable time: not finite (`1e400` parses as Infinity) or negative.
- */
-export function toInvalidTimeClaimError(claim: TimeClaim): InvalidTokenError {
-  return new InvalidTokenError(`The token's "${claim}" claim is not a usable time: it must be a finite, non-negative number of seconds since 1970.`, {
-    reason: 'invalid_claim',
-  });
+export function toInvalidTokenError(
+  reason: InvalidTokenReason,
+  options: { claim?: string; problem?: InvalidClaimProblem; cause?: unknown } = {},
+): InvalidTokenError {
+  const key = reason === 'invalid_claim' && options.problem !== undefined ? options.problem : reason;
+  const naming = options.claim !== undefined && NAMEABLE_CLAIMS.has(options.claim) ? CLAIM_NAMING_MESSAGES[key]?.(options.claim) : undefined;
+  return new InvalidTokenError(naming ?? INVALID_TOKEN_MESSAGES[key], { reason, cause: options.cause });
 }
 
 /** True for an algorithm in {@link ASYMMETRIC_JWS_ALGORITHMS}. Never throws. */

@@ -19,15 +19,17 @@ export interface IssuerConfig {
   maxTokenAgeSeconds?: number | undefined;
   /**
    * Reject tokens whose `exp` is further than this (plus the clock skew) after
-   * the broker's now. Default 86 400 (docs/configuration.md, `max_token_lifetime_seconds`).
+   * the broker's now (docs/configuration.md, `max_token_lifetime_seconds`;
+   * `src/config.ts` fills in the default).
    */
-  maxTokenLifetimeSeconds?: number | undefined;
+  maxTokenLifetimeSeconds: number;
   /**
    * How long remote keys keep verifying past their normal refresh while the
-   * issuer's JWKS cannot be fetched. Default 3600; 0 turns it off
-   * (docs/configuration.md, `jwks_stale_if_error_seconds`).
+   * issuer's JWKS cannot be fetched; 0 turns it off (docs/configuration.md,
+   * `jwks_stale_if_error_seconds`; `src/config.ts` fills in the default).
+   * Unused with static `jwks`.
    */
-  jwksStaleIfErrorSeconds?: number | undefined;
+  jwksStaleIfErrorSeconds: number;
 }
 
 /** A token whose signature, issuer, audience and lifetime have been checked. */

@@ -1,18 +1,14 @@
 import { createHash } from 'node:crypto';
 import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
-import { InvalidTokenError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from './issuer-defaults.js';
 import { createIssuerKeyResolver, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from './jwks.js';
 import {
   assertAllowedAlgorithm,
   decodeCompactJwsHeader,
   isAsymmetricJwsAlgorithm,
   MAX_TOKEN_LENGTH,
-  toInvalidTimeClaimError,
   toInvalidTokenError,
   translateVerificationError,
-  type TimeClaim,
 } from './jws.js';
 import { DEFAULT_FETCH_TIMEOUT_MS } from './safe-fetch.js';
 import { isAllowedOutboundUrl } from './url-policy.js';
@@ -27,7 +23,7 @@ export interface TokenVerifierOptions {
    * Default 30 000 ms.
    */
   jwksCooldownMs?: number;
-  /** Remote keys older than this are refetched before use. Default 600 000 ms. */
+  /** Remote keys older than this are refetched (in the background while they may still serve as stale keys). Default 600 000 ms. */
   jwksCacheMaxAgeMs?: number;
   /** Time budget of one discovery or JWKS fetch. Default 5000 ms. */
   fetchTimeoutMs?: number;
@@ -40,7 +36,8 @@ export interface TokenVerifierOptions {
 /** Claims every accepted token must carry (docs/audit.md needs `sub`; `iat` feeds max age and audit). */
 const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat'];
 
-const TIME_CLAIMS: readonly TimeClaim[] = ['exp', 'nbf', 'iat'];
+/** The registered claims that hold a time (RFC 7519 section 2, NumericDate). */
+const TIME_CLAIMS = ['exp', 'nbf', 'iat'] as const;
 
 /**
  * jose checks "iat is not in the future" only when `maxTokenAge` is set, so an
@@ -65,10 +62,11 @@ interface IssuerEntry {
  * 2. header: `jku`, `x5u`, `x5c` or `jwk` present -> `untrusted_key_reference` (never fetched);
  * 3. exact `iss` lookup among the configured issuers -> `unknown_issuer` (nothing is fetched for it);
  * 4. `alg` must be asymmetric and in that issuer's allowlist -> `unsupported_algorithm`;
- * 5. time claims that are numbers must be usable times: `exp`, `nbf`, `iat`
- *    finite and not negative -> `invalid_claim` naming the claim, and `exp` at
- *    most `max_token_lifetime_seconds` plus the clock skew after now ->
- *    `lifetime_too_long` (before any key lookup, so such a token costs no fetch);
+ * 5. numbers must be usable: `exp`, `nbf`, `iat` finite and not negative ->
+ *    `invalid_claim` naming the claim; no other number anywhere in the payload
+ *    non-finite -> `invalid_claim`; `exp` at most `max_token_lifetime_seconds`
+ *    plus the clock skew after now -> `lifetime_too_long` (all before any key
+ *    lookup, so such a token costs no fetch and no signature check);
  * 6. signature with the issuer's keys (static, `jwks_uri`, or discovery);
  * 7. claims with jose on the injected clock: `iss`, `sub`, `aud`, `exp`, `iat`
  *    required, `aud` holds a configured audience, `exp`/`nbf` with the issuer's
@@ -127,7 +125,7 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
 
       // Step 5: jose compares times as given, so Infinity would pass as "never expires".
       const currentDate = now();
-      assertUsableTimes(unverified, entry.config, Math.floor(currentDate.getTime() / 1000));
+      assertUsableNumbers(unverified, entry.config, Math.floor(currentDate.getTime() / 1000));
 
       // Steps 6-7: signature and claims, by jose, on one clock.
       let payload: JWTPayload;
@@ -190,21 +188,24 @@ function decodePayload(token: string): JWTPayload {
 }
 
 /**
- * Refuses time claims no issuer would mean: not finite (`1e400` parses as
- * Infinity, which jose reads as "never expires"), negative, or an `exp`
- * further ahead than the issuer's `max_token_lifetime_seconds` plus its clock
- * skew. Such an `exp` would also keep the token's replay entry alive as long.
- * A missing or non-number claim is left to jose's presence and type checks.
+ * Refuses numbers no issuer would mean: a time claim not finite (`1e400`
+ * parses as Infinity, which jose reads as "never expires") or negative; any
+ * other non-finite number in the payload (see {@link holdsNonFiniteNumber});
+ * an `exp` further ahead than the issuer's `max_token_lifetime_seconds` plus
+ * its clock skew. Such an `exp` would also keep the token's replay entry alive
+ * as long. A missing or non-number time claim is left to jose's presence and
+ * type checks.
  *
- * @throws InvalidTokenError with reason `invalid_claim` (naming the claim) or `lifetime_too_long`.
+ * @throws InvalidTokenError with reason `invalid_claim` or `lifetime_too_long`.
  */
-function assertUsableTimes(payload: JWTPayload, config: IssuerConfig, nowSeconds: number): void {
+function assertUsableNumbers(payload: JWTPayload, config: IssuerConfig, nowSeconds: number): void {
+  // The time claims first, so their refusal names the claim.
   for (const claim of TIME_CLAIMS) {
     const value = payload[claim];
-    if (typeof value === 'number' && !(Number.isFinite(value) && value >= 0)) throw toInvalidTimeClaimError(claim);
+    if (typeof value === 'number' && !(Number.isFinite(value) && value >= 0)) throw toInvalidTokenError('invalid_claim', { claim, problem: 'unusable_time' });
   }
-  const maxLifetimeSeconds = config.maxTokenLifetimeSeconds ?? DEFAULT_MAX_TOKEN_LIFETIME_SECONDS;
-  if (typeof payload.exp === 'number' && payload.exp > nowSeconds + maxLifetimeSeconds + config.clockSkewSeconds) {
+  if (holdsNonFiniteNumber(payload)) throw toInvalidTokenError('invalid_claim', { problem: 'non_finite_number' });
+  if (typeof payload.exp === 'number' && payload.exp > nowSeconds + config.maxTokenLifetimeSeconds + config.clockSkewSeconds) {
     throw toInvalidTokenError('lifetime_too_long');
   }
 }
@@ -226,11 +227,6 @@ function holdsNonFiniteNumber(value: unknown): boolean {
 }
 
 function toVerifiedToken(config: IssuerConfig, payload: JWTPayload, token: string): VerifiedToken {
-  if (holdsNonFiniteNumber(payload)) {
-    throw new InvalidTokenError('A claim of the token holds a number beyond what JSON numbers can carry (such as 1e400): the broker refuses it rather than decide on, or record, a different value.', {
-      reason: 'invalid_claim',
-    });
-  }
   // jose has checked presence, and the types of exp, iat and nbf; the rest is ours.
   const { sub, aud, jti, exp, iat } = payload;
   if (typeof sub !== 'string' || sub.length === 0) throw toInvalidTokenError('invalid_claim', { claim: 'sub' });
@@ -276,10 +272,10 @@ function validateIssuerConfig(config: IssuerConfig): void {
   if (config.maxTokenAgeSeconds !== undefined && !(Number.isFinite(config.maxTokenAgeSeconds) && config.maxTokenAgeSeconds > 0)) {
     throw new TypeError(`${where}: maxTokenAgeSeconds must be > 0`);
   }
-  if (config.maxTokenLifetimeSeconds !== undefined && !(Number.isFinite(config.maxTokenLifetimeSeconds) && config.maxTokenLifetimeSeconds > 0)) {
+  if (!(Number.isFinite(config.maxTokenLifetimeSeconds) && config.maxTokenLifetimeSeconds > 0)) {
     throw new TypeError(`${where}: maxTokenLifetimeSeconds must be > 0`);
   }
-  if (config.jwksStaleIfErrorSeconds !== undefined && !(Number.isFinite(config.jwksStaleIfErrorSeconds) && config.jwksStaleIfErrorSeconds >= 0)) {
+  if (!(Number.isFinite(config.jwksStaleIfErrorSeconds) && config.jwksStaleIfErrorSeconds >= 0)) {
     throw new TypeError(`${where}: jwksStaleIfErrorSeconds must be >= 0`);
   }
 }

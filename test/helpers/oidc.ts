@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { IssuerUnavailableError, InvalidTokenError } from '../../src/errors.js';
 import type { DevIssuer } from '../../src/dev/issuer.js';
+import { DEFAULT_ISSUER_BOUNDS } from '../../src/oidc/issuer-defaults.js';
 import type { IssuerConfig } from '../../src/oidc/types.js';
 
 export const DEV_AUDIENCE = 'http://127.0.0.1:8080';
@@ -18,6 +19,7 @@ export function issuerConfigFor(issuer: DevIssuer, overrides: Partial<IssuerConf
     audiences: [DEV_AUDIENCE],
     algorithms: [issuer.alg],
     clockSkewSeconds: 60,
+    ...DEFAULT_ISSUER_BOUNDS,
     ...overrides,
   };
 }
