@@ -168,7 +168,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
       await limits.close();
       // Summaries of windows still open are written now, while the audit log is.
       await summaries.close();
-      await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { error: errorSummary(err) }));
+      await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { cause: errorSummary(err) }));
       await audit.close();
     },
   };
