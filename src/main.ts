@@ -10,7 +10,7 @@ import type { ServedBroker } from './http/server.js';
 import { openLimits } from './limits/open.js';
 import { LIMIT_NAMES, type Limits } from './limits/rate-limit.js';
 import { DropSummaries } from './limits/summaries.js';
-import type { Logger } from './logger.js';
+import { errorSummary, type Logger } from './logger.js';
 import { createMetrics, type BrokerMetrics } from './metrics.js';
 import { createTokenVerifier } from './oidc/verify.js';
 import { createInFlightDecisions, shutdownWaitMs } from './pipeline/in-flight.js';
@@ -159,16 +159,16 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     reloadPolicies: (trigger = 'sighup') => reloader.reload(trigger),
     policyStatus: () => reloader.status(),
     reloadKeys: (trigger = 'sighup') => keys.reload(trigger),
-    close: async () => {
+    close: async (waitMs = shutdownWaitMs(exchangeTimeoutMs)) => {
       // Every decision in flight gets its record before the audit store closes (docs/architecture.md, "Shutdown").
-      await decisions.drain(shutdownWaitMs(exchangeTimeoutMs));
+      await decisions.drain(waitMs);
       await reloader.close();
       await keys.close();
       await replay.close();
       await limits.close();
       // Summaries of windows still open are written now, while the audit log is.
       await summaries.close();
-      await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { error: err instanceof Error ? err.message : String(err) }));
+      await checkpointer.stop().catch((err: unknown) => logger.warn('final audit checkpoint failed', { cause: errorSummary(err) }));
       await audit.close();
     },
   };

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { openAuditStore } from '../src/audit/open.js';
 import { startDevIssuer } from '../src/dev/issuer.js';
 import { startStsEmulator, type StsEmulator } from './emulators/index.js';
-import { logLine, REPO, spawnCli, waitForOutput } from './helpers/cli.js';
+import { githubServeConfig, logLine, REPO, spawnCli, waitForOutput } from './helpers/cli.js';
 import { localJwtPolicy } from './helpers/oidc.js';
 
 function rawRequest(url: string, options: http.RequestOptions = {}): Promise<{ status: number; body: string }> {
@@ -182,6 +182,24 @@ describe('oidc-broker serve', { concurrency: true }, () => {
     const broker = spawnCli(['serve'], { cwd });
     assert.equal(await broker.exited, 1);
     assert.match(broker.stderr(), /broker\.yaml:3: server: unknown key 'hots'/);
+  });
+
+  test('an audit log that cannot be opened refuses to start; its log line holds the error with its name, code, reason and cause chain', async () => {
+    const cwd = path.join(dir, 'badaudit');
+    await mkdir(path.join(cwd, 'policies'), { recursive: true });
+    // A directory where the database file should be: SQLite cannot open it.
+    await mkdir(path.join(cwd, 'data', 'audit.db'), { recursive: true });
+    await writeFile(path.join(cwd, 'broker.yaml'), githubServeConfig('./data/signing-key.jwk'));
+    const broker = spawnCli(['serve'], { cwd });
+    assert.equal(await broker.exited, 1);
+    const line = logLine('cannot start')(broker.stdout());
+    assert.deepEqual(
+      [line?.error, line?.name, line?.code, line?.reason],
+      ['The audit log cannot be opened.', 'AuditUnavailableError', 'audit_unavailable', 'audit_open_failed'],
+      broker.stdout(),
+    );
+    const cause = line?.cause as { code?: string; message?: string } | undefined;
+    assert.deepEqual([cause?.code, cause?.message], ['SQLITE_CANTOPEN', 'unable to open database file'], broker.stdout());
   });
 
   test('a policy directory that does not compile refuses to start, with file:line errors', async () => {

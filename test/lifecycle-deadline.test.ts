@@ -8,10 +8,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import request from 'supertest';
+import { openAuditStore } from '../src/audit/open.js';
 import type { AuditRecord } from '../src/audit/types.js';
+import { listen, type RunningServer } from '../src/http/server.js';
 import { startGcpEmulator, startStsEmulator, type GcpEmulator, type StsEmulator } from './emulators/index.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 
@@ -191,6 +194,54 @@ describe('shutdown', () => {
     } finally {
       answerLate();
       await own.close();
+    }
+  });
+
+  test('the whole shutdown keeps to one bound: the decisions in flight get only what the HTTP wait left of it, and the one still deciding is recorded as abandoned', async () => {
+    // The exchange deadline (30 s) is far past the shutdown's bound (3 s): only shutdown ends the call.
+    const graceMs = 3_000;
+    const own = await startBrokerFixture({
+      policies: { 'aws-deploy.yaml': `issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: aws\n  role_arn: ${ROLE}\n` },
+      providerConfig: `  aws:\n    region: eu-west-1\n    endpoint: ${sts.url}\n`,
+      exchangeTimeoutSeconds: 30,
+    });
+    let answerLate!: () => void;
+    sts.setFault({ kind: 'delay', until: new Promise<void>((resolve) => (answerLate = resolve)), times: 1 });
+    let running: RunningServer | undefined;
+    try {
+      running = await listen(own.broker, { host: '127.0.0.1', port: 0, logger: own.broker.deps.logger, graceMs });
+      const calls = sts.requests.length;
+      const token = await own.issuer.mint({ aud: AUDIENCE, ...CLAIMS });
+      // Over the listener, so the HTTP wait holds for this request until the bound.
+      const cut = new Promise<Error>((resolve, reject) => {
+        const req = http.request(`${running!.url}/v1/exchange`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } });
+        req.on('response', (res) => reject(new Error(`answered ${res.statusCode}`)));
+        req.on('error', resolve);
+        req.end(JSON.stringify({ policy: 'aws-deploy' }));
+      });
+      await eventually(() => sts.requests[calls]);
+      const startedAt = performance.now();
+      await running.shutdown();
+      const tookMs = performance.now() - startedAt;
+      // An upper bound only, and a generous one: the records and the stores' close fit in half the bound again.
+      assert.ok(tookMs < 1.5 * graceMs, `shutdown took ${Math.round(tookMs)} ms, past its ${graceMs} ms bound`);
+      await cut;
+      const store = await openAuditStore(`sqlite:${path.join(own.dir, 'data', 'audit.db')}`);
+      try {
+        const records = (await store.query({ limit: 1000 })).events.filter((e) => e.policy === 'aws-deploy');
+        assert.equal(records.length, 1);
+        assert.equal(records[0]!.decision, 'error');
+        assert.match(records[0]!.reason ?? '', /^abandoned_at_shutdown: /);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      answerLate();
+      // Shutdown closes the broker (once, however often it is called), so the fixture's own close would close it twice.
+      if (running) await running.shutdown();
+      else await own.broker.close();
+      await own.issuer.close();
+      await rm(own.dir, { recursive: true, force: true });
     }
   });
 });

@@ -41,8 +41,10 @@ export function registerServeCommand(program: Command, io: CliIo): void {
           logger.error('cannot start', { error: err.message });
           throw new CliExit(1, `cannot start:\n${err.message}`);
         }
-        // The root cause (a driver's code and message, say) is only in the log: the error's message is the sentence callers see.
-        logger.error('cannot start', { error: err instanceof Error ? err.message : String(err), cause: errorSummary(err instanceof Error ? err.cause : undefined) });
+        // `error` is the sentence callers see; the rest of the summary (the error's name, code and reason, and under `cause`
+        // its whole chain down to a driver's code and message, say) is only in the log.
+        const { message, value, ...summary } = errorSummary(err) ?? {};
+        logger.error('cannot start', { error: message ?? value, ...summary });
         throw err;
       }
       const server = running;
@@ -56,7 +58,7 @@ export function registerServeCommand(program: Command, io: CliIo): void {
           server.shutdown().then(
             () => resolve(true),
             (err: unknown) => {
-              logger.error('shutdown failed', { error: err instanceof Error ? err.message : String(err) });
+              logger.error('shutdown failed', { cause: errorSummary(err) });
               resolve(false);
             },
           );

@@ -17,12 +17,19 @@ export interface ServedBroker {
   adminApp: http.RequestListener;
   /** What records the requests Node refuses before any route runs. */
   deps: ExchangeDeps;
-  /** How long shutdown waits for requests in flight before cutting connections: the exchange deadline plus a margin, so a finishing exchange's answer still reaches its caller. */
+  /**
+   * How long shutdown waits, in all, for the requests and decisions in flight: the exchange deadline plus a
+   * margin, so a finishing exchange's answer still reaches its caller. One bound for the whole shutdown, so
+   * the supervisor's grace period can cover it (docs/architecture.md, "Shutdown").
+   */
   graceMs: number;
   /** Stops taking requests (readyz 503) before the server closes. */
   stopAccepting(): void;
-  /** Waits (bounded) for the decisions in flight to be recorded, stops watching the policy directory, flushes and closes the stores. */
-  close(): Promise<void>;
+  /**
+   * Waits up to `waitMs` (what is left of shutdown's one deadline; `graceMs` when not given) for the decisions in
+   * flight to be recorded, abandons and records the rest, stops watching the policy directory, flushes and closes the stores.
+   */
+  close(waitMs?: number): Promise<void>;
 }
 
 export interface RunningServer {
@@ -39,7 +46,17 @@ export interface RunningServer {
  * (README.md#quick-start); with `adminPort`, a second listener on the same host
  * serves the admin app, and the line holds its URL too.
  */
-export async function listen(broker: ServedBroker, options: { host: string; port: number; adminPort?: number | undefined; logger: Logger; graceMs?: number }): Promise<RunningServer> {
+export async function listen(
+  broker: ServedBroker,
+  options: {
+    host: string;
+    port: number;
+    adminPort?: number | undefined;
+    logger: Logger;
+    /** The whole shutdown's bound, when not the broker's `graceMs`. */
+    graceMs?: number;
+  },
+): Promise<RunningServer> {
   const server = await listenOn(broker.app, options.host, options.port, broker.deps);
   let admin: http.Server | undefined;
   try {
@@ -58,6 +75,9 @@ export async function listen(broker: ServedBroker, options: { host: string; port
   const shutdown = () =>
     (shuttingDown ??= (async () => {
       const graceMs = options.graceMs ?? broker.graceMs;
+      // One deadline, set now, for the HTTP wait and the decisions' drain together: each getting the whole bound
+      // would double it, past the supervisor's grace period, and its SIGKILL would lose the records shutdown waits for.
+      const deadline = performance.now() + graceMs;
       options.logger.info('shutting down', { in_flight_decisions: broker.deps.decisions.count(), grace_ms: graceMs });
       broker.stopAccepting();
       closeWhenAnswered();
@@ -69,7 +89,7 @@ export async function listen(broker: ServedBroker, options: { host: string; port
         for (const s of servers) s.closeAllConnections();
         await closed;
       }
-      await broker.close();
+      await broker.close(Math.max(0, deadline - performance.now()));
       options.logger.info('stopped');
     })());
   return { url, server, adminUrl, shutdown };

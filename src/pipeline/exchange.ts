@@ -1,4 +1,5 @@
 import { ExchangeTimeoutError, NotReadyError, toBrokerError, type BrokerError } from '../errors.js';
+import { errorSummary } from '../logger.js';
 import { settle, startDecision } from './record.js';
 import { allowedGrant, claimReplay, issue, limitSubject, lookUpAndEvaluate, validateInput } from './steps.js';
 import type { ExchangeDeps, ExchangeInput, ExchangeResult, Facts, Issued, Refused } from './types.js';
@@ -76,8 +77,15 @@ async function decideWithinDeadline(deps: ExchangeDeps, input: ExchangeInput, is
         });
       } else if (late.facts.replayKey !== undefined && recorded.replayKey === undefined) {
         // A claim that landed after the end issued nothing, and the refusal's record could not release it:
-        // release it here, or the token stays spent though nothing was minted.
-        await deps.replay.release(late.facts.replayKey).catch(() => undefined);
+        // release it here, or the token stays spent though nothing was minted. If that fails too, only the log
+        // can tell the caller's operator why the token is refused as replayed.
+        await deps.replay.release(late.facts.replayKey).catch((err: unknown) =>
+          deps.logger.warn('replay claim not released: the token stays spent though nothing was issued', {
+            request_id: input.requestId,
+            issuance_id: issuanceId,
+            cause: errorSummary(err),
+          }),
+        );
       }
     });
     return { kind: 'refused', facts: recorded, error: first };
