@@ -49,11 +49,11 @@ export interface AuditBackend {
    */
   readonly forbiddenCharacter: string | null;
   /**
-   * How long an append may wait in the queue for its batch before it fails
-   * (the bound on one batch), or null where appends never wait behind a
-   * batch in flight (a synchronous driver).
+   * How long an append may wait in the queue for its batch before it fails:
+   * the bound on one batch (both backends write off the event loop, so
+   * appends queue behind a batch in flight).
    */
-  readonly batchDeadlineMs: number | null;
+  readonly batchDeadlineMs: number;
   /**
    * True if `err`, from appendBatch, is the database refusing a value it was
    * given (a constraint, a trigger, a value or index entry it cannot hold),

@@ -20,8 +20,8 @@ export interface GroupCommitOptions {
   write: (entries: readonly AuditEntry[]) => Promise<(AuditRecord | Error)[]>;
   /** Whether a failure of `write` is the database refusing a value (AuditBackend.isValueRefusal). */
   isValueRefusal: (err: unknown) => boolean;
-  /** How long an entry may wait in the queue; null for no bound. */
-  deadlineMs: number | null;
+  /** How long an entry may wait in the queue. */
+  deadlineMs: number;
   /** Called after each committed batch with its latency, in seconds. */
   onAppendSeconds?: ((seconds: number) => void) | undefined;
 }
@@ -60,15 +60,13 @@ export function createGroupCommit(options: GroupCommitOptions): GroupCommit {
 
   function startBatch(): void {
     if (inFlight !== null || queue.length === 0) return;
-    if (deadlineMs !== null) {
-      // Behind a slow database the queue grows; nobody waits longer than a batch may take.
-      const expired = performance.now() - deadlineMs;
-      if (queue[0]!.queuedAt < expired) {
-        const failure = writeFailed(new Error('timed out waiting in the append queue'));
-        for (const p of queue.filter((p) => p.queuedAt < expired)) p.reject(failure);
-        queue = queue.filter((p) => p.queuedAt >= expired);
-        if (queue.length === 0) return;
-      }
+    // Behind a slow database the queue grows; nobody waits longer than a batch may take.
+    const expired = performance.now() - deadlineMs;
+    if (queue[0]!.queuedAt < expired) {
+      const failure = writeFailed(new Error('timed out waiting in the append queue'));
+      for (const p of queue.filter((p) => p.queuedAt < expired)) p.reject(failure);
+      queue = queue.filter((p) => p.queuedAt >= expired);
+      if (queue.length === 0) return;
     }
     const batch = queue.slice(0, MAX_BATCH);
     queue = queue.slice(batch.length);
