@@ -288,9 +288,19 @@ export function verifyChain(records: Iterable<AuditRecord>, options: ChainVerify
   return verifier.result();
 }
 
+/**
+ * JSON.stringify writes U+0000 and lone surrogates as `\u` escapes (every other
+ * character of those ranges as itself), so JSON text without such an escape
+ * parses back to text both stores keep exactly; a `\\u0000` that is an escaped
+ * backslash merely takes the slow path.
+ */
+const UNSTORABLE_ESCAPE = /\\u(?:0000|d[89a-f])/i;
+
 function jsonRoundTrip<T>(value: T): T {
   // Throws TypeError for a cycle or a BigInt, which is what we want.
-  return toStorableJson(JSON.parse(JSON.stringify(value))) as T;
+  const json = JSON.stringify(value);
+  const parsed: unknown = JSON.parse(json);
+  return (UNSTORABLE_ESCAPE.test(json) ? toStorableJson(parsed) : parsed) as T;
 }
 
 /**
@@ -318,12 +328,11 @@ function toStorableJson(value: unknown): unknown {
  * stay distinct, and the same object always gets the same names.
  */
 function toStorableObject(object: Record<string, unknown>): Record<string, unknown> {
-  const entries = Object.entries(object);
-  const taken = new Set(entries.map(([key]) => key).filter((key) => toStorableText(key) === key));
+  const entries = Object.entries(object).map(([key, value]) => ({ key, storable: toStorableText(key), value }));
+  const taken = new Set(entries.filter((e) => e.storable === e.key).map((e) => e.key));
   // Object.fromEntries defines own properties, so a `__proto__` claim stays a claim.
   return Object.fromEntries(
-    entries.map(([key, value]) => {
-      const storable = toStorableText(key);
+    entries.map(({ key, storable, value }) => {
       let name = storable;
       if (storable !== key) {
         for (let n = 2; taken.has(name); n += 1) name = `${storable}#${n}`;
