@@ -163,7 +163,7 @@ describe('rotate, reload by the poll timer, retire', () => {
 
   test('the active key cannot be retired, nor an unknown kid: exit 1, the file unchanged', async () => {
     const before = await readFile(keyFile, 'utf8');
-    const active = await cli(['keys', 'retire', newKid, '-c', configPath]);
+    const active = await cli(['keys', 'retire', '-c', configPath, '--', newKid]);
     assert.equal(active.code, 1);
     assert.match(active.stderr, new RegExp(`^oidc-broker: ${newKid} is the active key and cannot be retired; run 'oidc-broker keys rotate' first`));
     const unknown = await cli(['keys', 'retire', 'no-such-kid', '-c', configPath]);
@@ -182,10 +182,10 @@ describe('rotate, reload by the poll timer, retire', () => {
       await store.close();
     }
 
-    const run = await cli(['keys', 'retire', firstKid, '-c', configPath]);
+    const run = await cli(['keys', 'retire', '-c', configPath, '--', firstKid]);
     assert.equal(run.code, 0, run.stderr);
     assert.match(run.stdout, new RegExp(`^retired ${firstKid}: no longer in the JWKS`));
-    const again = await cli(['keys', 'retire', firstKid, '-c', configPath]);
+    const again = await cli(['keys', 'retire', '-c', configPath, '--', firstKid]);
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /was retired already; nothing changed/);
 

@@ -452,7 +452,7 @@ describe('three replicas on one PostgreSQL, one Redis, one policy directory and 
 
     // Retiring the old key takes it out of the JWKS, not out of the file: the checkpoint it signed still verifies.
     const oldKid = logLine('audit checkpoint')(started.find((r) => r.name === 'brief')!.run.stdout())?.kid as string;
-    const retired = await cliProcess(['keys', 'retire', oldKid, '--config', configPath], { cwd: dir });
+    const retired = await cliProcess(['keys', 'retire', '--config', configPath, '--', oldKid], { cwd: dir });
     assert.equal(retired.code, 0, retired.stderr);
     replacement.run.child.kill('SIGHUP');
     await waitForOutput(replacement.run, logLine('signing keys reloaded'));
