@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import request from 'supertest';
 import { AUDIENCE, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import { localJwtPolicy } from './helpers/oidc.js';
+import { startRedisProxy, type RedisProxy } from './helpers/redis-proxy.js';
 
 describe('shutdown', () => {
   test('a final audit checkpoint the database refuses is logged with its cause chain, and the store still closes', async () => {
@@ -40,47 +41,28 @@ describe('shutdown', () => {
 const REPLAY_KEY_PREFIX = 'oidc-broker:replay:';
 
 /**
- * A loopback TCP proxy to the real Redis for the replay store's commands: told
- * to hold, it keeps them unanswered; told to pass the held ones on, it then
- * drops every later one (a Redis that stops answering). Every other command
- * (the rate limits share the URL) goes through.
+ * Steers the replay store's commands through the proxy: held until
+ * `passHeldThenDrop()` passes them on and drops every later one (a Redis that
+ * stops answering). Every other command (the rate limits share the URL) goes
+ * through.
  */
-async function startReplayRedisProxy() {
-  const sockets = new Set<net.Socket>();
-  let mode: 'pass' | 'hold' | 'drop' = 'pass';
-  const held: { client: net.Socket; upstream: net.Socket; chunk: Buffer }[] = [];
-  const server = net.createServer((client) => {
-    const upstream = net.connect(6379, '127.0.0.1');
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-    }
-    client.on('data', (chunk: Buffer) => {
-      if (mode === 'pass' || !chunk.includes(REPLAY_KEY_PREFIX)) upstream.write(chunk);
-      else if (mode === 'hold') held.push({ client, upstream, chunk });
-    });
-    upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
+function holdReplayCommands(proxy: RedisProxy) {
+  const held: { forward: () => void; client: net.Socket }[] = [];
+  proxy.route((chunk, forward, client) => {
+    if (!chunk.includes(REPLAY_KEY_PREFIX)) forward();
+    else held.push({ forward, client });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
-    url: `redis://127.0.0.1:${(server.address() as net.AddressInfo).port}/0`,
-    hold: () => void (mode = 'hold'),
     holding: () => held.length > 0,
     /** Passes the held commands on and drops later ones; resolves once the connection they came on closes. */
     passHeldThenDrop(): Promise<void> {
-      mode = 'drop';
+      proxy.route((chunk, forward) => {
+        if (!chunk.includes(REPLAY_KEY_PREFIX)) forward();
+      });
       const client = held[0]!.client;
       const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
-      for (const { upstream, chunk } of held.splice(0)) upstream.write(chunk);
+      for (const { forward } of held.splice(0)) forward();
       return closed;
-    },
-    async close() {
-      const closed = new Promise((resolve) => server.close(resolve));
-      for (const socket of sockets) socket.destroy();
-      await closed;
     },
   };
 }
@@ -92,7 +74,7 @@ async function eventually(probe: () => boolean | Promise<boolean>): Promise<void
 
 describe('an exchange abandoned at shutdown while its replay claim is on its way', () => {
   test('a claim that lands late and cannot be released either is not silent: a warning names the request and the cause', async () => {
-    const proxy = await startReplayRedisProxy();
+    const proxy = await startRedisProxy();
     let fx: BrokerFixture | undefined;
     try {
       fx = await startBrokerFixture({ policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com') }, extraConfig: `replay:\n  url: "${proxy.url}"\n` });
@@ -100,14 +82,14 @@ describe('an exchange abandoned at shutdown while its replay claim is on its way
       // The Redis store queues nothing before it is connected.
       await eventually(async () => (await request(broker.app).get('/readyz')).status === 200);
       const token = await fx.issuer.mint({ aud: AUDIENCE, repository: 'acme/api' });
-      proxy.hold();
+      const replay = holdReplayCommands(proxy);
       const answered = request(broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' }).then((res) => res);
-      await eventually(proxy.holding);
+      await eventually(replay.holding);
       // Shutdown that waits no longer: the exchange ends as abandoned while its claim is still on its way.
       const drained = broker.deps.decisions.drain(0);
       await eventually(() => broker.deps.decisions.abandoned.aborted);
       // The claim lands now, after the end; releasing it gets no answer, and the store drops the connection it timed out on.
-      await proxy.passHeldThenDrop();
+      await replay.passHeldThenDrop();
       await drained;
       const res = await answered;
       assert.equal(res.status, 503, JSON.stringify(res.body));

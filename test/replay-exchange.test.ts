@@ -13,6 +13,7 @@ import { createBroker } from '../src/main.js';
 import type { DevIssuerAlgorithm } from '../src/dev/issuer.js';
 import type { AuditRecord } from '../src/audit/types.js';
 import { localJwtPolicy } from './helpers/oidc.js';
+import { passEverything, startRedisProxy, type RedisProxy } from './helpers/redis-proxy.js';
 
 const REDIS_URL = 'redis://127.0.0.1:6379/0';
 
@@ -206,46 +207,6 @@ for (const broken of ['unreachable', 'hanging'] as const) {
   });
 }
 
-/**
- * A loopback TCP proxy to the real Redis that can drop what the broker sends
- * (a Redis that hangs after the handshake) or go away and come back on the
- * same port (a Redis restart).
- */
-async function startRedisProxy(): Promise<{ port: number; blackhole(on: boolean): void; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  let dropping = false;
-  const server = net.createServer((client) => {
-    const upstream = net.connect(6379, '127.0.0.1');
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-    }
-    client.on('data', (chunk: Buffer) => {
-      if (!dropping) upstream.write(chunk);
-    });
-    upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  const cut = async () => {
-    const closed = new Promise((resolve) => server.close(resolve));
-    for (const socket of sockets) socket.destroy();
-    await closed;
-  };
-  return {
-    port,
-    blackhole: (on) => {
-      dropping = on;
-    },
-    cut,
-    restore: () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve)),
-    close: cut,
-  };
-}
-
 /** Polls until `probe` holds; bounded by the test runner's timeout, not by a threshold of ours. */
 async function eventually(probe: () => Promise<boolean>): Promise<void> {
   while (!(await probe())) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -253,7 +214,7 @@ async function eventually(probe: () => Promise<boolean>): Promise<void> {
 
 describe('a Redis that hangs after the handshake, or goes away and comes back', () => {
   let fx: BrokerFixture;
-  let proxy: Awaited<ReturnType<typeof startRedisProxy>>;
+  let proxy: RedisProxy;
   const ready = async () => (await request(fx.broker.app).get('/readyz')).status === 200;
   before(async () => {
     proxy = await startRedisProxy();
@@ -265,12 +226,13 @@ describe('a Redis that hangs after the handshake, or goes away and comes back', 
   });
 
   test('commands that get no answer time out: 503 replay_unavailable; answers again once Redis does', async () => {
-    proxy.blackhole(true);
+    // A Redis that hangs after the handshake: nothing the broker sends gets through.
+    proxy.route(() => undefined);
     const res = await exchangeCall(fx, await fx.issuer.mint(CLAIMS));
     assert.equal(res.status, 503, JSON.stringify(res.body));
     assert.equal(res.body.error, 'replay_unavailable');
     assert.equal((await request(fx.broker.app).get('/readyz')).body.checks.replay, 'unavailable');
-    proxy.blackhole(false);
+    proxy.route(passEverything);
     await eventually(ready);
     assert.equal((await exchangeCall(fx, await fx.issuer.mint(CLAIMS))).status, 200);
   });
