@@ -6,6 +6,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { startStsEmulator, type StsEmulator } from './emulators/index.js';
 import type { AuditRecord } from '../src/audit/types.js';
 import { explain } from '../src/pipeline/explain.js';
 
@@ -473,5 +474,104 @@ describe('with 2,000 deny policies the answer stays small and names only the den
     assert.ok(denials.every((e) => e.conditions.length <= 32));
     assert.ok(denials.some((e) => e.conditions.length < 32), 'the byte bound dropped conditions');
     assert.deepEqual(res.body.evaluations[0].policy, 'deploy');
+  });
+});
+
+describe('explain renders the grant of an allowed policy as the exchange does: a token the exchange refuses there is not "allow"', () => {
+  const BROKER_KEY = { accessKeyId: 'AKIAOIDCBROKERTEST02', secretAccessKey: 'broker/secret/key/for/explain/tests/0000000' };
+  const RENDER_POLICIES = {
+    'aws-tag.yaml': `
+name: aws-tag
+issuer: local
+claims:
+  repository: acme/api
+grant:
+  provider: aws
+  role_arn: arn:aws:iam::123456789012:role/deploy-api
+  session_tags:
+    ref: \${ref}
+`,
+    'jwt-env.yaml': `
+name: jwt-env
+issuer: local
+claims:
+  repository: acme/api
+grant:
+  provider: jwt
+  audience: https://deploy.example.com/\${environment}
+`,
+  };
+  const savedEnv = { ...process.env };
+  let sts: StsEmulator;
+  let renderFx: BrokerFixture;
+
+  before(async () => {
+    sts = await startStsEmulator({ ...BROKER_KEY, region: 'eu-west-1' });
+    process.env.AWS_ACCESS_KEY_ID = BROKER_KEY.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = BROKER_KEY.secretAccessKey;
+    delete process.env.AWS_SESSION_TOKEN;
+    delete process.env.AWS_PROFILE;
+    renderFx = await startBrokerFixture({ policies: RENDER_POLICIES, providerConfig: `  aws:\n    region: eu-west-1\n    endpoint: ${sts.url}\n    timeout_seconds: 3\n` });
+  });
+
+  after(async () => {
+    await renderFx.close();
+    await sts.close();
+    process.env = savedEnv;
+  });
+
+  async function mintFor(claims: Record<string, unknown>): Promise<string> {
+    const token = await renderFx.issuer.mint({ aud: AUDIENCE, ...GOOD_CLAIMS, ...claims });
+    secrets.push(token);
+    return token;
+  }
+
+  /** Explains, then exchanges, a token with these claims; with the audit records of both. */
+  async function explainAndExchange(
+    policy: string,
+    claims: Record<string, unknown>,
+  ): Promise<{ explained: request.Response; exchanged: request.Response; explainRecord: AuditRecord | undefined; exchangeRecord: AuditRecord }> {
+    const explained = await request(renderFx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${await mintFor(claims)}`).send({ policy });
+    const exchanged = await request(renderFx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${await mintFor(claims)}`).send({ policy });
+    const res = await request(renderFx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`).query({ limit: 1000 });
+    const events = res.body.events as AuditRecord[];
+    return { explained, exchanged, explainRecord: events.find((e) => e.id === explained.body.explain_id), exchangeRecord: events[events.length - 1]! };
+  }
+
+  test("a `ref` holding '#' under a policy tagging `ref`: explain says deny (session_tag_invalid), and the exchange refuses with the same reason and message", async () => {
+    const calls = sts.callCount();
+    const { explained, exchanged, explainRecord, exchangeRecord } = await explainAndExchange('aws-tag', { ref: 'refs/heads/fix#1' });
+    assert.equal(explained.status, 200, JSON.stringify(explained.body));
+    assert.equal(explained.body.decision, 'deny');
+    assert.equal(explained.body.reason, 'session_tag_invalid');
+    assert.ok(explained.body.message.startsWith("The policy's session tag 'ref' cannot be filled from this token: "), explained.body.message);
+    // Every condition held: the refusal is the grant's, not the policy's conditions'.
+    assert.equal(evaluationOf(explained.body, 'aws-tag').matched, true);
+
+    assert.equal(exchanged.status, 403, JSON.stringify(exchanged.body));
+    assert.equal(exchanged.body.error, 'access_denied');
+    assert.equal(exchanged.body.error_description, explained.body.message);
+    assert.equal(exchangeRecord.decision, 'denied');
+    assert.equal(exchangeRecord.reason, `session_tag_invalid: ${explained.body.message}`);
+    assert.equal(sts.callCount(), calls, 'neither explain nor the exchange called STS');
+    assert.equal(explainRecord?.decision, 'explain');
+    assert.equal(explainRecord.reason, `deny: session_tag_invalid: ${explained.body.message}`);
+  });
+
+  test('the same policy with a `ref` that fits: explain says allow and the exchange issues', async () => {
+    const { explained, exchanged } = await explainAndExchange('aws-tag', { ref: 'refs/heads/main' });
+    assert.equal(explained.body.decision, 'allow', JSON.stringify(explained.body));
+    assert.equal(explained.body.reason, 'allowed');
+    assert.equal(exchanged.status, 200, JSON.stringify(exchanged.body));
+    secrets.push(exchanged.body.credentials.SecretAccessKey, exchanged.body.credentials.SessionToken);
+    assert.equal(sts.requests.at(-1)!.Tags.find((t) => t.Key === 'ref')?.Value, 'refs/heads/main');
+  });
+
+  test('a jwt audience template on an absent claim: explain says deny (template_claim_unusable), as the exchange does', async () => {
+    const { explained, exchanged } = await explainAndExchange('jwt-env', {});
+    assert.equal(explained.body.decision, 'deny', JSON.stringify(explained.body));
+    assert.equal(explained.body.reason, 'template_claim_unusable');
+    assert.equal(exchanged.status, 403, JSON.stringify(exchanged.body));
+    assert.equal(exchanged.body.error_description, explained.body.message);
   });
 });

@@ -1,11 +1,13 @@
 import { toBrokerError } from '../errors.js';
+import { withGrantRendered } from '../policy/explain.js';
 import { settle, startDecision } from './record.js';
 import { limitSubject, lookUpAndEvaluate, validateInput } from './steps.js';
 import type { ExchangeDeps, Explained, ExplainInput, ExplainResult, Facts, Refused } from './types.js';
 
 /**
  * Explain (openapi.yaml, `POST /v1/explain`): the first half of the
- * exchange pipeline (verify, look up, evaluate), then the decision is answered
+ * exchange pipeline (verify, look up, evaluate, and render the grant of an
+ * allowed policy, which calls no upstream), then the decision is answered
  * whatever it is. Never claims the token against replay and never issues, so
  * an explained token can still be exchanged. One audit record: decision
  * `explain` with the outcome in `reason`; a refusal before evaluation (bad
@@ -34,7 +36,8 @@ async function decideExplain(deps: ExchangeDeps, input: ExplainInput): Promise<E
     await limitSubject(deps.limits.explains_per_subject, token);
     // Only the deny index's candidates, as the exchange evaluates: the cost of an explain must not grow with the policies.
     const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token);
-    return { kind: 'explained', facts: { token, policy }, decision };
+    // The exchange would render the grant next: a token it would refuse there is not "allow".
+    return { kind: 'explained', facts: { token, policy }, decision: withGrantRendered(policy, decision, token.claims) };
   } catch (err) {
     return { kind: 'refused', facts, error: toBrokerError(err) };
   }

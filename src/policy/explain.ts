@@ -1,3 +1,4 @@
+import { grantRenderRefusal } from '../providers/registry.js';
 import { evaluate, type EvaluationToken } from './evaluate.js';
 import type { CompileContext, CompiledPolicy, ConditionOperator, ConditionResult, Decision, Effect, PolicySet } from './types.js';
 
@@ -13,7 +14,7 @@ export interface ExplainOutput {
   /** The policy the request named. */
   policy: string;
   decision: 'allow' | 'deny';
-  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `issuer_mismatch`, `not_an_allow_policy` (offline also `audience_not_accepted`). */
+  /** Machine reason: `allowed`, `conditions_not_met`, `denied_by_policy`, `issuer_mismatch`, `not_an_allow_policy` (offline also `audience_not_accepted`), or the grant rendering's refusal (`session_tag_invalid`, `template_claim_unusable`, ...: docs/providers.md). */
   reason: string;
   /** Sentence; names failing claims and the token's values, never another policy's values. */
   message: string;
@@ -173,6 +174,19 @@ function hidesActual(c: ConditionResult): boolean {
   return c.expected === HIDDEN && c.operator === 'cel' && typeof c.actual !== 'boolean';
 }
 
+/**
+ * An allow decision as the exchange would end it: the grant is rendered for
+ * the token's claims (pure, no upstream call), and a grant the claims cannot
+ * fill turns the decision into that refusal, with the reason and message the
+ * exchange gives (docs/providers.md, "Claim templates and how claim values
+ * are made safe"). The evaluations stay: every condition held.
+ */
+export function withGrantRendered(policy: CompiledPolicy, decision: Decision, claims: Readonly<Record<string, unknown>>): Decision {
+  if (!decision.allowed || policy.grant === undefined) return decision;
+  const refusal = grantRenderRefusal(policy.grant, claims);
+  return refusal === null ? decision : { ...decision, allowed: false, reason: refusal.reason ?? 'access_denied', message: refusal.message };
+}
+
 /** A token as the offline commands (`policy explain`, `policy test`) make it up: nothing is verified. */
 export interface OfflineToken extends EvaluationToken {
   /** True when the audiences were not given and the issuer's first configured audience was used. */
@@ -198,7 +212,8 @@ export function offlineToken(ctx: CompileContext, issuerName: string, claims: Re
  * The decision an exchange of this (unverified) token would get, for the
  * offline commands. Like the broker's verifier, a token none of whose
  * audiences the issuer accepts is refused before any policy is evaluated
- * (reason `audience_not_accepted`). Every deny policy of the issuer is
+ * (reason `audience_not_accepted`); like its issue step, an allowed token
+ * whose claims cannot fill the grant is refused (`withGrantRendered`). Every deny policy of the issuer is
  * evaluated (not just the deny index's candidates), and their expected values
  * are shown: whoever runs these commands holds the policy files.
  */
@@ -213,7 +228,7 @@ export function evaluateOffline(set: PolicySet, ctx: CompileContext, policy: Com
       evaluations: [],
     };
   }
-  return revealDenyExpected(set, evaluate(set, policy, token, { allDenyPolicies: true }), token);
+  return withGrantRendered(policy, revealDenyExpected(set, evaluate(set, policy, token, { allDenyPolicies: true }), token), token.claims);
 }
 
 /**

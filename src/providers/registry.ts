@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { AccessDeniedError } from '../errors.js';
 import { awsProvider } from './aws/index.js';
 import { gcpProvider } from './gcp/index.js';
 import { jwtProvider } from './jwt/index.js';
@@ -47,6 +48,11 @@ export async function createProviders(configs: ProviderConfigs, context: Provide
 /** The configured provider that issues this grant, if any. */
 export function issuerFor<G extends Grant>(providers: ProviderSet, grant: G): Provider<G> | undefined {
   return providers[grant.provider] as Provider<G> | undefined;
+}
+
+/** Null when this token's claims fill the grant; else the refusal the exchange's issue step would make, with no upstream call (the module's `checkGrant`). */
+export function grantRenderRefusal(grant: Grant, claims: Readonly<Record<string, unknown>>): AccessDeniedError | null {
+  return providerOf(grant).checkGrant(grant, claims);
 }
 
 /** The module registered under `name`, if any. */

@@ -87,6 +87,14 @@ export interface ProviderModule<N extends string, G extends GrantBase<N>, Raw, C
   compileGrant(grant: Json, report: Report, hints: KeyHints): G | undefined;
   /** The audit record's `target` when the grant fixes it (so a failed call's record says what was asked for); null when only issuing tells. */
   target(grant: G): string | null;
+  /**
+   * Whether this token's claims fill the grant: null, or the AccessDeniedError
+   * (same reason and message) the issuing half would throw before any
+   * upstream call. Pure, and runs the same rendering as `issue`, so explain
+   * and `policy test` never say allow for a token the exchange refuses
+   * (docs/policies/troubleshooting.md).
+   */
+  checkGrant(grant: G, claims: Readonly<Record<string, unknown>>): AccessDeniedError | null;
   /** Whether the credentials are the AWS CLI's `credential_process` fields. */
   readonly credentialProcess: boolean;
   /**
@@ -123,6 +131,17 @@ export function renderGrant<T>(provider: string, render: () => T): T {
     if (err instanceof TemplateError) {
       throw new AccessDeniedError(`The policy's ${provider} grant cannot be filled from this token: ${err.message}.`, { reason: 'template_claim_unusable', cause: err });
     }
+    throw err;
+  }
+}
+
+/** What `render` throws as AccessDeniedError (a grant this token cannot fill), or null when it renders: a module's `checkGrant`. */
+export function renderRefusal(render: () => unknown): AccessDeniedError | null {
+  try {
+    render();
+    return null;
+  } catch (err) {
+    if (err instanceof AccessDeniedError) return err;
     throw err;
   }
 }

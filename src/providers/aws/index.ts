@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { outboundUrl, providerTimeout } from '../../config-fields.js';
-import { callTimeouts, type ProviderModule } from '../types.js';
+import { callTimeouts, renderRefusal, type ProviderModule } from '../types.js';
 import { AWS_GRANT_KEYS, compileAwsGrant, type AwsGrant } from './grant.js';
+import { renderAwsSession } from './render.js';
 
 export interface AwsProviderConfig {
   region: string | undefined;
@@ -30,6 +31,7 @@ export const awsProvider: ProviderModule<'aws', AwsGrant, z.output<typeof config
   compileGrant: compileAwsGrant,
   // The role is literal in the grant, so a failed call's record still says what was asked for.
   target: (grant) => grant.roleArn,
+  checkGrant: (grant, claims) => renderRefusal(() => renderAwsSession(grant, claims)),
   credentialProcess: true,
   tokenExchange: { kind: 'multi_part', credential: 'AWS credentials (three values)' },
   async create(config) {

@@ -1,9 +1,8 @@
 import { AssumeRoleCommand, STSClient, STSServiceException, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
-import { AccessDeniedError, ProviderError } from '../../errors.js';
-import { TemplateError, type Template } from '../../claims/template.js';
-import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
-import { renderFitting } from '../value-rules.js';
-import { SESSION_NAME_RULE, SOURCE_IDENTITY_RULE, TAG_VALUE_RULE, type AwsGrant, type JsonTemplate } from './grant.js';
+import { ProviderError } from '../../errors.js';
+import { clampDurationSeconds, type IssuedCredential, type Provider } from '../types.js';
+import type { AwsGrant } from './grant.js';
+import { renderAwsSession } from './render.js';
 
 export interface AwsProviderOptions {
   /** Default region when the grant names none; else the SDK's own (AWS_REGION), else us-east-1. */
@@ -20,10 +19,6 @@ export interface AwsProviderOptions {
 
 /** STS floor for DurationSeconds. */
 const MIN_DURATION_SECONDS = 900;
-/** STS's limit on the plaintext session policy. */
-const MAX_SESSION_POLICY_CHARS = 2048;
-/** IAM wildcards and policy variables: a claim holding one could widen a session policy. */
-const IAM_SPECIAL = /[*?$]/;
 
 /**
  * AWS credentials through STS AssumeRole (docs/policies/reference.md, `aws`). The
@@ -89,56 +84,20 @@ export function createAwsProvider(options: AwsProviderOptions = {}): Provider<Aw
   };
 }
 
-/**
- * Renders the grant for one token. Claim values are inserted literally, and a
- * value outside what STS accepts for its field is refused, never altered: IAM
- * conditions decide on session names, source identities and tags, so two
- * different claims must never reach STS as the same value
- * (docs/providers.md, "Claim templates and how claim values are made safe").
- * @throws AccessDeniedError when the grant cannot be rendered for this token.
- */
+/** The AssumeRole request for one token: the claim-filled parts rendered by `renderAwsSession`, the rest from the grant. @throws AccessDeniedError */
 function toAssumeRoleInput(grant: AwsGrant, claims: Readonly<Record<string, unknown>>, durationSeconds: number, issuanceId: string): AssumeRoleCommandInput {
-  return renderGrant('aws', () => {
-    const sessionName = grant.sessionName ? renderFitting(grant.sessionName, claims, SESSION_NAME_RULE, 'session_name', 'session_name_invalid') : `oidc-broker-${issuanceId}`;
-    const sourceIdentity = grant.sourceIdentity && renderFitting(grant.sourceIdentity, claims, SOURCE_IDENTITY_RULE, 'source_identity', 'source_identity_invalid');
-    const tags = grant.sessionTags.map(([Key, value]) => ({ Key, Value: renderFitting(value, claims, TAG_VALUE_RULE, `session tag '${Key}'`, 'session_tag_invalid') }));
-    const policy = grant.sessionPolicy === undefined ? undefined : JSON.stringify(renderJson(grant.sessionPolicy, claims));
-    if (policy !== undefined && policy.length > MAX_SESSION_POLICY_CHARS) {
-      throw new AccessDeniedError(`The policy's session_policy renders to ${policy.length} characters for this token; AWS accepts at most ${MAX_SESSION_POLICY_CHARS}.`, {
-        reason: 'session_policy_too_large',
-      });
-    }
-    return {
-      RoleArn: grant.roleArn,
-      RoleSessionName: sessionName,
-      DurationSeconds: durationSeconds,
-      ...(sourceIdentity !== undefined ? { SourceIdentity: sourceIdentity } : {}),
-      ...(tags.length > 0 ? { Tags: tags } : {}),
-      ...(grant.transitiveTagKeys.length > 0 ? { TransitiveTagKeys: [...grant.transitiveTagKeys] } : {}),
-      ...(policy !== undefined ? { Policy: policy } : {}),
-      ...(grant.policyArns.length > 0 ? { PolicyArns: grant.policyArns.map((arn) => ({ arn })) } : {}),
-      ...(grant.externalId ? { ExternalId: grant.externalId } : {}),
-    };
-  });
-}
-
-function renderJson(value: JsonTemplate, claims: Readonly<Record<string, unknown>>): unknown {
-  if (isTemplate(value)) return value.render(claims, refuseIamSpecials);
-  if (Array.isArray(value)) return value.map((item: JsonTemplate) => renderJson(item, claims));
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [key, item] of Object.entries(value)) Object.defineProperty(out, key, { value: renderJson(item, claims), enumerable: true });
-    return out;
-  }
-  return value;
-}
-
-function refuseIamSpecials(value: string, claim: string): void {
-  if (IAM_SPECIAL.test(value)) throw new TemplateError(claim, `claim '${claim}' holds an IAM wildcard or variable (*, ? or $), which a session policy must not take from a token`);
-}
-
-function isTemplate(value: JsonTemplate): value is Template {
-  return typeof value === 'object' && value !== null && typeof (value as Partial<Template>).render === 'function';
+  const { sessionName, sourceIdentity, tags, policy } = renderAwsSession(grant, claims);
+  return {
+    RoleArn: grant.roleArn,
+    RoleSessionName: sessionName ?? `oidc-broker-${issuanceId}`,
+    DurationSeconds: durationSeconds,
+    ...(sourceIdentity !== undefined ? { SourceIdentity: sourceIdentity } : {}),
+    ...(tags.length > 0 ? { Tags: tags } : {}),
+    ...(grant.transitiveTagKeys.length > 0 ? { TransitiveTagKeys: [...grant.transitiveTagKeys] } : {}),
+    ...(policy !== undefined ? { Policy: policy } : {}),
+    ...(grant.policyArns.length > 0 ? { PolicyArns: grant.policyArns.map((arn) => ({ arn })) } : {}),
+    ...(grant.externalId ? { ExternalId: grant.externalId } : {}),
+  };
 }
 
 const POLICY_PROBLEMS = new Set(['ValidationError', 'MalformedPolicyDocumentException', 'PackedPolicyTooLargeException', 'RegionDisabledException']);

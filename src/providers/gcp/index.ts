@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { outboundUrl, providerTimeout } from '../../config-fields.js';
-import { callTimeouts, TOKEN_TYPE, type ProviderModule } from '../types.js';
+import { callTimeouts, TOKEN_TYPE, renderRefusal, type ProviderModule } from '../types.js';
 import { compileGcpGrant, GCP_GRANT_KEYS, type GcpGrant } from './grant.js';
+import { renderIdTokenAudience } from './render.js';
 
 export interface GcpProviderConfig {
   endpoint: string | undefined;
@@ -30,6 +31,7 @@ export const gcpProvider: ProviderModule<'gcp', GcpGrant, z.output<typeof config
   compileGrant: compileGcpGrant,
   // The service account is literal in the grant, so a failed call's record still says what was asked for.
   target: (grant) => grant.serviceAccount,
+  checkGrant: (grant, claims) => renderRefusal(() => renderIdTokenAudience(grant, claims)),
   credentialProcess: false,
   // An access token is opaque (access_token only); an ID token is a JWT but no access token.
   tokenExchange: {

@@ -3,8 +3,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { IAMCredentialsClient } from '@google-cloud/iam-credentials';
 import { decodeJwt } from 'jose';
 import { ProviderError } from '../../errors.js';
-import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
+import { clampDurationSeconds, type IssuedCredential, type Provider } from '../types.js';
 import type { GcpGrant } from './grant.js';
+import { renderIdTokenAudience } from './render.js';
 
 export interface GcpProviderOptions {
   /** IAM Credentials REST endpoint override (`http://` only on loopback); default iamcredentials.googleapis.com. */
@@ -96,7 +97,7 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
       const delegates = grant.delegates.map((email) => `projects/-/serviceAccounts/${email}`);
       const ceilingSeconds = Math.min(grant.maxDurationSeconds, options.maxLifetimeSeconds);
       if (grant.tokenType === 'id_token') {
-        const audience = renderGrant('gcp', () => grant.idTokenAudience!.render(token.claims));
+        const audience = renderIdTokenAudience(grant, token.claims)!;
         const [response] = await call((iam) => iam.generateIdToken({ name, delegates, audience, includeEmail: grant.includeEmail }), signal);
         const idToken = response.token;
         if (!idToken) throw new ProviderError('Google answered without a token; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });

@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { TOKEN_TYPE, type ProviderModule } from '../types.js';
+import { TOKEN_TYPE, renderRefusal, type ProviderModule } from '../types.js';
 import { compileJwtGrant, JWT_GRANT_KEYS, type JwtGrant } from './grant.js';
+import { renderJwtClaims } from './render.js';
 
 export interface JwtProviderConfig {
   signingKeyFile: string;
@@ -23,6 +24,7 @@ export const jwtProvider: ProviderModule<'jwt', JwtGrant, { signing_key_file: st
   compileGrant: compileJwtGrant,
   // The audience is a template: only the issued token says which it was.
   target: () => null,
+  checkGrant: (grant, claims) => renderRefusal(() => renderJwtClaims(grant, claims)),
   credentialProcess: false,
   // A broker-signed token is a JWT access token: either type, as requested (access_token by default).
   tokenExchange: {

@@ -1,8 +1,9 @@
 import { SignJWT } from 'jose';
 import { ProviderError } from '../../errors.js';
 import type { SigningKey } from '../../keys/signing-key.js';
-import { clampDurationSeconds, renderGrant, type IssuedCredential, type Provider } from '../types.js';
+import { clampDurationSeconds, type IssuedCredential, type Provider } from '../types.js';
 import type { JwtGrant } from './grant.js';
+import { renderJwtClaims } from './render.js';
 
 const MIN_DURATION_SECONDS = 60;
 
@@ -15,10 +16,7 @@ export function createJwtProvider(options: { issuerUrl: string; signingKey: () =
   const now = options.now ?? Date.now;
   return {
     async issue({ grant, token, requestedDurationSeconds, issuanceId }): Promise<IssuedCredential> {
-      const { audience, extraClaims } = renderGrant('jwt', () => ({
-        audience: grant.audience.render(token.claims),
-        extraClaims: Object.fromEntries(Object.entries(grant.claims).map(([name, template]) => [name, template.render(token.claims)])),
-      }));
+      const { audience, extraClaims } = renderJwtClaims(grant, token.claims);
       const durationSeconds = clampDurationSeconds(requestedDurationSeconds, MIN_DURATION_SECONDS, grant.maxDurationSeconds);
       const issuedAt = Math.floor(now() / 1000);
       const expiresAt = issuedAt + durationSeconds;
