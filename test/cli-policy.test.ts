@@ -69,11 +69,11 @@ before(async () => {
 after(async () => rm(root, { recursive: true, force: true }));
 
 /** A config and a policy directory holding `files` (policies and test files); returns the config path and the directory. */
-async function workspace(name: string, files: Record<string, string>): Promise<{ config: string; dir: string }> {
+async function workspace(name: string, files: Record<string, string>, config = CONFIG): Promise<{ config: string; dir: string }> {
   const base = path.join(root, name);
   const dir = path.join(base, 'policies');
   await mkdir(dir, { recursive: true });
-  await writeFile(path.join(base, 'broker.yaml'), CONFIG);
+  await writeFile(path.join(base, 'broker.yaml'), config);
   for (const [file, text] of Object.entries(files)) await writeFile(path.join(dir, file), text);
   return { config: path.join(base, 'broker.yaml'), dir };
 }
@@ -161,6 +161,60 @@ describe('oidc-broker policy test', () => {
     assert.match(run.stderr, /broken\.yaml:3: claims\.ref\.globb: unknown condition operator 'globb'/);
     assert.match(run.stderr, /oidc-broker: the policies do not compile: /);
     assert.doesNotMatch(run.stdout, /PASS|FAIL/);
+  });
+});
+
+describe('policy test and policy explain render the grant as the exchange does', () => {
+  const AWS_CONFIG = `${CONFIG}providers:\n  aws:\n    region: eu-west-1\n`;
+  const AWS_POLICIES = {
+    'aws-tag.yaml': `name: aws-tag
+issuer: github
+claims:
+  repository: acme/api
+grant:
+  provider: aws
+  role_arn: arn:aws:iam::123456789012:role/deploy-api
+  session_tags:
+    ref: \${ref}
+`,
+  };
+  const UNFIT = { repository: 'acme/api', ref: 'refs/heads/fix#1' };
+  const REFUSAL = "session_tag_invalid: The policy's session tag 'ref' cannot be filled from this token: claim 'ref' holds '#' (U+0023)";
+
+  test("a `ref` holding '#' under a policy tagging `ref`: a case expecting allow fails with the exchange's reason; one expecting deny passes", async () => {
+    const cases = `tests:
+  - name: a fix branch may deploy
+    policy: aws-tag
+    claims: ${JSON.stringify(UNFIT)}
+    expect: allow
+  - name: a fix branch with a hash is refused
+    policy: aws-tag
+    claims: ${JSON.stringify(UNFIT)}
+    expect: deny
+  - name: main may deploy
+    policy: aws-tag
+    claims: {repository: acme/api, ref: refs/heads/main}
+    expect: allow
+`;
+    const ws = await workspace('render', { ...AWS_POLICIES, 'aws-tag.test.yaml': cases }, AWS_CONFIG);
+    const run = await cli(['policy', 'test', '-c', ws.config]);
+    assert.equal(run.code, 1, run.stderr);
+    const lines = run.stdout.trimEnd().split('\n');
+    assert.ok(lines[0]!.replace(/^FAIL .*?aws-tag\.test\.yaml/, 'FAIL aws-tag.test.yaml').startsWith(`FAIL aws-tag.test.yaml:2: a fix branch may deploy — expected allow, got deny: ${REFUSAL}`), lines[0]);
+    assert.match(lines[1]!, /^PASS .*aws-tag\.test\.yaml: a fix branch with a hash is refused$/);
+    assert.match(lines[2]!, /^PASS .*aws-tag\.test\.yaml: main may deploy$/);
+    assert.equal(lines[3], '2 passed, 1 failed (1 test file)');
+  });
+
+  test('policy explain: DENY with the reason and message the exchange gives, exit 3; the conditions all hold', async () => {
+    const ws = await workspace('render-explain', AWS_POLICIES, AWS_CONFIG);
+    const run = await cli(['policy', 'explain', '--policy', 'aws-tag', '--claims', '-', '--json', '-c', ws.config], { stdin: JSON.stringify({ ...UNFIT, aud: BROKER }) });
+    assert.equal(run.code, 3, run.stderr);
+    const output = JSON.parse(run.stdout) as ExplainOutput;
+    assert.equal(output.decision, 'deny');
+    assert.equal(output.reason, 'session_tag_invalid');
+    assert.ok(`${output.reason}: ${output.message}`.startsWith(REFUSAL), output.message);
+    assert.equal(output.evaluations[0]!.matched, true);
   });
 });
 

@@ -236,6 +236,59 @@ describe('runPolicyTests', () => {
   });
 });
 
+describe('a grant the claims cannot fill: the refusal the exchange makes at grant rendering', () => {
+  const RENDER_CTX: CompileContext = { issuers: CTX.issuers, providers: new Set(['jwt', 'aws', 'gcp']) };
+  const compiled = compilePolicies(
+    [
+      { path: 'aws-tag.yaml', text: 'issuer: github\nclaims:\n  repository: acme/api\ngrant:\n  provider: aws\n  role_arn: arn:aws:iam::123456789012:role/deploy-api\n  session_tags:\n    ref: ${ref}\n' },
+      { path: 'jwt-env.yaml', text: 'issuer: github\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com/${environment}\n' },
+      {
+        path: 'gcp-id.yaml',
+        text: 'issuer: github\nclaims:\n  repository: acme/api\ngrant:\n  provider: gcp\n  service_account: deploy@acme-prod.iam.gserviceaccount.com\n  token_type: id_token\n  id_token_audience: https://run.example.com/${environment}\n',
+      },
+      { path: 'deny-prt.yaml', text: 'issuer: github\neffect: deny\nclaims:\n  event_name: pull_request_target\n' },
+    ],
+    RENDER_CTX,
+  );
+  if (!compiled.ok) assert.fail(JSON.stringify(compiled.issues, null, 2));
+  const set = compiled.set;
+
+  test("a `ref` holding '#' under a policy tagging `ref`: expect allow fails with session_tag_invalid, expect deny passes", () => {
+    const claims = '{repository: acme/api, ref: "refs/heads/fix#1"}';
+    const run = runPolicyTests(
+      [file(`tests:\n  - name: allow\n    policy: aws-tag\n    claims: ${claims}\n    expect: allow\n  - name: deny\n    policy: aws-tag\n    claims: ${claims}\n    expect: deny\n`)],
+      set,
+      RENDER_CTX,
+    );
+    assert.deepEqual(run.issues, []);
+    assert.deepEqual(
+      run.results.map((r) => [r.case.name, r.passed, r.decision.allowed, r.decision.reason]),
+      [
+        ['allow', false, false, 'session_tag_invalid'],
+        ['deny', true, false, 'session_tag_invalid'],
+      ],
+    );
+    assert.match(summarizeDecision(run.results[0]!.decision), /^session_tag_invalid: The policy's session tag 'ref' cannot be filled from this token: claim 'ref' holds '#' \(U\+0023\)/);
+    // The conditions held: only the grant refused.
+    assert.equal(run.results[0]!.decision.evaluations[0]!.matched, true);
+  });
+
+  test('an absent claim in a jwt or gcp audience template: template_claim_unusable; with the claim, allow', () => {
+    for (const name of ['jwt-env', 'gcp-id']) {
+      const policy = set.byName.get(name)!;
+      const without = evaluateOffline(set, RENDER_CTX, policy, offlineToken(RENDER_CTX, 'github', { repository: 'acme/api' }));
+      assert.deepEqual([without.allowed, without.reason], [false, 'template_claim_unusable'], name);
+      const withClaim = evaluateOffline(set, RENDER_CTX, policy, offlineToken(RENDER_CTX, 'github', { repository: 'acme/api', environment: 'prod' }));
+      assert.deepEqual([withClaim.allowed, withClaim.reason], [true, 'allowed'], name);
+    }
+  });
+
+  test('a denial by the conditions or a deny policy stays that denial: the grant is rendered only for an allow', () => {
+    const decision = evaluateOffline(set, RENDER_CTX, set.byName.get('aws-tag')!, offlineToken(RENDER_CTX, 'github', { repository: 'acme/api', ref: 'refs/heads/fix#1', event_name: 'pull_request_target' }));
+    assert.equal(decision.reason, 'denied_by_policy');
+  });
+});
+
 describe('explain output', () => {
   const claims = { repository: 'acme/api', ref: 'refs/heads/feature', actor: 'octocat' };
 

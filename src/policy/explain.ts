@@ -306,7 +306,8 @@ export function summarizeDecision(decision: Decision): string {
   if (decision.reason === 'conditions_not_met' && named) {
     return `policy '${named.policy}' does not match: ${named.conditions.filter((c) => !c.matched).map(describeCondition).join('; ')}`;
   }
-  return decision.message;
+  // Any other denial (issuer mismatch, a grant the claims cannot fill, ...) as the audit record words it.
+  return decision.allowed ? decision.message : `${decision.reason}: ${decision.message}`;
 }
 
 /** `ref in [refs/heads/main] (token: "refs/heads/dev")` */
