@@ -86,7 +86,7 @@ export interface ExplainResult {
   /** Id of the explain's audit record. */
   explainId: string;
   policy: string;
-  /** The decision an exchange of this token would get from evaluation (deny policies' expected values hidden). */
+  /** The decision an exchange of this token would get: evaluation, then the allowed grant rendered for its claims (deny policies' expected values hidden). */
   decision: Decision;
 }
 
