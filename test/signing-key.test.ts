@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors } from 'jose';
 import { createLogger } from '../src/logger.js';
 import {
   generateSigningJwk,
@@ -14,6 +15,7 @@ import {
   retireSigningKey,
   rotateSigningKey,
   SigningKeyFileError,
+  signJws,
   SigningKeyMissingError,
 } from '../src/keys/signing-key.js';
 
@@ -33,6 +35,26 @@ test('replicas starting together end up with one key, created 0600, with no temp
   assert.equal(keys[0]!.alg, 'ES256');
   const again = await loadOrCreateSigningKey(file, createLogger({ silent: true }));
   assert.equal(again.kid, keys[0]!.kid, 'an existing key is reused');
+});
+
+test('signJws signs with the active key of the key set: the served JWKS verifies it, and after a rotation only the new key signs', async () => {
+  const file = path.join(dir, 'sign', 'signing-key.jwk');
+  const before = await loadOrCreateSigningKeySet(file, createLogger({ silent: true }));
+  const payload = { sub: 'repo:acme/app', n: 1, nested: { a: [1, 'b'] } };
+  const jws = signJws(before.active, { typ: 'JWT' }, payload);
+  assert.deepEqual(decodeProtectedHeader(jws), { alg: 'ES256', kid: before.active.kid, typ: 'JWT' });
+  const verified = await compactVerify(jws, createLocalJWKSet(before.jwks), { algorithms: ['ES256'] });
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(verified.payload)), payload);
+
+  await rotateSigningKey(file);
+  const after = await loadSigningKeySet(file);
+  const rotated = signJws(after.active, { typ: 'JWT' }, payload);
+  assert.equal(decodeProtectedHeader(rotated).kid, after.active.kid);
+  assert.notEqual(after.active.kid, before.active.kid);
+  await compactVerify(rotated, createLocalJWKSet(after.jwks), { algorithms: ['ES256'] });
+  // The new signature is the new key's: only the new public key verifies it.
+  const oldKeyOnly = { keys: after.jwks.keys.filter((k) => k.kid === before.active.kid).map((k) => ({ ...k, kid: after.active.kid })) };
+  await assert.rejects(compactVerify(rotated, createLocalJWKSet(oldKeyOnly), { algorithms: ['ES256'] }), errors.JWSSignatureVerificationFailed);
 });
 
 test('a key file readable by other users is refused', async () => {

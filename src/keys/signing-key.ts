@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, KeyObject, randomUUID, sign } from 'node:crypto';
 import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
@@ -10,6 +10,12 @@ export interface SigningKey {
   alg: typeof SIGNING_ALGORITHM;
   kid: string;
   privateKey: CryptoKey;
+  /**
+   * The same private key as a node:crypto KeyObject, made once when the key
+   * file is read: {@link signJws} signs with it synchronously, without
+   * WebCrypto's per-call thread-pool round trip (docs/performance.md).
+   */
+  privateKeyObject: KeyObject;
   /** Public half only, with kid, alg and use, as served at /.well-known/jwks.json. */
   publicJwk: JWK;
 }
@@ -42,6 +48,23 @@ export interface SigningKeySet {
   verificationKeys: ReadonlyMap<string, CryptoKey | Uint8Array>;
   /** SHA-256 of the file's bytes: a reload that reads the same bytes changes nothing. */
   sha256: string;
+}
+
+/**
+ * A compact JWS (RFC 7515) of `payload`, signed by `key`: ES256, the
+ * signature as the raw r || s pair JWS requires. The protected header is the
+ * key's `alg` and `kid`, then `header`'s other parameters.
+ *
+ * @throws TypeError if `payload` or `header` cannot be serialised as JSON.
+ */
+export function signJws(key: SigningKey, header: Record<string, unknown> & { alg?: never; kid?: never }, payload: Record<string, unknown>): string {
+  const signingInput = `${base64urlJson({ alg: key.alg, kid: key.kid, ...header })}.${base64urlJson(payload)}`;
+  const signature = sign('sha256', Buffer.from(signingInput), { key: key.privateKeyObject, dsaEncoding: 'ieee-p1363' });
+  return `${signingInput}.${signature.toString('base64url')}`;
+}
+
+function base64urlJson(value: Record<string, unknown>): string {
+  return Buffer.from(JSON.stringify(value)).toString('base64url');
 }
 
 /** Generates a new ES256 private JWK whose kid is its RFC 7638 thumbprint. */
@@ -102,7 +125,7 @@ async function toKeySet(text: string, file: string): Promise<SigningKeySet> {
       } catch {
         throw new SigningKeyFileError(`${file}: the active key ${key.kid} is not a valid ES256 (P-256) private key`);
       }
-      active = { alg: SIGNING_ALGORITHM, kid: key.kid, privateKey, publicJwk };
+      active = { alg: SIGNING_ALGORITHM, kid: key.kid, privateKey, privateKeyObject: KeyObject.from(privateKey), publicJwk };
     }
   }
   // parseKeyFile checked that exactly one key is active.

@@ -1,6 +1,5 @@
-import { SignJWT } from 'jose';
 import { ProviderError } from '../../errors.js';
-import type { SigningKey } from '../../keys/signing-key.js';
+import { signJws, type SigningKey } from '../../keys/signing-key.js';
 import { clampDurationSeconds, type IssuedCredential, type Provider } from '../types.js';
 import type { JwtGrant } from './grant.js';
 import { renderJwtClaims } from './render.js';
@@ -24,16 +23,12 @@ export function createJwtProvider(options: { issuerUrl: string; signingKey: () =
       const signingKey = options.signingKey();
       let jwt: string;
       try {
-        jwt = await new SignJWT(extraClaims)
-          .setProtectedHeader({ alg: signingKey.alg, kid: signingKey.kid, typ: 'JWT' })
-          .setIssuer(options.issuerUrl)
-          .setSubject(token.subject)
-          .setAudience(audience)
-          .setIssuedAt(issuedAt)
-          .setNotBefore(issuedAt)
-          .setExpirationTime(expiresAt)
-          .setJti(issuanceId)
-          .sign(signingKey.privateKey);
+        // The grant's claims first, then the registered ones (which a grant cannot name, docs/policies/reference.md).
+        jwt = signJws(
+          signingKey,
+          { typ: 'JWT' },
+          { ...extraClaims, iss: options.issuerUrl, sub: token.subject, aud: audience, iat: issuedAt, nbf: issuedAt, exp: expiresAt, jti: issuanceId },
+        );
       } catch (err) {
         throw new ProviderError('The broker could not sign the token.', { reason: 'signing_failed', cause: err });
       }
