@@ -6,7 +6,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { startStsEmulator, type StsEmulator } from './emulators/index.js';
+import type { StsEmulator } from './emulators/index.js';
+import { startAwsBroker, type AwsBroker } from './helpers/aws-broker.js';
 import type { AuditRecord } from '../src/audit/types.js';
 import { explain } from '../src/pipeline/explain.js';
 
@@ -501,24 +502,16 @@ grant:
   audience: https://deploy.example.com/\${environment}
 `,
   };
-  const savedEnv = { ...process.env };
+  let aws: AwsBroker;
   let sts: StsEmulator;
   let renderFx: BrokerFixture;
 
   before(async () => {
-    sts = await startStsEmulator({ ...BROKER_KEY, region: 'eu-west-1' });
-    process.env.AWS_ACCESS_KEY_ID = BROKER_KEY.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = BROKER_KEY.secretAccessKey;
-    delete process.env.AWS_SESSION_TOKEN;
-    delete process.env.AWS_PROFILE;
-    renderFx = await startBrokerFixture({ policies: RENDER_POLICIES, providerConfig: `  aws:\n    region: eu-west-1\n    endpoint: ${sts.url}\n    timeout_seconds: 3\n` });
+    aws = await startAwsBroker({ policies: RENDER_POLICIES, brokerKey: BROKER_KEY });
+    ({ sts, fx: renderFx } = aws);
   });
 
-  after(async () => {
-    await renderFx.close();
-    await sts.close();
-    process.env = savedEnv;
-  });
+  after(() => aws.close());
 
   async function mintFor(claims: Record<string, unknown>): Promise<string> {
     const token = await renderFx.issuer.mint({ aud: AUDIENCE, ...GOOD_CLAIMS, ...claims });

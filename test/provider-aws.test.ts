@@ -6,8 +6,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import request from 'supertest';
 import fc from 'fast-check';
-import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { startStsEmulator, type ReceivedAssumeRole, type StsEmulator } from './emulators/index.js';
+import { AUDIENCE, AUDITOR_TOKEN, type BrokerFixture } from './helpers/broker-fixture.js';
+import { type ReceivedAssumeRole, type StsEmulator } from './emulators/index.js';
+import { startAwsBroker, type AwsBroker } from './helpers/aws-broker.js';
 import type { AuditRecord } from '../src/audit/types.js';
 import { compilePolicies } from '../src/policy/compile.js';
 
@@ -101,26 +102,17 @@ grant:
 
 const CLAIMS = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', repository_id: '7654321', ref: 'refs/heads/main', actor: 'octocat', run_id: '42' };
 
+let aws: AwsBroker;
 let sts: StsEmulator;
 let fx: BrokerFixture;
 const secrets: string[] = [];
-const savedEnv = { ...process.env };
 
 before(async () => {
-  sts = await startStsEmulator({ ...BROKER_KEY, region: 'eu-west-1' });
-  // The broker's own identity comes from the SDK's default chain: here, the environment.
-  process.env.AWS_ACCESS_KEY_ID = BROKER_KEY.accessKeyId;
-  process.env.AWS_SECRET_ACCESS_KEY = BROKER_KEY.secretAccessKey;
-  delete process.env.AWS_SESSION_TOKEN;
-  delete process.env.AWS_PROFILE;
-  fx = await startBrokerFixture({ policies: POLICIES, providerConfig: `  aws:\n    region: eu-west-1\n    endpoint: ${sts.url}\n    timeout_seconds: 3\n` });
+  aws = await startAwsBroker({ policies: POLICIES, brokerKey: BROKER_KEY });
+  ({ sts, fx } = aws);
 });
 
-after(async () => {
-  await fx.close();
-  await sts.close();
-  process.env = savedEnv;
-});
+after(() => aws.close());
 
 beforeEach(() => sts.setFault({ kind: 'none' }));
 
