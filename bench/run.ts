@@ -17,6 +17,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type autocannon from 'autocannon';
 import { startDevIssuer } from '../src/dev/issuer.js';
+import { startCpuSpan, type CpuSpan } from './cpu.js';
 import { eventLoopDelay, exchangeLoad, rssMiB, sampleRss, startChild, stop, stopAll } from './harness.js';
 import { stepCosts } from './steps.js';
 import { AUDIENCE, brokerConfig, brokerEnv, DENY_PULL_REQUEST_TARGET, policyYaml, STS_ENV, type Provider, type Replay } from './deployment.js';
@@ -54,6 +55,21 @@ interface Row {
   eventLoopMaxMs?: number;
   rssRestMiB?: number;
   rssLoadMiB?: number;
+  /** CPU µs per answered request of the server process (all its threads), of the load generator, and the share of the machine busy. */
+  serverCpuUs?: number;
+  loadGenCpuUs?: number;
+  machineBusy?: number;
+}
+
+function withCpu(r: Row, span: CpuSpan, result: autocannon.Result): Row {
+  const answered = result.requests.total;
+  const server = span.processSeconds[0];
+  return {
+    ...r,
+    ...(server === undefined || answered === 0 ? {} : { serverCpuUs: (server / answered) * 1e6 }),
+    ...(answered === 0 ? {} : { loadGenCpuUs: (span.selfSeconds / answered) * 1e6 }),
+    ...(span.machineBusy === undefined ? {} : { machineBusy: span.machineBusy }),
+  };
 }
 
 function row(connections: number, server: string, result: autocannon.Result): Row {
@@ -122,7 +138,9 @@ async function main(): Promise<void> {
     let brokerRuns = 0;
     const helloRun = async (connections: number, warmup: boolean): Promise<Row> => {
       if (warmup) await exchangeLoad(hello.url, { connections, durationSeconds: WARMUP_SECONDS, policy: 'hello' });
-      const result = row(connections, 'hello-world express', await exchangeLoad(hello.url, { connections, durationSeconds: SECONDS, policy: 'hello' }));
+      const cpu = await startCpuSpan([hello.child.pid]);
+      const load = await exchangeLoad(hello.url, { connections, durationSeconds: SECONDS, policy: 'hello' });
+      const result = withCpu(row(connections, 'hello-world express', load), await cpu.end(), load);
       rows.push(result);
       return result;
     };
@@ -151,7 +169,9 @@ async function main(): Promise<void> {
         await exchangeLoad(broker.url, { connections, durationSeconds: WARMUP_SECONDS, policy, next: nextRequest });
         await eventLoopDelay(broker.url);
         const rss = sampleRss(broker.child.pid);
-        const result = row(connections, `broker ${provider}, replay ${replay}`, await exchangeLoad(broker.url, { connections, durationSeconds: SECONDS, policy, next: nextRequest }));
+        const cpu = await startCpuSpan([broker.child.pid]);
+        const load = await exchangeLoad(broker.url, { connections, durationSeconds: SECONDS, policy, next: nextRequest });
+        const result = withCpu(row(connections, `broker ${provider}, replay ${replay}`, load), await cpu.end(), load);
         const rssLoadMiB = await rss.stop();
         const delay = await eventLoopDelay(broker.url);
         if (replay === 'on' && next > usable) notes.push(`${result.server} at ${connections}: ${next - usable} requests reused a token (409s); raise BENCH_TOKENS`);
@@ -190,7 +210,8 @@ async function main(): Promise<void> {
     `\nLoad: autocannon in this process, ${SECONDS} s per run after ${WARMUP_SECONDS} s of warm-up, loopback; ${CORES} cores (${cpus()[0]?.model ?? 'unknown CPU'}),` +
       ` Node ${process.versions.node}, load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' ')}; load generator, broker, STS emulator and hello-world on the same machine (${minutes} min).` +
       ` Tokens: GitHub Actions-shaped, 25 claims, RS256. "replay on": a fresh token per request; "off": ${REUSED_TOKENS} tokens reused (allow_token_reuse).` +
-      ` ratio = exchanges/s ÷ the mean of the hello-world runs before and after it at the same connections.`,
+      ` ratio = exchanges/s ÷ the mean of the hello-world runs before and after it at the same connections.` +
+      ` CPU µs/req: CPU time (all threads) per answered request of the server process and of this process (autocannon); machine busy: share of all cores busy during the run.`,
   );
   const fmt = (value: number | undefined, digits = 0) => (value === undefined || Number.isNaN(value) ? '' : value.toFixed(digits));
   console.table(
@@ -207,6 +228,9 @@ async function main(): Promise<void> {
       'loop max ms': fmt(r.eventLoopMaxMs, 1),
       'RSS rest MiB': fmt(r.rssRestMiB),
       'RSS load MiB': fmt(r.rssLoadMiB),
+      'server CPU µs/req': fmt(r.serverCpuUs),
+      'load gen CPU µs/req': fmt(r.loadGenCpuUs),
+      'machine busy %': fmt(r.machineBusy === undefined ? undefined : r.machineBusy * 100),
     })),
   );
   for (const r of rows.filter((x) => Object.keys(x.statuses).some((code) => !code.startsWith('2')))) console.log(`status codes, ${r.server} at ${r.connections}: ${JSON.stringify(r.statuses)}`);
