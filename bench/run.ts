@@ -31,7 +31,7 @@ const REPLAY = (process.env.BENCH_REPLAY ?? 'on,off').split(',') as Replay[];
 /** Fixed pool size for single-use tokens; by default the pool grows before each run to what that run can use. */
 const FIXED_TOKENS = process.env.BENCH_TOKENS === undefined ? undefined : Number(process.env.BENCH_TOKENS);
 const CRYPTO_SECONDS = Number(process.env.BENCH_CRYPTO_SECONDS ?? 2);
-/** With a directory, every broker runs with `--cpu-prof` into it (a `.cpuprofile` per broker run; see bench/profile.ts). */
+/** With a directory, every broker runs with `--cpu-prof` into a subdirectory of it per run, one `.cpuprofile` per thread (the main thread and the SQLite audit worker; see bench/profile.ts). */
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
 const STEPS = process.env.BENCH_STEPS !== '0';
 /** Tokens a replay-off run cycles through: each is exchanged many times. */
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
       // A fresh deployment per run: empty audit log and replay memory, a new signing key.
       await rm(path.join(dir, 'data'), { recursive: true, force: true });
       brokerRuns++;
-      const nodeArgs = CPU_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF_DIR, '--cpu-prof-name', `broker-${brokerRuns}-${policy}-c${connections}.cpuprofile`] : [];
+      const nodeArgs = CPU_PROF_DIR ? ['--cpu-prof', '--cpu-prof-dir', path.join(CPU_PROF_DIR, `broker-${brokerRuns}-${policy}-c${connections}`)] : [];
       const broker = await startChild([...nodeArgs, 'bin/oidc-broker.js', 'serve', '--config', path.join(dir, 'broker.yaml')], brokerEnv(dir), {
         stdoutFile: path.join(dir, `broker-${brokerRuns}.log`),
       });

@@ -11,6 +11,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { AuditBackend } from '../core/backend.js';
+import type { AuditEntry } from '../types.js';
 import { isValueRefusal, type SqliteBackend } from './backend.js';
 import { fromWireAppendResults, fromWireError, type SqliteCall, type SqliteMethod, type SqliteReply, type SqliteWorkerData, type WireAppendResult } from './worker-protocol.js';
 
@@ -85,8 +86,8 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
     if (closing !== null) reply = Promise.reject(new Error('the audit store is closed'));
     else if (lost !== null) reply = Promise.reject(lost);
     else reply = send((running ??= spawn()), method, args);
-    // The worker sends appendBatch's per-entry errors as data (worker-protocol.ts).
-    return (method === 'appendBatch' ? reply.then((results) => fromWireAppendResults(results as WireAppendResult[])) : reply) as ReturnType<SqliteBackend[M]>;
+    // The worker answers appendBatch with each entry's link, or its error, as data (worker-protocol.ts).
+    return (method === 'appendBatch' ? reply.then((results) => fromWireAppendResults(args[0] as AuditEntry[], results as WireAppendResult[])) : reply) as ReturnType<SqliteBackend[M]>;
   }
 
   function send(run: RunningWorker, method: SqliteMethod, args: unknown[]): Promise<unknown> {

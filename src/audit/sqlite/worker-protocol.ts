@@ -6,7 +6,7 @@
  * message, code and causes, so that the store's error mapping and
  * `isValueRefusal` see what the driver reported.
  */
-import type { AuditRecord } from '../types.js';
+import type { AuditEntry, AuditRecord } from '../types.js';
 import type { FileIdentity, SqliteBackend } from './backend.js';
 
 /** What the worker is started with (`workerData`). */
@@ -36,8 +36,13 @@ export interface WireError {
   cause?: WireError;
 }
 
-/** appendBatch's per-entry result as it crosses: the record, or the error that refused that entry alone. */
-export type WireAppendResult = { record: AuditRecord } | { refused: WireError };
+/**
+ * appendBatch's per-entry result as it crosses: the record's place in the
+ * chain, or the error that refused that entry alone. Not the whole record:
+ * the broker's thread already holds the entry it sent, and copying its
+ * claims back would cost the event loop a second structured clone per record.
+ */
+export type WireAppendResult = { link: Pick<AuditRecord, 'seq' | 'prev_hash' | 'hash'> } | { refused: WireError };
 
 export function toWireError(err: unknown): WireError {
   if (!(err instanceof Error)) return { name: 'Error', message: String(err) };
@@ -56,9 +61,15 @@ export function fromWireError(wire: WireError): Error {
 }
 
 export function toWireAppendResults(results: readonly (AuditRecord | Error)[]): WireAppendResult[] {
-  return results.map((r) => (r instanceof Error ? { refused: toWireError(r) } : { record: r }));
+  return results.map((r) => (r instanceof Error ? { refused: toWireError(r) } : { link: { seq: r.seq, prev_hash: r.prev_hash, hash: r.hash } }));
 }
 
-export function fromWireAppendResults(results: readonly WireAppendResult[]): (AuditRecord | Error)[] {
-  return results.map((r) => ('record' in r ? r.record : fromWireError(r.refused)));
+/**
+ * The records of a batch from the entries sent (canonical, and cloned
+ * unchanged: the record the worker stored and hashed is each entry plus its
+ * link) and the worker's per-entry results, in the same order.
+ */
+export function fromWireAppendResults(entries: readonly AuditEntry[], results: readonly WireAppendResult[]): (AuditRecord | Error)[] {
+  if (results.length !== entries.length) throw new Error(`the SQLite audit worker answered ${results.length} results for ${entries.length} entries`);
+  return results.map((r, i) => ('link' in r ? { ...entries[i]!, ...r.link } : fromWireError(r.refused)));
 }
