@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash, randomUUID } from 'node:crypto';
+import { constants, createHash, createPublicKey, generateKeyPairSync, randomUUID, sign, type KeyObject, type SignKeyObjectInput } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { exportJWK, generateKeyPair } from 'jose';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
@@ -1035,6 +1035,94 @@ describe('verify: injected clock', () => {
       await assertInvalidToken(verifier.verify(token), 'expired');
     } finally {
       await issuer.close();
+    }
+  });
+});
+
+describe('verify: signatures on node:crypto', () => {
+  const ISSUER = 'https://ci.example.test';
+  const b64u = (value: string | Buffer) => Buffer.from(value).toString('base64url');
+
+  /** A token signed by hand, so the key and signature encoding can be ones jose would not produce. */
+  function signToken(privateKey: KeyObject, header: Record<string, unknown>, options: { digest?: string | null; sign?: Omit<SignKeyObjectInput, 'key'>; now?: number } = {}): string {
+    const iat = options.now ?? nowSeconds();
+    const payload = { iss: ISSUER, sub: 'repo:acme/api:ref:refs/heads/main', aud: DEV_AUDIENCE, iat, exp: iat + 300, jti: randomUUID() };
+    const signingInput = `${b64u(JSON.stringify({ typ: 'JWT', ...header }))}.${b64u(JSON.stringify(payload))}`;
+    const digest = options.digest === undefined ? 'sha256' : options.digest;
+    return `${signingInput}.${b64u(sign(digest, Buffer.from(signingInput), { key: privateKey, ...options.sign }))}`;
+  }
+
+  function publicJwk(privateKey: KeyObject, extra: Record<string, unknown>): Record<string, unknown> {
+    return { ...createPublicKey(privateKey).export({ format: 'jwk' }), ...extra };
+  }
+
+  function staticIssuer(algorithms: string[], keys: Record<string, unknown>[]): IssuerConfig {
+    return { name: 'ci', issuer: ISSUER, audiences: [DEV_AUDIENCE], algorithms, clockSkewSeconds: 60, ...DEFAULT_ISSUER_BOUNDS, jwks: { keys } };
+  }
+
+  it('PS256 (salt as long as the hash) and EdDSA tokens verify; a PS256 salt of another length does not', async () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    const ed = generateKeyPairSync('ed25519').privateKey;
+    const verifier = createTokenVerifier([staticIssuer(['PS256', 'EdDSA', 'Ed25519'], [publicJwk(rsa, { kid: 'rsa' }), publicJwk(ed, { kid: 'ed' })])]);
+    const pss = { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 };
+    assert.equal((await verifier.verify(signToken(rsa, { alg: 'PS256', kid: 'rsa' }, { sign: pss }))).issuer, ISSUER);
+    assert.equal((await verifier.verify(signToken(ed, { alg: 'EdDSA', kid: 'ed' }, { digest: null }))).issuer, ISSUER);
+    assert.equal((await verifier.verify(signToken(ed, { alg: 'Ed25519', kid: 'ed' }, { digest: null }))).issuer, ISSUER);
+    const shortSalt = signToken(rsa, { alg: 'PS256', kid: 'rsa' }, { sign: { ...pss, saltLength: 20 } });
+    await assertInvalidToken(verifier.verify(shortSalt), 'bad_signature', shortSalt);
+    // The same key's PKCS#1 v1.5 signature is no PS256 signature.
+    const pkcs1 = signToken(rsa, { alg: 'PS256', kid: 'rsa' });
+    await assertInvalidToken(verifier.verify(pkcs1), 'bad_signature', pkcs1);
+  });
+
+  it('ES256: an r || s signature verifies, the same signature DER-encoded is refused', async () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const verifier = createTokenVerifier([staticIssuer(['ES256'], [publicJwk(ec, { kid: 'ec' })])]);
+    await verifier.verify(signToken(ec, { alg: 'ES256', kid: 'ec' }, { sign: { dsaEncoding: 'ieee-p1363' } }));
+    const der = signToken(ec, { alg: 'ES256', kid: 'ec' }, { sign: { dsaEncoding: 'der' } });
+    await assertInvalidToken(verifier.verify(der), 'bad_signature', der);
+  });
+
+  it('an RSA key under 2048 bits is refused as unknown_key, its signature valid or not', async () => {
+    const weak = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey;
+    const verifier = createTokenVerifier([staticIssuer(['RS256'], [publicJwk(weak, { kid: 'weak' })])]);
+    const token = signToken(weak, { alg: 'RS256', kid: 'weak' });
+    await assertInvalidToken(verifier.verify(token), 'unknown_key', token);
+  });
+
+  it('any crit header is refused as malformed, even one naming b64 with its default value', async () => {
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    const verifier = createTokenVerifier([staticIssuer(['ES256'], [publicJwk(ec, { kid: 'ec' })])]);
+    const p1363 = { sign: { dsaEncoding: 'ieee-p1363' as const } };
+    await verifier.verify(signToken(ec, { alg: 'ES256', kid: 'ec', b64: true }, p1363));
+    for (const crit of [{ crit: ['b64'], b64: true }, { crit: [] }, { crit: ['exp'], exp: 1 }]) {
+      const token = signToken(ec, { alg: 'ES256', kid: 'ec', ...crit }, p1363);
+      await assertInvalidToken(verifier.verify(token), 'malformed', token);
+    }
+  });
+
+  it('a key replaced under the same kid: after the refetch the old key verifies nothing, the new one verifies', async () => {
+    const clock = manualClock();
+    const [first, second] = [0, 1].map(() => generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey) as [KeyObject, KeyObject];
+    let published = first;
+    const jwksServer = await startCountingServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ keys: [publicJwk(published, { kid: 'k1', alg: 'ES256', use: 'sig' })] }));
+    });
+    try {
+      const verifier = createTokenVerifier([{ ...staticIssuer(['ES256'], []), jwks: undefined, jwksUri: `${jwksServer.url}/jwks`, jwksStaleIfErrorSeconds: 0 }], { now: clock.now });
+      const mint = (key: KeyObject) => signToken(key, { alg: 'ES256', kid: 'k1' }, { now: clock.seconds(), sign: { dsaEncoding: 'ieee-p1363' } });
+      const byFirst = mint(first);
+      await verifier.verify(byFirst);
+      await verifier.verify(byFirst);
+      published = second;
+      clock.advance(DEFAULT_JWKS_CACHE_MAX_AGE_MS);
+      await verifier.verify(mint(second));
+      assert.equal(jwksServer.count(), 2);
+      const stillByFirst = mint(first);
+      await assertInvalidToken(verifier.verify(stillByFirst), 'bad_signature', stillByFirst);
+    } finally {
+      await jwksServer.close();
     }
   });
 });

@@ -1,13 +1,15 @@
-import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors, type JWSHeaderParameters } from 'jose';
+import { constants, KeyObject, verify as verifySignature } from 'node:crypto';
+import { createLocalJWKSet, decodeProtectedHeader, errors, type CryptoKey, type JWSHeaderParameters } from 'jose';
 import { BrokerError, InvalidTokenError, IssuerUnavailableError } from '../errors.js';
 import type { InvalidTokenReason, KeyResolver } from './types.js';
 
 /**
  * The signature layer of token verification: format and size checks, the
- * algorithm policy, the refusal of token-supplied keys, and the translation of
+ * algorithm policy, the refusal of token-supplied keys, the signature itself
+ * ({@link verifyCompactSignature}, on `node:crypto`), and the translation of
  * jose errors into the broker's taxonomy. `verify.ts` runs exactly these steps
- * around `jwtVerify`; {@link verifyJwsSignature} runs them around
- * `compactVerify` so they can be tested on their own (Wycheproof vectors).
+ * before jose's claim checks; {@link verifyJwsSignature} runs them alone so
+ * they can be tested on their own (Wycheproof vectors).
  */
 
 /**
@@ -111,7 +113,9 @@ export function isAsymmetricJwsAlgorithm(alg: unknown): alg is string {
 /**
  * The compact-serialisation and header checks that come before any key is
  * looked up: type and size cap, three base64url segments, a JSON-object
- * protected header, and no token-supplied key reference.
+ * protected header, no `crit` (the broker understands no header extension,
+ * RFC 7515 section 4.1.11, so it must refuse any token that lists one; this
+ * also rules out `b64: false`, RFC 7797), and no token-supplied key reference.
  *
  * @returns the decoded (unverified) protected header.
  * @throws InvalidTokenError with reason `malformed`, `token_too_large` or `untrusted_key_reference`.
@@ -129,6 +133,7 @@ export function decodeCompactJwsHeader(compact: unknown): JWSHeaderParameters {
   for (const name of UNTRUSTED_KEY_HEADERS) {
     if (Object.hasOwn(header, name)) throw toInvalidTokenError('untrusted_key_reference');
   }
+  if (Object.hasOwn(header, 'crit')) throw toInvalidTokenError('malformed');
   return header;
 }
 
@@ -188,9 +193,9 @@ export function translateVerificationError(err: unknown): unknown {
       return toInvalidTokenError('ambiguous_key', { cause });
     case errors.JWKSTimeout.code:
       return new IssuerUnavailableError(ISSUER_UNAVAILABLE_MESSAGE, { reason: 'jwks_unavailable', cause });
-    // JOSENotSupported: the algorithm was checked before jose ran, so what is
-    // left here is an unrecognised `crit` extension or an unsupported key: the
-    // token is not one we can process.
+    // JOSENotSupported: the algorithm and `crit` were checked before jose ran,
+    // so what is left here is a key jose cannot use: the token is not one we
+    // can process.
     case errors.JOSENotSupported.code:
     case errors.JWSInvalid.code:
     case errors.JWTInvalid.code:
@@ -231,6 +236,135 @@ export function toKeyResolver(key: VerificationKeyInput): KeyResolver {
   }
 }
 
+/**
+ * How each accepted algorithm is checked with `node:crypto`, with what jose
+ * and WebCrypto use (RFC 7518 section 3): the digest, PSS with a salt as long
+ * as the hash, ECDSA signatures as r || s of the curve's exact length, and the
+ * WebCrypto key algorithm the resolved key must have been imported for.
+ */
+interface SignatureScheme {
+  digest: 'sha256' | 'sha384' | 'sha512' | null;
+  keyAlgorithm: { name: string; hash?: string; namedCurve?: string };
+  pssSaltLength?: number;
+  /** r || s, both the curve's size (RFC 7518 section 3.4); a DER signature never has this length. */
+  ecdsaSignatureBytes?: number;
+  /** RFC 7518 section 3.3 and 3.5: 2048 bits at least, as jose requires. */
+  minRsaBits?: number;
+}
+
+const rsa = (bits: 256 | 384 | 512, pss: boolean): SignatureScheme => ({
+  digest: `sha${bits}`,
+  keyAlgorithm: { name: pss ? 'RSA-PSS' : 'RSASSA-PKCS1-v1_5', hash: `SHA-${bits}` },
+  ...(pss ? { pssSaltLength: bits / 8 } : {}),
+  minRsaBits: 2048,
+});
+const ecdsa = (bits: 256 | 384 | 512, namedCurve: string, signatureBytes: number): SignatureScheme => ({
+  digest: `sha${bits}`,
+  keyAlgorithm: { name: 'ECDSA', namedCurve },
+  ecdsaSignatureBytes: signatureBytes,
+});
+const ed25519: SignatureScheme = { digest: null, keyAlgorithm: { name: 'Ed25519' } };
+
+const SIGNATURE_SCHEMES: Readonly<Record<string, SignatureScheme>> = Object.freeze({
+  RS256: rsa(256, false),
+  RS384: rsa(384, false),
+  RS512: rsa(512, false),
+  PS256: rsa(256, true),
+  PS384: rsa(384, true),
+  PS512: rsa(512, true),
+  ES256: ecdsa(256, 'P-256', 64),
+  ES384: ecdsa(384, 'P-384', 96),
+  ES512: ecdsa(512, 'P-521', 132),
+  EdDSA: ed25519,
+  Ed25519: ed25519,
+});
+
+/**
+ * The `node:crypto` form of each resolved key, made once: jose's JWK Sets
+ * import a key once per algorithm and keep it while the set lives, and a
+ * remote refetch replaces the set (docs/performance.md), so an entry goes
+ * with the CryptoKey it was made from, withdrawn keys included.
+ */
+const keyObjects = new WeakMap<CryptoKey, KeyObject>();
+
+/**
+ * The checks jose makes on a resolved key before verifying, then its cached
+ * `KeyObject`. A key of the wrong type or algorithm can only come from a
+ * resolver that is not jose's JWK Set (whose matching rules exclude it): a bug,
+ * thrown as a TypeError. A short RSA modulus comes from the issuer's JWKS.
+ *
+ * @throws InvalidTokenError `unknown_key` for an RSA key under 2048 bits.
+ */
+function toVerificationKey(key: CryptoKey, alg: string, scheme: SignatureScheme): KeyObject {
+  const algorithm = key.algorithm as { name: string; hash?: { name: string }; namedCurve?: string; modulusLength?: number };
+  const expected = scheme.keyAlgorithm;
+  if (
+    key.type !== 'public' ||
+    !key.usages.includes('verify') ||
+    algorithm.name !== expected.name ||
+    (expected.hash !== undefined && algorithm.hash?.name !== expected.hash) ||
+    (expected.namedCurve !== undefined && algorithm.namedCurve !== expected.namedCurve)
+  ) {
+    throw new TypeError(`the resolved key is not a public ${expected.name} verification key for ${alg}`);
+  }
+  if (scheme.minRsaBits !== undefined && !((algorithm.modulusLength ?? 0) >= scheme.minRsaBits)) {
+    throw toInvalidTokenError('unknown_key');
+  }
+  let keyObject = keyObjects.get(key);
+  if (keyObject === undefined) {
+    keyObject = KeyObject.from(key);
+    keyObjects.set(key, keyObject);
+  }
+  return keyObject;
+}
+
+/**
+ * Decodes one base64url segment (its alphabet already checked by
+ * {@link decodeCompactJwsHeader}) as jose does: a length that leaves one
+ * dangling character is refused, where Buffer would silently drop it and let
+ * `signature + "A"` pass for the signature.
+ */
+function decodeSegment(segment: string): Buffer | undefined {
+  return segment.length % 4 === 1 ? undefined : Buffer.from(segment, 'base64url');
+}
+
+/**
+ * Verifies the signature of a compact JWS whose header has passed
+ * {@link decodeCompactJwsHeader} and the algorithm policy: the key comes from
+ * `resolveKey` (jose's JWK Set rules), the check from `node:crypto`,
+ * synchronously, with the checks jose makes on the key.
+ *
+ * @throws InvalidTokenError `bad_signature`, `malformed` (a signature that is not base64url) or `unknown_key` (RSA key under 2048 bits)
+ * @throws whatever `resolveKey` throws (jose errors, IssuerUnavailableError), for {@link translateVerificationError}
+ */
+export async function verifyCompactSignature(compact: string, header: JWSHeaderParameters, resolveKey: KeyResolver): Promise<void> {
+  const { alg } = header;
+  const scheme = typeof alg === 'string' && Object.hasOwn(SIGNATURE_SCHEMES, alg) ? SIGNATURE_SCHEMES[alg] : undefined;
+  if (alg === undefined || scheme === undefined) throw toInvalidTokenError('unsupported_algorithm');
+  const [protectedHeader = '', payload = '', encodedSignature = ''] = compact.split('.');
+  const key = toVerificationKey(await resolveKey(header, { protected: protectedHeader, payload, signature: encodedSignature }), alg, scheme);
+  const signature = decodeSegment(encodedSignature);
+  if (signature === undefined) throw toInvalidTokenError('malformed');
+  if (scheme.ecdsaSignatureBytes !== undefined && signature.length !== scheme.ecdsaSignatureBytes) throw toInvalidTokenError('bad_signature');
+  let valid: boolean;
+  try {
+    valid = verifySignature(
+      scheme.digest,
+      Buffer.from(`${protectedHeader}.${payload}`, 'latin1'),
+      scheme.pssSaltLength !== undefined
+        ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: scheme.pssSaltLength }
+        : scheme.ecdsaSignatureBytes !== undefined
+          ? { key, dsaEncoding: 'ieee-p1363' }
+          : key,
+      signature,
+    );
+  } catch (cause) {
+    // OpenSSL refuses some malformed signatures outright rather than answering false; jose reports both as a bad signature.
+    throw toInvalidTokenError('bad_signature', { cause });
+  }
+  if (!valid) throw toInvalidTokenError('bad_signature');
+}
+
 /** What {@link verifyJwsSignature} returns: the verified payload bytes and protected header. */
 export interface VerifiedJws {
   payload: Uint8Array;
@@ -241,7 +375,8 @@ export interface VerifiedJws {
  * Checks a compact JWS's signature exactly as the token verifier does, minus
  * the JWT claim checks: header checks ({@link decodeCompactJwsHeader}), the
  * algorithm policy ({@link assertAllowedAlgorithm}, asymmetric only), key
- * selection with jose's JWKS rules, then the signature.
+ * selection with jose's JWKS rules, then the signature
+ * ({@link verifyCompactSignature}).
  *
  * @param compact the compact serialisation (`header.payload.signature`)
  * @param key a public JWK, a JWK Set, or a key resolver
@@ -257,9 +392,11 @@ export async function verifyJwsSignature(compact: string, key: VerificationKeyIn
   const header = decodeCompactJwsHeader(compact);
   assertAllowedAlgorithm(header.alg, allowed);
   try {
-    const result = await compactVerify(compact, resolver, { algorithms: [...allowed] });
-    return { payload: result.payload, protectedHeader: result.protectedHeader };
+    await verifyCompactSignature(compact, header, resolver);
   } catch (err) {
     throw translateVerificationError(err);
   }
+  const payload = decodeSegment(compact.split('.')[1] ?? '');
+  if (payload === undefined) throw toInvalidTokenError('malformed');
+  return { payload: new Uint8Array(payload), protectedHeader: header };
 }

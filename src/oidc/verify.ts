@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { decodeJwt, jwtVerify, type JWTPayload } from 'jose';
+import { decodeJwt, UnsecuredJWT, type JWTClaimVerificationOptions, type JWTPayload } from 'jose';
 import type { Logger } from '../logger.js';
 import { createIssuerKeyResolver, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from './jwks.js';
 import {
@@ -9,6 +9,7 @@ import {
   MAX_TOKEN_LENGTH,
   toInvalidTokenError,
   translateVerificationError,
+  verifyCompactSignature,
 } from './jws.js';
 import { DEFAULT_FETCH_TIMEOUT_MS } from './safe-fetch.js';
 import { isAllowedOutboundUrl } from './url-policy.js';
@@ -46,10 +47,21 @@ const TIME_CLAIMS = ['exp', 'nbf', 'iat'] as const;
  */
 const UNBOUNDED_TOKEN_AGE_SECONDS = 100 * 365 * 24 * 3600;
 
+/**
+ * `{"alg":"none"}` in base64url. Once the signature has been checked on
+ * `node:crypto`, jose's own claim checks run through `UnsecuredJWT.decode` on
+ * this header and the token's payload segment: the same checks, options and
+ * error classes `jwtVerify` uses, without its WebCrypto signature check
+ * (docs/performance.md).
+ */
+const UNSECURED_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
+
 interface IssuerEntry {
   config: IssuerConfig;
   algorithms: ReadonlySet<string>;
   resolveKey: KeyResolver;
+  /** jose's claim options for this issuer, all but the clock. */
+  claimOptions: JWTClaimVerificationOptions;
 }
 
 /**
@@ -59,7 +71,8 @@ interface IssuerEntry {
  * `verify(token)` runs, in this order, and stops at the first failure:
  *
  * 1. size cap ({@link MAX_TOKEN_LENGTH}) and compact-JWS shape;
- * 2. header: `jku`, `x5u`, `x5c` or `jwk` present -> `untrusted_key_reference` (never fetched);
+ * 2. header: `crit` present -> `malformed` (no extension is understood);
+ *    `jku`, `x5u`, `x5c` or `jwk` present -> `untrusted_key_reference` (never fetched);
  * 3. exact `iss` lookup among the configured issuers -> `unknown_issuer` (nothing is fetched for it);
  * 4. `alg` must be asymmetric and in that issuer's allowlist -> `unsupported_algorithm`;
  * 5. numbers must be usable: `exp`, `nbf`, `iat` finite and not negative ->
@@ -67,8 +80,11 @@ interface IssuerEntry {
  *    non-finite -> `invalid_claim`; `exp` at most `max_token_lifetime_seconds`
  *    plus the clock skew after now -> `lifetime_too_long` (all before any key
  *    lookup, so such a token costs no fetch and no signature check);
- * 6. signature with the issuer's keys (static, `jwks_uri`, or discovery);
- * 7. claims with jose on the injected clock: `iss`, `sub`, `aud`, `exp`, `iat`
+ * 6. signature with the issuer's keys (static, `jwks_uri`, or discovery),
+ *    chosen by jose's JWK Set rules and checked on `node:crypto`
+ *    ({@link verifyCompactSignature}: RSA keys of 2048 bits at least, ECDSA
+ *    signatures as r || s only);
+ * 7. claims with jose's checks on the injected clock: `iss`, `sub`, `aud`, `exp`, `iat`
  *    required, `aud` holds a configured audience, `exp`/`nbf` with the issuer's
  *    clock skew, `iat` not in the future, `max_token_age_seconds`.
  *
@@ -96,6 +112,13 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
     byIssuer.set(config.issuer, {
       config: frozen,
       algorithms: new Set(config.algorithms),
+      claimOptions: {
+        issuer: frozen.issuer,
+        audience: frozen.audiences,
+        requiredClaims: REQUIRED_CLAIMS,
+        clockTolerance: frozen.clockSkewSeconds,
+        maxTokenAge: frozen.maxTokenAgeSeconds ?? UNBOUNDED_TOKEN_AGE_SECONDS,
+      },
       resolveKey: createIssuerKeyResolver(frozen, {
         cooldownMs: options.jwksCooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS,
         cacheMaxAgeMs: options.jwksCacheMaxAgeMs ?? DEFAULT_JWKS_CACHE_MAX_AGE_MS,
@@ -127,18 +150,12 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
       const currentDate = now();
       assertUsableNumbers(unverified, entry.config, Math.floor(currentDate.getTime() / 1000));
 
-      // Steps 6-7: signature and claims, by jose, on one clock.
+      // Step 6: the signature, on node:crypto, with a key chosen by jose's JWK Set rules.
+      // Step 7: the claims, by jose, on the same clock as step 5.
       let payload: JWTPayload;
       try {
-        ({ payload } = await jwtVerify(token, entry.resolveKey, {
-          algorithms: [...entry.algorithms],
-          issuer: entry.config.issuer,
-          audience: entry.config.audiences,
-          requiredClaims: REQUIRED_CLAIMS,
-          currentDate,
-          clockTolerance: entry.config.clockSkewSeconds,
-          maxTokenAge: entry.config.maxTokenAgeSeconds ?? UNBOUNDED_TOKEN_AGE_SECONDS,
-        }));
+        await verifyCompactSignature(token, header, entry.resolveKey);
+        ({ payload } = UnsecuredJWT.decode(`${UNSECURED_HEADER}.${token.split('.')[1] ?? ''}.`, { ...entry.claimOptions, currentDate }));
       } catch (err) {
         throw translateVerificationError(err);
       }
