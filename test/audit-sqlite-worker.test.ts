@@ -287,6 +287,18 @@ describe('sqlite audit store: worker thread', () => {
       await store.close();
     });
 
+    it('close during a long walk fails the walk closed and still closes', async () => {
+      const path = tempPath();
+      const store = openSqliteAuditStore(path);
+      await appendMany(store, 20_000);
+      const walk = store.verify();
+      await store.close();
+      await assert.rejects(walk, (err: unknown) => err instanceof AuditUnavailableError && err.reason === 'audit_read_failed');
+      const reopened = openSqliteAuditStore(path);
+      assert.equal((await reopened.verify()).events, 20_000);
+      await reopened.close();
+    });
+
     it('a checkpoint made while appends go on vouches for the last record written before it started, which its walk checked', async () => {
       const dir = mkdtempSync(join(tmpdir(), 'oidc-broker-audit-worker-'));
       dirs.push(dir);
