@@ -1,7 +1,8 @@
 // The SQLite audit store's worker thread (docs/audit.md): ordering of the
 // chain under concurrency, failing closed when the worker dies and carrying
 // on the same chain after, durability across a killed process, close, and
-// the event loop staying free while SQLite waits.
+// the event loop staying free while SQLite waits, and the verification walk
+// run inside the worker.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,8 +13,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { AuditUnavailableError } from '../src/errors.js';
+import { startCheckpointer, verifyAuditLog } from '../src/audit/checkpoints.js';
+import { verifyWalk } from '../src/audit/core/verify-walk.js';
 import { openSqliteAuditStore, openSqliteAuditStoreWithWorker } from '../src/audit/sqlite/store.js';
-import { appendMany, makeEntry } from './helpers/audit-entries.js';
+import type { ChainVerifyOptions } from '../src/audit/types.js';
+import { loadOrCreateSigningKeySet } from '../src/keys/signing-key.js';
+import { T0, appendMany, makeEntry } from './helpers/audit-entries.js';
+import { createCapturingLogger } from './helpers/broker-fixture.js';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const dirs: string[] = [];
@@ -219,5 +225,96 @@ describe('sqlite audit store: worker thread', () => {
     }
     for (const [seq, id] of resolved) assert.equal(stored.get(seq), id, `the append that resolved with seq ${seq} is missing`);
     await store.close();
+  });
+
+  describe('the verification walk in the worker', () => {
+    /** Runs `sql` on another connection, as someone with write access to the file would. */
+    function tamper(path: string, sql: string): void {
+      const db = new Database(path);
+      try {
+        db.exec(sql);
+      } finally {
+        db.close();
+      }
+    }
+
+    // Past the first batch of the walk (500 records), over two hours.
+    const RECORDS = 1200;
+    const AT = 777;
+    const tamperings: { name: string; sql: string; options?: ChainVerifyOptions; problem: string; seq: number }[] = [
+      { name: 'a changed record', sql: `UPDATE audit_events SET policy = 'admin' WHERE seq = ${AT}`, problem: 'hash_mismatch', seq: AT },
+      { name: 'a changed claim in a record', sql: `UPDATE audit_events SET claims = replace(claims, 'acme/repo-${AT}"', 'acme/evil"') WHERE seq = ${AT}`, problem: 'hash_mismatch', seq: AT },
+      { name: 'a changed claim row', sql: `UPDATE audit_claims SET value = 'acme/evil' WHERE seq = ${AT} AND name = 'repository'`, problem: 'claim_index_mismatch', seq: AT },
+      { name: 'a deleted claim row', sql: `DELETE FROM audit_claims WHERE seq = ${AT} AND name = 'run_number'`, problem: 'claim_index_mismatch', seq: AT },
+      { name: 'a claim row moved to another record', sql: `DELETE FROM audit_claims WHERE seq = ${AT + 1} AND name = 'repository'; UPDATE audit_claims SET seq = ${AT + 1} WHERE seq = ${AT} AND name = 'repository'`, problem: 'claim_index_mismatch', seq: AT },
+      { name: 'a record outside its hour range', sql: `UPDATE audit_hours SET max_seq = ${AT - 1} WHERE max_seq >= ${AT} AND min_seq <= ${AT}`, problem: 'claim_index_mismatch', seq: AT },
+      { name: 'a deleted record', sql: `DELETE FROM audit_events WHERE seq = ${AT}`, problem: 'seq_gap', seq: AT + 1 },
+      { name: 'a record that no longer parses', sql: `UPDATE audit_events SET claims = '{not json' WHERE seq = ${AT}`, problem: 'unreadable', seq: AT },
+      { name: 'a record a checkpoint vouched for with another hash', sql: '', options: { expected: new Map([[AT, '0'.repeat(64)]]) }, problem: 'checkpoint_mismatch', seq: AT },
+      { name: 'a record kept before the start of the walk', sql: '', options: { from: { seq: AT, hash: '0'.repeat(64) } }, problem: 'unexpected_record', seq: 1 },
+    ];
+
+    for (const { name, sql, options, problem, seq } of tamperings) {
+      it(`finds ${name} as the walk over reads from the broker's thread does`, async () => {
+        const path = tempPath();
+        const { store, backend } = openSqliteAuditStoreWithWorker(path);
+        await appendMany(store, RECORDS, (i) => ({ time: new Date(T0 + i * 6_000).toISOString(), claims: { repository: `acme/repo-${i + 1}`, run_number: i + 1 } }));
+        if (sql !== '') tamper(path, sql);
+        const inWorker = await store.verify(options);
+        assert.equal(inWorker.ok, false);
+        assert.deepEqual(inWorker.broken.problem, problem);
+        assert.equal(inWorker.broken.seq, seq);
+        // The reference: the same walk on this thread, every batch of rows read back from the worker (how the store walked before).
+        assert.deepEqual(inWorker, await verifyWalk(backend, options));
+        await store.close();
+      });
+    }
+
+    it('serves appends between batches of a long walk, which stops at the head it read first', async () => {
+      const path = tempPath();
+      const store = openSqliteAuditStore(path);
+      const records = await appendMany(store, 20_000);
+      let walked = false;
+      const walk = store.verify().finally(() => {
+        walked = true;
+      });
+      // Posted after the walk's call: the worker has read the head when it gets this.
+      const appended = await store.append(makeEntry());
+      assert.equal(walked, false, 'the append waited for the whole walk');
+      assert.equal(appended.seq, 20_001);
+      assert.deepEqual(await walk, { ok: true, events: 20_000, head: records.at(-1)!.hash, last_seq: 20_000 });
+      assert.deepEqual(await store.verify(), { ok: true, events: 20_001, head: appended.hash, last_seq: 20_001 });
+      await store.close();
+    });
+
+    it('close during a long walk fails the walk closed and still closes', async () => {
+      const path = tempPath();
+      const store = openSqliteAuditStore(path);
+      await appendMany(store, 20_000);
+      const walk = store.verify();
+      await store.close();
+      await assert.rejects(walk, (err: unknown) => err instanceof AuditUnavailableError && err.reason === 'audit_read_failed');
+      const reopened = openSqliteAuditStore(path);
+      assert.equal((await reopened.verify()).events, 20_000);
+      await reopened.close();
+    });
+
+    it('a checkpoint made while appends go on vouches for the last record written before it started, which its walk checked', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'oidc-broker-audit-worker-'));
+      dirs.push(dir);
+      const keySet = await loadOrCreateSigningKeySet(join(dir, 'key.jwk'), createCapturingLogger().logger);
+      const store = openSqliteAuditStore(tempPath());
+      const checkpointer = startCheckpointer({ store, keys: () => keySet, logger: createCapturingLogger().logger, intervalMs: 3_600_000 });
+      const records = await appendMany(checkpointer.store, 20_000);
+      const checkpoint = checkpointer.checkpointNow();
+      const during = await appendMany(checkpointer.store, 50);
+      assert.deepEqual(await checkpoint, { ...(await checkpoint)!, seq: 20_000, hash: records.at(-1)!.hash });
+      assert.ok(during.every((r) => r.seq > 20_000));
+      const verification = await verifyAuditLog(checkpointer.store, keySet.verificationKeys);
+      assert.equal(verification.ok, true);
+      assert.equal(verification.last_seq, 20_050);
+      await checkpointer.stop();
+      await store.close();
+    });
   });
 });

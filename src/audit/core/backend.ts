@@ -11,7 +11,7 @@
 import { hourOf, type CompiledAuditQuery } from '../query.js';
 import { hashRecord, toClaimIndex } from '../record.js';
 import type { StoredRow } from '../rows.js';
-import type { AuditCheckpoint, AuditEntry, AuditRecord, ChainPoint } from '../types.js';
+import type { AuditCheckpoint, AuditEntry, AuditRecord, ChainPoint, ChainVerification, ChainVerifyOptions } from '../types.js';
 
 /** One row of the claim index: a scalar top-level claim of the record at `seq`, with its time. */
 export interface ClaimRow {
@@ -82,6 +82,13 @@ export interface AuditBackend {
   readPage(query: CompiledAuditQuery, upperSeq: number | null): Promise<StoredRow[]>;
   /** Up to `limit` records with afterSeq < seq <= throughSeq, in seq order, each with its claim index rows. */
   readRange(afterSeq: number, throughSeq: number, limit: number): Promise<IndexedRow[]>;
+  /**
+   * The verification walk (verifyWalk) run beside the database, for a
+   * backend whose database lives on another thread: the rows it reads then
+   * never cross, only the verdict does. Absent, the store walks over
+   * readRange itself.
+   */
+  verifyChain?(options?: ChainVerifyOptions): Promise<ChainVerification>;
   /** See AuditStore.pruneBoundary. */
   pruneBoundary(before: string): Promise<ChainPoint | null>;
   /**

@@ -96,7 +96,7 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
       return { events, nextCursor: more && last !== undefined ? toCursor(last.seq) : null };
     },
 
-    verify: (options) => verifyWalk(backend, options),
+    verify: (options) => read(() => (backend.verifyChain === undefined ? verifyWalk(backend, options) : backend.verifyChain(options))),
 
     head: () => read(() => backend.head()),
 

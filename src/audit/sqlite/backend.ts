@@ -13,6 +13,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
 import { toKeysetSelect } from '../core/select.js';
+import { verifyWalk } from '../core/verify-walk.js';
 import { GENESIS_HASH } from '../record.js';
 import { RECORD_COLUMNS, toStoredColumns, type StoredRow } from '../rows.js';
 import type { CompiledAuditQuery } from '../query.js';
@@ -46,10 +47,11 @@ interface Connection {
 }
 
 /**
- * The backend's database methods, as the worker serves them; the store's side
- * (`worker-client.ts`) adds the rest of AuditBackend.
+ * The backend's database methods, as the worker serves them, the
+ * verification walk included; the store's side (`worker-client.ts`) adds the
+ * rest of AuditBackend.
  */
-export type SqliteBackend = Omit<AuditBackend, 'forbiddenCharacter' | 'batchDeadlineMs' | 'isValueRefusal'>;
+export type SqliteBackend = Omit<AuditBackend, 'forbiddenCharacter' | 'batchDeadlineMs' | 'isValueRefusal' | 'verifyChain'> & Required<Pick<AuditBackend, 'verifyChain'>>;
 
 /** Where the backend finds its file, and which file it must be. */
 export interface SqliteBackendOptions {
@@ -139,7 +141,7 @@ export function openSqliteBackend(options: SqliteBackendOptions): SqliteBackend 
     }
   }
 
-  return {
+  const backend: SqliteBackend = {
     appendBatch: (entries) =>
       withConnection((c) => {
         c.sql('BEGIN IMMEDIATE').run();
@@ -193,14 +195,19 @@ export function openSqliteBackend(options: SqliteBackendOptions): SqliteBackend 
         const events = c.sql<EventRow>(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`).all(afterSeq, throughSeq, limit);
         const last = events.at(-1);
         const bySeq = new Map<number, StoredClaim[]>();
-        for (const { seq, name, value } of last === undefined ? [] : c.sql<{ seq: number; name: string; value: string }>('SELECT seq, name, value FROM audit_claims WHERE seq > ? AND seq <= ?').all(afterSeq, last.seq)) {
-          let list = bySeq.get(seq);
-          if (list === undefined) bySeq.set(seq, (list = []));
-          // This schema keeps no time with claim rows.
-          list.push({ name, value, time: null });
+        // This schema keeps no time with claim rows.
+        for (const claim of last === undefined ? [] : c.sql<StoredClaim & { seq: number }>('SELECT seq, name, value, NULL AS time FROM audit_claims WHERE seq > ? AND seq <= ?').all(afterSeq, last.seq)) {
+          let list = bySeq.get(claim.seq);
+          if (list === undefined) bySeq.set(claim.seq, (list = []));
+          list.push(claim);
         }
         return events.map((row) => ({ row, claims: bySeq.get(row.seq) ?? [] }));
       }),
+
+    // In the worker, beside the connection: each batch of rows is read and
+    // checked here, and between batches the worker serves the calls that
+    // arrived meanwhile, so an append waits for one batch, not the whole walk.
+    verifyChain: (options) => verifyWalk(backend, options),
 
     pruneBoundary: (before) =>
       withConnection((c) => {
@@ -254,6 +261,7 @@ export function openSqliteBackend(options: SqliteBackendOptions): SqliteBackend 
       }
     },
   };
+  return backend;
 }
 
 /**

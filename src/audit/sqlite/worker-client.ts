@@ -115,6 +115,7 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
     hourRanges: () => call('hourRanges'),
     readPage: (query, upperSeq) => call('readPage', query, upperSeq),
     readRange: (afterSeq, throughSeq, limit) => call('readRange', afterSeq, throughSeq, limit),
+    verifyChain: (options) => call('verifyChain', options),
     pruneBoundary: (before) => call('pruneBoundary', before),
     deleteThrough: (anchor) => call('deleteThrough', anchor),
     saveCheckpoint: (checkpoint) => call('saveCheckpoint', checkpoint),
@@ -126,9 +127,12 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
         const run = running;
         if (run === null) return;
         try {
-          // Replies come back in the order of the calls: every call made
-          // before close (a batch in flight) has its answer before this one,
-          // and the worker is idle when terminated (see terminateWorker).
+          // Replies come back in the order of the calls, but for a
+          // verification walk, which spans several turns of the worker's
+          // loop: every other call made before close (a batch in flight) has
+          // its answer before this one. A walk still running fails at its
+          // next batch (the store is closed) before touching SQLite, so the
+          // worker is idle when terminated (see terminateWorker).
           await send(run, 'close', []);
         } finally {
           await stop(run);

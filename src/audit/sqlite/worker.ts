@@ -1,9 +1,9 @@
 /**
  * The SQLite audit store's worker thread: owns the one connection to the
- * file and serves the backend's methods (`backend.ts`) one message at a
- * time, in the order they arrive, so the broker's event loop never waits on
- * SQLite (docs/audit.md). A reply to appendBatch is posted only after its
- * COMMIT returned.
+ * file and serves the backend's methods (`backend.ts`) in the order their
+ * messages arrive, so the broker's event loop never waits on SQLite
+ * (docs/audit.md). A reply to appendBatch is posted only after its COMMIT
+ * returned.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { openSqliteBackend } from './backend.js';
@@ -20,7 +20,10 @@ port.on('message', (call: SqliteCall) => {
 async function serve({ id, method, args }: SqliteCall): Promise<SqliteReply> {
   try {
     if (!SQLITE_METHODS.includes(method)) throw new TypeError(`unknown audit backend method: ${String(method)}`);
-    // Every method runs synchronously up to its result (better-sqlite3), so calls never interleave.
+    // Every method but verifyChain runs synchronously up to its result
+    // (better-sqlite3), so those never interleave; the walk yields between
+    // batches, each read synchronously, and calls that arrive meanwhile run
+    // whole in between.
     const value: unknown = await (backend[method] as (...a: unknown[]) => Promise<unknown>)(...args);
     return { id, ok: true, value: method === 'appendBatch' ? toWireAppendResults(value as Parameters<typeof toWireAppendResults>[0]) : value };
   } catch (err) {
