@@ -291,9 +291,10 @@ describe('sqlite audit store: worker thread', () => {
       const path = tempPath();
       const store = openSqliteAuditStore(path);
       await appendMany(store, 20_000);
-      const walk = store.verify();
+      // Watched from the start: the walk may fail before close resolves.
+      const walkFails = assert.rejects(store.verify(), (err: unknown) => err instanceof AuditUnavailableError && err.reason === 'audit_read_failed');
       await store.close();
-      await assert.rejects(walk, (err: unknown) => err instanceof AuditUnavailableError && err.reason === 'audit_read_failed');
+      await walkFails;
       const reopened = openSqliteAuditStore(path);
       assert.equal((await reopened.verify()).events, 20_000);
       await reopened.close();
