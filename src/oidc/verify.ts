@@ -5,6 +5,7 @@ import { createIssuerKeyResolver, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_CO
 import {
   assertAllowedAlgorithm,
   decodeCompactJwsHeader,
+  decodeCompactJwsPayload,
   isAsymmetricJwsAlgorithm,
   MAX_TOKEN_LENGTH,
   toInvalidTokenError,
@@ -134,7 +135,7 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
     async verify(token: string): Promise<VerifiedToken> {
       // Steps 1-2: shape, size and token-supplied key references, before anything else is trusted.
       const header = decodeCompactJwsHeader(token);
-      const unverified = decodePayload(token);
+      const unverified = decodeCompactJwsPayload(token);
 
       // Step 3: exact issuer match; an unknown issuer stops here, before any key lookup.
       const iss = unverified.iss;
@@ -194,14 +195,6 @@ function toDisplayString(value: unknown): string | undefined {
   const cleaned = value.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '');
   const codePoints = Array.from(cleaned);
   return codePoints.length > MAX_IDENTITY_LENGTH ? codePoints.slice(0, MAX_IDENTITY_LENGTH).join('') : cleaned;
-}
-
-function decodePayload(token: string): JWTPayload {
-  try {
-    return decodeJwt(token);
-  } catch (cause) {
-    throw toInvalidTokenError('malformed', { cause });
-  }
 }
 
 /**
