@@ -27,7 +27,8 @@ const SOAK_POLICIES = 40;
 /** RSS is compared with its value after this long under load (the issue's "first minute"), or a fifth of a shorter soak. */
 const FIRST_MARK_SECONDS = Math.min(60, SECONDS / 5);
 const SAMPLE_EVERY_SECONDS = Math.min(60, Math.max(5, SECONDS / 10));
-const IDLE_AFTER_SECONDS = 10;
+/** RSS is read again this long after the load: V8 gives back unused heap only once allocation has been quiet for a while. */
+const IDLE_MARKS_SECONDS = [10, 30];
 
 const policyName = (i: number) => `soak-${String(i).padStart(2, '0')}`;
 
@@ -100,8 +101,11 @@ async function main(): Promise<void> {
     const result = await load;
     const rssEnd = await rssMiB(pid);
     const memoryEnd = await memoryGauges(broker.url);
-    await sleep(IDLE_AFTER_SECONDS * 1000);
-    const rssIdle = await rssMiB(pid);
+    const idle: { seconds: number; rssMiB: number | undefined; heapTotalMiB: number | undefined }[] = [];
+    for (const seconds of IDLE_MARKS_SECONDS) {
+      await sleep((seconds - (idle.at(-1)?.seconds ?? 0)) * 1000);
+      idle.push({ seconds, rssMiB: await rssMiB(pid), heapTotalMiB: (await memoryGauges(broker.url))?.heapTotalMiB });
+    }
     const auditBytes = (await stat(path.join(dir, 'data', 'audit.db'))).size;
     await stop(broker.child);
     await stop(sts.child);
@@ -127,7 +131,7 @@ async function main(): Promise<void> {
       })),
     );
     const ratio = firstMark?.rssMiB && rssEnd ? rssEnd / firstMark.rssMiB : undefined;
-    console.log(`RSS at rest ${rssRest} MiB; after ${FIRST_MARK_SECONDS} s ${firstMark?.rssMiB} MiB; at the end ${rssEnd} MiB; ${IDLE_AFTER_SECONDS} s after the load ${rssIdle} MiB; end / first mark = ${ratio?.toFixed(3) ?? 'n/a'}`);
+    console.log(`RSS at rest ${rssRest} MiB; after ${FIRST_MARK_SECONDS} s ${firstMark?.rssMiB} MiB; at the end ${rssEnd} MiB; ${idle.map((i) => `${i.seconds} s after the load ${i.rssMiB} MiB (heap committed ${i.heapTotalMiB})`).join(', ')}; end / first mark = ${ratio?.toFixed(3) ?? 'n/a'}`);
     if (firstMark?.rssMiB && rssEnd && sent > firstMark.sent) {
       console.log(`RSS growth after the first mark: ${Math.round(((rssEnd - firstMark.rssMiB) * 1024 * 1024) / (sent - firstMark.sent))} bytes per request sent`);
     }

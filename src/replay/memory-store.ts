@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { toKeyDigest } from './key-digest.js';
 import type { ReplayStore } from './types.js';
 
 /** How often, at most, a claim sweeps the expired entries (so `entries()` may count some expired ones). */
@@ -24,14 +24,14 @@ export function createMemoryReplayStore(now: () => number = Date.now): Required<
     async claim(key, expiresAtMs) {
       const nowMs = now();
       sweep(nowMs);
-      const entry = toEntryKey(key);
+      const entry = toKeyDigest(key);
       const existing = claims.get(entry);
       if (existing !== undefined && existing > nowMs) return false;
       claims.set(entry, expiresAtMs);
       return true;
     },
     async release(key) {
-      claims.delete(toEntryKey(key));
+      claims.delete(toKeyDigest(key));
     },
     async ping() {},
     async close() {
@@ -39,14 +39,4 @@ export function createMemoryReplayStore(now: () => number = Date.now): Required<
     },
     entries: () => claims.size,
   };
-}
-
-/**
- * The key's SHA-256 in base64 (44 characters). The key itself is a
- * rope of the policy name, issuer and jti, about 250 bytes of heap held for
- * as long as the token lives; the digest about 60 (docs/performance.md,
- * "Memory under a soak").
- */
-function toEntryKey(key: string): string {
-  return createHash('sha256').update(key).digest('base64');
 }
