@@ -11,7 +11,7 @@ import { openLimits } from './limits/open.js';
 import { LIMIT_NAMES, type Limits } from './limits/rate-limit.js';
 import { DropSummaries } from './limits/summaries.js';
 import { errorSummary, type Logger } from './logger.js';
-import { createMetrics, type BrokerMetrics } from './metrics.js';
+import { createMetrics, registerReplayEntries, type BrokerMetrics } from './metrics.js';
 import { createTokenVerifier } from './oidc/verify.js';
 import { createInFlightDecisions, shutdownWaitMs } from './pipeline/in-flight.js';
 import { recordDropped } from './pipeline/record.js';
@@ -114,6 +114,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
   for (const limit of LIMIT_NAMES) for (const audited of ['true', 'false']) metrics.rateLimited.labels({ limit, audited }).inc(0);
   // Opened after the last step that can fail: a Redis client keeps reconnecting, and would hold the process open.
   const replay = openReplayStore(config.replay.url, logger);
+  if (replay.entries) registerReplayEntries(metrics, () => replay.entries?.() ?? 0);
   const limits = options.limits ? { limits: options.limits, close: async () => undefined } : openLimits(config.limits, config.replay.url);
   let accepting = true;
   const decisions = createInFlightDecisions();

@@ -95,3 +95,19 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
   for (const reason of ['missing_auditor_token', 'not_an_auditor']) metrics.auditorAuthFailures.labels({ reason }).inc(0);
   return metrics;
 }
+
+/**
+ * Exports `broker_replay_entries`, read from `entries` at each scrape: the
+ * memory replay store's size, which the tokens still valid bound
+ * (docs/performance.md, "Memory under a soak").
+ */
+export function registerReplayEntries(metrics: BrokerMetrics, entries: () => number): void {
+  new Gauge({
+    name: 'broker_replay_entries',
+    help: 'Replay claims held in this process (replay.url "memory:"), each kept until its token expires plus 5 minutes.',
+    registers: [metrics.registry],
+    collect() {
+      this.set(entries());
+    },
+  });
+}

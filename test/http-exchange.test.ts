@@ -418,6 +418,8 @@ describe('service routes', () => {
     assert.match(res.text, /broker_exchanges_total\{policy="unknown",provider="none",decision="denied"\} \d+/);
     assert.match(res.text, /broker_exchange_duration_seconds_bucket/);
     assert.match(res.text, /broker_audit_append_duration_seconds_count \d+/);
+    // replay.url "memory:": one claim per issued exchange of a single-use policy, none expired yet.
+    assert.match(res.text, /\nbroker_replay_entries [1-9]\d*\n/);
     assert.doesNotMatch(res.text, /attacker-chosen-label-value/);
   });
 });

@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { ReplayUnavailableError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { toKeyDigest } from './key-digest.js';
 import type { ReplayStore } from './types.js';
 
 /**
@@ -49,7 +49,7 @@ export function createRedisReplayStore(url: string, options: RedisReplayStoreOpt
     logger.info('replay store reachable again');
   });
 
-  const redisKey = (key: string) => prefix + createHash('sha256').update(key, 'utf8').digest('hex');
+  const redisKey = (key: string) => prefix + toKeyDigest(key);
   const failed = (cause: unknown) => {
     // A command that failed on a connection that looks up (a timeout on a half-open
     // connection, a primary turned replica) gets a fresh connection: otherwise a

@@ -10,4 +10,6 @@ export interface ReplayStore {
   /** Resolves if claims can be made now; for /readyz. @throws ReplayUnavailableError */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /** Claims held in this process's memory, for the broker_replay_entries gauge; only the memory store has any (Redis expires its own keys). */
+  entries?(): number;
 }
