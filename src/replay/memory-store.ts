@@ -1,23 +1,37 @@
 import { toKeyDigest } from './key-digest.js';
 import type { ReplayStore } from './types.js';
 
-/** How often, at most, a claim sweeps the expired entries (so `entries()` may count some expired ones). */
-const SWEEP_EVERY_MS = 10_000;
+/**
+ * Entries each claim looks at for expiry, going round the map: more than the
+ * one a claim adds, so a full round takes at most a third as many claims as
+ * there are entries, and an expired entry is gone within a round. A sweep of
+ * the whole map at once would stop the event loop for tens of milliseconds
+ * with a million entries (docs/performance.md, "Memory under a soak").
+ */
+const SWEEP_STEP = 4;
 
 /**
  * Single-process replay store. Entries live until the token expires; expired
- * ones are swept as new ones arrive, so memory is bounded by the tokens still
+ * ones are swept a few at a time as new ones arrive, so memory is bounded by the tokens still
  * valid (docs/performance.md, "Memory under a soak"). Replicas need the Redis
  * store: this one does not share state.
  */
 export function createMemoryReplayStore(now: () => number = Date.now): Required<ReplayStore> {
   const claims = new Map<string, number>();
-  let nextSweepMs = 0;
+  /** Where the sweep goes on; a Map iterator sees entries added after it started, and survives deletions. */
+  let sweeping: Iterator<[string, number]> | undefined;
 
   function sweep(nowMs: number): void {
-    if (nowMs < nextSweepMs) return;
-    for (const [key, expiresAtMs] of claims) if (expiresAtMs <= nowMs) claims.delete(key);
-    nextSweepMs = nowMs + SWEEP_EVERY_MS;
+    for (let i = 0; i < SWEEP_STEP; i++) {
+      sweeping ??= claims.entries();
+      const next = sweeping.next();
+      if (next.done === true) {
+        sweeping = undefined;
+        return;
+      }
+      const [key, expiresAtMs] = next.value;
+      if (expiresAtMs <= nowMs) claims.delete(key);
+    }
   }
 
   return {
