@@ -38,6 +38,8 @@ interface RunningWorker {
   pending: Map<number, PendingCall>;
   /** The error the worker died of, if it reported one before exiting. */
   error: Error | null;
+  /** Set once it is being terminated: from then on it keeps the process alive until it has exited. */
+  stopping: boolean;
 }
 
 /**
@@ -55,12 +57,13 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
   function spawn(): RunningWorker {
     const { script, options } = workerScript();
     const worker = new Worker(script, { ...options, workerData: data });
-    const run: RunningWorker = { worker, pending: new Map(), error: null };
+    const run: RunningWorker = { worker, pending: new Map(), error: null, stopping: false };
     worker.on('message', (reply: SqliteReply) => {
       const call = run.pending.get(reply.id);
       if (call === undefined) return;
       run.pending.delete(reply.id);
-      if (run.pending.size === 0) worker.unref();
+      // A reply that comes in while the worker is being terminated (a walk failing after close) must not let the process exit before it has.
+      if (run.pending.size === 0 && !run.stopping) worker.unref();
       if (reply.ok) call.resolve(reply.value);
       else call.reject(fromWireError(reply.error));
     });
@@ -148,6 +151,7 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
 
   /** Terminates `run`'s worker; the process stays alive until it has stopped, so that whoever awaits this carries on. */
   async function stop(run: RunningWorker): Promise<void> {
+    run.stopping = true;
     run.worker.ref();
     await run.worker.terminate();
   }
