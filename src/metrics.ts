@@ -21,9 +21,14 @@ export interface BrokerMetrics {
   signingKeyReloads: Counter<'outcome'>;
 }
 
+/** The period of the event-loop delay timer behind `nodejs_eventloop_lag_*` (docs/operations.md#metrics). */
+export const EVENT_LOOP_SAMPLE_MS = 1;
+
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): BrokerMetrics {
   const registry = new Registry();
-  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  // prom-client samples event-loop delay with a timer of this period and reports the whole period as delay,
+  // so at its default of 10 ms an idle broker shows a p99 of 10 ms; at 1 ms the lag metrics read within 1 ms of the real lag.
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   const metrics: BrokerMetrics = {
     registry,
     // `policy` is only ever a configured policy name (or "unknown"), so a caller cannot blow up label cardinality.
