@@ -41,14 +41,14 @@ test('signJws signs with the active key of the key set: the served JWKS verifies
   const file = path.join(dir, 'sign', 'signing-key.jwk');
   const before = await loadOrCreateSigningKeySet(file, createLogger({ silent: true }));
   const payload = { sub: 'repo:acme/app', n: 1, nested: { a: [1, 'b'] } };
-  const jws = signJws(before.active, { typ: 'JWT' }, payload);
+  const jws = await signJws(before.active, { typ: 'JWT' }, payload);
   assert.deepEqual(decodeProtectedHeader(jws), { alg: 'ES256', kid: before.active.kid, typ: 'JWT' });
   const verified = await compactVerify(jws, createLocalJWKSet(before.jwks), { algorithms: ['ES256'] });
   assert.deepEqual(JSON.parse(new TextDecoder().decode(verified.payload)), payload);
 
   await rotateSigningKey(file);
   const after = await loadSigningKeySet(file);
-  const rotated = signJws(after.active, { typ: 'JWT' }, payload);
+  const rotated = await signJws(after.active, { typ: 'JWT' }, payload);
   assert.equal(decodeProtectedHeader(rotated).kid, after.active.kid);
   assert.notEqual(after.active.kid, before.active.kid);
   await compactVerify(rotated, createLocalJWKSet(after.jwks), { algorithms: ['ES256'] });

@@ -12,8 +12,8 @@ export interface SigningKey {
   privateKey: CryptoKey;
   /**
    * The same private key as a node:crypto KeyObject, made once when the key
-   * file is read: {@link signJws} signs with it synchronously, without
-   * WebCrypto's per-call thread-pool round trip (docs/performance.md).
+   * file is read: {@link signJws} signs with it, without WebCrypto's
+   * per-call overhead on the event loop (docs/performance.md).
    */
   privateKeyObject: KeyObject;
   /** Public half only, with kid, alg and use, as served at /.well-known/jwks.json. */
@@ -53,13 +53,18 @@ export interface SigningKeySet {
 /**
  * A compact JWS (RFC 7515) of `payload`, signed by `key`: ES256, the
  * signature as the raw r || s pair JWS requires. The protected header is the
- * key's `alg` and `kid`, then `header`'s other parameters.
+ * key's `alg` and `kid`, then `header`'s other parameters. The signature is
+ * computed on libuv's thread pool (node:crypto's callback form), not on the
+ * event loop, which only serialises and encodes (docs/performance.md,
+ * "Signatures and verifications on the thread pool").
  *
  * @throws TypeError if `payload` or `header` cannot be serialised as JSON.
  */
-export function signJws(key: SigningKey, header: Record<string, unknown> & { alg?: never; kid?: never }, payload: Record<string, unknown>): string {
+export async function signJws(key: SigningKey, header: Record<string, unknown> & { alg?: never; kid?: never }, payload: Record<string, unknown>): Promise<string> {
   const signingInput = `${base64urlJson({ alg: key.alg, kid: key.kid, ...header })}.${base64urlJson(payload)}`;
-  const signature = sign('sha256', Buffer.from(signingInput), { key: key.privateKeyObject, dsaEncoding: 'ieee-p1363' });
+  const signature = await new Promise<Buffer>((resolve, reject) =>
+    sign('sha256', Buffer.from(signingInput), { key: key.privateKeyObject, dsaEncoding: 'ieee-p1363' }, (err, signed) => (err ? reject(err) : resolve(signed))),
+  );
   return `${signingInput}.${signature.toString('base64url')}`;
 }
 

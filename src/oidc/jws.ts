@@ -360,8 +360,8 @@ export function decodeCompactJwsPayload(compact: string): JWTPayload {
 /**
  * Verifies the signature of a compact JWS whose header has passed
  * {@link decodeCompactJwsHeader} and the algorithm policy: the key comes from
- * `resolveKey` (jose's JWK Set rules), the check from `node:crypto`,
- * synchronously, with the checks jose makes on the key.
+ * `resolveKey` (jose's JWK Set rules), the check from `node:crypto` on
+ * libuv's thread pool, with the checks jose makes on the key.
  *
  * @throws InvalidTokenError `bad_signature`, `malformed` (a signature that is not base64url) or `unknown_key` (RSA key under 2048 bits)
  * @throws whatever `resolveKey` throws (jose errors, IssuerUnavailableError), for {@link translateVerificationError}
@@ -375,22 +375,23 @@ export async function verifyCompactSignature(compact: string, header: JWSHeaderP
   const signature = decodeSegment(encodedSignature);
   if (signature === undefined) throw toInvalidTokenError('malformed');
   if (scheme.ecdsaSignatureBytes !== undefined && signature.length !== scheme.ecdsaSignatureBytes) throw toInvalidTokenError('bad_signature');
-  let valid: boolean;
-  try {
-    valid = verifySignature(
-      scheme.digest,
-      Buffer.from(`${protectedHeader}.${payload}`, 'latin1'),
-      scheme.pssSaltLength !== undefined
-        ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: scheme.pssSaltLength }
-        : scheme.ecdsaSignatureBytes !== undefined
-          ? { key, dsaEncoding: 'ieee-p1363' }
-          : key,
-      signature,
-    );
-  } catch (cause) {
+  const keyInput =
+    scheme.pssSaltLength !== undefined
+      ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: scheme.pssSaltLength }
+      : scheme.ecdsaSignatureBytes !== undefined
+        ? { key, dsaEncoding: 'ieee-p1363' as const }
+        : key;
+  // The callback form runs the check on libuv's thread pool, off the event loop (docs/performance.md).
+  const valid = await new Promise<boolean>((resolve, reject) => {
+    try {
+      verifySignature(scheme.digest, Buffer.from(`${protectedHeader}.${payload}`, 'latin1'), keyInput, signature, (err, result) => (err ? reject(err) : resolve(result)));
+    } catch (err) {
+      reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  }).catch((cause: unknown) => {
     // OpenSSL refuses some malformed signatures outright rather than answering false; jose reports both as a bad signature.
     throw toInvalidTokenError('bad_signature', { cause });
-  }
+  });
   if (!valid) throw toInvalidTokenError('bad_signature');
 }
 

@@ -24,7 +24,7 @@ export function createJwtProvider(options: { issuerUrl: string; signingKey: () =
       let jwt: string;
       try {
         // The grant's claims first, then the registered ones (which a grant cannot name, docs/policies/reference.md).
-        jwt = signJws(
+        jwt = await signJws(
           signingKey,
           { typ: 'JWT' },
           { ...extraClaims, iss: options.issuerUrl, sub: token.subject, aud: audience, iat: issuedAt, nbf: issuedAt, exp: expiresAt, jti: issuanceId },
