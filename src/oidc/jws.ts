@@ -9,7 +9,7 @@ import type { InvalidTokenReason, KeyResolver } from './types.js';
  * algorithm policy, the refusal of token-supplied keys, the signature itself
  * ({@link verifyCompactSignature}, on `node:crypto`), and the translation of
  * jose errors into the broker's taxonomy. `verify.ts` runs exactly these steps
- * before jose's claim checks; {@link verifyJwsSignature} runs them alone so
+ * before its claim checks (jose's rules, `claims.ts`); {@link verifyJwsSignature} runs them alone so
  * they can be tested on their own (Wycheproof vectors).
  */
 
@@ -325,11 +325,18 @@ function decodeSegment(segment: string): Buffer | undefined {
 }
 
 /**
+ * jose's strict UTF-8 reading of a header or payload: invalid UTF-8 is
+ * refused rather than replaced, a leading byte-order mark is dropped.
+ */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
  * A header or payload segment as jose's `decodeProtectedHeader` and
- * `decodeJwt` read it (UTF-8 with replacement characters, then JSON that must
- * be an object), decoded by Buffer: jose's portable decoder costs several
- * times as much, and the segments are read on every exchange
- * (docs/performance.md).
+ * `decodeJwt` read it (strict UTF-8, then JSON that must be an object), its
+ * base64url decoded by Buffer: jose's portable decoder costs several times as
+ * much, and the segments are read on every exchange (docs/performance.md).
+ * The payload read here is the one the claim checks run on, so it must refuse
+ * what jose would (docs/performance.md, "Claim checks on the decoded payload").
  *
  * @throws InvalidTokenError `malformed`.
  */
@@ -338,7 +345,7 @@ function decodeJsonSegment(segment: string): Record<string, unknown> {
   if (bytes === undefined) throw toInvalidTokenError('malformed');
   let value: unknown;
   try {
-    value = JSON.parse(bytes.toString('utf8'));
+    value = JSON.parse(strictUtf8.decode(bytes));
   } catch (cause) {
     throw toInvalidTokenError('malformed', { cause });
   }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { decodeJwt, UnsecuredJWT, type JWTClaimVerificationOptions, type JWTPayload } from 'jose';
+import { decodeJwt, type JWTPayload } from 'jose';
 import type { Logger } from '../logger.js';
+import { verifyClaims, type ClaimRules } from './claims.js';
 import { createIssuerKeyResolver, DEFAULT_JWKS_CACHE_MAX_AGE_MS, DEFAULT_JWKS_COOLDOWN_MS } from './jwks.js';
 import {
   assertAllowedAlgorithm,
@@ -42,27 +43,19 @@ const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'exp', 'iat'];
 const TIME_CLAIMS = ['exp', 'nbf', 'iat'] as const;
 
 /**
- * jose checks "iat is not in the future" only when `maxTokenAge` is set, so an
+ * jose checks "iat is not in the future" only when `maxTokenAge` is set (and
+ * src/oidc/claims.ts keeps its rules), so an
  * issuer without `max_token_age_seconds` gets this bound (100 years): the
  * future-iat check then always runs, on the same injected clock as the rest.
  */
 const UNBOUNDED_TOKEN_AGE_SECONDS = 100 * 365 * 24 * 3600;
 
-/**
- * `{"alg":"none"}` in base64url. Once the signature has been checked on
- * `node:crypto`, jose's own claim checks run through `UnsecuredJWT.decode` on
- * this header and the token's payload segment: the same checks, options and
- * error classes `jwtVerify` uses, without its WebCrypto signature check
- * (docs/performance.md).
- */
-const UNSECURED_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
-
 interface IssuerEntry {
   config: IssuerConfig;
   algorithms: ReadonlySet<string>;
   resolveKey: KeyResolver;
-  /** jose's claim options for this issuer, all but the clock. */
-  claimOptions: JWTClaimVerificationOptions;
+  /** The claim rules for this issuer (jose's, see {@link verifyClaims}). */
+  claimRules: ClaimRules;
 }
 
 /**
@@ -85,9 +78,11 @@ interface IssuerEntry {
  *    chosen by jose's JWK Set rules and checked on `node:crypto`
  *    ({@link verifyCompactSignature}: RSA keys of 2048 bits at least, ECDSA
  *    signatures as r || s only);
- * 7. claims with jose's checks on the injected clock: `iss`, `sub`, `aud`, `exp`, `iat`
- *    required, `aud` holds a configured audience, `exp`/`nbf` with the issuer's
- *    clock skew, `iat` not in the future, `max_token_age_seconds`.
+ * 7. claims, on the payload decoded in step 1 and the injected clock, by
+ *    jose's rules and with its error classes ({@link verifyClaims}): `iss`,
+ *    `sub`, `aud`, `exp`, `iat` required, `aud` holds a configured audience,
+ *    `exp`/`nbf` with the issuer's clock skew, `iat` not in the future,
+ *    `max_token_age_seconds`.
  *
  * @throws TypeError at creation on an invalid issuer list (duplicate issuer,
  *   disallowed URL, no or non-asymmetric algorithms): caller misuse, config
@@ -113,12 +108,12 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
     byIssuer.set(config.issuer, {
       config: frozen,
       algorithms: new Set(config.algorithms),
-      claimOptions: {
+      claimRules: {
         issuer: frozen.issuer,
-        audience: frozen.audiences,
+        audiences: frozen.audiences,
         requiredClaims: REQUIRED_CLAIMS,
-        clockTolerance: frozen.clockSkewSeconds,
-        maxTokenAge: frozen.maxTokenAgeSeconds ?? UNBOUNDED_TOKEN_AGE_SECONDS,
+        clockToleranceSeconds: frozen.clockSkewSeconds,
+        maxTokenAgeSeconds: frozen.maxTokenAgeSeconds ?? UNBOUNDED_TOKEN_AGE_SECONDS,
       },
       resolveKey: createIssuerKeyResolver(frozen, {
         cooldownMs: options.jwksCooldownMs ?? DEFAULT_JWKS_COOLDOWN_MS,
@@ -152,15 +147,14 @@ export function createTokenVerifier(issuers: IssuerConfig[], options: TokenVerif
       assertUsableNumbers(unverified, entry.config, Math.floor(currentDate.getTime() / 1000));
 
       // Step 6: the signature, on node:crypto, with a key chosen by jose's JWK Set rules.
-      // Step 7: the claims, by jose, on the same clock as step 5.
-      let payload: JWTPayload;
+      // Step 7: the claims, by jose's rules, on the payload of step 1 and the clock of step 5.
       try {
         await verifyCompactSignature(token, header, entry.resolveKey);
-        ({ payload } = UnsecuredJWT.decode(`${UNSECURED_HEADER}.${token.split('.')[1] ?? ''}.`, { ...entry.claimOptions, currentDate }));
+        verifyClaims(unverified, entry.claimRules, currentDate);
       } catch (err) {
         throw translateVerificationError(err);
       }
-      return toVerifiedToken(entry.config, payload, token);
+      return toVerifiedToken(entry.config, unverified, token);
     },
   };
 }
@@ -203,7 +197,7 @@ function toDisplayString(value: unknown): string | undefined {
  * other non-finite number in the payload (see {@link holdsNonFiniteNumber});
  * an `exp` further ahead than the issuer's `max_token_lifetime_seconds` plus
  * its clock skew. Such an `exp` would also keep the token's replay entry alive
- * as long. A missing or non-number time claim is left to jose's presence and
+ * as long. A missing or non-number time claim is left to step 7's presence and
  * type checks.
  *
  * @throws InvalidTokenError with reason `invalid_claim` or `lifetime_too_long`.
@@ -237,7 +231,7 @@ function holdsNonFiniteNumber(value: unknown): boolean {
 }
 
 function toVerifiedToken(config: IssuerConfig, payload: JWTPayload, token: string): VerifiedToken {
-  // jose has checked presence, and the types of exp, iat and nbf; the rest is ours.
+  // verifyClaims has checked presence, and the types of exp, iat and nbf; the rest is ours.
   const { sub, aud, jti, exp, iat } = payload;
   if (typeof sub !== 'string' || sub.length === 0) throw toInvalidTokenError('invalid_claim', { claim: 'sub' });
   const audiences = typeof aud === 'string' ? [aud] : aud;
