@@ -13,7 +13,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
 import { toKeysetSelect } from '../core/select.js';
-import { verifyWalk } from '../core/verify-walk.js';
+import { verifyWalk, WORKER_VERIFY_BATCH } from '../core/verify-walk.js';
 import { GENESIS_HASH } from '../record.js';
 import { RECORD_COLUMNS, toStoredColumns, type StoredRow } from '../rows.js';
 import type { CompiledAuditQuery } from '../query.js';
@@ -207,7 +207,7 @@ export function openSqliteBackend(options: SqliteBackendOptions): SqliteBackend 
     // In the worker, beside the connection: each batch of rows is read and
     // checked here, and between batches the worker serves the calls that
     // arrived meanwhile, so an append waits for one batch, not the whole walk.
-    verifyChain: (options) => verifyWalk(backend, options),
+    verifyChain: (options) => verifyWalk(backend, options, WORKER_VERIFY_BATCH),
 
     pruneBoundary: (before) =>
       withConnection((c) => {
