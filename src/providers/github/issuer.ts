@@ -224,8 +224,10 @@ function isRetryable(err: unknown): boolean {
   return err.response === undefined || err.status >= 500;
 }
 
+/** An attempt or the exchange timed out: octokit rethrows an AbortError, and wraps a TimeoutError as a network failure. */
 function isAbort(err: unknown): boolean {
-  return err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
+  const isAbortName = (e: unknown): boolean => e instanceof Error && (e.name === 'AbortError' || e.name === 'TimeoutError');
+  return isAbortName(err) || (err instanceof RequestError && err.response === undefined && isAbortName(err.cause));
 }
 
 /** Seconds to wait that a rate-limit answer names, or undefined when it is no rate limit (by status and headers, never message text). */
