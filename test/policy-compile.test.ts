@@ -166,7 +166,7 @@ describe('each invalid policy is refused with its line and key path', () => {
     {
       name: 'grant without provider',
       lines: ['issuer: github', 'claims:', '  repository: acme/api', 'grant:', '  audience: x'],
-      issues: [{ line: 4, keyPath: 'grant.provider', message: 'grant.provider is required', hint: 'one of aws, gcp, jwt' }],
+      issues: [{ line: 4, keyPath: 'grant.provider', message: 'grant.provider is required', hint: 'one of aws, gcp, github, jwt' }],
     },
     {
       name: 'jwt grant without audience',
