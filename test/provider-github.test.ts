@@ -462,3 +462,28 @@ test('neither the App key nor any token is stored or logged, whatever failed', a
     assert.ok(!logs.includes(line), 'the App key is not in the logs');
   }
 });
+
+describe('the App JWT', () => {
+  test('is reused while it has five minutes left, then signed afresh; a clock-skew retry gets one on GitHub\'s clock', async () => {
+    const { createAppJwtSigner } = await import('../src/providers/github/app-jwt.js');
+    const { decodeJwt, jwtVerify } = await import('jose');
+    const { createPublicKey } = await import('node:crypto');
+    let nowMs = Date.UTC(2026, 0, 1, 12, 0, 0);
+    const sign = createAppJwtSigner(APP_ID, appKey, () => nowMs);
+    const first = await sign(APP_ID);
+    const { payload, protectedHeader } = await jwtVerify(first.jwt, createPublicKey(appKey), { algorithms: ['RS256'], currentDate: new Date(nowMs) });
+    assert.equal(protectedHeader.alg, 'RS256');
+    assert.equal(payload.iss, APP_ID);
+    assert.equal(payload.iat, nowMs / 1000 - 60);
+    assert.equal(payload.exp! - payload.iat, 600);
+    assert.equal(first.expiresAt, new Date(payload.exp! * 1000).toISOString());
+    nowMs += 239_000;
+    assert.equal((await sign(APP_ID)).jwt, first.jwt, 'reused with 301 s left');
+    nowMs += 2_000;
+    const second = await sign(APP_ID);
+    assert.notEqual(second.jwt, first.jwt, 'signed afresh with less than 300 s left');
+    const skewed = await sign(APP_ID, -120);
+    assert.equal(decodeJwt(skewed.jwt).iat, nowMs / 1000 - 120 - 60);
+    assert.equal((await sign(APP_ID)).jwt, second.jwt, 'the skewed JWT is not kept');
+  });
+});

@@ -6,13 +6,14 @@ import { Octokit } from '@octokit/core';
 import { RequestError } from '@octokit/request-error';
 import { AccessDeniedError, ProviderError, ProviderThrottledError } from '../../errors.js';
 import type { IssuedCredential, Provider } from '../types.js';
+import { createAppJwtSigner } from './app-jwt.js';
 import type { GithubGrant } from './grant.js';
 import { LEVEL_RANK, isPermissionLevel } from './permissions.js';
 import { githubTarget, renderGithubRepositories, type RenderedRepositories } from './render.js';
 
 export interface GithubProviderOptions {
   appId: string;
-  /** The App's private key (PEM, PKCS#1 or PKCS#8 RSA), read once by `loadGithubAppKey`. */
+  /** The App's private key (an RSA key, read once by `loadGithubAppKey`). */
   privateKey: KeyObject;
   /** https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise Server. */
   apiUrl: string;
@@ -67,8 +68,8 @@ export async function loadGithubAppKey(file: string): Promise<KeyObject> {
 
 /**
  * GitHub App installation tokens (docs/policies/reference.md, `github`):
- * `@octokit/auth-app` signs the App JWT (RS256, `iss` the App id, `iat`
- * back-dated for clock drift, ten minutes at most); the installation is looked
+ * `@octokit/auth-app` authenticates as the App with the JWT of
+ * `createAppJwtSigner` (and retries once on GitHub-reported clock skew); the installation is looked
  * up by repository (cached, bounded); each exchange creates its own token for
  * the grant's repositories and permissions.
  *
@@ -82,14 +83,12 @@ export function createGithubProvider(options: GithubProviderOptions): Provider<G
   const now = options.now ?? Date.now;
   const maxAttempts = options.maxAttempts ?? 3;
   const cacheLimits = options.installationCache ?? DEFAULT_INSTALLATION_CACHE;
-  // auth-app's JWT helper takes PKCS#8 PEM only; converting here accepts what GitHub hands out (PKCS#1) too.
-  const privateKey = options.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const octokit = new Octokit({
     baseUrl: options.apiUrl.replace(/\/+$/, ''),
     userAgent: 'oidc-broker',
     authStrategy: createAppAuth,
     // auth-app warns (with GitHub's message) when it retries after clock skew; that retry is all we need of it.
-    auth: { appId: options.appId, privateKey, log: { warn: () => undefined } },
+    auth: { appId: options.appId, createJwt: createAppJwtSigner(options.appId, options.privateKey, now), log: { warn: () => undefined } },
     log: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined },
     request: { fetch: cappedFetch, redirect: 'manual' },
   });
