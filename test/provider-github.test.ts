@@ -487,3 +487,31 @@ describe('the App JWT', () => {
     assert.equal((await sign(APP_ID)).jwt, second.jwt, 'the skewed JWT is not kept');
   });
 });
+
+describe('the emulator checks App JWTs as GitHub does (driven through octokit)', () => {
+  const rows: [name: string, claims: (nowSeconds: number) => Record<string, unknown>, message: RegExp][] = [
+    ['a lifetime over ten minutes', (now) => ({ iss: APP_ID, iat: now - 30, exp: now + 600 }), /'Expiration time' claim \('exp'\) is too far in the future/],
+    ['an expired JWT', (now) => ({ iss: APP_ID, iat: now - 700, exp: now - 100 }), /'Expiration time' claim \('exp'\) must be a numeric value/],
+    ['an iat in the future', (now) => ({ iss: APP_ID, iat: now + 300, exp: now + 600 }), /'Issued at' claim \('iat'\) must be an Integer/],
+    ['another App id', (now) => ({ iss: '999', iat: now - 30, exp: now + 500 }), /'Issuer' claim/],
+  ];
+  for (const [name, claims, message] of rows) {
+    test(`${name}: 401`, async () => {
+      const { Octokit } = await import('@octokit/core');
+      const { createAppAuth } = await import('@octokit/auth-app');
+      const { SignJWT } = await import('jose');
+      const createJwt = async () => {
+        const now = Math.floor(Date.now() / 1000);
+        const jwt = await new SignJWT(claims(now)).setProtectedHeader({ alg: 'RS256' }).sign(appKey);
+        return { jwt, expiresAt: new Date().toISOString() };
+      };
+      const octokit = new Octokit({ baseUrl: gh.url, authStrategy: createAppAuth, auth: { appId: APP_ID, createJwt, log: { warn: () => undefined } } });
+      await assert.rejects(octokit.request('GET /repos/{owner}/{repo}/installation', { owner: 'acme', repo: 'app' }), (err: { status: number; message: string }) => {
+        assert.equal(err.status, 401);
+        assert.match(err.message, message);
+        return true;
+      });
+      assert.equal(gh.requests.at(-1)!.auth, 'invalid');
+    });
+  }
+});
