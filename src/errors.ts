@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'server_error'
   | 'provider_error'
+  | 'provider_throttled'
   | 'exchange_timeout'
   | 'issuer_unavailable'
   | 'audit_unavailable'
@@ -115,6 +116,21 @@ export class ServerError extends BrokerError {
 /** A credential provider (STS, IAM Credentials, the signer) failed. */
 export class ProviderError extends BrokerError {
   readonly code = 'provider_error' as const;
+}
+
+/**
+ * A credential provider is rate limiting the broker (GitHub's primary or
+ * secondary rate limit): nothing was issued, and the caller may retry after
+ * `retryAfterSeconds`, the answer's Retry-After.
+ */
+export class ProviderThrottledError extends BrokerError {
+  readonly code = 'provider_throttled' as const;
+  readonly retryAfterSeconds: number;
+
+  constructor(message: string, options: BrokerErrorOptions & { retryAfterSeconds: number }) {
+    super(message, options);
+    this.retryAfterSeconds = options.retryAfterSeconds;
+  }
 }
 
 /**

@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, Response } from 'express';
 import {
   BrokerError,
   InvalidRequestError,
+  ProviderThrottledError,
   RateLimitedError,
   RequestTooLargeError,
   toBrokerError,
@@ -23,6 +24,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   rate_limited: 429,
   server_error: 500,
   provider_error: 502,
+  provider_throttled: 503,
   exchange_timeout: 504,
   issuer_unavailable: 503,
   audit_unavailable: 503,
@@ -44,7 +46,7 @@ export type OAuthErrorCode = 'invalid_request' | 'invalid_grant' | 'invalid_targ
  *   does not entitle the caller, like a used or unauthorized authorization code).
  * - unknown_policy: `invalid_target`, 400 (no such `scope`/`audience`).
  * - issuer_unavailable, audit_unavailable, replay_unavailable, not_ready, rate_limited,
- *   exchange_timeout: `temporarily_unavailable`, their broker status kept (503, 429, 504).
+ *   provider_throttled, exchange_timeout: `temporarily_unavailable`, their broker status kept (503, 429, 504).
  * - provider_error: `server_error`, 502 kept; server_error 500.
  * - request_too_large, not_acceptable, not_found: `invalid_request`, broker status kept.
  */
@@ -60,6 +62,7 @@ export const OAUTH_ERROR: Readonly<Record<ErrorCode, { error: OAuthErrorCode; st
   rate_limited: { error: 'temporarily_unavailable', status: 429 },
   server_error: { error: 'server_error', status: 500 },
   provider_error: { error: 'server_error', status: 502 },
+  provider_throttled: { error: 'temporarily_unavailable', status: 503 },
   exchange_timeout: { error: 'temporarily_unavailable', status: 504 },
   issuer_unavailable: { error: 'temporarily_unavailable', status: 503 },
   audit_unavailable: { error: 'temporarily_unavailable', status: 503 },
@@ -82,9 +85,10 @@ export class OAuthRequestError extends InvalidRequestError {
   }
 }
 
-/** 429 and 503 say when to retry (openapi.yaml): when the limit's window ends, or in 5 s. */
+/** 429 and 503 say when to retry (openapi.yaml): when the limit's window ends, when the provider's rate limit does, or in 5 s. */
 export function retryAfterSeconds(error: BrokerError, status: number): number | undefined {
   if (error instanceof RateLimitedError) return error.limited.retryAfterSeconds;
+  if (error instanceof ProviderThrottledError) return error.retryAfterSeconds;
   return status === 429 || status === 503 ? 5 : undefined;
 }
 

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { AccessDeniedError } from '../errors.js';
 import { awsProvider } from './aws/index.js';
 import { gcpProvider } from './gcp/index.js';
+import { githubProvider } from './github/index.js';
 import { jwtProvider } from './jwt/index.js';
 import type { Provider, ProviderContext, ProviderModule } from './types.js';
 
@@ -14,7 +15,7 @@ import type { Provider, ProviderContext, ProviderModule } from './types.js';
  * grant's `provider` takes exactly that grant: the casts below rest on this,
  * since TypeScript cannot follow a lookup by a union key.
  */
-export const PROVIDERS = [jwtProvider, awsProvider, gcpProvider] as const;
+export const PROVIDERS = [jwtProvider, awsProvider, gcpProvider, githubProvider] as const;
 
 type AnyProviderModule = (typeof PROVIDERS)[number];
 export type ProviderName = AnyProviderModule['name'];

@@ -18,3 +18,14 @@ export {
   type GoogleStatus,
   type IssuedGcpCredential,
 } from './gcp-iam/server.js';
+export {
+  startGithubEmulator,
+  type FaultTarget,
+  type GithubEmulator,
+  type GithubEmulatorOptions,
+  type GithubFault,
+  type GithubInstallation,
+  type IssuedGithubToken,
+  type PermissionLevel,
+  type ReceivedGithubRequest,
+} from './github/server.js';
