@@ -139,6 +139,7 @@ describe('GitHub Action (action/dist/index.js)', () => {
     assert.deepEqual([...env.entries()], [['OIDC_BROKER_TOKEN', token]]);
     assertMaskedFirst(result.stdout, [token, idTokens[0]!, REQUEST_TOKEN]);
     assert.equal(result.state, '', 'only a GitHub token is kept for the post step');
+    assert.ok(!result.stdout.includes('::add-mask::Bearer'), 'token_type is not a secret: masking it would blank every "Bearer" in the log');
     assert.ok(!result.stdout.includes('::error::'));
     assert.equal(result.stderr, '');
   });

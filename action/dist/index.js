@@ -114,13 +114,17 @@ async function exchange(inputs, idToken) {
   if (response.ok) {
     const credentials = json?.credentials;
     if (!json || typeof json.issuance_id !== "string" || typeof json.expires_at !== "string" || !isStringRecord(credentials)) {
-      if (isStringRecord(credentials)) for (const value of Object.values(credentials)) addMask(value);
+      if (isStringRecord(credentials)) maskSecrets(credentials);
       throw new ActionError(`The broker answered HTTP ${response.status} without an exchange response.`, false);
     }
-    for (const value of Object.values(credentials)) addMask(value);
+    maskSecrets(credentials);
     return json;
   }
   throw toActionError(response.status, json, inputs);
+}
+var NOT_SECRET = /* @__PURE__ */ new Set(["token_type", "expires_at", "Expiration"]);
+function maskSecrets(credentials) {
+  for (const [name, value] of Object.entries(credentials)) if (!NOT_SECRET.has(name)) addMask(value);
 }
 function toActionError(status, json, inputs) {
   const code = typeof json?.error === "string" ? json.error : void 0;
