@@ -9,16 +9,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { assertMaskedFirst, errorLine, inputsEnv, runStep, warningLine } from './helpers/action.js';
-import { startGitHubRevocationServer, type GitHubRevocationServer } from './helpers/github-api.js';
+import { startGitHubApi, type GitHubApi } from './helpers/github-api.js';
 
 const TOKEN = 'ghs_actiontestinstallationtoken0000000001';
 const EXPIRES_AT = '2026-12-06T10:00:00Z';
 
-let github: GitHubRevocationServer;
+let github: GitHubApi;
 let dir: string;
 
 before(async () => {
-  github = await startGitHubRevocationServer();
+  github = await startGitHubApi();
   dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-action-github-'));
 });
 
@@ -83,7 +83,7 @@ describe('GitHub Action post step (action/dist/post.js)', () => {
   });
 
   test('an unreachable API is a warning', async () => {
-    const closed = await startGitHubRevocationServer();
+    const closed = await startGitHubApi();
     await closed.close();
     const result = await runPost(closed.url);
     assert.equal(result.code, 0);
