@@ -1,16 +1,16 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AUDIENCE, createCapturingLogger, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { ACTION_DIST, assertMaskedFirst, errorLine, inputsEnv, parseFileCommands, runStep, type StepResult } from './helpers/action.js';
 import { listen, type RunningServer } from '../src/http/server.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const DIST = path.join(ROOT, 'action', 'dist', 'index.js');
 const REQUEST_TOKEN = 'runner-request-token-for-tests';
 
 const POLICIES = {
@@ -110,78 +110,16 @@ beforeEach(() => {
   failFirst = 0;
 });
 
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  outputs: string;
-  env: string;
-}
-
-let runs = 0;
-/** Runs the committed bundle the way the runner does: `node action/dist/index.js` with INPUT_* and the command files. */
-async function runAction(inputs: Record<string, string>, extraEnv: Record<string, string | undefined> = {}): Promise<RunResult> {
-  runs++;
-  const outputFile = path.join(dir, `output-${runs}`);
-  const envFile = path.join(dir, `env-${runs}`);
-  await writeFile(outputFile, '');
-  await writeFile(envFile, '');
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '',
-    GITHUB_OUTPUT: outputFile,
-    GITHUB_ENV: envFile,
+/** Runs the committed main bundle with INPUT_* and the command files, an ID token service and fast retries. */
+async function runAction(inputs: Record<string, string>, extraEnv: Record<string, string | undefined> = {}): Promise<StepResult> {
+  return runStep('index.js', dir, {
     ACTIONS_ID_TOKEN_REQUEST_URL: `${idServiceUrl}/token?api-version=2.0`,
     ACTIONS_ID_TOKEN_REQUEST_TOKEN: REQUEST_TOKEN,
     OIDC_BROKER_ACTION_RETRY_BASE_MS: '10',
-  };
-  for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value;
-  for (const [name, value] of Object.entries(extraEnv)) {
-    if (value === undefined) delete env[name];
-    else env[name] = value;
-  }
-  const child = spawn(process.execPath, [DIST], { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  return { code, stdout, stderr, outputs: await readFile(outputFile, 'utf8'), env: await readFile(envFile, 'utf8') };
+    ...inputsEnv(inputs),
+    ...extraEnv,
+  });
 }
-
-/** Parses `name<<DELIM\nvalue\nDELIM\n` blocks, checking each delimiter is random and closes its block. */
-function parseFileCommands(text: string): Map<string, string> {
-  const result = new Map<string, string>();
-  const lines = text.split('\n');
-  const delimiters = new Set<string>();
-  let i = 0;
-  while (i < lines.length) {
-    const line = lines[i]!;
-    if (line === '' && i === lines.length - 1) break;
-    const match = /^([^<]+)<<(ghadelimiter_[0-9a-f-]{36})$/.exec(line);
-    assert.ok(match, `not a heredoc header: ${line}`);
-    const [, name, delimiter] = match;
-    assert.ok(!delimiters.has(delimiter!), 'delimiters are random');
-    delimiters.add(delimiter!);
-    const end = lines.indexOf(delimiter!, i + 1);
-    assert.ok(end > i, `unterminated block for ${name}`);
-    result.set(name!, lines.slice(i + 1, end).join('\n'));
-    i = end + 1;
-  }
-  return result;
-}
-
-/** Every secret is masked, and its mask comes before any other line that holds it. */
-function assertMaskedFirst(stdout: string, secrets: string[]): void {
-  const lines = stdout.split('\n');
-  for (const secret of secrets) {
-    const mask = lines.indexOf(`::add-mask::${secret}`);
-    assert.ok(mask >= 0, 'secret is masked');
-    const firstUse = lines.findIndex((line) => line.includes(secret));
-    assert.equal(firstUse, mask, 'the mask line is the first line holding the secret');
-  }
-}
-
-const errorLine = (stdout: string) => stdout.split('\n').find((line) => line.startsWith('::error::')) ?? '';
 
 describe('GitHub Action (action/dist/index.js)', () => {
   test('exchanges the ID token, writes outputs and env in heredoc format, masks every secret first', async () => {
@@ -200,6 +138,8 @@ describe('GitHub Action (action/dist/index.js)', () => {
     const env = parseFileCommands(result.env);
     assert.deepEqual([...env.entries()], [['OIDC_BROKER_TOKEN', token]]);
     assertMaskedFirst(result.stdout, [token, idTokens[0]!, REQUEST_TOKEN]);
+    assert.equal(result.state, '', 'only a GitHub token is kept for the post step');
+    assert.ok(!result.stdout.includes('::add-mask::Bearer'), 'token_type is not a secret: masking it would blank every "Bearer" in the log');
     assert.ok(!result.stdout.includes('::error::'));
     assert.equal(result.stderr, '');
   });
@@ -274,16 +214,19 @@ describe('GitHub Action (action/dist/index.js)', () => {
     assert.equal(idTokens.length, 0);
   });
 
-  test('the committed bundle is what npm run build:action produces from action/src', async () => {
+  test('the committed bundles are what npm run build:action produces from action/src', async () => {
     const pkg = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
     const script = pkg.scripts['build:action']!;
-    assert.ok(script.includes('--outfile=action/dist/index.js'));
-    const outfile = path.join(dir, 'rebuilt.js');
-    const args = script.split(' ').slice(1).map((arg) => (arg === '--outfile=action/dist/index.js' ? `--outfile=${outfile}` : arg));
+    assert.ok(script.includes('--outdir=action/dist'));
+    const outdir = path.join(dir, 'rebuilt');
+    const args = script.split(' ').slice(1).map((arg) => (arg === '--outdir=action/dist' ? `--outdir=${outdir}` : arg));
     const child = spawn(path.join(ROOT, 'node_modules', '.bin', 'esbuild'), [...args, '--log-level=warning'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
     assert.equal(await new Promise((resolve) => child.on('close', resolve)), 0, stderr);
-    assert.equal(await readFile(outfile, 'utf8'), await readFile(DIST, 'utf8'), 'action/dist/index.js is stale: run npm run build:action and commit it');
+    assert.deepEqual((await readdir(outdir)).sort(), (await readdir(ACTION_DIST)).sort(), 'action/dist holds exactly the bundles the build makes');
+    for (const bundle of ['index.js', 'post.js']) {
+      assert.equal(await readFile(path.join(outdir, bundle), 'utf8'), await readFile(path.join(ACTION_DIST, bundle), 'utf8'), `action/dist/${bundle} is stale: run npm run build:action and commit it`);
+    }
   });
 });

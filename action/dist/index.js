@@ -28,13 +28,17 @@ function toFileCommand(name, value) {
   return `${name}<<${delimiter}${EOL}${value}${EOL}${delimiter}${EOL}`;
 }
 function setOutput(name, value, env = process.env) {
-  const file = env.GITHUB_OUTPUT;
-  if (!file) throw new Error("GITHUB_OUTPUT is not set: this must run as a GitHub Actions step.");
-  appendFileSync(file, toFileCommand(name, value), "utf8");
+  appendFileCommand("GITHUB_OUTPUT", name, value, env);
 }
 function exportVariable(name, value, env = process.env) {
-  const file = env.GITHUB_ENV;
-  if (!file) throw new Error("GITHUB_ENV is not set: this must run as a GitHub Actions step.");
+  appendFileCommand("GITHUB_ENV", name, value, env);
+}
+function saveState(name, value, env = process.env) {
+  appendFileCommand("GITHUB_STATE", name, value, env);
+}
+function appendFileCommand(fileVariable, name, value, env) {
+  const file = env[fileVariable];
+  if (!file) throw new Error(`${fileVariable} is not set: this must run as a GitHub Actions step.`);
   appendFileSync(file, toFileCommand(name, value), "utf8");
 }
 
@@ -110,13 +114,17 @@ async function exchange(inputs, idToken) {
   if (response.ok) {
     const credentials = json?.credentials;
     if (!json || typeof json.issuance_id !== "string" || typeof json.expires_at !== "string" || !isStringRecord(credentials)) {
-      if (isStringRecord(credentials)) for (const value of Object.values(credentials)) addMask(value);
+      if (isStringRecord(credentials)) maskSecrets(credentials);
       throw new ActionError(`The broker answered HTTP ${response.status} without an exchange response.`, false);
     }
-    for (const value of Object.values(credentials)) addMask(value);
+    maskSecrets(credentials);
     return json;
   }
   throw toActionError(response.status, json, inputs);
+}
+var NOT_SECRET = /* @__PURE__ */ new Set(["token_type", "expires_at", "Expiration"]);
+function maskSecrets(credentials) {
+  for (const [name, value] of Object.entries(credentials)) if (!NOT_SECRET.has(name)) addMask(value);
 }
 function toActionError(status, json, inputs) {
   const code = typeof json?.error === "string" ? json.error : void 0;
@@ -172,6 +180,28 @@ function describeCause(err) {
   return cause instanceof Error ? cause.message : String(cause);
 }
 
+// action/src/revoke.ts
+var STATE = { token: "github-token", apiUrl: "github-api-url", expiresAt: "github-token-expires-at" };
+var DEFAULT_GITHUB_API_URL = "https://api.github.com";
+var LOOPBACK_HOSTS = /* @__PURE__ */ new Set(["127.0.0.1", "[::1]", "localhost"]);
+function resolveGitHubApiUrl(input, env) {
+  const value = input || env.GITHUB_API_URL || DEFAULT_GITHUB_API_URL;
+  const source = input ? "The github-api-url input" : "GITHUB_API_URL";
+  let url;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ActionError(`${source} ${JSON.stringify(value)} is not a URL.`, false);
+  }
+  if (url.search !== "" || url.hash !== "" || url.username !== "" || url.password !== "") {
+    throw new ActionError(`${source} ${JSON.stringify(value)} must be a plain base URL, e.g. https://github.example.com/api/v3.`, false);
+  }
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && LOOPBACK_HOSTS.has(url.hostname))) {
+    throw new ActionError(`${source} ${JSON.stringify(value)} must be an https URL: the GitHub token is sent to it to revoke it.`, false);
+  }
+  return value.replace(/\/+$/, "");
+}
+
 // action/src/main.ts
 function toOutputs(response) {
   const c = response.credentials;
@@ -180,7 +210,9 @@ function toOutputs(response) {
     ["expires-at", response.expires_at]
   ];
   const env = [];
-  if (c.AccessKeyId !== void 0 && c.SecretAccessKey !== void 0 && c.SessionToken !== void 0) {
+  if (response.provider === "github" && c.token !== void 0) {
+    outputs.push(["github-token", c.token]);
+  } else if (c.AccessKeyId !== void 0 && c.SecretAccessKey !== void 0 && c.SessionToken !== void 0) {
     outputs.push(["aws-access-key-id", c.AccessKeyId], ["aws-secret-access-key", c.SecretAccessKey], ["aws-session-token", c.SessionToken]);
     env.push(["AWS_ACCESS_KEY_ID", c.AccessKeyId], ["AWS_SECRET_ACCESS_KEY", c.SecretAccessKey], ["AWS_SESSION_TOKEN", c.SessionToken]);
   } else if (c.access_token !== void 0) {
@@ -211,25 +243,42 @@ function readInputs() {
   if (duration !== "" && !/^[1-9][0-9]{0,8}$/.test(duration)) {
     throw new ActionError(`The duration-seconds input must be a positive whole number of seconds, not ${JSON.stringify(duration)}.`, false);
   }
-  const exportEnv = getInput("export-env") || "true";
-  if (!/^(true|false)$/i.test(exportEnv)) throw new ActionError(`The export-env input must be true or false, not ${JSON.stringify(exportEnv)}.`, false);
+  const revoke = readBooleanInput("revoke");
   return {
     brokerUrl,
     policy,
     audience: getInput("audience") || brokerUrl,
     durationSeconds: duration === "" ? void 0 : Number(duration),
-    exportEnv: exportEnv.toLowerCase() === "true"
+    exportEnv: readBooleanInput("export-env"),
+    revoke,
+    // Checked before the exchange, so a bad URL fails the step before a token exists.
+    githubApiUrl: revoke ? resolveGitHubApiUrl(getInput("github-api-url"), process.env) : void 0
   };
+}
+function readBooleanInput(name) {
+  const value = getInput(name) || "true";
+  if (!/^(true|false)$/i.test(value)) throw new ActionError(`The ${name} input must be true or false, not ${JSON.stringify(value)}.`, false);
+  return value.toLowerCase() === "true";
 }
 async function run() {
   const inputs = readInputs();
   const response = await exchangeWithRetry(inputs);
   const { outputs, env } = toOutputs(response);
+  const githubToken = response.provider === "github" ? response.credentials.token : void 0;
+  if (githubToken !== void 0 && inputs.githubApiUrl !== void 0) {
+    saveState(STATE.token, githubToken);
+    saveState(STATE.apiUrl, inputs.githubApiUrl);
+    saveState(STATE.expiresAt, response.expires_at);
+  }
   for (const [name, value] of outputs) setOutput(name, value);
   if (inputs.exportEnv) for (const [name, value] of env) exportVariable(name, value);
-  info(
-    `Exchanged the job's ID token under policy ${JSON.stringify(inputs.policy)}: issuance ${response.issuance_id}, expires ${response.expires_at}` + (inputs.exportEnv ? `; exported ${env.map(([name]) => name).join(", ")}.` : ".")
-  );
+  info(`Exchanged the job's ID token under policy ${JSON.stringify(inputs.policy)}: issuance ${response.issuance_id}, expires ${response.expires_at}; ${whatNext()}`);
+  function whatNext() {
+    if (githubToken === void 0) return inputs.exportEnv ? `exported ${env.map(([name]) => name).join(", ")}.` : "outputs only.";
+    const where = "the github-token output holds the GitHub token (never exported: give it to the steps that need it, e.g. env: GH_TOKEN)";
+    if (inputs.githubApiUrl === void 0) return `${where}; revoke is false, so it stays valid until it expires.`;
+    return `${where}; this action's post step revokes it when the job ends.`;
+  }
 }
 run().catch((err) => {
   logError(err instanceof Error ? err.message : String(err));

@@ -98,14 +98,25 @@ async function exchange(inputs: ExchangeInputs, idToken: string): Promise<Exchan
     const credentials = json?.credentials;
     if (!json || typeof json.issuance_id !== 'string' || typeof json.expires_at !== 'string' || !isStringRecord(credentials)) {
       // Mask whatever came back before anything can print it.
-      if (isStringRecord(credentials)) for (const value of Object.values(credentials)) addMask(value);
+      if (isStringRecord(credentials)) maskSecrets(credentials);
       throw new ActionError(`The broker answered HTTP ${response.status} without an exchange response.`, false);
     }
     // Mask every secret before anything else can print one.
-    for (const value of Object.values(credentials)) addMask(value);
+    maskSecrets(credentials);
     return json as unknown as ExchangeResponse;
   }
   throw toActionError(response.status, json, inputs);
+}
+
+/**
+ * Fields of `credentials` that describe the credential rather than being it.
+ * Masking them would blank every "token" or "Bearer" in the job's log; any
+ * other field, known or not, is masked.
+ */
+const NOT_SECRET = new Set(['token_type', 'expires_at', 'Expiration']);
+
+function maskSecrets(credentials: Record<string, string>): void {
+  for (const [name, value] of Object.entries(credentials)) if (!NOT_SECRET.has(name)) addMask(value);
 }
 
 /** A broker error as a sentence naming what to change. */

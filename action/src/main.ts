@@ -3,9 +3,16 @@
  * short-lived credential. Bundled to action/dist/index.js (`npm run build:action`).
  */
 import { ActionError, exchangeWithRetry, type ExchangeResponse } from './exchange.js';
-import { exportVariable, getInput, info, logError, setOutput } from './runner.js';
+import { resolveGitHubApiUrl, STATE } from './revoke.js';
+import { exportVariable, getInput, info, logError, saveState, setOutput } from './runner.js';
 
-/** Outputs and exported variables for one exchange response, by the shape of its credentials. */
+/**
+ * Outputs and exported variables for one exchange response, by the shape of
+ * its credentials. A GitHub token is an output only: exported as GH_TOKEN it
+ * would become what every later step's `gh` (third-party actions included)
+ * acts as, silently swapping the job's own token for one scoped to other
+ * repositories; a step names it where it needs it instead.
+ */
 export function toOutputs(response: ExchangeResponse): { outputs: [string, string][]; env: [string, string][] } {
   const c = response.credentials;
   const outputs: [string, string][] = [
@@ -13,7 +20,9 @@ export function toOutputs(response: ExchangeResponse): { outputs: [string, strin
     ['expires-at', response.expires_at],
   ];
   const env: [string, string][] = [];
-  if (c.AccessKeyId !== undefined && c.SecretAccessKey !== undefined && c.SessionToken !== undefined) {
+  if (response.provider === 'github' && c.token !== undefined) {
+    outputs.push(['github-token', c.token]);
+  } else if (c.AccessKeyId !== undefined && c.SecretAccessKey !== undefined && c.SessionToken !== undefined) {
     outputs.push(['aws-access-key-id', c.AccessKeyId], ['aws-secret-access-key', c.SecretAccessKey], ['aws-session-token', c.SessionToken]);
     env.push(['AWS_ACCESS_KEY_ID', c.AccessKeyId], ['AWS_SECRET_ACCESS_KEY', c.SecretAccessKey], ['AWS_SESSION_TOKEN', c.SessionToken]);
   } else if (c.access_token !== undefined) {
@@ -45,27 +54,47 @@ function readInputs() {
   if (duration !== '' && !/^[1-9][0-9]{0,8}$/.test(duration)) {
     throw new ActionError(`The duration-seconds input must be a positive whole number of seconds, not ${JSON.stringify(duration)}.`, false);
   }
-  const exportEnv = getInput('export-env') || 'true';
-  if (!/^(true|false)$/i.test(exportEnv)) throw new ActionError(`The export-env input must be true or false, not ${JSON.stringify(exportEnv)}.`, false);
+  const revoke = readBooleanInput('revoke');
   return {
     brokerUrl,
     policy,
     audience: getInput('audience') || brokerUrl,
     durationSeconds: duration === '' ? undefined : Number(duration),
-    exportEnv: exportEnv.toLowerCase() === 'true',
+    exportEnv: readBooleanInput('export-env'),
+    revoke,
+    // Checked before the exchange, so a bad URL fails the step before a token exists.
+    githubApiUrl: revoke ? resolveGitHubApiUrl(getInput('github-api-url'), process.env) : undefined,
   };
+}
+
+/** A `true`/`false` input (any case), `true` when unset. */
+function readBooleanInput(name: string): boolean {
+  const value = getInput(name) || 'true';
+  if (!/^(true|false)$/i.test(value)) throw new ActionError(`The ${name} input must be true or false, not ${JSON.stringify(value)}.`, false);
+  return value.toLowerCase() === 'true';
 }
 
 async function run(): Promise<void> {
   const inputs = readInputs();
   const response = await exchangeWithRetry(inputs);
   const { outputs, env } = toOutputs(response);
+  const githubToken = response.provider === 'github' ? response.credentials.token : undefined;
+  // Saved first, so the post step revokes the token even if writing an output fails.
+  if (githubToken !== undefined && inputs.githubApiUrl !== undefined) {
+    saveState(STATE.token, githubToken);
+    saveState(STATE.apiUrl, inputs.githubApiUrl);
+    saveState(STATE.expiresAt, response.expires_at);
+  }
   for (const [name, value] of outputs) setOutput(name, value);
   if (inputs.exportEnv) for (const [name, value] of env) exportVariable(name, value);
-  info(
-    `Exchanged the job's ID token under policy ${JSON.stringify(inputs.policy)}: issuance ${response.issuance_id}, expires ${response.expires_at}` +
-      (inputs.exportEnv ? `; exported ${env.map(([name]) => name).join(', ')}.` : '.'),
-  );
+  info(`Exchanged the job's ID token under policy ${JSON.stringify(inputs.policy)}: issuance ${response.issuance_id}, expires ${response.expires_at}; ${whatNext()}`);
+
+  function whatNext(): string {
+    if (githubToken === undefined) return inputs.exportEnv ? `exported ${env.map(([name]) => name).join(', ')}.` : 'outputs only.';
+    const where = 'the github-token output holds the GitHub token (never exported: give it to the steps that need it, e.g. env: GH_TOKEN)';
+    if (inputs.githubApiUrl === undefined) return `${where}; revoke is false, so it stays valid until it expires.`;
+    return `${where}; this action's post step revokes it when the job ends.`;
+  }
 }
 
 run().catch((err: unknown) => {

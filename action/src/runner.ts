@@ -1,7 +1,8 @@
 /**
  * The GitHub Actions runner protocol, without @actions/core: inputs come from
- * `INPUT_<NAME>` variables, outputs and exported variables go to the files
- * named by `GITHUB_OUTPUT` and `GITHUB_ENV`, commands go to stdout.
+ * `INPUT_<NAME>` variables, outputs, exported variables and saved state go to
+ * the files named by `GITHUB_OUTPUT`, `GITHUB_ENV` and `GITHUB_STATE`, commands
+ * go to stdout. The runner hands saved state to the post step as `STATE_<name>`.
  */
 import { randomUUID } from 'node:crypto';
 import { appendFileSync } from 'node:fs';
@@ -32,6 +33,10 @@ export function logError(message: string): void {
   process.stdout.write(`::error::${escapeData(message)}${EOL}`);
 }
 
+export function logWarning(message: string): void {
+  process.stdout.write(`::warning::${escapeData(message)}${EOL}`);
+}
+
 /** Workflow-command data escaping, as the runner expects it (`%`, CR and LF). */
 export function escapeData(value: string): string {
   return value.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
@@ -50,13 +55,25 @@ export function toFileCommand(name: string, value: string): string {
 }
 
 export function setOutput(name: string, value: string, env: NodeJS.ProcessEnv = process.env): void {
-  const file = env.GITHUB_OUTPUT;
-  if (!file) throw new Error('GITHUB_OUTPUT is not set: this must run as a GitHub Actions step.');
-  appendFileSync(file, toFileCommand(name, value), 'utf8');
+  appendFileCommand('GITHUB_OUTPUT', name, value, env);
 }
 
 export function exportVariable(name: string, value: string, env: NodeJS.ProcessEnv = process.env): void {
-  const file = env.GITHUB_ENV;
-  if (!file) throw new Error('GITHUB_ENV is not set: this must run as a GitHub Actions step.');
+  appendFileCommand('GITHUB_ENV', name, value, env);
+}
+
+/** Keeps `value` for this action's post step, which reads it with `getState`; the runner keeps the state file, never the log. */
+export function saveState(name: string, value: string, env: NodeJS.ProcessEnv = process.env): void {
+  appendFileCommand('GITHUB_STATE', name, value, env);
+}
+
+/** What the main step saved under `name`; `''` when it saved nothing. */
+export function getState(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  return env[`STATE_${name}`] ?? '';
+}
+
+function appendFileCommand(fileVariable: 'GITHUB_OUTPUT' | 'GITHUB_ENV' | 'GITHUB_STATE', name: string, value: string, env: NodeJS.ProcessEnv): void {
+  const file = env[fileVariable];
+  if (!file) throw new Error(`${fileVariable} is not set: this must run as a GitHub Actions step.`);
   appendFileSync(file, toFileCommand(name, value), 'utf8');
 }
