@@ -139,7 +139,7 @@ describe('issuing', () => {
     const record = await recordOf(res);
     assert.equal(record.decision, 'issued');
     assert.equal(record.provider, 'github');
-    assert.equal(record.credential_id, createHash('sha256').update(token).digest('hex'));
+    assert.equal(record.credential_id, `sha256:${createHash('sha256').update(token).digest('hex')}`);
     assert.equal(record.target, 'acme/app,acme/lib contents:write,pull_requests:write');
   });
 

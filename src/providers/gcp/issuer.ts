@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { IAMCredentialsClient } from '@google-cloud/iam-credentials';
 import { decodeJwt } from 'jose';
 import { ProviderError } from '../../errors.js';
+import { toCredentialFingerprint } from '../fingerprint.js';
 import { clampDurationSeconds, type IssuedCredential, type Provider } from '../types.js';
 import type { GcpGrant } from './grant.js';
 import { renderIdTokenAudience } from './render.js';
@@ -104,7 +104,7 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
         const expiresAt = idTokenExpiry(idToken);
         return {
           target: grant.serviceAccount,
-          credentialId: fingerprint(idToken),
+          credentialId: toCredentialFingerprint(idToken),
           expiresAt,
           durationSeconds: Math.max(0, Math.round((expiresAt.getTime() - Date.now()) / 1000)),
           credentials: { id_token: idToken },
@@ -119,7 +119,7 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
       if (!accessToken || !expireSeconds) throw new ProviderError('Google answered without a token; try again shortly.', { reason: 'gcp:INCOMPLETE_RESPONSE' });
       return {
         target: grant.serviceAccount,
-        credentialId: fingerprint(accessToken),
+        credentialId: toCredentialFingerprint(accessToken),
         expiresAt: new Date(expireSeconds * 1000),
         durationSeconds,
         credentials: { access_token: accessToken, token_type: 'Bearer' },
@@ -133,10 +133,6 @@ export function createGcpProvider(options: GcpProviderOptions): Provider<GcpGran
   };
 }
 
-/** Tokens are recorded by fingerprint, never in full. */
-function fingerprint(token: string): string {
-  return `sha256:${createHash('sha256').update(token).digest('hex')}`;
-}
 
 /** The expiry Google put in the ID token; a token we cannot read is a bad answer, not a server fault. */
 function idTokenExpiry(idToken: string): Date {

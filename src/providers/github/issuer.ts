@@ -1,10 +1,11 @@
-import { createHash, createPrivateKey, type KeyObject } from 'node:crypto';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createAppAuth } from '@octokit/auth-app';
 import { Octokit } from '@octokit/core';
 import { RequestError } from '@octokit/request-error';
 import { AccessDeniedError, ProviderError, ProviderThrottledError } from '../../errors.js';
+import { toCredentialFingerprint } from '../fingerprint.js';
 import type { IssuedCredential, Provider } from '../types.js';
 import { createAppJwtSigner } from './app-jwt.js';
 import type { GithubGrant } from './grant.js';
@@ -190,7 +191,7 @@ export function createGithubProvider(options: GithubProviderOptions): Provider<G
       if (Number.isNaN(expiresAt.getTime())) throw new ProviderError('GitHub answered with an unreadable expiry; try again shortly.', { reason: 'github:incomplete_response' });
       return {
         target: githubTarget(repositories, grant),
-        credentialId: createHash('sha256').update(issued.token).digest('hex'),
+        credentialId: toCredentialFingerprint(issued.token),
         expiresAt,
         durationSeconds: Math.max(0, Math.min(TOKEN_LIFETIME_SECONDS, Math.round((expiresAt.getTime() - now()) / 1000))),
         credentials: { token: issued.token, token_type: 'token', expires_at: expiresAt.toISOString() },
