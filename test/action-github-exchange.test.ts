@@ -1,8 +1,8 @@
 // The GitHub Action with a github grant, end to end: the committed main bundle
 // asks a loopback ID token service for the job's token, exchanges it at a real
 // broker whose github provider mints an installation token at a loopback
-// GitHub API, and the committed post bundle revokes that token there with the
-// state the main step saved. Needs the github provider (src/providers/github/).
+// GitHub API (test/emulators/github/), and the committed post bundle revokes
+// that token there with the state the main step saved. Needs the github provider (src/providers/github/).
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { assertMaskedFirst, inputsEnv, parseFileCommands, runStep, stateEnv, warningLine } from './helpers/action.js';
 import { AUDIENCE, createCapturingLogger, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { startGitHubApi, type GitHubApi } from './helpers/github-api.js';
+import { startGithubEmulator, type GithubEmulator } from './emulators/index.js';
 import { listen, type RunningServer } from '../src/http/server.js';
 
 const APP_ID = '123456';
@@ -21,7 +21,7 @@ const REQUEST_TOKEN = 'runner-request-token-for-tests';
 const CLAIMS = { sub: 'repo:acme/app:ref:refs/heads/main', repository: 'acme/app', ref: 'refs/heads/main', event_name: 'push' };
 
 let dir: string;
-let github: GitHubApi;
+let github: GithubEmulator;
 let fx: BrokerFixture;
 let broker: RunningServer;
 
@@ -35,7 +35,11 @@ before(async () => {
   const keyFile = path.join(dir, 'github-app.pem');
   // GitHub hands out App keys as PKCS#1 PEM.
   await writeFile(keyFile, privateKey.export({ type: 'pkcs1', format: 'pem' }), { mode: 0o600 });
-  github = await startGitHubApi({ id: APP_ID, publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(), owner: 'acme', repositories: ['infra'] });
+  github = await startGithubEmulator({
+    appId: APP_ID,
+    publicKey,
+    installations: [{ id: 4242, account: 'acme', repositories: ['infra'], permissions: { contents: 'write', pull_requests: 'write', metadata: 'read' } }],
+  });
   stops.push(() => github.close());
   fx = await startBrokerFixture({
     policies: {
@@ -93,7 +97,8 @@ function runMain(inputs: Record<string, string> = {}) {
   });
 }
 
-const deletes = () => github.requests.filter((r) => r.method === 'DELETE');
+const deletes = () => github.requests.filter((r) => r.method === 'DELETE').map(({ method, path, auth, status }) => ({ method, path, auth, status }));
+const issued = (token: string) => github.tokens.filter((t) => t.token === token);
 
 describe('GitHub Action with a github grant: exchange, then revocation at job end', () => {
   test('main outputs github-token, masked first and never exported, and saves it; post revokes exactly that token', async () => {
@@ -102,8 +107,10 @@ describe('GitHub Action with a github grant: exchange, then revocation at job en
     const outputs = parseFileCommands(main.outputs);
     assert.deepEqual([...outputs.keys()], ['issuance-id', 'expires-at', 'github-token']);
     const token = outputs.get('github-token')!;
-    assert.ok(github.liveTokens.has(token), 'the output is the token GitHub issued');
-    assert.deepEqual(github.tokenRequests.at(-1), { repositories: ['infra'], permissions: { contents: 'write', pull_requests: 'write' } });
+    assert.deepEqual(issued(token).map((t) => t.revoked), [false], 'the output is the token GitHub issued, live');
+    const creations = github.requests.filter((r) => r.method === 'POST');
+    assert.deepEqual(creations.map((r) => [r.path, r.auth, r.status]), [['/app/installations/4242/access_tokens', 'app', 201]]);
+    assert.deepEqual(creations[0]!.body, { repositories: ['infra'], permissions: { contents: 'write', pull_requests: 'write' } });
     assertMaskedFirst(main.stdout, [token, idTokens[0]!, REQUEST_TOKEN]);
     assert.equal(main.stdout.split('\n').filter((line) => line.includes(token)).length, 1, 'the token is printed only on its mask line');
     assert.ok(!main.stdout.includes('::add-mask::token\n'), 'token_type is not masked');
@@ -114,8 +121,8 @@ describe('GitHub Action with a github grant: exchange, then revocation at job en
 
     const post = await runStep('post.js', dir, stateEnv(main.state));
     assert.equal(post.code, 0, post.stdout + post.stderr);
-    assert.deepEqual(deletes(), [{ method: 'DELETE', path: '/installation/token', authorization: `Bearer ${token}` }]);
-    assert.ok(!github.liveTokens.has(token), 'revoked');
+    assert.deepEqual(deletes(), [{ method: 'DELETE', path: '/installation/token', auth: 'installation', status: 204 }]);
+    assert.deepEqual(github.tokens.filter((t) => t.revoked).map((t) => t.token), [token], 'exactly the issued token revoked');
     assert.match(post.stdout, /^Revoked the GitHub token at /m);
     assertMaskedFirst(post.stdout, [token]);
     assert.equal(post.stdout.split('\n').filter((line) => line.includes(token)).length, 1);
@@ -124,6 +131,7 @@ describe('GitHub Action with a github grant: exchange, then revocation at job en
     const again = await runStep('post.js', dir, stateEnv(main.state));
     assert.equal(again.code, 0);
     assert.match(warningLine(again.stdout), /answered HTTP 401, so it had already expired or been revoked/);
+    assert.deepEqual(deletes().at(-1), { method: 'DELETE', path: '/installation/token', auth: 'invalid', status: 401 });
   });
 
   test('revoke: false saves nothing, so the post step sends nothing and the token stays valid', async () => {
@@ -136,6 +144,6 @@ describe('GitHub Action with a github grant: exchange, then revocation at job en
     assert.equal(post.code, 0);
     assert.equal(post.stdout, '');
     assert.deepEqual(deletes(), []);
-    assert.ok(github.liveTokens.has(token));
+    assert.deepEqual(issued(token).map((t) => t.revoked), [false]);
   });
 });

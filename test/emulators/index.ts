@@ -25,6 +25,7 @@ export {
   type GithubEmulatorOptions,
   type GithubFault,
   type GithubInstallation,
+  type GithubTokenGrant,
   type IssuedGithubToken,
   type PermissionLevel,
   type ReceivedGithubRequest,

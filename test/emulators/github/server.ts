@@ -6,6 +6,8 @@
  * installation's repositories and permissions (422 as GitHub answers), serves
  * `GET /repos/{owner}/{repo}` to installation tokens, revokes them
  * (`DELETE /installation/token`) and injects GitHub's failure modes on demand.
+ * `addToken` puts in a token as if GitHub had issued it, for a client that
+ * only uses or revokes one.
  *
  * @example
  * ```ts
@@ -16,7 +18,7 @@
  * ```
  */
 import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { compactVerify } from 'jose';
 
@@ -74,8 +76,13 @@ export interface IssuedGithubToken {
   revoked: boolean;
 }
 
-/** Which App-authenticated endpoints a fault hits: the installation lookup, the token creation, or both (default). */
-export type FaultTarget = 'lookup' | 'access_tokens' | 'any';
+/**
+ * Which endpoint a fault hits: the installation lookup, the token creation,
+ * both of those App-authenticated calls (`any`, the default), or the
+ * revocation (`DELETE /installation/token`), which only `revoke` names, so a
+ * fault meant for the App calls never swallows a test's revocation.
+ */
+export type FaultTarget = 'lookup' | 'access_tokens' | 'any' | 'revoke';
 
 export type GithubFault =
   | { kind: 'none' }
@@ -85,7 +92,12 @@ export type GithubFault =
   | { kind: 'secondary_rate_limit'; status: 403 | 429; retryAfterSeconds: number; times?: number; on?: FaultTarget }
   | { kind: 'server_error'; status?: 500 | 502 | 503; times?: number; on?: FaultTarget }
   /** Never answers; close() ends the connection. */
-  | { kind: 'hang'; times?: number; on?: FaultTarget };
+  | { kind: 'hang'; times?: number; on?: FaultTarget }
+  /** Any other answer GitHub, or a proxy before it, may give (a 307 with `location`): this status, GitHub's error body and these headers. */
+  | { kind: 'answer'; status: number; headers?: Record<string, string>; times?: number; on?: FaultTarget };
+
+/** A token as if GitHub had issued it to the installation `installationId`. */
+export type GithubTokenGrant = Omit<IssuedGithubToken, 'token' | 'revoked'>;
 
 export interface GithubEmulator {
   /** `http://127.0.0.1:<port>`: the `baseUrl` (GitHub Enterprise Server's `/api/v3` is not needed). */
@@ -94,8 +106,21 @@ export interface GithubEmulator {
   requests: ReceivedGithubRequest[];
   /** Every installation token handed out, in order. */
   tokens: IssuedGithubToken[];
-  /** Makes the next `times` App-authenticated calls (default: all) on `on` fail; a fault applies only after the JWT verified, so it never hides a signing bug. */
+  /**
+   * Makes the next `times` calls (default: all) on `on` fail; a fault applies
+   * only after the caller authenticated (the App JWT verified; for `revoke`, a
+   * live installation token), so it never hides a credential bug.
+   *
+   * @throws TypeError for an `answer` status outside 200 to 599.
+   */
   setFault(fault: GithubFault): void;
+  /**
+   * Adds a live installation token without a token creation, for clients that
+   * only use or revoke one; it appears in `tokens`.
+   *
+   * @throws TypeError if the token is already known or the installation is not one of the options'.
+   */
+  addToken(token: string, grant: GithubTokenGrant): IssuedGithubToken;
   close(): Promise<void>;
 }
 
@@ -203,18 +228,18 @@ export async function startGithubEmulator(options: GithubEmulatorOptions): Promi
     return found && !found.revoked && found.expiresAt > now() ? found : undefined;
   };
 
-  /** Consumes and returns the fault for an App-authenticated call on `target`, if one applies. */
-  const takeFault = (target: 'lookup' | 'access_tokens'): Exclude<GithubFault, { kind: 'none' }> | undefined => {
+  /** Consumes and returns the fault for an authenticated call on `target`, if one applies. */
+  const takeFault = (target: Exclude<FaultTarget, 'any'>): Exclude<GithubFault, { kind: 'none' }> | undefined => {
     if (!fault) return undefined;
     const on = fault.fault.on ?? 'any';
-    if (on !== 'any' && on !== target) return undefined;
+    if (on !== target && !(on === 'any' && target !== 'revoke')) return undefined;
     const taken = fault.fault;
     if (--fault.remaining <= 0) fault = undefined;
     return taken;
   };
 
   /** Answers an injected fault; true when it did (or hung). */
-  const answerFault = (res: ServerResponse, record: ReceivedGithubRequest, target: 'lookup' | 'access_tokens'): boolean => {
+  const answerFault = (res: ServerResponse, record: ReceivedGithubRequest, target: Exclude<FaultTarget, 'any'>): boolean => {
     const injected = takeFault(target);
     if (!injected) return false;
     record.fault = injected.kind;
@@ -240,6 +265,9 @@ export async function startGithubEmulator(options: GithubEmulatorOptions): Promi
         return true;
       case 'server_error':
         sendError(res, record, injected.status ?? 502, 'Server Error');
+        return true;
+      case 'answer':
+        sendError(res, record, injected.status, STATUS_CODES[injected.status] ?? 'Unknown', injected.headers);
         return true;
     }
   };
@@ -374,6 +402,7 @@ export async function startGithubEmulator(options: GithubEmulatorOptions): Promi
     record.auth = credential === undefined ? 'none' : token ? 'installation' : 'invalid';
     if (path === '/installation/token' && method === 'DELETE') {
       if (!token) return sendError(res, record, 401, 'Bad credentials');
+      if (answerFault(res, record, 'revoke')) return;
       token.revoked = true;
       return send(res, record, 204, undefined);
     }
@@ -410,8 +439,18 @@ export async function startGithubEmulator(options: GithubEmulatorOptions): Promi
     requests,
     tokens,
     setFault(next: GithubFault): void {
+      if (next.kind === 'answer' && !(Number.isInteger(next.status) && next.status >= 200 && next.status <= 599)) {
+        throw new TypeError(`an answer fault needs an HTTP status from 200 to 599, not ${next.status}`);
+      }
       const times = next.kind === 'none' ? 0 : next.times ?? Number.POSITIVE_INFINITY;
       fault = next.kind === 'none' || times <= 0 ? undefined : { fault: next, remaining: times };
+    },
+    addToken(token: string, grant: GithubTokenGrant): IssuedGithubToken {
+      if (tokens.some((t) => t.token === token)) throw new TypeError('that token is already known');
+      if (!options.installations.some((i) => i.id === grant.installationId)) throw new TypeError(`no installation ${grant.installationId}`);
+      const added: IssuedGithubToken = { ...grant, token, revoked: false };
+      tokens.push(added);
+      return added;
     },
     close(): Promise<void> {
       return new Promise((resolve, reject) => {
