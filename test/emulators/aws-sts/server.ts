@@ -16,8 +16,8 @@
  * ```
  */
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { closeEmulatorServer, createEmulatorServer, listenOnLoopback } from '../loopback.js';
 import { parseAssumeRoleForm, STS_API_VERSION, validateAssumeRole, type AssumeRoleParams } from './assume-role.js';
 import { verifySigV4, type StsErrorAnswer } from './sigv4.js';
 
@@ -289,36 +289,17 @@ ${packedPolicySize !== undefined ? `    <PackedPolicySize>${packedPolicySize}</P
     send(res, 200, xml);
   };
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent && !res.destroyed) {
-        sendError(res, { status: 500, type: 'Receiver', code: 'InternalFailure', message: `emulator bug: ${err instanceof Error ? err.message : String(err)}` });
-      }
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const server = createEmulatorServer(handle, (res, message) => sendError(res, { status: 500, type: 'Receiver', code: 'InternalFailure', message }));
+  const url = await listenOnLoopback(server);
 
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     requests,
     setFault(next: StsFault): void {
       const times = next.kind === 'none' ? 0 : next.times ?? Number.POSITIVE_INFINITY;
       fault = next.kind === 'none' || times <= 0 ? undefined : { fault: next, remaining: times };
     },
     callCount: () => calls,
-    close(): Promise<void> {
-      return new Promise((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        // Hung requests keep their sockets open; server.close() alone would wait for them forever.
-        server.closeAllConnections();
-      });
-    },
+    close: () => closeEmulatorServer(server),
   };
 }

@@ -15,8 +15,8 @@
  *   (`{"scope":[...],"lifetime":"900s"}`; empty `delegates` are omitted).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { closeEmulatorServer, createEmulatorServer, listenOnLoopback } from '../loopback.js';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 
 export const CLOUD_PLATFORM_SCOPE = 'https://www.googleapis.com/auth/cloud-platform';
@@ -229,24 +229,6 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
-function listen(server: Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve((server.address() as AddressInfo).port));
-  });
-}
-
-function closeServer(server: Server): Promise<void> {
-  return new Promise((resolve) => {
-    if (!server.listening) {
-      resolve();
-      return;
-    }
-    server.close(() => resolve());
-    // Keep-alive sockets (google-gax pools them) and hung requests would otherwise hold close() open.
-    server.closeAllConnections();
-  });
-}
 
 export async function startGcpEmulator(options: GcpEmulatorOptions = {}): Promise<GcpEmulator> {
   const projectId = options.projectId ?? 'emulator-project';
@@ -613,21 +595,16 @@ export async function startGcpEmulator(options: GcpEmulatorOptions = {}): Promis
     }
   }
 
-  const metadataServer = createServer((req, res) => {
-    handleMetadata(req, res).catch(() => {
-      if (!res.headersSent) res.writeHead(500, { 'Metadata-Flavor': 'Google' });
-      res.end();
-    });
-  });
+  const metadataServer = createEmulatorServer(handleMetadata, (res) => res.writeHead(500, { 'Metadata-Flavor': 'Google' }).end());
   const iamServer = createServer((req, res) => {
     void handleIam(req, res);
   });
-  const metadataPort = await listen(metadataServer);
-  const iamPort = await listen(iamServer);
+  const metadataUrl = new URL(await listenOnLoopback(metadataServer));
+  const iamUrl = await listenOnLoopback(iamServer);
 
   return {
-    metadataHost: `127.0.0.1:${metadataPort}`,
-    iamUrl: `http://127.0.0.1:${iamPort}`,
+    metadataHost: metadataUrl.host,
+    iamUrl,
     brokerServiceAccount,
     projectId,
     requests: () => requestLog.map((r) => ({ ...r })),
@@ -646,7 +623,7 @@ export async function startGcpEmulator(options: GcpEmulatorOptions = {}): Promis
       for (const record of brokerTokens.values()) record.expiresAt = past;
     },
     async close(): Promise<void> {
-      await Promise.all([closeServer(metadataServer), closeServer(iamServer)]);
+      await Promise.all([closeEmulatorServer(metadataServer), closeEmulatorServer(iamServer)]);
     },
   };
 }

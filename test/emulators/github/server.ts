@@ -18,9 +18,9 @@
  * ```
  */
 import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
-import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { compactVerify } from 'jose';
+import { closeEmulatorServer, createEmulatorServer, listenOnLoopback } from '../loopback.js';
 
 export type PermissionLevel = 'read' | 'write' | 'admin';
 
@@ -417,25 +417,14 @@ export async function startGithubEmulator(options: GithubEmulatorOptions): Promi
     return sendError(res, record, 404, 'Not Found');
   };
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent && !res.destroyed) {
-        res.writeHead(500, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ message: `emulator bug: ${err instanceof Error ? err.message : String(err)}` }));
-      }
-    });
+  const server = createEmulatorServer(handle, (res, message) => {
+    res.writeHead(500, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ message }));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const url = await listenOnLoopback(server);
 
   return {
-    url: `http://127.0.0.1:${port}`,
+    url,
     requests,
     tokens,
     setFault(next: GithubFault): void {
@@ -452,12 +441,6 @@ export async function startGithubEmulator(options: GithubEmulatorOptions): Promi
       tokens.push(added);
       return added;
     },
-    close(): Promise<void> {
-      return new Promise((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        // Hung requests keep their sockets open; server.close() alone would wait for them forever.
-        server.closeAllConnections();
-      });
-    },
+    close: () => closeEmulatorServer(server),
   };
 }
