@@ -7,6 +7,20 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+/** A request's body, or undefined when it is over `maxBytes` (read to its end all the same, so the answer reaches the client). */
+export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= maxBytes) chunks.push(chunk);
+    });
+    req.on('end', () => resolve(size > maxBytes ? undefined : Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
 /** A server running `handle`; a rejection is answered by `answerBug` with its message, unless an answer has started. */
 export function createEmulatorServer(
   handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>,

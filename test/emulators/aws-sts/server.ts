@@ -17,7 +17,7 @@
  */
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { closeEmulatorServer, createEmulatorServer, listenOnLoopback } from '../loopback.js';
+import { closeEmulatorServer, createEmulatorServer, listenOnLoopback, readBody } from '../loopback.js';
 import { parseAssumeRoleForm, STS_API_VERSION, validateAssumeRole, type AssumeRoleParams } from './assume-role.js';
 import { verifySigV4, type StsErrorAnswer } from './sigv4.js';
 
@@ -129,18 +129,6 @@ function faultAnswer(kind: Exclude<StsFault['kind'], 'none' | 'hang' | 'garbage'
   }
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
-    });
-    req.on('end', () => resolve(size > MAX_BODY_BYTES ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
 
 /**
  * Starts the emulator on 127.0.0.1 and an ephemeral port.
@@ -217,7 +205,7 @@ ${packedPolicySize !== undefined ? `    <PackedPolicySize>${packedPolicySize}</P
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     calls++;
-    const body = await readBody(req);
+    const body = await readBody(req, MAX_BODY_BYTES);
     if (body === undefined) {
       sendError(res, { status: 413, type: 'Sender', code: 'RequestEntityTooLarge', message: `Request body exceeds ${MAX_BODY_BYTES} bytes.` });
       return;

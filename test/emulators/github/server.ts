@@ -20,7 +20,7 @@
 import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import { compactVerify } from 'jose';
-import { closeEmulatorServer, createEmulatorServer, listenOnLoopback } from '../loopback.js';
+import { closeEmulatorServer, createEmulatorServer, listenOnLoopback, readBody } from '../loopback.js';
 
 export type PermissionLevel = 'read' | 'write' | 'admin';
 
@@ -136,18 +136,6 @@ function isoSeconds(date: Date): string {
   return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_BODY_BYTES) chunks.push(chunk);
-    });
-    req.on('end', () => resolve(size > MAX_BODY_BYTES ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
 
 type JwtVerdict = { ok: true; claims: { iss: unknown; iat: number; exp: number } } | { ok: false; message: string };
 
@@ -351,7 +339,7 @@ export async function startGithubEmulator(options: GithubEmulatorOptions): Promi
     res.once('close', () => {
       if (!res.writableFinished) record.abandoned = true;
     });
-    const raw = await readBody(req);
+    const raw = await readBody(req, MAX_BODY_BYTES);
     if (raw === undefined) return sendError(res, record, 413, 'Request body too large');
     if (raw.length > 0) {
       try {
