@@ -1,13 +1,12 @@
-// The policy sets kept in subdirectories of policies/, which the shipped-policy
-// test (policies-shipped.test.ts) does not read, tested through `oidc-broker
-// policy test` as a user would run it:
+// Policies tested through `oidc-broker policy test` as a user would run it,
+// beyond what the shipped-policy test (policies-shipped.test.ts) covers:
 // - policies/examples/ (docs/providers.md, "GitHub App tokens: a walkthrough")
 //   needs a providers.github block, which the development defaults lack;
-// - policies/guardrails/ (docs/policies/guardrails.md) holds only deny
-//   policies, so its cases name an allow policy of policies/ that is copied in.
+// - the exemption documented in policies/deny-github-workflow-run.yaml
+//   (docs/policies/guardrails.md).
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -45,45 +44,34 @@ providers:
   }
 });
 
-/** A temporary policy directory holding the guardrails, their tests, and the allow policy their cases name. */
-async function guardrailsDir(): Promise<string> {
+/** A temporary policy directory holding the workflow_run guardrail, its tests, and the allow policy its cases name. */
+async function guardrailDir(): Promise<string> {
   const dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-guardrails-'));
-  const guardrails = path.join(REPO, 'policies', 'guardrails');
-  for (const name of await readdir(guardrails)) await copyFile(path.join(guardrails, name), path.join(dir, name));
-  await copyFile(path.join(REPO, 'policies', 'github-environment-production.yaml'), path.join(dir, 'github-environment-production.yaml'));
+  for (const name of ['deny-github-workflow-run.yaml', 'deny-github-workflow-run.test.yaml', 'github-environment-production.yaml']) {
+    await copyFile(path.join(REPO, 'policies', name), path.join(dir, name));
+  }
   return dir;
 }
 
-test('policies/guardrails/: every case of every test file passes, with the development defaults', async () => {
-  const dir = await guardrailsDir();
-  try {
-    const run = await cli(['policy', 'test', dir]);
-    assert.equal(run.code, 0, run.stdout + run.stderr);
-    assert.match(run.stdout, /^9 passed, 0 failed \(3 test files\)$/m);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
-
-test('policies/guardrails/: the exemption documented in deny-workflow-run.yaml lets only the named workflow through', async () => {
-  const dir = await guardrailsDir();
+test('policies/deny-github-workflow-run.yaml: the exemption its comment documents lets only the named workflow through', async () => {
+  const dir = await guardrailDir();
   try {
     // The condition is taken from the policy's own comment, so the documented text is what runs.
-    const policyFile = path.join(dir, 'deny-workflow-run.yaml');
+    const policyFile = path.join(dir, 'deny-github-workflow-run.yaml');
     const policy = await readFile(policyFile, 'utf8');
     const condition = /^#\s+(condition: .*)$/m.exec(policy)?.[1];
-    assert.ok(condition, 'deny-workflow-run.yaml documents a condition');
+    assert.ok(condition, 'deny-github-workflow-run.yaml documents a condition');
     await writeFile(policyFile, `${policy}${condition}\n`);
-    const cases = await readFile(path.join(dir, 'deny-workflow-run.test.yaml'), 'utf8');
+    const cases = await readFile(path.join(dir, 'deny-github-workflow-run.test.yaml'), 'utf8');
     assert.ok(cases.includes('publish.yml'), 'the workflow_run case runs the exempted workflow');
-    await writeFile(path.join(dir, 'deny-workflow-run-other.test.yaml'), cases.replaceAll('publish.yml', 'other.yml'));
+    await writeFile(path.join(dir, 'deny-github-workflow-run-other.test.yaml'), cases.replaceAll('publish.yml', 'other.yml'));
 
     const run = await cli(['policy', 'test', dir]);
     assert.equal(run.code, 1, run.stdout + run.stderr);
-    assert.match(run.stdout, /^11 passed, 1 failed \(4 test files\)$/m);
+    assert.match(run.stdout, /^5 passed, 1 failed \(2 test files\)$/m);
     const failures = run.stdout.split('\n').filter((line) => line.startsWith('FAIL'));
     assert.equal(failures.length, 1, run.stdout);
-    assert.match(failures[0] ?? '', /deny-workflow-run\.test\.yaml:\d+: workflow_run on main.* expected deny, got allow/);
+    assert.match(failures[0] ?? '', /deny-github-workflow-run\.test\.yaml:\d+: workflow_run on main.* expected deny, got allow/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
