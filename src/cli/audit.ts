@@ -342,7 +342,7 @@ function toQuery(options: QueryOptions, limit: number): AuditQuery {
 }
 
 /** RFC 3339, or YYYY-MM-DD for midnight UTC, as toISOString() text. */
-function parseTimeArg(value: string, flag: string): string {
+export function parseTimeArg(value: string, flag: string): string {
   const text = /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00Z` : value;
   try {
     return toTimeBound(text, flag);
@@ -352,7 +352,7 @@ function parseTimeArg(value: string, flag: string): string {
 }
 
 /** Opens audit.url; a SQLite file must exist already (opening would create an empty log). */
-async function openStore(config: BrokerConfig): Promise<AuditStore> {
+export async function openStore(config: BrokerConfig): Promise<AuditStore> {
   const url = config.audit.url;
   if (url.startsWith('sqlite:') && !existsSync(url.slice('sqlite:'.length))) {
     throw new CliExit(1, `the audit log ${url.slice('sqlite:'.length)} does not exist (audit.url of ${config.source})`);

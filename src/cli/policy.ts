@@ -5,17 +5,25 @@ import { decodeJwt } from 'jose';
 import { compileContext, type BrokerConfig } from '../config.js';
 import { formatPolicyIssue } from '../policy/issues.js';
 import { compilePolicies } from '../policy/compile.js';
+import { createImpactTally, isNewlyAllowed, type ImpactRow } from '../policy/impact.js';
 import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../policy/explain.js';
 import { loadPolicyDir } from '../policy/load.js';
 import { isPolicyTestFileName, runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
 import type { CompileContext, PolicyFile, PolicySet } from '../policy/types.js';
 import { suggest } from '../yaml/fields.js';
+import { openStore, parseTimeArg } from './audit.js';
 import { CliExit, readConfig, type CliIo } from './io.js';
 
 const CONFIG_HELP = 'config file naming the issuers and providers policies may use (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
 const DIR_HELP = 'policy directory (default: the configured policies.dir)';
 /** `policy explain`'s exit code when the policy would deny, so scripts can branch on it. */
 export const EXIT_DENY = 3;
+/** `policy impact`'s exit code when the change newly allows something (same value: "look before this ships"). */
+export const EXIT_NEWLY_ALLOWED = 3;
+/** What `policy impact` replays without `--since`. */
+const DEFAULT_IMPACT_DAYS = 30;
+/** Records read per page of the audit log. */
+const IMPACT_PAGE = 1000;
 export const UNVERIFIED_NOTE = 'token not verified: offline explain shows what the policy would decide';
 
 interface ExplainOptions {
@@ -111,6 +119,91 @@ Examples:
   echo "$ID_TOKEN" | oidc-broker policy explain --policy api-deploy-prod --token - --json`,
     )
     .action(async (dir: string | undefined, options: ExplainOptions) => runExplain(dir, options, io));
+
+  policy
+    .command('impact')
+    .requiredOption('--after <dir>', 'the proposed policy directory')
+    .option('--before <dir>', 'the policy directory in force (default: the configured policies.dir)')
+    .option('--since <time>', `replay records from then on: a duration such as 24h or 7d, an RFC 3339 time, or a date (default: ${DEFAULT_IMPACT_DAYS}d)`)
+    .option('--json', 'one JSON line per change: {"subject", "issuer", "policy", "before", "after", "requests"}')
+    .option('-c, --config <file>', `${CONFIG_HELP}; its audit.url is the log replayed`)
+    .description('Replay the verified claim sets of the audit log against two policy sets and list every (subject, policy) whose decision changes.')
+    .addHelpText(
+      'after',
+      `
+Every issued, denied and explain record with a verified claim set (a token
+refused before verification has none) is evaluated as the exchange
+evaluates it (the named policy, the issuer's deny policies, whether the
+claims fill the grant) under --before and under --after. Each (subject,
+issuer, policy) whose decision differs is printed with the number of
+recorded requests it covers, newly allowed first. "unknown_policy": the set
+has no policy of that name. Both sets compile with the config's issuers and
+providers (-c). The log holds no secret, and nothing is written to it.
+
+Exit codes: 0 nothing becomes newly allowed; ${EXIT_NEWLY_ALLOWED} something does (so a
+pull-request check can stop for review); 1 error (config, policies that do
+not compile, the audit log unreadable).
+
+Examples:
+  oidc-broker policy impact --before policies/ --after proposed/policies/ --since 7d
+  oidc-broker policy impact --after proposed/policies/ --json > impact.ndjson`,
+    )
+    .action(async (options: ImpactOptions) => runImpact(options, io));
+}
+
+interface ImpactOptions {
+  before?: string;
+  after: string;
+  since?: string;
+  json?: boolean;
+  config?: string;
+}
+
+async function runImpact(options: ImpactOptions, io: CliIo): Promise<void> {
+  const config = await readConfig(options.config);
+  const ctx = compileContext(config);
+  const before = await compileDir(options.before ?? config.policies.dir, ctx, io);
+  const after = await compileDir(options.after, ctx, io);
+  const since = impactSince(options.since);
+  const store = await openStore(config);
+  const tally = createImpactTally(before, after);
+  const started = performance.now();
+  try {
+    let cursor: string | undefined;
+    do {
+      const page = await store.query({ since, limit: IMPACT_PAGE, ...(cursor === undefined ? {} : { cursor }) });
+      for (const record of page.events) if (record.decision !== 'error') tally.add(record);
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor !== undefined);
+  } finally {
+    await store.close();
+  }
+  const rows = tally.rows();
+  if (options.json === true) {
+    for (const row of rows) io.stdout.write(`${JSON.stringify(row)}\n`);
+  } else {
+    for (const row of rows) io.stdout.write(`${impactLine(row)}\n`);
+    const newly = rows.filter(isNewlyAllowed);
+    io.stdout.write(
+      `${rows.length} change${rows.length === 1 ? '' : 's'} (${newly.length} newly allowed) over ${tally.replayed()} recorded request${tally.replayed() === 1 ? '' : 's'} since ${since}, ${Math.round(performance.now() - started)} ms\n`,
+    );
+  }
+  if (rows.some(isNewlyAllowed)) throw new CliExit(EXIT_NEWLY_ALLOWED);
+}
+
+/** `NEWLY ALLOWED  subject  issuer/policy  before -> after  N requests` (or `changed`). */
+function impactLine(row: ImpactRow): string {
+  const mark = isNewlyAllowed(row) ? 'NEWLY ALLOWED' : 'changed';
+  return `${mark}  ${row.subject}  ${row.issuer}/${row.policy}  ${row.before} -> ${row.after}  ${row.requests} request${row.requests === 1 ? '' : 's'}`;
+}
+
+/** --since as a duration back from now (`24h`, `7d`, `90m`), or a time or date; default 30 days. */
+function impactSince(value: string | undefined): string {
+  if (value === undefined) return new Date(Date.now() - DEFAULT_IMPACT_DAYS * 86_400_000).toISOString();
+  const duration = /^(\d+)([mhd])$/.exec(value);
+  if (duration === null) return parseTimeArg(value, '--since');
+  const unitMs = { m: 60_000, h: 3_600_000, d: 86_400_000 }[duration[2] as 'm' | 'h' | 'd'];
+  return new Date(Date.now() - Number(duration[1]) * unitMs).toISOString();
 }
 
 async function runTests(dir: string | undefined, options: { config?: string }, io: CliIo): Promise<void> {
