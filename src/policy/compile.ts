@@ -175,7 +175,7 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
         file: file.path,
         line: doc.lineOf(['allow_any_tenant']),
         keyPath: 'allow_any_tenant',
-        message: `policy trusts every tenant of issuer '${issuer}': ${echo(allowAnyTenant)}`,
+        message: `policy '${name.value}' trusts every tenant of issuer '${issuer}' (allow_any_tenant: ${JSON.stringify(echo(allowAnyTenant))})`,
         hint: `pin one of ${(ctx.issuers.get(issuer)?.tenantClaims ?? []).join(', ')} under claims: and remove allow_any_tenant`,
       },
     ];
