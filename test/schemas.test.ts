@@ -356,6 +356,7 @@ issuers:
     max_token_age_seconds: 600
     max_token_lifetime_seconds: 7200
     jwks_stale_if_error_seconds: 0
+    tenant_claims: [namespace_id, project_id]
 policies: { dir: ./policies }
 audit: { url: "postgres://broker:\${AUDIT_DB_PASSWORD}@db.internal:5432/audit", checkpoint_interval_seconds: 10 }
 replay: { url: "rediss://broker:\${REDIS_PASSWORD}@redis.internal:6380/2" }
@@ -383,7 +384,8 @@ limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subjec
     'a limit of 0': 'limits:\n  exchanges_per_subject: 0\n',
     'an unknown limit': 'limits:\n  exchanges_per_minute: 10\n',
     'a trusted proxy that is a host name': 'server:\n  trusted_proxies: [proxy.internal]\n',
-    'a contract key this version refuses (tenant_claims)': `${issuer}    tenant_claims: [repository_owner_id]\n`,
+    'a tenant claim that is a JSON Pointer': `${issuer}    tenant_claims: [/repository_owner_id]\n`,
+    'a tenant claim named twice': `${issuer}    tenant_claims: [repository_id, repository_id]\n`,
     'algorithm not in the enum': `${issuer}    algorithms: [HS256]\n`,
     'issuer URL missing': 'issuers:\n  - name: github\n',
     'auditor without token_sha256': 'auditors:\n  - name: secops\n',

@@ -234,7 +234,7 @@ function checkTenantBinding(p: {
   if (pinned !== undefined) return allowAnyTenant === undefined ? 'pinned' : needless(`the policy pins the tenant claim '${echo(pinned.key)}'`);
   if (allowAnyTenant !== undefined) return 'every tenant';
   const [first, ...others] = tenantClaims as [string, ...string[]];
-  const example = /[_-]id$/.test(first) ? '"123456"' : '<exact value>';
+  const example = /[_-]id$/.test(first) ? '123456' : '<exact value>';
   report(
     isPlainObject(root.claims) ? ['claims'] : ['issuer'],
     `an allow policy of issuer '${issuer}' must pin a tenant: one of ${tenantClaims.join(', ')} to exact values (a glob, regex, exists or condition does not pin one)`,
