@@ -232,10 +232,11 @@ describe('through the CLI and the server', () => {
     const escaped = await workspace('serve-escaped', { 'any.yaml': ESCAPED });
     const started = spawnCli(['serve'], { cwd: escaped, env: { PORT: '0' } });
     try {
-      const warning = await waitForOutput(started, logLine(`policy 'any-repo' trusts every tenant of issuer 'github' (allow_any_tenant: "every repository may read the public cache")`));
-      assert.equal(warning.level, 'warn');
-      assert.match(String(warning.at), /any\.yaml:3: allow_any_tenant: /);
+      // The policies load before the server listens: the warning is in the log by then.
       await waitForOutput(started, logLine('listening'));
+      const warning = logLine(`policy 'any-repo' trusts every tenant of issuer 'github' (allow_any_tenant: "every repository may read the public cache")`)(started.stdout());
+      assert.equal(warning?.level, 'warn', started.stdout());
+      assert.match(String(warning.at), /any\.yaml:3: allow_any_tenant: /);
       // A reload is a load too: both policies' warnings again, not only the new one's.
       await writeFile(path.join(escaped, 'policies', 'other.yaml'), ESCAPED.replace('any-repo', 'other-repo'));
       started.child.kill('SIGHUP');
