@@ -6,6 +6,7 @@
  * environment.
  */
 import path from 'node:path';
+import { OWNER_ID } from './tokens.js';
 
 export const AUDIENCE = 'http://127.0.0.1:8080';
 /** The broker's own AWS identity, known only to the loopback STS emulator (bench/sts-emulator.ts reads it from its environment). */
@@ -41,6 +42,7 @@ export function policyYaml(provider: Provider, replay: Replay): string {
     'issuer: github',
     ...(replay === 'off' ? ['allow_token_reuse: true'] : []),
     'claims:',
+    `  repository_owner_id: "${OWNER_ID}"`,
     '  repository_owner: acme',
     '  repository: { glob: "acme/*" }',
     '  ref: [refs/heads/main, refs/heads/release]',

@@ -44,7 +44,7 @@ if (process.argv[2] === '--emulator') {
   const url = await new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string)));
 
   const grantOf = (text: string): Grant => {
-    const result = compilePolicies([{ path: 'p.yaml', text }], { issuers: new Map([['ci', { audiences: ['a'] }]]), providers: new Set(['jwt', 'github']) });
+    const result = compilePolicies([{ path: 'p.yaml', text }], { issuers: new Map([['ci', { audiences: ['a'] , tenantClaims: [] }]]), providers: new Set(['jwt', 'github']) });
     if (!result.ok) throw new Error(JSON.stringify(result.issues));
     return [...result.set.byName.values()][0]!.grant!;
   };

@@ -34,6 +34,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { performance } from 'node:perf_hooks';
+import { defaultTenantClaims } from '../src/oidc/issuer-defaults.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy, type EvaluateOptions, type EvaluationToken } from '../src/policy/evaluate.js';
 import { loadPolicyDir } from '../src/policy/load.js';
@@ -49,8 +50,8 @@ const AUDIENCE = 'http://127.0.0.1:8080';
 /** Like the development defaults: issuers `local` and `github`, the broker's URL as audience, jwt only. */
 const CTX: CompileContext = {
   issuers: new Map([
-    ['local', { audiences: [AUDIENCE] }],
-    ['github', { audiences: [AUDIENCE] }],
+    ['local', { audiences: [AUDIENCE], tenantClaims: [] }],
+    ['github', { audiences: [AUDIENCE], tenantClaims: defaultTenantClaims('https://token.actions.githubusercontent.com') }],
   ]),
   providers: new Set(['jwt']),
 };

@@ -8,7 +8,7 @@ import { openSqliteAuditStore } from '../src/audit/sqlite/store.js';
 import type { AuditEntry } from '../src/audit/types.js';
 import { startDevIssuer } from '../src/dev/issuer.js';
 import { createLogger } from '../src/logger.js';
-import { DEFAULT_ISSUER_BOUNDS } from '../src/oidc/issuer-defaults.js';
+import { DEFAULT_ISSUER_BOUNDS, defaultTenantClaims } from '../src/oidc/issuer-defaults.js';
 import { createTokenVerifier } from '../src/oidc/verify.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
@@ -72,7 +72,7 @@ export async function stepCosts(): Promise<object[]> {
       { path: 'bench.yaml', text: policyYaml('jwt', 'on') },
       { path: 'deny.yaml', text: DENY_PULL_REQUEST_TARGET },
     ],
-    { issuers: new Map([['github', { audiences: [AUDIENCE] }]]), providers: new Set(['jwt']) },
+    { issuers: new Map([['github', { audiences: [AUDIENCE], tenantClaims: defaultTenantClaims('https://token.actions.githubusercontent.com') }]]), providers: new Set(['jwt']) },
   );
   if (!compiled.ok) throw new Error(JSON.stringify(compiled.issues));
   const set = compiled.set;

@@ -15,7 +15,8 @@ const LIFETIME_SECONDS = 3600;
 /** GitHub sets `nbf` 5 minutes before `iat`. */
 const NOT_BEFORE_SECONDS = 300;
 const OWNER = 'acme';
-const OWNER_ID = '25015917';
+/** The owner's immutable id, which the deployment's policy pins (bench/deployment.ts). */
+export const OWNER_ID = '25015917';
 
 export function repositoryName(index: number): string {
   return `${OWNER}/svc-${String(index % REPOSITORIES).padStart(2, '0')}`;

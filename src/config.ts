@@ -5,7 +5,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { exchangeTimeout, outboundUrl } from './config-fields.js';
 import type { LimitsConfig } from './limits/rate-limit.js';
-import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS } from './oidc/issuer-defaults.js';
+import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, defaultTenantClaims } from './oidc/issuer-defaults.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
 import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
@@ -19,7 +19,7 @@ export interface BrokerConfig {
   source: string;
   /** `trustedProxies`: addresses and CIDR ranges whose X-Forwarded-For is believed; `adminPort`: the separate listener for /metrics and the detailed /readyz (docs/configuration.md#server). */
   server: { host: string; port: number; publicUrl: string; trustedProxies: string[]; adminPort: number | undefined; exchangeTimeoutSeconds: number };
-  issuers: IssuerConfig[];
+  issuers: ConfiguredIssuer[];
   policies: { dir: string };
   /** `url`: `sqlite:<absolute path>` or `postgres://...`; `headFile`: the trusted head, an absolute path (docs/audit.md, "Trusted head"). */
   audit: { url: string; checkpointIntervalSeconds: number; headFile: string };
@@ -30,6 +30,16 @@ export interface BrokerConfig {
   auditors: { name: string; tokenSha256: string }[];
   /** Requests allowed per key per minute, by limit. */
   limits: LimitsConfig;
+}
+
+/** An issuer as the verifier needs it, and what the policy compiler needs of it. */
+export interface ConfiguredIssuer extends IssuerConfig {
+  /**
+   * Claims that tell one tenant of a shared issuer from another; every allow
+   * policy of the issuer must pin one of them to exact values (docs/configuration.md,
+   * `tenant_claims`). Empty for an issuer of one tenant.
+   */
+  tenantClaims: readonly string[];
 }
 
 /** A config that cannot be used; the message names the file, the key path and what was expected. */
@@ -58,6 +68,10 @@ const issuerSchema = z
     max_token_age_seconds: z.number().int().positive().optional(),
     max_token_lifetime_seconds: z.number().int().positive().max(MAX_TOKEN_LIFETIME_LIMIT_SECONDS).default(DEFAULT_MAX_TOKEN_LIFETIME_SECONDS),
     jwks_stale_if_error_seconds: z.number().int().min(0).max(7 * 86_400).optional(),
+    tenant_claims: z
+      .array(z.string().regex(/^[^/]/, 'expected a top-level claim name (not empty, not a JSON Pointer)'))
+      .refine((names) => new Set(names).size === names.length, 'expected each claim name once')
+      .optional(),
   })
   .refine((i) => !(i.jwks_uri && i.jwks_file), { message: 'set jwks_uri or jwks_file, not both' })
   .refine((i) => !(i.jwks_file && i.jwks_stale_if_error_seconds !== undefined), {
@@ -184,7 +198,7 @@ export const DEVELOPMENT_DEFAULTS = {
 /** What the policy compiler must know of the running config: its issuers, and the providers it configures. */
 export function compileContext(config: BrokerConfig): CompileContext {
   return {
-    issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences }])),
+    issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences, tenantClaims: i.tenantClaims }])),
     providers: new Set(PROVIDERS.filter((p) => config.providers[p.name] !== undefined).map((p) => p.name)),
   };
 }
@@ -243,7 +257,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
     throw new ConfigError(`${source}: server.admin_port: expected a port other than the API port (${port}): /metrics and the detailed readiness must not share the public listener`);
   }
   const publicUrl = (file.server.public_url ?? `http://${hostForUrl(file.server.host)}:${port}`).replace(/\/+$/, '');
-  const issuers: IssuerConfig[] = [];
+  const issuers: ConfiguredIssuer[] = [];
   for (const [index, issuer] of file.issuers.entries()) {
     // The broker signs its own tokens as public_url: trusting that issuer would let one broker-signed token buy every other grant.
     if (issuer.issuer.replace(/\/+$/, '') === publicUrl) {
@@ -262,6 +276,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
       maxTokenLifetimeSeconds: issuer.max_token_lifetime_seconds,
       // Defaulted here, not in the schema: the schema refuses it next to a jwks_file only when it was written.
       jwksStaleIfErrorSeconds: issuer.jwks_stale_if_error_seconds ?? DEFAULT_JWKS_STALE_IF_ERROR_SECONDS,
+      tenantClaims: issuer.tenant_claims ?? defaultTenantClaims(issuer.issuer),
     });
   }
   const auditUrl = file.audit.url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, file.audit.url.slice('sqlite:'.length))}` : file.audit.url;

@@ -17,7 +17,7 @@ import { createInFlightDecisions, shutdownWaitMs } from './pipeline/in-flight.js
 import { recordDropped } from './pipeline/record.js';
 import type { DroppedRequest, ExchangeDeps } from './pipeline/types.js';
 import { compilePolicies } from './policy/compile.js';
-import { formatPolicyIssue, PolicyLoadError } from './policy/issues.js';
+import { formatPolicyIssue, logPolicyWarnings, PolicyLoadError } from './policy/issues.js';
 import { createPolicyReloader, readPolicyDirConsistent, type PolicyReloader, type PolicySetStatus, type ReloadResult, type ReloadTrigger } from './policy/reload.js';
 import type { PolicySet } from './policy/types.js';
 import { createProviders } from './providers/registry.js';
@@ -55,10 +55,11 @@ export interface BrokerOptions {
 }
 
 /** The start-up load: the set and its digest (see `policySetDigest` in policy/reload.ts). @throws PolicyLoadError, PolicyDirError */
-async function loadPolicySnapshot(config: BrokerConfig): Promise<{ set: PolicySet; sha256: string; loadedAt: Date }> {
+async function loadPolicySnapshot(config: BrokerConfig, logger: Logger): Promise<{ set: PolicySet; sha256: string; loadedAt: Date }> {
   const { files, sha256 } = await readPolicyDirConsistent(config.policies.dir);
   const result = compilePolicies(files, compileContext(config));
   if (!result.ok) throw new PolicyLoadError(result.issues);
+  logPolicyWarnings(logger, result.warnings);
   return { set: result.set, sha256, loadedAt: new Date() };
 }
 
@@ -70,7 +71,7 @@ async function loadPolicySnapshot(config: BrokerConfig): Promise<{ set: PolicySe
 export async function createBroker(config: BrokerConfig, options: BrokerOptions): Promise<Broker> {
   const { logger } = options;
   const metrics = createMetrics();
-  const initialPolicies = await loadPolicySnapshot(config);
+  const initialPolicies = await loadPolicySnapshot(config, logger);
   const ctx = compileContext(config);
   // Watching starts right after the first read, so a change made while the rest starts up is not missed.
   const reloader = createPolicyReloader({

@@ -94,7 +94,7 @@ describe('oidc-broker policy validate', () => {
 
   test('a broken directory: file:line errors and a count on stderr, exit 1', async () => {
     const ws = await workspace('validate', {
-      'typo.yaml': 'issuer: github\nallow-token-reuse: true\nclaims:\n  ref: main\ngrant:\n  provider: jwt\n  audience: x\n',
+      'typo.yaml': 'issuer: github\nallow-token-reuse: true\nclaims:\n  repository_owner_id: "1234567"\n  ref: main\ngrant:\n  provider: jwt\n  audience: x\n',
     });
     const run = await cli(['policy', 'validate', ws.dir, '-c', ws.config]);
     assert.equal(run.code, 1);

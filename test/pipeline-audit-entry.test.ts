@@ -12,7 +12,7 @@ import type { CompiledPolicy } from '../src/policy/types.js';
 const ROLE = 'arn:aws:iam::123456789012:role/deploy';
 const compiled = compilePolicies(
   [{ path: 'deploy.yaml', text: `issuer: github\nclaims:\n  repository: acme/api\ngrant:\n  provider: aws\n  role_arn: ${ROLE}\n` }],
-  { issuers: new Map([['github', { audiences: ['https://broker.example.com'] }]]), providers: new Set(['jwt', 'aws']) },
+  { issuers: new Map([['github', { audiences: ['https://broker.example.com'] , tenantClaims: [] }]]), providers: new Set(['jwt', 'aws']) },
 );
 if (!compiled.ok) throw new Error(JSON.stringify(compiled.issues));
 const policy: CompiledPolicy = compiled.set.byName.get('deploy')!;

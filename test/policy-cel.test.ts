@@ -9,7 +9,7 @@ import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
 import type { CompileContext, PolicyIssue, PolicySet } from '../src/policy/types.js';
 
 const BROKER = 'https://broker.example.com';
-const CTX: CompileContext = { issuers: new Map([['github', { audiences: [BROKER] }]]), providers: new Set(['jwt']) };
+const CTX: CompileContext = { issuers: new Map([['github', { audiences: [BROKER] , tenantClaims: [] }]]), providers: new Set(['jwt']) };
 const GRANT = 'grant:\n  provider: jwt\n  audience: https://deploy.example.com\n';
 
 function compiled(source: string): CompiledCondition {

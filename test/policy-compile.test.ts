@@ -17,8 +17,8 @@ const REPO_POLICIES = fileURLToPath(new URL('../policies/', import.meta.url));
 
 const CTX: CompileContext = {
   issuers: new Map([
-    ['github', { audiences: ['https://broker.example.com'] }],
-    ['gitlab', { audiences: ['https://broker.example.com', 'https://gitlab-broker.example.com'] }],
+    ['github', { audiences: ['https://broker.example.com'] , tenantClaims: [] }],
+    ['gitlab', { audiences: ['https://broker.example.com', 'https://gitlab-broker.example.com'] , tenantClaims: [] }],
   ]),
   providers: new Set(['jwt']),
 };

@@ -13,8 +13,8 @@ const BROKER = 'https://broker.example.com';
 const OTHER = 'https://other.example.com';
 const CTX: CompileContext = {
   issuers: new Map([
-    ['github', { audiences: [BROKER, OTHER] }],
-    ['gitlab', { audiences: [BROKER, OTHER] }],
+    ['github', { audiences: [BROKER, OTHER] , tenantClaims: [] }],
+    ['gitlab', { audiences: [BROKER, OTHER] , tenantClaims: [] }],
   ]),
   providers: new Set(['jwt']),
 };

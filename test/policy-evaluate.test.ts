@@ -13,8 +13,8 @@ const OTHER_AUDIENCE = 'https://other.example.com';
 
 const CTX: CompileContext = {
   issuers: new Map([
-    ['github', { audiences: [BROKER, OTHER_AUDIENCE] }],
-    ['gitlab', { audiences: [BROKER] }],
+    ['github', { audiences: [BROKER, OTHER_AUDIENCE] , tenantClaims: [] }],
+    ['gitlab', { audiences: [BROKER] , tenantClaims: [] }],
   ]),
   providers: new Set(['jwt']),
 };

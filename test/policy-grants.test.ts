@@ -11,7 +11,7 @@ const ROLE = 'arn:aws:iam::123456789012:role/deploy';
 const SA = 'deploy@my-project.iam.gserviceaccount.com';
 
 function compile(grantLines: string[], providers: ProviderName[] = ['jwt', 'aws', 'gcp']) {
-  const ctx: CompileContext = { issuers: new Map([['github', { audiences: ['https://b.example.com'] }]]), providers: new Set(providers) };
+  const ctx: CompileContext = { issuers: new Map([['github', { audiences: ['https://b.example.com'] , tenantClaims: [] }]]), providers: new Set(providers) };
   const text = ['issuer: github', 'claims:', '  repository: acme/api', 'grant:', ...grantLines.map((l) => `  ${l}`)].join('\n');
   return compilePolicies([{ path: 'p.yaml', text: `${text}\n` }], ctx);
 }

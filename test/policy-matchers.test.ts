@@ -9,7 +9,7 @@ import { RE2JS } from 're2js';
 import { compileMatcher, globToRe2, MatcherError } from '../src/policy/matchers.js';
 import type { CompileContext, CompiledPolicy, ConditionResult } from '../src/policy/types.js';
 
-const CTX: CompileContext = { issuers: new Map([['github', { audiences: ['https://broker.example.com'] }]]), providers: new Set(['jwt']) };
+const CTX: CompileContext = { issuers: new Map([['github', { audiences: ['https://broker.example.com'] , tenantClaims: [] }]]), providers: new Set(['jwt']) };
 
 /** Compiles a deny policy (so no grant is needed) holding exactly this one condition. */
 function policyWith(condition: string): CompiledPolicy {

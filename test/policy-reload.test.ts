@@ -230,7 +230,7 @@ describe('the reloader on its own (no watcher)', () => {
   after(async () => rm(dir, { recursive: true, force: true }));
 
   test('reloads never overlap: calls made during a reload share one follow-up reload, which sees the latest files', async () => {
-    const ctx: CompileContext = { issuers: new Map([['local', { audiences: [AUDIENCE] }]]), providers: new Set(['jwt']) };
+    const ctx: CompileContext = { issuers: new Map([['local', { audiences: [AUDIENCE] , tenantClaims: [] }]]), providers: new Set(['jwt']) };
     await writeFile(path.join(dir, 'p.yaml'), allowPolicy('acme/v0'));
     const first = await readPolicyDirConsistent(dir);
     const initial = compilePolicies(first.files, ctx);

@@ -11,8 +11,8 @@ const BROKER = 'https://broker.example.com';
 const OTHER = 'https://other.example.com';
 const CTX: CompileContext = {
   issuers: new Map([
-    ['github', { audiences: [BROKER, OTHER] }],
-    ['gitlab', { audiences: [BROKER] }],
+    ['github', { audiences: [BROKER, OTHER] , tenantClaims: [] }],
+    ['gitlab', { audiences: [BROKER] , tenantClaims: [] }],
   ]),
   providers: new Set(['jwt']),
 };

@@ -357,7 +357,7 @@ describe('a claim that does not fit an STS field is refused, never altered (two 
 describe('a template whose own text cannot fit its STS field fails to load, at its line', () => {
   const compile = (grantLines: string[]) =>
     compilePolicies([{ path: 'p.yaml', text: ['issuer: local', 'claims: {repository: acme/api}', 'grant:', '  provider: aws', `  role_arn: ${ROLE}`, ...grantLines.map((l) => `  ${l}`), ''].join('\n') }], {
-      issuers: new Map([['local', { audiences: [AUDIENCE] }]]),
+      issuers: new Map([['local', { audiences: [AUDIENCE] , tenantClaims: [] }]]),
       providers: new Set(['jwt', 'aws']),
     });
   // Line 6 is the first grant key after role_arn; a tag is on the line after `session_tags:`.

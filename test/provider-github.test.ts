@@ -226,7 +226,7 @@ describe('templates', () => {
     // The policy's claim condition pins repository_owner, so a token from another owner never reaches the grant: the evil owner comes from a claim the grant reads.
     const compiled = compilePolicies(
       [{ path: 'p.yaml', text: 'issuer: local\nclaims: {repository_owner: acme}\ngrant:\n  provider: github\n  repositories: [acme/app, "${actor}/lib"]\n  permissions: {contents: read}\n' }],
-      { issuers: new Map([['local', { audiences: [AUDIENCE] }]]), providers: new Set(['jwt', 'github']) },
+      { issuers: new Map([['local', { audiences: [AUDIENCE] , tenantClaims: [] }]]), providers: new Set(['jwt', 'github']) },
     );
     assert.ok(compiled.ok, JSON.stringify(compiled));
     const { githubProvider } = await import('../src/providers/github/index.js');
@@ -381,7 +381,7 @@ describe("the broker's App credentials", () => {
 describe('a github grant is checked at load, at its line', () => {
   const compile = (grantLines: string[]) =>
     compilePolicies([{ path: 'p.yaml', text: ['issuer: local', 'claims: {repository_owner: acme}', 'grant:', '  provider: github', ...grantLines.map((l) => `  ${l}`), ''].join('\n') }], {
-      issuers: new Map([['local', { audiences: [AUDIENCE] }]]),
+      issuers: new Map([['local', { audiences: [AUDIENCE] , tenantClaims: [] }]]),
       providers: new Set(['jwt', 'github']),
     });
   const OK_REPOS = 'repositories: [acme/app]';

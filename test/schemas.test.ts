@@ -13,6 +13,7 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { parse } from 'yaml';
 import { compileContext, ConfigError, loadConfig } from '../src/config.js';
+import { defaultTenantClaims } from '../src/oidc/issuer-defaults.js';
 import { compilePolicies } from '../src/policy/compile.js';
 import { loadPolicyDir } from '../src/policy/load.js';
 import { parseTestFile, runPolicyTests } from '../src/policy/test-cases.js';
@@ -78,8 +79,8 @@ async function yamlBlocks(doc: string): Promise<{ where: string; text: string; v
 /** Issuers and providers every policy below may name. */
 const CTX: CompileContext = {
   issuers: new Map([
-    ['github', { audiences: ['https://broker.example.com'] }],
-    ['gitlab', { audiences: ['https://broker.example.com'] }],
+    ['github', { audiences: ['https://broker.example.com'], tenantClaims: [] }],
+    ['gitlab', { audiences: ['https://broker.example.com'], tenantClaims: [] }],
   ]),
   providers: new Set(['jwt', 'aws', 'gcp']),
 };
@@ -355,6 +356,7 @@ issuers:
     max_token_age_seconds: 600
     max_token_lifetime_seconds: 7200
     jwks_stale_if_error_seconds: 0
+    tenant_claims: [namespace_id, project_id]
 policies: { dir: ./policies }
 audit: { url: "postgres://broker:\${AUDIT_DB_PASSWORD}@db.internal:5432/audit", checkpoint_interval_seconds: 10 }
 replay: { url: "rediss://broker:\${REDIS_PASSWORD}@redis.internal:6380/2" }
@@ -382,7 +384,8 @@ limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subjec
     'a limit of 0': 'limits:\n  exchanges_per_subject: 0\n',
     'an unknown limit': 'limits:\n  exchanges_per_minute: 10\n',
     'a trusted proxy that is a host name': 'server:\n  trusted_proxies: [proxy.internal]\n',
-    'a contract key this version refuses (tenant_claims)': `${issuer}    tenant_claims: [repository_owner_id]\n`,
+    'a tenant claim that is a JSON Pointer': `${issuer}    tenant_claims: [/repository_owner_id]\n`,
+    'a tenant claim named twice': `${issuer}    tenant_claims: [repository_id, repository_id]\n`,
     'algorithm not in the enum': `${issuer}    algorithms: [HS256]\n`,
     'issuer URL missing': 'issuers:\n  - name: github\n',
     'auditor without token_sha256': 'auditors:\n  - name: secops\n',
@@ -417,12 +420,13 @@ limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subjec
 describe('copy-paste policy examples', () => {
   /** The issuers and providers the cookbook's recipes assume. */
   const RECIPES_CTX: CompileContext = {
+    // The hosted issuers with their default tenant claims, so that every recipe shows a tenant pin.
     issuers: new Map([
-      ['github', { audiences: ['https://broker.example.com', 'https://broker-prod.example.com'] }],
-      ['gitlab', { audiences: ['https://broker.example.com'] }],
-      ['circleci', { audiences: ['https://broker.example.com'] }],
-      ['buildkite', { audiences: ['https://broker.example.com'] }],
-      ['legacy-ci', { audiences: ['https://broker.example.com'] }],
+      ['github', { audiences: ['https://broker.example.com', 'https://broker-prod.example.com'], tenantClaims: defaultTenantClaims('https://token.actions.githubusercontent.com') }],
+      ['gitlab', { audiences: ['https://broker.example.com'], tenantClaims: defaultTenantClaims('https://gitlab.com') }],
+      ['circleci', { audiences: ['https://broker.example.com'], tenantClaims: defaultTenantClaims('https://oidc.circleci.com/org/00000000-0000-0000-0000-000000000000') }],
+      ['buildkite', { audiences: ['https://broker.example.com'], tenantClaims: defaultTenantClaims('https://agent.buildkite.com') }],
+      ['legacy-ci', { audiences: ['https://broker.example.com'], tenantClaims: [] }],
     ]),
     providers: new Set(['jwt', 'aws', 'gcp']),
   };

@@ -9,7 +9,7 @@ import { createImpactTally, isNewlyAllowed, type ImpactRow } from '../policy/imp
 import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../policy/explain.js';
 import { loadPolicyDir } from '../policy/load.js';
 import { isPolicyTestFileName, runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
-import type { CompileContext, PolicyFile, PolicySet } from '../policy/types.js';
+import type { CompileContext, PolicyFile, PolicyIssue, PolicySet } from '../policy/types.js';
 import { suggest } from '../yaml/fields.js';
 import { openStore, parseTimeArg } from './audit.js';
 import { CliExit, readConfig, type CliIo } from './io.js';
@@ -51,7 +51,9 @@ export function registerPolicyCommands(program: Command, io: CliIo): void {
         io.stderr.write(`${result.issues.length} problem${result.issues.length === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
         throw new CliExit(1);
       }
-      io.stdout.write(`ok: ${result.set.size} polic${result.set.size === 1 ? 'y' : 'ies'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
+      writeWarnings(result.warnings, io);
+      const warned = result.warnings.length === 0 ? '' : `, ${result.warnings.length} warning${result.warnings.length === 1 ? '' : 's'}`;
+      io.stdout.write(`ok: ${result.set.size} polic${result.set.size === 1 ? 'y' : 'ies'} in ${files.length} file${files.length === 1 ? '' : 's'}${warned}\n`);
     });
 
   policy
@@ -311,9 +313,17 @@ async function compileDir(dir: string, ctx: CompileContext, io: CliIo): Promise<
     throw new CliExit(1, err instanceof Error ? err.message : String(err));
   }
   const result = compilePolicies(files, ctx);
-  if (result.ok) return result.set;
+  if (result.ok) {
+    writeWarnings(result.warnings, io);
+    return result.set;
+  }
   io.stderr.write(`${result.issues.map(formatPolicyIssue).join('\n')}\n`);
   throw new CliExit(1, `the policies do not compile: ${result.issues.length} problem${result.issues.length === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}`);
+}
+
+/** A set's warnings on stderr, one `warning: file:line: ...` line each, whatever the command (docs/policies/reference.md, "Tenant binding"). */
+function writeWarnings(warnings: readonly PolicyIssue[], io: CliIo): void {
+  for (const warning of warnings) io.stderr.write(`warning: ${formatPolicyIssue(warning)}\n`);
 }
 
 /** The directory's policy test files, sorted by name (code-unit order, as the policy loader sorts). */

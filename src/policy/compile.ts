@@ -23,7 +23,7 @@ import { isPlainObject } from '../values.js';
 
 /** docs/policies/reference.md: policy names are what callers send and what metrics label, so keep them plain. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const POLICY_KEYS = ['name', 'description', 'issuer', 'effect', 'audience', 'claims', 'condition', 'allow_token_reuse', 'grant'] as const;
+const POLICY_KEYS = ['name', 'description', 'issuer', 'effect', 'audience', 'claims', 'condition', 'allow_token_reuse', 'allow_any_tenant', 'grant'] as const;
 const CONDITION_OPERATORS = ['in', 'glob', 'regex', 'exists'] as const;
 /** Other words for top-level keys: JWT claim names and the language's name. */
 const POLICY_KEY_ALIASES: ReadonlyMap<string, string> = new Map([
@@ -66,6 +66,7 @@ function topLevelHints(): KeyHints {
  */
 export function compilePolicies(files: readonly PolicyFile[], ctx: CompileContext): CompileResult {
   const issues: PolicyIssue[] = [];
+  const warnings: PolicyIssue[] = [];
   const policies: CompiledPolicy[] = [];
   const exactConditions = new Map<CompiledPolicy, readonly ExactCondition[]>();
   const firstFileByName = new Map<string, string>();
@@ -91,10 +92,11 @@ export function compilePolicies(files: readonly PolicyFile[], ctx: CompileContex
     if (compiled.policy) {
       policies.push(compiled.policy);
       exactConditions.set(compiled.policy, compiled.exact ?? []);
+      warnings.push(...(compiled.warnings ?? []));
     }
   }
   if (issues.length > 0) return { ok: false, issues };
-  return { ok: true, set: buildPolicySet(policies, exactConditions) };
+  return { ok: true, set: buildPolicySet(policies, exactConditions), warnings };
 }
 
 interface FileOutcome {
@@ -104,6 +106,8 @@ interface FileOutcome {
   policy?: CompiledPolicy;
   /** The policy's equality and `in` conditions, which the deny index files it under. */
   exact?: readonly ExactCondition[];
+  /** Reported on every load of a set holding the policy (`CompileResult.warnings`). */
+  warnings?: PolicyIssue[];
 }
 
 function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
@@ -127,12 +131,15 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
   if (allowTokenReuse !== undefined && effect === 'deny') {
     report(['allow_token_reuse'], 'allow_token_reuse applies only to allow policies', 'remove it from this deny policy');
   }
+  const allowAnyTenant = readAllowAnyTenant(root, report);
   const exact: ExactCondition[] = [];
   const conditions = readClaims(root, report, exact);
   const condition = readCelCondition(root, file, doc, report, issues);
+  const binding = conditions === undefined ? undefined : checkTenantBinding({ root, effect, issuer, ctx, exact, allowAnyTenant, report });
   // A CEL condition counts only if it reads `claims`: `condition: "true"` would trust every token too.
   const restricts = (conditions !== undefined && conditions.length > 0) || condition === null || condition?.readsClaims === true;
-  if (effect === 'allow' && issuer !== undefined && conditions !== undefined && !restricts) {
+  // An unpinned tenant was just reported at the same line, with the fix that also restricts.
+  if (effect === 'allow' && issuer !== undefined && conditions !== undefined && !restricts && binding !== 'refused') {
     report(
       ['claims'],
       'an allow policy needs at least one claim condition',
@@ -162,7 +169,80 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
     grant: effect === 'allow' ? grant : undefined,
   });
   outcome.exact = exact;
+  if (binding === 'every tenant' && allowAnyTenant !== undefined) {
+    outcome.warnings = [
+      {
+        file: file.path,
+        line: doc.lineOf(['allow_any_tenant']),
+        keyPath: 'allow_any_tenant',
+        message: `policy '${name.value}' trusts every tenant of issuer '${issuer}' (allow_any_tenant: ${JSON.stringify(echo(allowAnyTenant))})`,
+        hint: `pin one of ${(ctx.issuers.get(issuer)?.tenantClaims ?? []).join(', ')} under claims: and remove allow_any_tenant`,
+      },
+    ];
+  }
   return outcome;
+}
+
+/**
+ * `allow_any_tenant`: the reason a policy may trust every tenant of its
+ * issuer (docs/policies/reference.md, "Tenant binding"). A bare `true` is
+ * refused so that the file says why to whoever reviews it.
+ */
+function readAllowAnyTenant(root: Json, report: Report): string | undefined {
+  if (!has(root, 'allow_any_tenant')) return undefined;
+  const value = root.allow_any_tenant;
+  if (typeof value === 'string' && value.trim() !== '') return value;
+  report(
+    ['allow_any_tenant'],
+    `allow_any_tenant takes the reason why every tenant of the issuer may use this policy, not ${describeValue(value)}`,
+    'e.g. allow_any_tenant: "our GitHub Enterprise Server hosts only our own organisations"',
+  );
+  return undefined;
+}
+
+/** `pinned`: an exact tenant condition; `every tenant`: none, by `allow_any_tenant`; `refused`: none, reported; `not required`: a deny policy, or an issuer without tenant claims. */
+type TenantBinding = 'pinned' | 'every tenant' | 'refused' | 'not required';
+
+/**
+ * Tenant binding (docs/policies/reference.md, "Tenant binding"): on an issuer
+ * that many tenants share, an allow policy must pin one of the issuer's tenant
+ * claims to exact values, else any tenant's token that meets the rest of it
+ * is trusted. Only an equality or `in` condition pins: a glob, regex or
+ * `exists` matches values another tenant can have, and a CEL condition cannot
+ * be shown at load to pin anything.
+ */
+function checkTenantBinding(p: {
+  root: Json;
+  effect: Effect | undefined;
+  issuer: string | undefined;
+  ctx: CompileContext;
+  exact: readonly ExactCondition[];
+  allowAnyTenant: string | undefined;
+  report: Report;
+}): TenantBinding | undefined {
+  const { root, effect, issuer, ctx, exact, allowAnyTenant, report } = p;
+  if (effect === undefined || issuer === undefined) return undefined;
+  const tenantClaims = ctx.issuers.get(issuer)?.tenantClaims ?? [];
+  // A JSON Pointer to a top-level claim (`/repository_id`) pins it as well as its plain name.
+  const pinned = exact.find((c) => c.path.length === 1 && tenantClaims.includes(c.path[0]!));
+  const needless = (why: string): undefined => {
+    report(['allow_any_tenant'], `allow_any_tenant has no effect: ${why}`, 'remove it, so that no warning says this policy trusts every tenant');
+    return undefined;
+  };
+  if (effect === 'deny') return allowAnyTenant === undefined ? 'not required' : needless('it applies only to allow policies');
+  if (tenantClaims.length === 0) return allowAnyTenant === undefined ? 'not required' : needless(`issuer '${issuer}' has no tenant claims`);
+  if (pinned !== undefined) return allowAnyTenant === undefined ? 'pinned' : needless(`the policy pins the tenant claim '${echo(pinned.key)}'`);
+  if (allowAnyTenant !== undefined) return 'every tenant';
+  // An allow_any_tenant without a usable reason was reported at its own line: that is the one thing to fix.
+  if (has(root, 'allow_any_tenant')) return undefined;
+  const [first, ...others] = tenantClaims as [string, ...string[]];
+  const example = /[_-]id$/.test(first) ? '123456' : '<exact value>';
+  report(
+    isPlainObject(root.claims) ? ['claims'] : ['issuer'],
+    `an allow policy of issuer '${issuer}' must pin a tenant: one of ${tenantClaims.join(', ')} to exact values (a glob, regex, exists or condition does not pin one)`,
+    `pin a tenant: add "${first}: ${example}"${others.length > 0 ? ` (or ${others.join(', ')})` : ''} under claims:, or, if every tenant of '${issuer}' may use it, say why in allow_any_tenant: "..."`,
+  );
+  return 'refused';
 }
 
 function makePolicy(p: Omit<CompiledPolicy, 'evaluate'> & { conditions: readonly ClaimMatcher[]; condition: CompiledCondition | undefined }): CompiledPolicy {

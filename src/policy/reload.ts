@@ -5,6 +5,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../logger.js';
 import type { BrokerMetrics } from '../metrics.js';
+import { logPolicyWarnings } from './issues.js';
 import { loadPolicyDir, PolicyDirError } from './load.js';
 import type { CompileResult, PolicyFile, PolicyIssue, PolicySet } from './types.js';
 
@@ -243,6 +244,7 @@ export function createPolicyReloader(options: PolicyReloaderOptions): PolicyRelo
           // The one swap: requests that already read the old snapshot finish on it, every later read gets the new one.
           serving = { set: result.set, sha256: read.digest, loadedAt: new Date() };
           outcome = 'success';
+          logPolicyWarnings(logger, result.warnings);
         } else {
           issues = result.issues;
         }

@@ -94,8 +94,12 @@ export interface PolicyFile {
 
 /** What the compiler needs to know about the running config. */
 export interface CompileContext {
-  /** Configured issuers by name, with their accepted audiences. */
-  issuers: ReadonlyMap<string, { audiences: readonly string[] }>;
+  /**
+   * Configured issuers by name, with their accepted audiences and their
+   * tenant claims, one of which every allow policy must pin (docs/configuration.md,
+   * `tenant_claims`).
+   */
+  issuers: ReadonlyMap<string, { audiences: readonly string[]; tenantClaims: readonly string[] }>;
   /** Providers this broker can issue from. */
   providers: ReadonlySet<ProviderName>;
 }
@@ -110,7 +114,12 @@ export interface PolicyIssue {
   hint?: string | undefined;
 }
 
-export type CompileResult = { ok: true; set: PolicySet } | { ok: false; issues: PolicyIssue[] };
+/**
+ * `warnings`: what loads but must be seen, each time the set is loaded (a
+ * policy that trusts every tenant of its issuer, docs/policies/reference.md,
+ * "Tenant binding").
+ */
+export type CompileResult = { ok: true; set: PolicySet; warnings: PolicyIssue[] } | { ok: false; issues: PolicyIssue[] };
 
 export interface PolicyEvaluation {
   policy: string;
