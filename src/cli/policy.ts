@@ -2,6 +2,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { decodeJwt } from 'jose';
+import { queryAll } from '../audit/query.js';
 import { compileContext, type BrokerConfig } from '../config.js';
 import { formatPolicyIssue } from '../policy/issues.js';
 import { compilePolicies } from '../policy/compile.js';
@@ -171,12 +172,7 @@ async function runImpact(options: ImpactOptions, io: CliIo): Promise<void> {
   const tally = createImpactTally(before, after);
   const started = performance.now();
   try {
-    let cursor: string | undefined;
-    do {
-      const page = await store.query({ since, limit: IMPACT_PAGE, ...(cursor === undefined ? {} : { cursor }) });
-      for (const record of page.events) if (record.decision !== 'error') tally.add(record);
-      cursor = page.nextCursor ?? undefined;
-    } while (cursor !== undefined);
+    for await (const record of queryAll(store, { since, limit: IMPACT_PAGE })) if (record.decision !== 'error') tally.add(record);
   } finally {
     await store.close();
   }
