@@ -348,9 +348,11 @@ describe('a claim that does not fit an STS field is refused, never altered (two 
           assert.notEqual(a.received, b.received);
         }
       }),
-      { numRuns: 40 },
+      // The examples make sure some pairs pass in every run, whatever the seed:
+      // random pairs of this alphabet both pass only now and then.
+      { numRuns: 40, examples: [[['refs/heads/main', 'refs/heads/main2']], [['a.b', 'a_b']], [['a'.repeat(256), 'a'.repeat(255)]]] },
     );
-    assert.ok(bothPassed > 0, 'some pairs both passed');
+    assert.ok(bothPassed >= 3, 'the example pairs both passed');
   });
 });
 
