@@ -5,7 +5,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { exchangeTimeout, outboundUrl } from './config-fields.js';
 import type { LimitsConfig } from './limits/rate-limit.js';
-import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, defaultTenantClaims } from './oidc/issuer-defaults.js';
+import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, defaultTenantClaims, sharedIssuerKind } from './oidc/issuer-defaults.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
 import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
@@ -198,7 +198,7 @@ export const DEVELOPMENT_DEFAULTS = {
 /** What the policy compiler must know of the running config: its issuers, and the providers it configures. */
 export function compileContext(config: BrokerConfig): CompileContext {
   return {
-    issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences, tenantClaims: i.tenantClaims }])),
+    issuers: new Map(config.issuers.map((i) => [i.name, { audiences: i.audiences, tenantClaims: i.tenantClaims, kind: sharedIssuerKind(i.issuer) }])),
     providers: new Set(PROVIDERS.filter((p) => config.providers[p.name] !== undefined).map((p) => p.name)),
   };
 }

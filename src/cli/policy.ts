@@ -6,6 +6,7 @@ import { queryAll } from '../audit/query.js';
 import { compileContext, type BrokerConfig } from '../config.js';
 import { formatPolicyIssue } from '../policy/issues.js';
 import { compilePolicies } from '../policy/compile.js';
+import { lintPolicies } from '../policy/lint.js';
 import { createImpactTally, isNewlyAllowed, type ImpactRow } from '../policy/impact.js';
 import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../policy/explain.js';
 import { loadPolicyDir } from '../policy/load.js';
@@ -42,19 +43,46 @@ export function registerPolicyCommands(program: Command, io: CliIo): void {
     .command('validate')
     .argument('[dir]', DIR_HELP)
     .option('-c, --config <file>', CONFIG_HELP)
-    .description('Compile every policy with the server\'s compiler; exit 1 with file:line errors.')
-    .action(async (dir: string | undefined, options: { config?: string }) => {
+    .option('--strict', 'treat every warning (lint rules, allow_any_tenant) as an error: exit 1 if there is any')
+    .description('Compile every policy with the server\'s compiler and lint it; exit 1 with file:line errors.')
+    .addHelpText(
+      'after',
+      `
+Errors (the broker would not load the directory) go to stderr as
+file:line: key: message (hint: ...), and the exit code is 1. Then warnings,
+one per line, as warning: file:line: [rule] key: message (hint: safer form):
+the lint rules name-without-id, legacy-sub-only, trailing-wildcard,
+double-star-ref, unanchored-regex, overlapping-sibling and
+privileged-triggers (docs/policies/reference.md, "Lint"), and policies that
+trust every tenant (allow_any_tenant). Warnings never stop the broker from
+loading the directory.
+
+Exit codes: 0 the directory loads (warnings or not, without --strict);
+1 it does not, or --strict and there is a warning.
+
+Examples:
+  oidc-broker policy validate -c broker.yaml policies/
+  oidc-broker policy validate --strict -c broker.yaml policies/     # in CI: no warning either
+  oidc-broker policy validate policies/ 2>&1 | grep -F '[name-without-id]'`,
+    )
+    .action(async (dir: string | undefined, options: { config?: string; strict?: boolean }) => {
       const config = await readConfig(options.config);
       const files = await loadPolicyDir(dir ?? config.policies.dir);
-      const result = compilePolicies(files, compileContext(config));
+      const ctx = compileContext(config);
+      const result = compilePolicies(files, ctx);
+      const fileCount = `${files.length} file${files.length === 1 ? '' : 's'}`;
       if (!result.ok) {
         io.stderr.write(`${result.issues.map(formatPolicyIssue).join('\n')}\n`);
-        io.stderr.write(`${result.issues.length} problem${result.issues.length === 1 ? '' : 's'} in ${files.length} file${files.length === 1 ? '' : 's'}\n`);
+        io.stderr.write(`${result.issues.length} problem${result.issues.length === 1 ? '' : 's'} in ${fileCount}\n`);
         throw new CliExit(1);
       }
-      writeWarnings(result.warnings, io);
-      const warned = result.warnings.length === 0 ? '' : `, ${result.warnings.length} warning${result.warnings.length === 1 ? '' : 's'}`;
-      io.stdout.write(`ok: ${result.set.size} polic${result.set.size === 1 ? 'y' : 'ies'} in ${files.length} file${files.length === 1 ? '' : 's'}${warned}\n`);
+      const warnings = [...result.warnings, ...lintPolicies(files, result.set, ctx)];
+      writeWarnings(warnings, io);
+      const warned = warnings.length === 0 ? '' : `, ${warnings.length} warning${warnings.length === 1 ? '' : 's'}`;
+      if (options.strict === true && warnings.length > 0) {
+        throw new CliExit(1, `${warnings.length} warning${warnings.length === 1 ? '' : 's'} in ${fileCount}, which --strict refuses`);
+      }
+      io.stdout.write(`ok: ${result.set.size} polic${result.set.size === 1 ? 'y' : 'ies'} in ${fileCount}${warned}\n`);
     });
 
   policy

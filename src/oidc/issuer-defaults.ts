@@ -21,26 +21,42 @@ export const DEFAULT_ISSUER_BOUNDS = Object.freeze({
 
 /** GitHub Actions' issuer on GitHub.com; an enterprise with a customised issuer gets `<this>/<enterprise slug>`. */
 const GITHUB_ACTIONS_ISSUER = 'https://token.actions.githubusercontent.com';
-const GITHUB_TENANT_CLAIMS = Object.freeze(['repository_owner_id', 'repository_id', 'repository_owner', 'repository']);
-const GITLAB_TENANT_CLAIMS = Object.freeze(['namespace_id', 'project_id', 'namespace_path', 'project_path']);
-/** CircleCI's issuer names the organisation already; its tokens carry the organisation id in `aud` unless the job asks for another audience. */
-const CIRCLECI_TENANT_CLAIMS = Object.freeze(['aud', 'oidc.circleci.com/project-id']);
-const BUILDKITE_TENANT_CLAIMS = Object.freeze(['organization_id', 'organization_slug']);
+
+/** The CI services whose issuer many customers share, which the broker knows the claims of. */
+export type SharedIssuerKind = 'github' | 'gitlab' | 'circleci' | 'buildkite';
+
+const TENANT_CLAIMS: Readonly<Record<SharedIssuerKind, readonly string[]>> = Object.freeze({
+  github: Object.freeze(['repository_owner_id', 'repository_id', 'repository_owner', 'repository']),
+  gitlab: Object.freeze(['namespace_id', 'project_id', 'namespace_path', 'project_path']),
+  /** CircleCI's issuer names the organisation already; its tokens carry the organisation id in `aud` unless the job asks for another audience. */
+  circleci: Object.freeze(['aud', 'oidc.circleci.com/project-id']),
+  buildkite: Object.freeze(['organization_id', 'organization_slug']),
+});
 const NO_TENANT_CLAIMS: readonly string[] = Object.freeze([]);
 
 /**
- * `tenant_claims` of an issuer that does not set it (docs/configuration.md,
- * "Tenant claims"): for the issuers that many customers share, the claims
- * that tell one customer's tokens from another's; none for any other issuer.
+ * Which shared CI service an issuer URL is, if any: GitHub.com, an
+ * enterprise's customised issuer on it, GitHub Enterprise Server
+ * (`https://HOST/_services/token`), GitLab.com, CircleCI, Buildkite.
  * Trailing slashes are ignored, so a near miss of a shared issuer is still
  * treated as shared (stricter, never looser).
  */
-export function defaultTenantClaims(issuerUrl: string): readonly string[] {
+export function sharedIssuerKind(issuerUrl: string): SharedIssuerKind | undefined {
   const url = issuerUrl.replace(/\/+$/, '');
-  // GitHub.com, an enterprise's customised issuer on it, and GitHub Enterprise Server (`https://HOST/_services/token`).
-  if (url === GITHUB_ACTIONS_ISSUER || url.startsWith(`${GITHUB_ACTIONS_ISSUER}/`) || /^https:\/\/[^/]+\/_services\/token$/.test(url)) return GITHUB_TENANT_CLAIMS;
-  if (url === 'https://gitlab.com') return GITLAB_TENANT_CLAIMS;
-  if (url.startsWith('https://oidc.circleci.com/org/')) return CIRCLECI_TENANT_CLAIMS;
-  if (url === 'https://agent.buildkite.com') return BUILDKITE_TENANT_CLAIMS;
-  return NO_TENANT_CLAIMS;
+  if (url === GITHUB_ACTIONS_ISSUER || url.startsWith(`${GITHUB_ACTIONS_ISSUER}/`) || /^https:\/\/[^/]+\/_services\/token$/.test(url)) return 'github';
+  if (url === 'https://gitlab.com') return 'gitlab';
+  if (url.startsWith('https://oidc.circleci.com/org/')) return 'circleci';
+  if (url === 'https://agent.buildkite.com') return 'buildkite';
+  return undefined;
+}
+
+/**
+ * `tenant_claims` of an issuer that does not set it (docs/configuration.md,
+ * "Tenant claims"): for the issuers that many customers share
+ * (`sharedIssuerKind`), the claims that tell one customer's tokens from
+ * another's; none for any other issuer.
+ */
+export function defaultTenantClaims(issuerUrl: string): readonly string[] {
+  const kind = sharedIssuerKind(issuerUrl);
+  return kind === undefined ? NO_TENANT_CLAIMS : TENANT_CLAIMS[kind];
 }

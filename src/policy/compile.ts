@@ -390,8 +390,12 @@ function readClaims(root: Json, report: Report, exact: ExactCondition[]): ClaimM
   return valid ? matchers : undefined;
 }
 
-/** Checks one condition's shape; `at` is where a compile error (e.g. a bad regex) belongs. */
-function readCondition(key: string, raw: unknown, report: Report): { spec: ConditionSpec; at: KeyPath } | undefined {
+/**
+ * Checks one condition's shape; `at` is where a compile error (e.g. a bad
+ * regex) belongs. The lint (lint.ts) reads conditions through it too, with a
+ * `report` that drops what compiling already reported.
+ */
+export function readCondition(key: string, raw: unknown, report: Report): { spec: ConditionSpec; at: KeyPath } | undefined {
   const at: KeyPath = ['claims', key];
   if (key.startsWith('/')) {
     try {

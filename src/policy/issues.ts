@@ -10,10 +10,10 @@ export class PolicyLoadError extends Error {
   }
 }
 
-/** `file:line: key: message (hint: ...)`, the file relative to the working directory. */
+/** `file:line: key: message (hint: ...)`, with `[rule] ` before the key for a lint warning; the file relative to the working directory. */
 export function formatPolicyIssue(issue: PolicyIssue): string {
   const where = `${path.relative(process.cwd(), issue.file) || issue.file}${issue.line ? `:${issue.line}` : ''}`;
-  return `${where}: ${issue.keyPath ? `${issue.keyPath}: ` : ''}${issue.message}${issue.hint ? ` (hint: ${issue.hint})` : ''}`;
+  return `${where}: ${issue.rule ? `[${issue.rule}] ` : ''}${issue.keyPath ? `${issue.keyPath}: ` : ''}${issue.message}${issue.hint ? ` (hint: ${issue.hint})` : ''}`;
 }
 
 /**

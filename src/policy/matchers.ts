@@ -131,6 +131,11 @@ function scalarForm(value: PolicyScalar): string {
 /** RE2 metacharacters; escaping them (and only them) makes every other glob character literal. */
 const RE2_META = /[\\.+*?()|[\]{}^$]/;
 
+/** `text` as an RE2 pattern that matches exactly it. */
+export function escapeRe2(text: string): string {
+  return [...text].map((ch) => (RE2_META.test(ch) ? `\\${ch}` : ch)).join('');
+}
+
 /**
  * Translates a glob (docs/policies/reference.md) to an RE2 pattern body: `*` is any
  * run without `/`, `**` (or more stars) any run including `/`, `?` one
@@ -154,7 +159,7 @@ export function globToRe2(glob: string): string {
     } else if (ch === '?') {
       out += '[^/]';
     } else {
-      out += RE2_META.test(ch) ? `\\${ch}` : ch;
+      out += escapeRe2(ch);
     }
   }
   return out;

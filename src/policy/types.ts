@@ -2,6 +2,7 @@
  * Compiled trust policies (docs/policies/reference.md). Everything here is built once
  * at load by `compilePolicies`; evaluation only compares.
  */
+import type { SharedIssuerKind } from '../oidc/issuer-defaults.js';
 import type { Grant, ProviderName } from '../providers/registry.js';
 
 export type Effect = 'allow' | 'deny';
@@ -97,9 +98,10 @@ export interface CompileContext {
   /**
    * Configured issuers by name, with their accepted audiences and their
    * tenant claims, one of which every allow policy must pin (docs/configuration.md,
-   * `tenant_claims`).
+   * `tenant_claims`), and which shared CI service the issuer is, if any (the
+   * lint reads GitHub's claims only on a GitHub issuer, policy/lint.ts).
    */
-  issuers: ReadonlyMap<string, { audiences: readonly string[]; tenantClaims: readonly string[] }>;
+  issuers: ReadonlyMap<string, { audiences: readonly string[]; tenantClaims: readonly string[]; kind?: SharedIssuerKind | undefined }>;
   /** Providers this broker can issue from. */
   providers: ReadonlySet<ProviderName>;
 }
@@ -112,7 +114,19 @@ export interface PolicyIssue {
   keyPath: string;
   message: string;
   hint?: string | undefined;
+  /** Set on a lint warning (policy/lint.ts): the id of the rule that found it, shown as `[rule]`. */
+  rule?: LintRule | undefined;
 }
+
+/** The lint rules (docs/policies/reference.md, "Lint"); the ids are stable, for grep and for reviewers. */
+export type LintRule =
+  | 'name-without-id'
+  | 'legacy-sub-only'
+  | 'trailing-wildcard'
+  | 'double-star-ref'
+  | 'unanchored-regex'
+  | 'overlapping-sibling'
+  | 'privileged-triggers';
 
 /**
  * `warnings`: what loads but must be seen, each time the set is loaded (a
