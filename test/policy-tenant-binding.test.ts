@@ -207,7 +207,7 @@ describe('through the CLI and the server', () => {
   }
 
   const UNPINNED = 'issuer: github\nclaims:\n  repository: { glob: "acme/*" }\ngrant:\n  provider: jwt\n  audience: x\n';
-  const ESCAPED = 'name: any-repo\nissuer: github\nallow_any_tenant: every repository may read the public cache\nclaims:\n  ref: refs/heads/main\ngrant:\n  provider: jwt\n  audience: x\n';
+  const ESCAPED = 'name: any-repo\nissuer: github\nallow_any_tenant: every repository may read the public cache\nclaims:\n  ref: refs/heads/main\n  event_name: push\ngrant:\n  provider: jwt\n  audience: x\n';
 
   test('policy validate: refuses an unpinned policy with file:line and the hint (exit 1), and prints the escape hatch as a warning (exit 0)', async () => {
     const refused = await workspace('validate-refused', { 'wide.yaml': UNPINNED });
