@@ -4,7 +4,7 @@
 // config loader (issuer kinds from the URLs), real compiler, the CLI in-process.
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -167,7 +167,6 @@ describe('legacy-sub-only', () => {
   });
 
   test('the shipped policy matching sub is tested with both formats', async () => {
-    const { readFile } = await import('node:fs/promises');
     const cases = await readFile(path.join(REPO, 'policies', 'github-environment-production.test.yaml'), 'utf8');
     assert.match(cases, /sub: "repo:acme\/api:environment:production"/);
     assert.match(cases, /sub: "repo:acme@1234567\/api@7654321:environment:production"/);
@@ -399,5 +398,24 @@ describe('oidc-broker policy validate', () => {
     const run = await cli(['policy', 'validate', '--strict', path.join(REPO, 'policies', 'examples'), '-c', config]);
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stderr, '');
+  });
+});
+
+describe('docs/policies/reference.md, "The lint rules"', () => {
+  test('each rule has an example that warns with it and a safer form that does not', async () => {
+    const markdown = await readFile(path.join(REPO, 'docs', 'policies', 'reference.md'), 'utf8');
+    const section = markdown.slice(markdown.indexOf('### The lint rules'), markdown.indexOf("### GitHub's two subject formats"));
+    const rules: LintRule[] = ['name-without-id', 'legacy-sub-only', 'trailing-wildcard', 'double-star-ref', 'unanchored-regex', 'overlapping-sibling', 'privileged-triggers'];
+    // The policy the overlapping-sibling example names.
+    const sibling = policy([...CLEAN_GITHUB, '  ref: refs/heads/main']);
+    for (const rule of rules) {
+      const start = section.indexOf(`**\`${rule}\`**`);
+      assert.ok(start >= 0, `no example of ${rule}`);
+      const [bad, safer] = [...section.slice(start).matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]!);
+      assert.ok(bad !== undefined && safer !== undefined, `${rule}: two yaml blocks`);
+      const rulesOf = (claims: string) => lint({ 'deploy-main.yaml': sibling, 'p.yaml': `issuer: github\n${claims}${GRANT}` }).filter((w) => w.file === 'p.yaml').map((w) => w.rule);
+      assert.ok(rulesOf(bad).includes(rule), `${rule}: the example warns with ${JSON.stringify(rulesOf(bad))}`);
+      assert.ok(!rulesOf(safer).includes(rule), `${rule}: the safer form still warns`);
+    }
   });
 });
