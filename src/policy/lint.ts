@@ -292,21 +292,38 @@ function narrowDotStars(pattern: string): string {
   return out;
 }
 
-/** Allow policies' equality and `in` values, by issuer and claim, then by value. */
-type ExactValueIndex = Map<string, Map<string, LintedPolicy[]>>;
+/** The allow policies that pin one claim to one value, and the same split by another claim they pin, built when first needed. */
+interface ValueEntry {
+  readonly policies: LintedPolicy[];
+  readonly byClaim: Map<string, { byForm: Map<string, LintedPolicy[]>; unpinned: LintedPolicy[] }>;
+}
+
+/** Allow policies' equality and `in` values, by issuer and claim, then by value; and which of them each pattern matches. */
+interface ExactValueIndex {
+  readonly byClaim: Map<string, Map<string, ValueEntry>>;
+  /** The values of a bucket a glob or regex matches, by bucket and pattern: policy sets repeat patterns. */
+  readonly matched: Map<string, readonly string[]>;
+}
 
 function exactValueIndex(policies: readonly LintedPolicy[]): ExactValueIndex {
-  const index: ExactValueIndex = new Map();
+  const byClaim = new Map<string, Map<string, ValueEntry>>();
   for (const p of policies) {
     if (p.policy.effect !== 'allow') continue;
     for (const [claim, forms] of p.exact) {
       const bucket = `${p.policy.issuer}\u0000${claim}`;
-      const byValue = index.get(bucket) ?? new Map<string, LintedPolicy[]>();
-      for (const form of forms) byValue.set(form, [...(byValue.get(form) ?? []), p]);
-      index.set(bucket, byValue);
+      let byValue = byClaim.get(bucket);
+      if (byValue === undefined) {
+        byValue = new Map<string, ValueEntry>();
+        byClaim.set(bucket, byValue);
+      }
+      for (const form of forms) {
+        const entry = byValue.get(form);
+        if (entry === undefined) byValue.set(form, { policies: [p], byClaim: new Map() });
+        else entry.policies.push(p);
+      }
     }
   }
-  return index;
+  return { byClaim, matched: new Map() };
 }
 
 /**
@@ -318,12 +335,18 @@ function exactValueIndex(policies: readonly LintedPolicy[]): ExactValueIndex {
 function checkOverlaps(p: LintedPolicy, index: ExactValueIndex, warn: Warn): void {
   for (const c of p.conditions) {
     if (c.claim === undefined || (c.spec.operator !== 'glob' && c.spec.operator !== 'regex')) continue;
-    const byValue = index.get(`${p.policy.issuer}\u0000${c.claim}`);
+    const bucket = `${p.policy.issuer}\u0000${c.claim}`;
+    const byValue = index.byClaim.get(bucket);
     if (byValue === undefined) continue;
-    const matcher = compileMatcher('value', c.spec);
-    for (const [value, others] of byValue) {
-      if (!matcher({ value }).matched) continue;
-      const other = others.find((o) => o !== p && !disjoint(p, o));
+    const key = `${bucket}\u0000${c.spec.operator}\u0000${c.spec.pattern}`;
+    let matched = index.matched.get(key);
+    if (matched === undefined) {
+      const matcher = compileMatcher('value', c.spec);
+      matched = [...byValue.keys()].filter((value) => matcher({ value }).matched);
+      index.matched.set(key, matched);
+    }
+    for (const value of matched) {
+      const other = overlapping(p, byValue.get(value)!);
       if (other === undefined) continue;
       const where = `${path.basename(other.policy.file)}:${other.doc.lineOf(['claims', c.key]) ?? other.doc.lineOf(['claims']) ?? 1}`;
       warn(
@@ -338,12 +361,60 @@ function checkOverlaps(p: LintedPolicy, index: ExactValueIndex, warn: Warn): voi
   }
 }
 
+/**
+ * The first policy of `entry`, other than `p`, that a token could match
+ * together with `p`. Only the policies that could pass `p`'s most selective
+ * exact claim are looked at (those that pin it to one of `p`'s values, or do
+ * not pin it), so that a directory of many policies pinning the same value
+ * (`ref: refs/heads/main`, each for its own repository) costs about one
+ * look per policy instead of one per pair.
+ */
+function overlapping(p: LintedPolicy, entry: ValueEntry): LintedPolicy | undefined {
+  let candidates: LintedPolicy[][] = [entry.policies];
+  let fewest = entry.policies.length;
+  for (const [claim, forms] of p.exact) {
+    const split = splitBy(entry, claim);
+    const lists = [...[...forms].map((form) => split.byForm.get(form) ?? []), split.unpinned];
+    const count = lists.reduce((n, list) => n + list.length, 0);
+    if (count < fewest) [candidates, fewest] = [lists, count];
+  }
+  for (const list of candidates) {
+    const other = list.find((o) => o !== p && !disjoint(p, o));
+    if (other !== undefined) return other;
+  }
+  return undefined;
+}
+
+function splitBy(entry: ValueEntry, claim: string): { byForm: Map<string, LintedPolicy[]>; unpinned: LintedPolicy[] } {
+  let split = entry.byClaim.get(claim);
+  if (split !== undefined) return split;
+  split = { byForm: new Map(), unpinned: [] };
+  for (const o of entry.policies) {
+    const forms = o.exact.get(claim);
+    if (forms === undefined) split.unpinned.push(o);
+    else {
+      for (const form of forms) {
+        const list = split.byForm.get(form);
+        if (list === undefined) split.byForm.set(form, [o]);
+        else list.push(o);
+      }
+    }
+  }
+  entry.byClaim.set(claim, split);
+  return split;
+}
+
 /** True when some claim is pinned by both policies to values none of which they share, so no token matches both. */
 function disjoint(a: LintedPolicy, b: LintedPolicy): boolean {
   for (const [claim, forms] of a.exact) {
     const others = b.exact.get(claim);
-    if (others !== undefined && ![...forms].some((f) => others.has(f))) return true;
+    if (others !== undefined && !sharesOne(forms, others)) return true;
   }
+  return false;
+}
+
+function sharesOne(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  for (const form of a) if (b.has(form)) return true;
   return false;
 }
 
