@@ -265,6 +265,23 @@ describe('overlapping-sibling', () => {
     ]);
   });
 
+  test('among many policies pinning the value, finds the one a token could share, pinned or not on the claim that tells them apart', () => {
+    const files: Record<string, string> = {};
+    // Each pins main for its own repository: none can share a token with the wide policy.
+    for (let i = 0; i < 50; i++) {
+      files[`a-${String(i).padStart(2, '0')}.yaml`] = policy(['issuer: github', 'claims:', '  repository_owner_id: "1234567"', `  repository_id: "${1_000_000 + i}"`, '  event_name: push', '  ref: refs/heads/main']);
+    }
+    // Pins main for the whole owner, no repository id: it can.
+    files['b-owner.yaml'] = policy(['issuer: github', 'claims:', '  repository_owner_id: "1234567"', '  event_name: push', '  ref: refs/heads/main']);
+    files['c-any.yaml'] = anyBranch;
+    assert.deepEqual(
+      warningsOf('overlapping-sibling', files).map((w) => `${w.file}:${w.line} ${w.message.replace(/ on ref also matches .*which policy /, ' ... ')}`),
+      [`c-any.yaml:6 glob 'refs/heads/*' ... 'b-owner' (b-owner.yaml:5) pins: a token meant for that policy is accepted by this one too`],
+    );
+    delete files['b-owner.yaml'];
+    assert.deepEqual(warningsOf('overlapping-sibling', files), []);
+  });
+
   test('quiet when another claim keeps the two apart, when the sibling denies or has another issuer, and when the pattern misses', () => {
     const otherRepo = policy(['issuer: github', 'claims:', '  repository_owner_id: "1234567"', '  repository_id: "1111111"', '  event_name: push', '  ref: refs/heads/main']);
     assert.deepEqual(lint({ 'a.yaml': otherRepo, 'b.yaml': anyBranch }), []);
@@ -293,6 +310,14 @@ describe('privileged-triggers', () => {
         hint: hint('deny policies deny-github-pull-request-target.yaml and deny-github-workflow-run.yaml'),
       },
     ]);
+  });
+
+  test('a policy without claims: (a CEL condition only) is warned at its issuer line', () => {
+    const file = policy(['issuer: github', 'allow_any_tenant: a read-only cache for every repository', 'condition: claims.ref == "refs/heads/main"', 'name: p']);
+    assert.deepEqual(
+      warningsOf('privileged-triggers', { 'p.yaml': file }).map((w) => `${w.line} ${w.keyPath}`),
+      ['1 issuer'],
+    );
   });
 
   test('a guardrail for one event leaves the other to name', () => {
