@@ -49,8 +49,9 @@ export function registerPolicyCommands(program: Command, io: CliIo): void {
       'after',
       `
 Errors (the broker would not load the directory) go to stderr as
-file:line: key: message (hint: ...), and the exit code is 1. Then warnings,
-one per line, as warning: file:line: [rule] key: message (hint: safer form):
+file:line: key: message (hint: ...), and the exit code is 1. A directory
+that loads is linted: warnings go to stderr, one per line, as
+warning: file:line: [rule] key: message (hint: safer form):
 the lint rules name-without-id, legacy-sub-only, trailing-wildcard,
 double-star-ref, unanchored-regex, overlapping-sibling and
 privileged-triggers (docs/policies/reference.md, "Lint"), and policies that
