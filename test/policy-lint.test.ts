@@ -182,14 +182,17 @@ describe('trailing-wildcard', () => {
         line: 6,
         keyPath: 'claims.repository.glob',
         message: "glob 'acme/*' on repository matches every name that starts with 'acme/', including names registered later",
-        hint: `list the exact names: { in: ["acme/NAME", ...] }, beside the account's id`,
+        hint: `pin the ones meant by id: repository_id: ["<id>", ...], or list their names: { in: ["acme/NAME", ...] }`,
       },
     ]);
     const gitlab = policy(['issuer: gitlab', 'claims:', '  namespace_id: "1234567"', '  namespace_path: { glob: "acme-**" }']);
     assert.deepEqual(
       warningsOf('trailing-wildcard', { 'g.yaml': gitlab }).map((w) => [w.line, w.message, w.hint]),
-      [[4, "glob 'acme-**' on namespace_path matches every name that starts with 'acme-', including names registered later", `list the exact names: { in: ["acme-NAME", ...] }, beside the account's id`]],
+      [[4, "glob 'acme-**' on namespace_path matches every name that starts with 'acme-', including names registered later", `pin the ones meant by id: namespace_id: ["<id>", ...], or list their names: { in: ["acme-NAME", ...] }`]],
     );
+    // A claim that names an account on an issuer whose claims the broker does not know: no id to name.
+    const own = policy(['issuer: own-ci', 'claims:', '  project: { glob: "acme/*" }']);
+    assert.deepEqual(warningsOf('trailing-wildcard', { 'o.yaml': own }).map((w) => w.hint), ['list the exact names: { in: ["acme/NAME", ...] }']);
   });
 
   test('quiet on the list of names, a wildcard inside a name, and a trailing * on a ref', () => {
@@ -372,7 +375,7 @@ describe('oidc-broker policy validate', () => {
     assert.equal(run.stdout, 'ok: 2 policies in 2 files, 3 warnings\n');
     const lines = run.stderr.trimEnd().split('\n').map((line) => line.replace(/^warning: .*\/policies\//, 'warning: '));
     assert.deepEqual(lines, [
-      `warning: broad.yaml:6: [trailing-wildcard] claims.repository.glob: glob 'acme/*' on repository matches every name that starts with 'acme/', including names registered later (hint: list the exact names: { in: ["acme/NAME", ...] }, beside the account's id)`,
+      `warning: broad.yaml:6: [trailing-wildcard] claims.repository.glob: glob 'acme/*' on repository matches every name that starts with 'acme/', including names registered later (hint: pin the ones meant by id: repository_id: ["<id>", ...], or list their names: { in: ["acme/NAME", ...] })`,
       `warning: broad.yaml:6: [overlapping-sibling] claims.repository.glob: glob 'acme/*' on repository also matches 'acme/api', which policy 'name-only' (name-only.yaml:3) pins: a token meant for that policy is accepted by this one too (hint: narrow the glob so that it leaves out 'acme/api', or list this policy's own values: { in: [...] })`,
       `warning: name-only.yaml:3: [name-without-id] claims.repository: repository is pinned by name without repository_id: a name is freed when it is renamed or deleted, and whoever registers it next gets tokens this policy accepts (hint: add repository_id: "<id>" under claims:; an id never changes, and the name kept beside it makes a rename fail closed)`,
     ]);

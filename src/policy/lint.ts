@@ -228,12 +228,14 @@ function checkPatterns(p: LintedPolicy, warn: Warn): void {
       const { pattern } = c.spec;
       if (NAME_CLAIM.test(name) && pattern.endsWith('*')) {
         const prefix = pattern.replace(/\*+$/, '');
+        const names = `{ in: [${JSON.stringify(`${prefix}NAME`)}, ...] }`;
+        const idClaim = p.kind === undefined || c.claim === undefined ? undefined : NAME_IDS[p.kind].get(c.claim);
         warn(
           p,
           'trailing-wildcard',
           c.at,
           `glob '${echo(pattern)}' on ${c.key} matches every name that starts with '${echo(prefix)}', including names registered later`,
-          `list the exact names: { in: [${JSON.stringify(`${prefix}NAME`)}, ...] }, beside the account's id`,
+          idClaim === undefined ? `list the exact names: ${names}` : `pin the ones meant by id: ${idClaim}: ["<id>", ...], or list their names: ${names}`,
         );
       }
       if (REF_CLAIM.test(name) && pattern.includes('**')) {
