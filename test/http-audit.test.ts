@@ -63,6 +63,7 @@ function entry(i: number, overrides: Partial<AuditEntry> = {}): AuditEntry {
     duration_seconds: 600,
     client_ip: '127.0.0.1',
     user_agent: 'bulk-loader/1.0',
+    audit_matches: [],
     ...overrides,
   };
 }

@@ -91,7 +91,7 @@ describe('toAuditEntry', () => {
   });
 
   test('explain: the outcome in the reason; a refused explain is a denial with the explain prefix', () => {
-    const decision = { allowed: false, reason: 'conditions_not_met', message: 'ref does not match.', evaluations: [] };
+    const decision = { allowed: false, reason: 'conditions_not_met', message: 'ref does not match.', evaluations: [], auditMatches: [] };
     const explained = entryOf({ kind: 'explained', facts: { token, policy }, decision }, 'explain');
     assert.equal(explained.decision, 'explain');
     assert.equal(explained.reason, 'deny: conditions_not_met: ref does not match.');
