@@ -16,6 +16,7 @@ import { POSTGRES_SCHEMA_VERSION, migrate } from '../src/audit/postgres/schema.j
 import { openPostgresAuditStore, pagePlannerSettings, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
 import { compileAuditQuery } from '../src/audit/query.js';
 import { GENESIS_HASH } from '../src/audit/record.js';
+import { RECORD_COLUMNS } from '../src/audit/rows.js';
 import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { AuditUnavailableError } from '../src/errors.js';
 import { PG_ADMIN_URL, PostgresTestDatabase } from './helpers/audit-stores.js';
@@ -76,7 +77,7 @@ describe('postgres audit store: schema and migrations', () => {
       [schema],
     );
     const type = (name: string) => columns.find((c) => c.column_name === name);
-    for (const json of ['claims', 'audience', 'unverified']) assert.equal(type(json)?.data_type, 'text', json);
+    for (const json of ['claims', 'audience', 'unverified', 'audit_matches']) assert.equal(type(json)?.data_type, 'text', json);
     assert.equal(type('time')?.collation_name, 'C');
     assert.equal(type('seq')?.data_type, 'bigint');
     const indexes = await sql<{ indexname: string; indexdef: string }>(schema, 'SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname', [schema]);
@@ -86,6 +87,7 @@ describe('postgres audit store: schema and migrations', () => {
       audit_checkpoints_pkey: 'UNIQUE (seq, kind, "time")',
       audit_claims_name: 'UNIQUE (seq, audit_sha256(name))',
       audit_claims_value: '(audit_sha256(name), audit_sha256(value), seq)',
+      audit_events_audit_matches: '(seq) WHERE (audit_matches IS NOT NULL)',
       audit_events_credential_id: '(audit_sha256(credential_id), seq)',
       audit_events_decision: '(decision, seq)',
       audit_events_id_key: 'UNIQUE (id)',
@@ -130,7 +132,10 @@ describe('postgres audit store: schema and migrations', () => {
     } finally {
       await pool.end();
     }
-    for (const table of ['audit_events', 'audit_claims', 'audit_hours']) await sql(schema, `INSERT INTO ${table} SELECT * FROM ${written}.${table}`);
+    // Version 1 has no audit_matches column: copy the columns it has.
+    const v1Columns = RECORD_COLUMNS.filter((c) => c !== 'audit_matches').join(', ');
+    await sql(schema, `INSERT INTO audit_events (${v1Columns}) SELECT ${v1Columns} FROM ${written}.audit_events`);
+    for (const table of ['audit_claims', 'audit_hours']) await sql(schema, `INSERT INTO ${table} SELECT * FROM ${written}.${table}`);
     // What version 1 could not index, so could not record.
     const long = randomText(12_288);
     await assert.rejects(sql(schema, "INSERT INTO audit_claims (seq, name, value, time) VALUES (3, 'long_value', $1, $2)", [long, before[1]!.time]), { code: '54000' });
