@@ -467,10 +467,11 @@ describe('postgres audit store: derived tables', () => {
     // 50,000 records over 50 hours (hashes are not what a plan depends on).
     await sql(
       schema,
-      `INSERT INTO audit_events (seq, id, time, decision, policy, issuer, subject, credential_id, claims, prev_hash, hash)
+      `INSERT INTO audit_events (seq, id, time, decision, policy, issuer, subject, credential_id, claims, audit_matches, prev_hash, hash)
        SELECT g, 'id-' || g, to_char(timestamp '2026-11-01' + g * interval '3.6 s', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
          (ARRAY['issued','denied','error','explain'])[1 + g % 4], 'p-' || g % 2000, 'i-' || g % 3, 's-' || g % 1000, 'c-' || g,
-         json_build_object('repository', 'r' || g % 20, 'ref', 'main', 'run', g)::text, repeat('f', 64), repeat('f', 64)
+         json_build_object('repository', 'r' || g % 20, 'ref', 'main', 'run', g)::text,
+         CASE WHEN g % 500 = 0 THEN json_build_array('deny-' || g % 1000)::text END, repeat('f', 64), repeat('f', 64)
        FROM generate_series(1, 50000) g`,
     );
     await sql(schema, "INSERT INTO audit_claims SELECT e.seq, kv.key, kv.value, e.time FROM audit_events e, json_each_text(e.claims::json) kv");
@@ -508,6 +509,8 @@ describe('postgres audit store: derived tables', () => {
         [{ ...window }, /Index Scan using audit_events_pkey/, 28_000, false],
         [{ ...window, decision: 'denied' }, /audit_events_decision|audit_events_pkey/, 28_000, false],
         [{ ...window, claims: { repository: 'r7' } }, /Index Scan using audit_claims_value/, 28_000, false],
+        // The records with audit matches are few: the partial index over them drives.
+        [{ auditMatch: 'deny-500' }, /Index Scan using audit_events_audit_matches/, null, false],
       ];
       assert.equal(pagePlannerSettings(compileAuditQuery({ ...window, decision: 'denied' })), null, 'a page without a claim filter is one statement, no transaction');
       for (const [query, index, upper, sortAllowed] of cases) {

@@ -232,6 +232,11 @@ describe('sqlite audit store: query plans', () => {
         { since: '2026-01-01T00:00:00Z', claims: { a: '1' }, subject: 's' },
       ];
       for (const query of combined) assert.doesNotMatch(plan(query), /TEMP B-TREE|\bSCAN\b/, JSON.stringify(query));
+      // audit_match: the partial index over the records that have audit matches drives; json_each only reads each one's short list.
+      for (const query of [{ auditMatch: 'deny-x' }, { auditMatch: 'deny-x', since: '2026-01-01T00:00:00Z' }]) {
+        const detail = plan({ ...query, cursor: Buffer.from('2').toString('base64url') });
+        assert.match(detail, /^SEARCH e USING INDEX audit_events_audit_matches \(seq>\?\) \| SCAN m EXISTS VIRTUAL TABLE INDEX \d+:$/, JSON.stringify(query));
+      }
     } finally {
       raw.close();
     }
