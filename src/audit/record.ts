@@ -192,7 +192,9 @@ export function hashRecord(prevHash: string, seq: number, entry: AuditEntry): st
   const body: Record<string, unknown> = {};
   for (const field of AUDIT_ENTRY_FIELDS) body[field] = entry[field] ?? null;
   // Records from before audit-mode policies have no such field in their hashed form; a record without matches hashes the same way, so theirs still verify.
-  if (entry.audit_matches == null || entry.audit_matches.length === 0) delete body.audit_matches;
+  // Only an empty array: any other stored value (an edited row) stays in, so it cannot match a hash made without it.
+  const matches: unknown = entry.audit_matches;
+  if (matches == null || (Array.isArray(matches) && matches.length === 0)) delete body.audit_matches;
   body.seq = seq;
   let canonical: string | undefined;
   try {
