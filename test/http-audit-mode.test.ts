@@ -30,6 +30,8 @@ const POLICIES = {
   'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
   [`${GUARDRAIL}.yaml`]: guardrail('audit'),
   'deny-prt.yaml': 'issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n',
+  // Allowed, then refused when its grant is rendered for the token: a refusal after authorization.
+  'needs-env.yaml': 'issuer: local\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://env.example.com\n  claims:\n    env: ${environment}\n',
 };
 const HOSTED = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', event_name: 'push', runner_environment: 'github-hosted' };
 const SELF_HOSTED = { ...HOSTED, runner_environment: 'self-hosted' };
@@ -62,9 +64,9 @@ function auditGet(fx: BrokerFixture, query: Record<string, string>) {
   return request(fx.broker.app).get('/v1/audit/events').set('Authorization', `Bearer ${AUDITOR_TOKEN}`).query(query);
 }
 
-async function exchange(fx: BrokerFixture, claims: Record<string, unknown>) {
+async function exchange(fx: BrokerFixture, claims: Record<string, unknown>, policy = 'deploy') {
   const token = await fx.issuer.mint({ aud: AUDIENCE, ...claims });
-  return request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
+  return request(fx.broker.app).post('/v1/exchange').set('Authorization', `Bearer ${token}`).send({ policy });
 }
 
 /** The record with this id, read through the audit API. */
@@ -135,6 +137,15 @@ for (const backend of BACKENDS) {
       matched.push(record.id);
     });
 
+    test('a refusal after authorization (the grant cannot be rendered) names the audit-mode match too', async () => {
+      const refused = await exchange(fx, SELF_HOSTED, 'needs-env');
+      assert.equal(refused.status, 403);
+      assert.equal(refused.body.error, 'access_denied');
+      const record = await lastRecord(fx);
+      assert.deepEqual([record.decision, record.policy, record.reason?.split(':')[0], record.audit_matches], ['denied', 'needs-env', 'template_claim_unusable', [GUARDRAIL]]);
+      matched.push(record.id);
+    });
+
     test('explain answers allow, lists the guardrail as audit mode, and its record names it', async () => {
       const token = await fx.issuer.mint({ aud: AUDIENCE, ...SELF_HOSTED });
       const res = await request(fx.broker.app).post('/v1/explain').set('Authorization', `Bearer ${token}`).send({ policy: 'deploy' });
@@ -160,7 +171,7 @@ for (const backend of BACKENDS) {
       }
       for (const limit of [1, 2, 1000]) assert.deepEqual(await walkAuditMatch(fx, GUARDRAIL, limit), matched, `limit ${limit}`);
       const issuedOnly = await auditGet(fx, { audit_match: GUARDRAIL, decision: 'issued' });
-      assert.equal((issuedOnly.body.events as AuditRecord[]).length, 4);
+      assert.deepEqual((issuedOnly.body.events as AuditRecord[]).map((e) => e.decision), ['issued', 'issued', 'issued', 'issued']);
       // An enforced deny policy is never an audit match; a name no policy has matches nothing.
       assert.deepEqual(await walkAuditMatch(fx, 'deny-prt', 100), []);
       assert.deepEqual(await walkAuditMatch(fx, 'deny-self', 100), []);
