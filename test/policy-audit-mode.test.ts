@@ -2,12 +2,16 @@
 // with `mode: audit` never denies; the decisions it would deny name it in
 // `auditMatches`, whatever else decides them.
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
 import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
 import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../src/policy/explain.js';
 import { parseTestFile, runPolicyTests } from '../src/policy/test-cases.js';
 import type { CompileContext, Decision, PolicyIssue, PolicySet } from '../src/policy/types.js';
+import { cli } from './helpers/cli.js';
 
 const BROKER = 'https://broker.example.com';
 const CTX: CompileContext = {
@@ -213,5 +217,68 @@ describe('mode: policy test cases', () => {
       assert.equal(issues[0]!.keyPath, 'tests[0].audit_matches', value);
       assert.match(issues[0]!.message, /^audit_matches must be a list of audit-mode deny policy names \(\[\] for none\), not /, value);
     }
+  });
+});
+
+describe('mode: the policy commands', () => {
+  const dirs: string[] = [];
+  after(async () => {
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A config naming the two issuers, and a policy directory holding POLICIES and `extra`. */
+  async function workspace(extra: Record<string, string>): Promise<{ config: string; dir: string }> {
+    const base = await mkdtemp(path.join(tmpdir(), 'oidc-broker-audit-mode-'));
+    dirs.push(base);
+    const dir = path.join(base, 'policies');
+    await mkdir(dir);
+    const config = path.join(base, 'broker.yaml');
+    const issuers = ['github', 'gitlab'].map((name) => `  - name: ${name}\n    issuer: https://${name}.example.com\n    audiences: [${BROKER}]\n`).join('');
+    await writeFile(config, `issuers:\n${issuers}policies:\n  dir: ./policies\n`);
+    for (const [file, text] of Object.entries({ ...POLICIES, ...extra })) await writeFile(path.join(dir, file), text);
+    return { config, dir };
+  }
+
+  test('policy test: PASS lines name the audit-mode matches; a case whose audit_matches differ FAILs saying so', async () => {
+    const ws = await workspace({
+      'guardrails.test.yaml': `tests:
+  - name: recorded, not refused
+    policy: deploy
+    claims: {repository: acme/api, ref: refs/heads/main, runner_environment: self-hosted}
+    expect: allow
+  - name: nothing recorded
+    policy: deploy
+    claims: {repository: acme/api, ref: refs/heads/main}
+    expect: allow
+    audit_matches: []
+  - name: the wrong guardrail expected
+    policy: deploy
+    claims: {repository: acme/api, ref: refs/heads/main, actor: bot-1}
+    expect: allow
+    audit_matches: [deny-self-hosted]
+`,
+    });
+    const run = await cli(['policy', 'test', ws.dir, '-c', ws.config]);
+    assert.equal(run.code, 1, run.stderr);
+    const lines = run.stdout.trimEnd().split('\n').map((line) => line.replace(/ \S*policies\//, ' policies/'));
+    assert.deepEqual(lines, [
+      'PASS policies/guardrails.test.yaml: recorded, not refused (would deny (audit mode): deny-self-hosted)',
+      'PASS policies/guardrails.test.yaml: nothing recorded',
+      'FAIL policies/guardrails.test.yaml:11: the wrong guardrail expected — expected audit_matches [deny-self-hosted], got [deny-bots]',
+      '2 passed, 1 failed (1 test file)',
+    ]);
+  });
+
+  test('policy explain: allow (exit 0), with the audit-mode deny policy that would deny; --json has audit_matches', async () => {
+    const ws = await workspace({ 'claims.json': JSON.stringify({ repository: 'acme/api', ref: 'refs/heads/main', runner_environment: 'self-hosted' }) });
+    const claims = path.join(ws.dir, 'claims.json');
+    const text = await cli(['policy', 'explain', ws.dir, '-c', ws.config, '--policy', 'deploy', '--claims', claims]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^Decision: ALLOW \(allowed\)\nPolicy 'deploy' allows this token\.\nWould deny \(audit mode\): 'deny-self-hosted'; not enforced\.\n/m);
+    assert.match(text.stdout, /^deny policy \(audit mode\) deny-self-hosted: matches: would deny this token \(audit mode\)$/m);
+    const json = await cli(['policy', 'explain', ws.dir, '-c', ws.config, '--policy', 'deploy', '--claims', claims, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const output = JSON.parse(json.stdout) as { decision: string; audit_matches: string[] };
+    assert.deepEqual([output.decision, output.audit_matches], ['allow', ['deny-self-hosted']]);
   });
 });
