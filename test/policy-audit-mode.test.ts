@@ -9,6 +9,7 @@ import { after, describe, test } from 'node:test';
 import { compilePolicies } from '../src/policy/compile.js';
 import { evaluate, lookupPolicy } from '../src/policy/evaluate.js';
 import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../src/policy/explain.js';
+import { createImpactTally } from '../src/policy/impact.js';
 import { parseTestFile, runPolicyTests } from '../src/policy/test-cases.js';
 import type { CompileContext, Decision, PolicyIssue, PolicySet } from '../src/policy/types.js';
 import { cli } from './helpers/cli.js';
@@ -124,6 +125,21 @@ describe('mode: evaluating', () => {
       { allowed: decision.allowed, reason: decision.reason, message: decision.message, auditMatches: decision.auditMatches },
       { allowed: false, reason: 'denied_by_policy', message: "Denied by deny policy 'deny-self-hosted'.", auditMatches: [] },
     );
+  });
+
+  test('policy impact replays the switch: audit to enforce newly denies what was recorded, enforce to audit newly allows it', () => {
+    const enforced = compileSet({ ...POLICIES, 'deny-self-hosted.yaml': SELF_HOSTED('enforce') });
+    const recorded = [
+      { issuer: 'github', subject: 'repo:acme/api:ref:refs/heads/main', policy: 'deploy', audience: [BROKER], claims: { ...GOOD, runner_environment: 'self-hosted' } },
+      { issuer: 'github', subject: 'repo:acme/api:ref:refs/heads/main', policy: 'deploy', audience: [BROKER], claims: GOOD },
+    ];
+    const rows = (before: PolicySet, after: PolicySet) => {
+      const tally = createImpactTally(before, after);
+      for (const record of recorded) tally.add(record);
+      return tally.rows().map((r) => [r.policy, r.before, r.after, r.requests]);
+    };
+    assert.deepEqual(rows(SET, enforced), [['deploy', 'allow', 'deny', 1]]);
+    assert.deepEqual(rows(enforced, SET), [['deploy', 'deny', 'allow', 1]]);
   });
 
   test('the deny index: an audit-mode deny filed under its equality condition is evaluated only for tokens in its bucket, as an enforced one', () => {
