@@ -81,6 +81,7 @@ function entryFor(i: number, timeMs: number): AuditEntry {
     duration_seconds: 900,
     client_ip: '10.0.0.1',
     user_agent: 'curl/8.5.0',
+    audit_matches: [],
   };
 }
 

@@ -78,6 +78,7 @@ function entry(i: number): AuditEntry {
     duration_seconds: 900,
     client_ip: '127.0.0.1',
     user_agent: 'bench',
+    audit_matches: [],
   };
 }
 

@@ -30,7 +30,7 @@ function* records(count: number): Generator<BulkRecord> {
       entry: {
         id: newAuditId(), time: new Date(start + i * 1000).toISOString(), decision: allowed ? 'issued' : 'denied', error: allowed ? null : 'access_denied', reason: null,
         request_id: null, issuer: 'github', subject: String(claims.sub), audience: [AUDIENCE], jti: null, token_sha256: null, claims, unverified: null,
-        policy: 'deploy', policy_sha256: null, provider: allowed ? 'jwt' : null, target: null, credential_id: null, expires_at: null, duration_seconds: null, client_ip: null, user_agent: null,
+        policy: 'deploy', policy_sha256: null, provider: allowed ? 'jwt' : null, target: null, credential_id: null, expires_at: null, duration_seconds: null, client_ip: null, user_agent: null, audit_matches: [],
       },
     };
   }

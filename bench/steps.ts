@@ -89,7 +89,7 @@ export async function stepCosts(): Promise<object[]> {
   const entry = (): AuditEntry => ({
     id: newAuditId(), time: new Date().toISOString(), decision: 'issued', error: null, reason: null, request_id: 'r', issuer: 'github', subject: SUBJECT,
     audience: [AUDIENCE], jti: null, token_sha256: '0'.repeat(64), claims: CLAIMS, unverified: null, policy: 'bench', policy_sha256: '0'.repeat(64),
-    provider: 'jwt', target: 'https://deploy.example.com', credential_id: 'c', expires_at: new Date().toISOString(), duration_seconds: 900, client_ip: '127.0.0.1', user_agent: 'bench',
+    provider: 'jwt', target: 'https://deploy.example.com', credential_id: 'c', expires_at: new Date().toISOString(), duration_seconds: 900, client_ip: '127.0.0.1', user_agent: 'bench', audit_matches: [],
   });
   // Sequential appends pay one fsync each; 32 in flight share a transaction (group commit).
   rows.push(await timeEach('audit append (SQLite, synchronous=FULL)', 2000, () => store.append(entry())));

@@ -19,6 +19,8 @@ export interface BrokerMetrics {
   auditorAuthFailures: Counter<'reason'>;
   /** Signing key file reloads (SIGHUP or poll) by outcome: success, failure, unchanged. */
   signingKeyReloads: Counter<'outcome'>;
+  /** Recorded decisions an audit-mode deny policy would have denied, by that policy (docs/policies/reference.md, `mode`). */
+  auditModeMatches: Counter<'policy'>;
 }
 
 /** The period of the event-loop delay timer behind `nodejs_eventloop_lag_*` (docs/operations.md#metrics). */
@@ -90,6 +92,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
       name: 'broker_signing_key_reloads_total',
       help: 'Signing key file reloads by outcome (success: a new key set serves; failure: the current keys keep serving; unchanged: same file).',
       labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    // `policy` is a configured deny policy's name, so the label set is bounded by the policy directory.
+    auditModeMatches: new Counter({
+      name: 'broker_audit_mode_matches_total',
+      help: 'Decisions (exchanges and explains) that an audit-mode deny policy would have denied had it been enforced, by policy.',
+      labelNames: ['policy'],
       registers: [registry],
     }),
   };

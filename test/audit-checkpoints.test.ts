@@ -70,6 +70,7 @@ function entryAt(ms: number, overrides: Partial<AuditEntry> = {}): AuditEntry {
     duration_seconds: 900,
     client_ip: '127.0.0.1',
     user_agent: 'test',
+    audit_matches: [],
     ...overrides,
   };
 }

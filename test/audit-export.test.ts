@@ -39,6 +39,7 @@ function record(seq: number, overrides: Partial<AuditRecord> = {}): AuditRecord 
     duration_seconds: 900,
     client_ip: null,
     user_agent: 'x'.repeat(500),
+    audit_matches: [],
     seq,
     prev_hash: GENESIS_HASH,
     hash: 'f'.repeat(64),

@@ -16,6 +16,7 @@ import { POSTGRES_SCHEMA_VERSION, migrate } from '../src/audit/postgres/schema.j
 import { openPostgresAuditStore, pagePlannerSettings, toPostgresSelect, type PostgresAuditStoreOptions } from '../src/audit/postgres/store.js';
 import { compileAuditQuery } from '../src/audit/query.js';
 import { GENESIS_HASH } from '../src/audit/record.js';
+import { RECORD_COLUMNS } from '../src/audit/rows.js';
 import type { AuditEntry, AuditQuery, AuditRecord, AuditStore } from '../src/audit/types.js';
 import { AuditUnavailableError } from '../src/errors.js';
 import { PG_ADMIN_URL, PostgresTestDatabase } from './helpers/audit-stores.js';
@@ -76,7 +77,7 @@ describe('postgres audit store: schema and migrations', () => {
       [schema],
     );
     const type = (name: string) => columns.find((c) => c.column_name === name);
-    for (const json of ['claims', 'audience', 'unverified']) assert.equal(type(json)?.data_type, 'text', json);
+    for (const json of ['claims', 'audience', 'unverified', 'audit_matches']) assert.equal(type(json)?.data_type, 'text', json);
     assert.equal(type('time')?.collation_name, 'C');
     assert.equal(type('seq')?.data_type, 'bigint');
     const indexes = await sql<{ indexname: string; indexdef: string }>(schema, 'SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname', [schema]);
@@ -86,6 +87,7 @@ describe('postgres audit store: schema and migrations', () => {
       audit_checkpoints_pkey: 'UNIQUE (seq, kind, "time")',
       audit_claims_name: 'UNIQUE (seq, audit_sha256(name))',
       audit_claims_value: '(audit_sha256(name), audit_sha256(value), seq)',
+      audit_events_audit_matches: '(seq) WHERE (audit_matches IS NOT NULL)',
       audit_events_credential_id: '(audit_sha256(credential_id), seq)',
       audit_events_decision: '(decision, seq)',
       audit_events_id_key: 'UNIQUE (id)',
@@ -130,7 +132,10 @@ describe('postgres audit store: schema and migrations', () => {
     } finally {
       await pool.end();
     }
-    for (const table of ['audit_events', 'audit_claims', 'audit_hours']) await sql(schema, `INSERT INTO ${table} SELECT * FROM ${written}.${table}`);
+    // Version 1 has no audit_matches column: copy the columns it has.
+    const v1Columns = RECORD_COLUMNS.filter((c) => c !== 'audit_matches').join(', ');
+    await sql(schema, `INSERT INTO audit_events (${v1Columns}) SELECT ${v1Columns} FROM ${written}.audit_events`);
+    for (const table of ['audit_claims', 'audit_hours']) await sql(schema, `INSERT INTO ${table} SELECT * FROM ${written}.${table}`);
     // What version 1 could not index, so could not record.
     const long = randomText(12_288);
     await assert.rejects(sql(schema, "INSERT INTO audit_claims (seq, name, value, time) VALUES (3, 'long_value', $1, $2)", [long, before[1]!.time]), { code: '54000' });
@@ -462,10 +467,11 @@ describe('postgres audit store: derived tables', () => {
     // 50,000 records over 50 hours (hashes are not what a plan depends on).
     await sql(
       schema,
-      `INSERT INTO audit_events (seq, id, time, decision, policy, issuer, subject, credential_id, claims, prev_hash, hash)
+      `INSERT INTO audit_events (seq, id, time, decision, policy, issuer, subject, credential_id, claims, audit_matches, prev_hash, hash)
        SELECT g, 'id-' || g, to_char(timestamp '2026-11-01' + g * interval '3.6 s', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
          (ARRAY['issued','denied','error','explain'])[1 + g % 4], 'p-' || g % 2000, 'i-' || g % 3, 's-' || g % 1000, 'c-' || g,
-         json_build_object('repository', 'r' || g % 20, 'ref', 'main', 'run', g)::text, repeat('f', 64), repeat('f', 64)
+         json_build_object('repository', 'r' || g % 20, 'ref', 'main', 'run', g)::text,
+         CASE WHEN g % 500 = 0 THEN json_build_array('deny-' || g % 1000)::text END, repeat('f', 64), repeat('f', 64)
        FROM generate_series(1, 50000) g`,
     );
     await sql(schema, "INSERT INTO audit_claims SELECT e.seq, kv.key, kv.value, e.time FROM audit_events e, json_each_text(e.claims::json) kv");
@@ -503,6 +509,8 @@ describe('postgres audit store: derived tables', () => {
         [{ ...window }, /Index Scan using audit_events_pkey/, 28_000, false],
         [{ ...window, decision: 'denied' }, /audit_events_decision|audit_events_pkey/, 28_000, false],
         [{ ...window, claims: { repository: 'r7' } }, /Index Scan using audit_claims_value/, 28_000, false],
+        // The records with audit matches are few: the partial index over them drives.
+        [{ auditMatch: 'deny-500' }, /Index Scan using audit_events_audit_matches/, null, false],
       ];
       assert.equal(pagePlannerSettings(compileAuditQuery({ ...window, decision: 'denied' })), null, 'a page without a claim filter is one statement, no transaction');
       for (const [query, index, upper, sortAllowed] of cases) {

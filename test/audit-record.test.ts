@@ -39,6 +39,21 @@ describe('hashRecord', () => {
     assert.equal(hashRecord(GENESIS_HASH, 1, e), expected);
   });
 
+  it('hashes audit_matches only when it names a policy: a record without matches hashes as records did before the field existed', () => {
+    const old = toCanonicalEntry({ id: 'A', time: '2026-11-25T19:00:00.000Z', decision: 'issued' } as unknown as AuditEntry);
+    assert.deepEqual(old.audit_matches, []);
+    const withoutField =
+      '{"audience":null,"claims":null,"client_ip":null,"credential_id":null,"decision":"issued","duration_seconds":null,' +
+      '"error":null,"expires_at":null,"id":"A","issuer":null,"jti":null,"policy":null,"policy_sha256":null,"provider":null,"reason":null,' +
+      '"request_id":null,"seq":1,"subject":null,"target":null,"time":"2026-11-25T19:00:00.000Z","token_sha256":null,"unverified":null,"user_agent":null}';
+    assert.equal(hashRecord(GENESIS_HASH, 1, old), createHash('sha256').update(GENESIS_HASH + withoutField).digest('hex'));
+    const matched = { ...old, audit_matches: ['deny-self-hosted'] };
+    const withField = `{"audience":null,"audit_matches":["deny-self-hosted"],${withoutField.slice('{"audience":null,'.length)}`;
+    assert.equal(hashRecord(GENESIS_HASH, 1, matched), createHash('sha256').update(GENESIS_HASH + withField).digest('hex'));
+    assert.notEqual(hashRecord(GENESIS_HASH, 1, matched), hashRecord(GENESIS_HASH, 1, old), 'removing the matches breaks the hash');
+    assert.notEqual(hashRecord(GENESIS_HASH, 1, matched), hashRecord(GENESIS_HASH, 1, { ...old, audit_matches: ['deny-other'] }));
+  });
+
   it('treats absent and null alike, ignores key order and non-entry properties', () => {
     const a = entry({ claims: { x: 1, y: [1, 2] } });
     const b = { ...a, claims: { y: [1, 2], x: 1 }, seq: 99, hash: 'ff', extra: 'ignored' } as unknown as AuditEntry;
@@ -92,6 +107,9 @@ describe('toCanonicalEntry', () => {
       { unverified: { token: 'raw' } },
       { duration_seconds: 1.5 },
       { duration_seconds: Number.NaN },
+      { audit_matches: 'deny-x' },
+      { audit_matches: [1] },
+      { audit_matches: {} },
     ];
     for (const overrides of bad) assert.throws(() => toCanonicalEntry({ ...good, ...overrides } as AuditEntry), TypeError, JSON.stringify(overrides));
   });

@@ -61,11 +61,12 @@ describe('sqlite audit store: file and schema', () => {
     assert.equal(statSync(path).mode & 0o777, 0o600);
     const raw = rawConnection(path);
     try {
-      assert.equal(raw.prepare('SELECT version FROM schema_version').pluck().get(), 3);
+      assert.equal(raw.prepare('SELECT version FROM schema_version').pluck().get(), 4);
       assert.equal(raw.pragma('journal_mode', { simple: true }), 'wal');
       const indexes = raw.prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all();
       assert.deepEqual(indexes, [
         'audit_claims_value',
+        'audit_events_audit_matches',
         'audit_events_credential_id',
         'audit_events_decision',
         'audit_events_issuer',
@@ -77,12 +78,12 @@ describe('sqlite audit store: file and schema', () => {
       raw.close();
     }
   });
-  it('migrates a version 1 file (before checkpoints and hour ranges) to version 3, keeping its records and indexing their hours', async () => {
+  it('migrates a version 1 file (before checkpoints, hour ranges and audit matches) to version 4, keeping its records and indexing their hours', async () => {
     const { store, path } = openStore();
     const records = await appendMany(store, 3);
     await store.close();
     const raw = rawConnection(path);
-    raw.exec('DROP TABLE audit_checkpoints; DROP TABLE audit_hours; UPDATE schema_version SET version = 1');
+    raw.exec('DROP TABLE audit_checkpoints; DROP TABLE audit_hours; DROP INDEX audit_events_audit_matches; ALTER TABLE audit_events DROP COLUMN audit_matches; UPDATE schema_version SET version = 1');
     raw.close();
     const reopened = openSqliteAuditStore(path);
     assert.deepEqual((await reopened.query({})).events, records);
@@ -95,7 +96,7 @@ describe('sqlite audit store: file and schema', () => {
     await reopened.close();
     const check = rawConnection(path);
     try {
-      assert.equal(check.prepare('SELECT version FROM schema_version').pluck().get(), 3);
+      assert.equal(check.prepare('SELECT version FROM schema_version').pluck().get(), 4);
     } finally {
       check.close();
     }
@@ -231,6 +232,11 @@ describe('sqlite audit store: query plans', () => {
         { since: '2026-01-01T00:00:00Z', claims: { a: '1' }, subject: 's' },
       ];
       for (const query of combined) assert.doesNotMatch(plan(query), /TEMP B-TREE|\bSCAN\b/, JSON.stringify(query));
+      // audit_match: the partial index over the records that have audit matches drives; json_each only reads each one's short list.
+      for (const query of [{ auditMatch: 'deny-x' }, { auditMatch: 'deny-x', since: '2026-01-01T00:00:00Z' }]) {
+        const detail = plan({ ...query, cursor: Buffer.from('2').toString('base64url') });
+        assert.match(detail, /^SEARCH e USING INDEX audit_events_audit_matches \(seq>\?\) \| SCAN m EXISTS VIRTUAL TABLE INDEX \d+:$/, JSON.stringify(query));
+      }
     } finally {
       raw.close();
     }

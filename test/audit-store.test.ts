@@ -183,6 +183,25 @@ for (const kind of kinds) {
       await store.close();
     });
 
+    it('detects audit matches removed from a record, or added to one', async () => {
+      const { log, store } = await fresh();
+      const records = await appendMany(store, 3, (i) => ({ audit_matches: i === 1 ? ['deny-self-hosted'] : [] }));
+      assert.deepEqual(records.map((r) => r.audit_matches), [[], ['deny-self-hosted'], []]);
+      assert.equal((await store.verify()).ok, true);
+      for (const [edit, seq] of [
+        ['UPDATE audit_events SET audit_matches = NULL WHERE seq = 2', 2],
+        ['UPDATE audit_events SET audit_matches = \'""\' WHERE seq = 2', 2],
+        ['UPDATE audit_events SET audit_matches = \'["deny-other"]\' WHERE seq = 1', 1],
+      ] as const) {
+        await log.exec(edit);
+        const result = await store.verify();
+        assert.deepEqual(!result.ok && result.broken, { seq, id: records[seq - 1]!.id, problem: 'hash_mismatch' }, edit);
+        await log.exec(`UPDATE audit_events SET audit_matches = ${seq === 2 ? '\'["deny-self-hosted"]\'' : 'NULL'} WHERE seq = ${seq}`);
+        assert.equal((await store.verify()).ok, true, 'restored');
+      }
+      await store.close();
+    });
+
     it('detects a changed claim at that record', async () => {
       const { log, store, records } = await fiveRecords();
       await log.exec("UPDATE audit_events SET claims = replace(claims, 'acme/repo-2', 'acme/evil') WHERE seq = 2");
@@ -552,6 +571,7 @@ for (const kind of kinds) {
         issuer: i % 2 === 0 ? 'https://gitlab.example' : 'https://token.actions.githubusercontent.com',
         subject: `sub-${i % 5}`,
         credential_id: i % 4 === 0 ? `ASIA${i}` : null,
+        audit_matches: [[], ['deny-a'], [], ['deny-a', 'deny-b'], [], ['deny-b']][i % 6]!,
         claims: {
           repository: i % 2 === 0 ? 'acme/web' : 'acme/api',
           run_number: [6, '6', 7][i % 3],
@@ -585,6 +605,10 @@ for (const kind of kinds) {
       ['issuer', { issuer: 'https://gitlab.example' }, (r) => r.issuer === 'https://gitlab.example'],
       ['subject', { subject: 'sub-3' }, (r) => r.subject === 'sub-3'],
       ['credentialId', { credentialId: 'ASIA8' }, (r) => r.credential_id === 'ASIA8'],
+      ['auditMatch', { auditMatch: 'deny-a' }, (r) => r.audit_matches.includes('deny-a')],
+      ['auditMatch, the second name of a list', { auditMatch: 'deny-b' }, (r) => r.audit_matches.includes('deny-b')],
+      ['auditMatch is exact', { auditMatch: 'deny' }, none],
+      ['auditMatch and decision', { auditMatch: 'deny-a', decision: 'explain' }, (r) => r.audit_matches.includes('deny-a') && r.decision === 'explain'],
       ['since is inclusive', { since: new Date(T0 + 10 * 60_000).toISOString() }, (r) => r.seq >= 11],
       ['until is exclusive', { until: new Date(T0 + 10 * 60_000).toISOString() }, (r) => r.seq <= 10],
       ['since/until with offsets and no fraction', { since: '2026-11-25T20:05:00+01:00', until: '2026-11-25T15:15:00-04:00' }, (r) => r.seq >= 6 && r.seq <= 15],

@@ -59,6 +59,7 @@ function entry(ms: number, i: number, overrides: Partial<AuditEntry> = {}): Audi
     duration_seconds: 600,
     client_ip: null,
     user_agent: null,
+    audit_matches: [],
     ...overrides,
   };
 }

@@ -54,6 +54,7 @@ function recorded(i: number, repository: string, decision: AuditDecision, overri
     duration_seconds: null,
     client_ip: null,
     user_agent: null,
+    audit_matches: [],
     ...overrides,
   };
 }

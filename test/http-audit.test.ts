@@ -63,6 +63,7 @@ function entry(i: number, overrides: Partial<AuditEntry> = {}): AuditEntry {
     duration_seconds: 600,
     client_ip: '127.0.0.1',
     user_agent: 'bulk-loader/1.0',
+    audit_matches: [],
     ...overrides,
   };
 }
@@ -145,6 +146,7 @@ const claimText = (value: unknown) => (value === undefined ? '' : typeof value =
 function expectedCell(record: AuditRecord, column: string): string {
   let raw: string;
   if (column === 'audience') raw = record.audience?.join(' ') ?? '';
+  else if (column === 'audit_matches') raw = record.audit_matches.join(' ');
   else if (column === 'unverified.iss') raw = record.unverified?.iss ?? '';
   else if (column === 'unverified.sub') raw = record.unverified?.sub ?? '';
   else if (column === 'claims') raw = record.claims === null ? '' : JSON.stringify(record.claims);

@@ -133,7 +133,7 @@ describe('POST /v1/explain answers the decision, condition by condition', () => 
     const res = await explainCall(await mint());
     assert.equal(res.status, 200, JSON.stringify(res.body));
     assert.equal(res.headers['cache-control'], 'no-store');
-    assert.deepEqual(Object.keys(res.body).sort(), ['decision', 'evaluations', 'explain_id', 'message', 'policy', 'reason', 'truncated']);
+    assert.deepEqual(Object.keys(res.body).sort(), ['audit_matches', 'decision', 'evaluations', 'explain_id', 'message', 'policy', 'reason', 'truncated']);
     assert.equal(res.body.policy, 'deploy');
     assert.equal(res.body.decision, 'allow');
     assert.equal(res.body.reason, 'allowed');
@@ -144,6 +144,7 @@ describe('POST /v1/explain answers the decision, condition by condition', () => 
     assert.deepEqual(res.body.evaluations[0], {
       policy: 'deploy',
       effect: 'allow',
+      mode: 'enforce',
       matched: true,
       conditions: [
         { key: 'repository', operator: 'equals', expected: '(hidden)', actual: 'acme/api', matched: true },
@@ -279,6 +280,7 @@ describe('a deny policy that cannot be evaluated denies (fail closed), with a re
     assert.deepEqual(evaluationOf(res.body, 'deny-guarded-cel'), {
       policy: 'deny-guarded-cel',
       effect: 'deny',
+      mode: 'enforce',
       matched: false,
       error: 'condition: a claim it reads is missing',
       conditions: [

@@ -40,7 +40,7 @@ describe('toAuditEntry', () => {
     const expiresAt = new Date('2026-01-01T01:00:00Z');
     const entry = entryOf({
       kind: 'issued',
-      facts: { token, policy, grant, replayKey: 'k' },
+      facts: { token, policy, grant, auditMatches: ['deny-self-hosted-audit'], replayKey: 'k' },
       issued: { target: ROLE, credentialId: 'ASIA1', expiresAt, durationSeconds: 3600, credentials: { SecretAccessKey: 'secret' }, env: [] },
     });
     assert.deepEqual(entry, {
@@ -66,6 +66,7 @@ describe('toAuditEntry', () => {
       duration_seconds: 3600,
       client_ip: '127.0.0.1',
       user_agent: 'curl/8',
+      audit_matches: ['deny-self-hosted-audit'],
     });
     assert.doesNotMatch(JSON.stringify(entry), /secret|eyJ/);
   });
@@ -91,7 +92,7 @@ describe('toAuditEntry', () => {
   });
 
   test('explain: the outcome in the reason; a refused explain is a denial with the explain prefix', () => {
-    const decision = { allowed: false, reason: 'conditions_not_met', message: 'ref does not match.', evaluations: [] };
+    const decision = { allowed: false, reason: 'conditions_not_met', message: 'ref does not match.', evaluations: [], auditMatches: [] };
     const explained = entryOf({ kind: 'explained', facts: { token, policy }, decision }, 'explain');
     assert.equal(explained.decision, 'explain');
     assert.equal(explained.reason, 'deny: conditions_not_met: ref does not match.');

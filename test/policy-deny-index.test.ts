@@ -190,6 +190,7 @@ describe('which deny policies are candidates', () => {
       sha256: '0'.repeat(64),
       issuer: 'github',
       effect: 'deny',
+      mode: 'enforce',
       audience: undefined,
       allowTokenReuse: false,
       grant: undefined,

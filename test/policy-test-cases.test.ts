@@ -296,7 +296,7 @@ describe('explain output', () => {
     const policy = SET.byName.get('deploy')!;
     const token = { issuerName: 'github', claims, audiences: [BROKER] };
     const hidden = toExplainOutput('deploy', evaluate(SET, policy, token, { allDenyPolicies: true }), '01JDQ8R3W6T8Z2B4V9K1M5N7PX', 'caller');
-    assert.deepEqual(Object.keys(hidden), ['explain_id', 'policy', 'decision', 'reason', 'message', 'evaluations', 'truncated']);
+    assert.deepEqual(Object.keys(hidden), ['explain_id', 'policy', 'decision', 'reason', 'message', 'evaluations', 'audit_matches', 'truncated']);
     assert.equal(hidden.decision, 'deny');
     assert.equal(hidden.truncated, false);
     assert.deepEqual(hidden.evaluations[0]!.conditions[1], { key: 'ref', operator: 'in', expected: '(hidden)', actual: 'refs/heads/feature', matched: false }, 'a caller never sees what a policy pins');

@@ -179,6 +179,24 @@ name: deny-all-github
 issuer: github
 effect: deny
 `,
+    'deny policy in audit mode': `
+name: deny-self-hosted
+issuer: github
+effect: deny
+mode: audit
+claims:
+  runner_environment: self-hosted
+`,
+    'allow policy saying mode: enforce': `
+name: deploy
+issuer: github
+mode: enforce
+claims:
+  repository_owner_id: "1234567"
+grant:
+  provider: jwt
+  audience: https://deploy.example.com
+`,
   };
   for (const [name, text] of Object.entries(valid)) {
     test(`accepted by both: ${name}`, () => {
@@ -196,6 +214,9 @@ effect: deny
     'unknown top-level key': base(`allow-token-reuse: true\n${owner}${jwtGrant}`),
     'a claim written at the top level': base(`ref: refs/heads/main\n${owner}${jwtGrant}`),
     'effect not in the enum': base(`effect: permit\n${owner}${jwtGrant}`),
+    'mode not in the enum': base(`effect: deny\nmode: dry-run\n${owner}`),
+    'an allow policy in audit mode': base(`mode: audit\n${owner}${jwtGrant}`),
+    'an explicit allow policy in audit mode': base(`effect: allow\nmode: audit\n${owner}${jwtGrant}`),
     'issuer missing': `name: p\n${owner}${jwtGrant}`,
     'invalid policy name': `name: "-p"\nissuer: github\n${owner}${jwtGrant}`,
     'an allow policy without a grant': base(owner),
@@ -268,9 +289,11 @@ describe('policy-tests.schema.json', () => {
     'an empty list of tests': 'tests: []\n',
     'an empty audience list': 'tests:\n  - name: a\n    policy: deploy\n    audience: []\n    claims: {}\n    expect: allow\n',
     'a claim number beyond 2^53': 'tests:\n  - name: a\n    policy: deploy\n    claims: {id: 12345678901234567890}\n    expect: allow\n',
+    'audit_matches that is not a list': 'tests:\n  - name: a\n    policy: deploy\n    claims: {}\n    expect: allow\n    audit_matches: deny-x\n',
+    'audit_matches with an empty name': 'tests:\n  - name: a\n    policy: deploy\n    claims: {}\n    expect: allow\n    audit_matches: [""]\n',
   };
   test('accepted by both: the test file the invalid ones below break', () => {
-    const text = `tests:\n${ok}`;
+    const text = `tests:\n${ok}  - name: recorded by an audit-mode guardrail\n    policy: deploy\n    claims: {}\n    expect: deny\n    audit_matches: [deny-x]\n`;
     assert.equal(schemaErrors(testsSchema, yaml(text)), '', 'schema');
     const parsed = parseTestFile({ path: 't.test.yaml', text });
     assert.equal(parsed.ok, true, parsed.ok ? '' : JSON.stringify(parsed.issues, null, 2));

@@ -53,6 +53,7 @@ export const CSV_RECORD_COLUMNS = [
   'duration_seconds',
   'client_ip',
   'user_agent',
+  'audit_matches',
   'prev_hash',
   'hash',
 ] as const;
@@ -150,6 +151,10 @@ export function csvRecordCells(record: AuditRecord, claimNames: readonly string[
     switch (column) {
       case 'audience':
         cells.push(record.audience === null ? '' : record.audience.join(' '));
+        break;
+      case 'audit_matches':
+        // Policy names hold no spaces (docs/policies/reference.md), so a space separates them as it does audiences.
+        cells.push(record.audit_matches.join(' '));
         break;
       case 'unverified.iss':
         cells.push(text(record.unverified?.iss));

@@ -30,6 +30,8 @@ export interface CompiledAuditQuery {
   issuer: string | null;
   subject: string | null;
   credentialId: string | null;
+  /** A policy name `audit_matches` must hold. */
+  auditMatch: string | null;
   /** [name, value] pairs, all of which must hold. */
   claims: [name: string, value: string][];
 }
@@ -75,6 +77,7 @@ export function compileAuditQuery(query: AuditQuery): CompiledAuditQuery {
     issuer: optionalString(query.issuer, 'issuer'),
     subject: optionalString(query.subject, 'subject'),
     credentialId: optionalString(query.credentialId, 'credential_id'),
+    auditMatch: optionalString(query.auditMatch, 'audit_match'),
     claims,
   };
 }

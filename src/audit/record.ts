@@ -7,7 +7,9 @@
  *     hash = hex(SHA-256(prev_hash || JCS({...entry, seq})))
  *
  * where JCS is the RFC 8785 JSON Canonicalization Scheme, every AuditEntry
- * field is present (null when absent) and the first record's prev_hash is
+ * field is present (null when absent) except `audit_matches`, which is
+ * present only when it names a policy (so the records written before the
+ * field existed keep their hashes), and the first record's prev_hash is
  * GENESIS_HASH. A changed field breaks that record's hash; a deleted or
  * reordered record breaks the next record's seq or prev_hash. Deleting the
  * newest records leaves a shorter chain that still verifies: only a head kept
@@ -53,6 +55,7 @@ export const AUDIT_ENTRY_FIELDS = [
   'duration_seconds',
   'client_ip',
   'user_agent',
+  'audit_matches',
 ] as const satisfies readonly (keyof AuditEntry)[];
 
 // Compile-time check that the list above names every field: adding a field to
@@ -140,6 +143,10 @@ export function toCanonicalEntry(entry: AuditEntry): AuditEntry {
   if (duration_seconds != null && !Number.isSafeInteger(duration_seconds)) {
     throw new TypeError('audit entry duration_seconds must be an integer or null');
   }
+  const auditMatches: unknown = entry.audit_matches;
+  if (auditMatches != null && (!Array.isArray(auditMatches) || !auditMatches.every((name) => typeof name === 'string'))) {
+    throw new TypeError('audit entry audit_matches must be an array of strings');
+  }
   const text = (value: string | null | undefined): string | null => (value == null ? null : toStorableText(value));
   return {
     id,
@@ -164,14 +171,16 @@ export function toCanonicalEntry(entry: AuditEntry): AuditEntry {
     duration_seconds: duration_seconds ?? null,
     client_ip: text(entry.client_ip),
     user_agent: text(entry.user_agent),
+    audit_matches: (entry.audit_matches ?? []).map(toStorableText),
   };
 }
 
 /**
  * The record's hash: lowercase hex SHA-256 over `prevHash` (64 hex characters,
  * as ASCII) followed by the RFC 8785 canonical JSON of the entry's
- * AUDIT_ENTRY_FIELDS (absent ones as null; any other property, such as a
- * record's own `hash`, ignored) plus `seq`.
+ * AUDIT_ENTRY_FIELDS (absent ones as null, except an absent or empty
+ * `audit_matches`, which is left out; any other property, such as a record's
+ * own `hash`, ignored) plus `seq`.
  *
  * @param prevHash hash of the record at `seq - 1`, or GENESIS_HASH for seq 1.
  * @param seq position in the chain, from 1.
@@ -182,6 +191,10 @@ export function hashRecord(prevHash: string, seq: number, entry: AuditEntry): st
   if (!Number.isSafeInteger(seq) || seq < 1) throw new TypeError('seq must be a positive integer');
   const body: Record<string, unknown> = {};
   for (const field of AUDIT_ENTRY_FIELDS) body[field] = entry[field] ?? null;
+  // Records from before audit-mode policies have no such field in their hashed form; a record without matches hashes the same way, so theirs still verify.
+  // Only an empty array: any other stored value (an edited row) stays in, so it cannot match a hash made without it.
+  const matches: unknown = entry.audit_matches;
+  if (matches == null || (Array.isArray(matches) && matches.length === 0)) delete body.audit_matches;
   body.seq = seq;
   let canonical: string | undefined;
   try {

@@ -1,7 +1,9 @@
 /**
  * A record as both stores keep it: one column per field, the JSON fields
- * (`audience`, `claims`, `unverified`) as JSON text, so that what is read back
- * is byte for byte what was hashed.
+ * (`audience`, `claims`, `unverified`, `audit_matches`) as JSON text, so that
+ * what is read back is byte for byte what was hashed. `audit_matches` is NULL
+ * when it names no policy, as it is in every row written before the column
+ * existed.
  */
 import { AUDIT_ENTRY_FIELDS } from './record.js';
 import type { AuditDecision, AuditRecord } from './types.js';
@@ -22,6 +24,7 @@ export function toStoredColumns(record: AuditRecord): Record<RecordColumn, strin
     audience: record.audience === null ? null : JSON.stringify(record.audience),
     claims: record.claims === null ? null : JSON.stringify(record.claims),
     unverified: record.unverified === null ? null : JSON.stringify(record.unverified),
+    audit_matches: record.audit_matches.length === 0 ? null : JSON.stringify(record.audit_matches),
   };
 }
 
@@ -50,6 +53,7 @@ export function fromStoredRow(row: StoredRow): AuditRecord {
     duration_seconds: row.duration_seconds === null ? null : Number(row.duration_seconds),
     client_ip: row.client_ip,
     user_agent: row.user_agent,
+    audit_matches: row.audit_matches === null ? [] : (JSON.parse(row.audit_matches) as string[]),
     seq: Number(row.seq),
     prev_hash: row.prev_hash,
     hash: row.hash,

@@ -35,6 +35,11 @@ export interface AuditEntry {
   duration_seconds: number | null;
   client_ip: string | null;
   user_agent: string | null;
+  /**
+   * Names of the audit-mode deny policies that would have denied this token
+   * (docs/policies/reference.md, `mode`); they denied nothing. Empty when none.
+   */
+  audit_matches: string[];
 }
 
 export interface AuditRecord extends AuditEntry {
@@ -54,6 +59,8 @@ export interface AuditQuery {
   issuer?: string | undefined;
   subject?: string | undefined;
   credentialId?: string | undefined;
+  /** `audit_match=<policy>`: records on which this audit-mode deny policy matched. */
+  auditMatch?: string | undefined;
   /** `claim.<name>=<value>`: the claim's string form equals value (same rule as policy scalars). */
   claims?: Record<string, string> | undefined;
   /** 1..1000, default 100. */

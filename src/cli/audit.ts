@@ -48,6 +48,7 @@ interface QueryOptions {
   issuer?: string;
   subject?: string;
   credentialId?: string;
+  auditMatch?: string;
   claim?: string[];
   limit?: string;
   format: ExportFormat;
@@ -68,6 +69,7 @@ export function registerAuditCommands(program: Command, io: CliIo): void {
     .option('--issuer <name>', 'exact issuer config name (e.g. github)')
     .option('--subject <sub>', 'exact verified subject')
     .option('--credential-id <id>', 'exact credential id (AccessKeyId, sha256:<hex>, or jti)')
+    .option('--audit-match <policy>', 'records on which this audit-mode deny policy matched (would have denied)')
     .option('--claim <name=value>', "verified claim 'name' has this string form; repeatable, all must hold", (value: string, all: string[] | undefined) => [...(all ?? []), value])
     .option('--limit <n>', "print at most n records, or 'all' (default: 100 for table and json, all for ndjson and csv)")
     .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
@@ -91,7 +93,8 @@ mid-way leaves the output incomplete).
 
 Examples:
   oidc-broker audit query --decision denied --since 2026-11-01
-  oidc-broker audit query --claim repository=acme/api --format csv > audit.csv`,
+  oidc-broker audit query --claim repository=acme/api --format csv > audit.csv
+  oidc-broker audit query --audit-match deny-github-self-hosted-runners --since 2026-11-01`,
     )
     .action(async (options: QueryOptions) => runQuery(options, io));
 
@@ -330,6 +333,7 @@ function toQuery(options: QueryOptions, limit: number): AuditQuery {
     issuer: text(options.issuer, '--issuer'),
     subject: text(options.subject, '--subject'),
     credentialId: text(options.credentialId, '--credential-id'),
+    auditMatch: text(options.auditMatch, '--audit-match'),
     claims,
     limit: Math.min(MAX_QUERY_LIMIT, limit === Infinity ? MAX_QUERY_LIMIT : limit + 1),
   };

@@ -253,13 +253,18 @@ async function runTests(dir: string | undefined, options: { config?: string }, i
   if (failed > 0 || run.issues.length > 0) throw new CliExit(1);
 }
 
-/** `PASS file: name`, or `FAIL file:line: name — expected allow, got deny: why`. */
+/** `PASS file: name`, or `FAIL file:line: name — expected allow, got deny: why`; audit-mode matches in parentheses. */
 function resultLine(result: TestCaseResult): string {
   const { case: c, decision } = result;
   const file = displayPath(c.file);
-  if (result.passed) return `PASS ${file}: ${c.name}`;
+  // Audit-mode matches are what the case will decide once they are enforced: worth a look even when it passes.
+  const audited = decision.auditMatches.length === 0 ? '' : ` (would deny (audit mode): ${decision.auditMatches.join(', ')})`;
+  if (result.passed) return `PASS ${file}: ${c.name}${audited}`;
   const got = decision.allowed ? 'allow' : 'deny';
-  return `FAIL ${file}${c.line ? `:${c.line}` : ''}: ${c.name} — expected ${c.expect}, got ${got}: ${summarizeDecision(decision)}`;
+  const where = `FAIL ${file}${c.line ? `:${c.line}` : ''}: ${c.name} — `;
+  if (got !== c.expect) return `${where}expected ${c.expect}, got ${got}: ${summarizeDecision(decision)}`;
+  const names = (list: readonly string[]): string => `[${list.join(', ')}]`;
+  return `${where}expected audit_matches ${names(c.auditMatches ?? [])}, got ${names(decision.auditMatches)}`;
 }
 
 async function runExplain(dir: string | undefined, options: ExplainOptions, io: CliIo): Promise<void> {

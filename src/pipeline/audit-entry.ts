@@ -52,6 +52,7 @@ export function toAuditEntry(record: { id: string; time: Date; operation: Operat
     duration_seconds: issued?.durationSeconds ?? null,
     client_ip: request.clientIp,
     user_agent: request.userAgent,
+    audit_matches: [...(outcome.facts.auditMatches ?? [])],
   };
 }
 

@@ -104,16 +104,17 @@ async function decideExchange(deps: ExchangeDeps, input: ExchangeInput, issuance
     progress.step = 'limit';
     await limitSubject(deps.limits.exchanges_per_subject, token);
     const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token);
-    progress.facts = { token, policy };
+    const { auditMatches } = decision;
+    progress.facts = { token, policy, auditMatches };
     const grant = allowedGrant(policy, decision);
-    progress.facts = { token, policy, grant };
+    progress.facts = { token, policy, auditMatches, grant };
     const grantRefusal = input.checkGrant?.(grant, policy);
     if (grantRefusal) throw grantRefusal;
     // A decision already ended by its deadline or by shutdown spends no token and mints nothing more.
     signal.throwIfAborted();
     progress.step = 'replay';
     const replayKey = await claimReplay(deps.replay, policy, token);
-    const claimed = { token, policy, grant, ...(replayKey === undefined ? {} : { replayKey }) };
+    const claimed = { token, policy, auditMatches, grant, ...(replayKey === undefined ? {} : { replayKey }) };
     progress.facts = claimed;
     signal.throwIfAborted();
     progress.step = 'provider';

@@ -37,7 +37,7 @@ async function decideExplain(deps: ExchangeDeps, input: ExplainInput): Promise<E
     // Only the deny index's candidates, as the exchange evaluates: the cost of an explain must not grow with the policies.
     const { policy, decision } = lookUpAndEvaluate(deps.policies(), request.policyName, token);
     // The exchange would render the grant next: a token it would refuse there is not "allow".
-    return { kind: 'explained', facts: { token, policy }, decision: withGrantRendered(policy, decision, token.claims) };
+    return { kind: 'explained', facts: { token, policy, auditMatches: decision.auditMatches }, decision: withGrantRendered(policy, decision, token.claims) };
   } catch (err) {
     return { kind: 'refused', facts, error: toBrokerError(err) };
   }

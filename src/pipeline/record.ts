@@ -119,6 +119,7 @@ function metricDecision(operation: Operation, decision: AuditDecision): AuditDec
 
 function observe(deps: Pick<ExchangeDeps, 'metrics'>, entry: AuditEntry, decision: AuditDecision, startedMs: number): void {
   deps.metrics.exchanges.inc({ policy: entry.policy ?? 'unknown', provider: entry.provider ?? 'none', decision });
+  for (const policy of entry.audit_matches) deps.metrics.auditModeMatches.inc({ policy });
   deps.metrics.exchangeSeconds.observe({ decision }, (performance.now() - startedMs) / 1000);
 }
 

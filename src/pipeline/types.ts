@@ -98,6 +98,8 @@ export interface Facts {
   token?: VerifiedToken;
   policy?: CompiledPolicy;
   grant?: Grant;
+  /** The audit-mode deny policies that would have denied the token (`Decision.auditMatches`), once it is evaluated. */
+  auditMatches?: readonly string[];
   /** Set once the token is claimed against replay; a refusal after that releases it. */
   replayKey?: string;
 }

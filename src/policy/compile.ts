@@ -15,6 +15,7 @@ import type {
   ConditionResult,
   Effect,
   PolicyFile,
+  PolicyMode,
   PolicyIssue,
   PolicySet,
 } from './types.js';
@@ -23,7 +24,7 @@ import { isPlainObject } from '../values.js';
 
 /** docs/policies/reference.md: policy names are what callers send and what metrics label, so keep them plain. */
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const POLICY_KEYS = ['name', 'description', 'issuer', 'effect', 'audience', 'claims', 'condition', 'allow_token_reuse', 'allow_any_tenant', 'grant'] as const;
+const POLICY_KEYS = ['name', 'description', 'issuer', 'effect', 'mode', 'audience', 'claims', 'condition', 'allow_token_reuse', 'allow_any_tenant', 'grant'] as const;
 const CONDITION_OPERATORS = ['in', 'glob', 'regex', 'exists'] as const;
 /** Other words for top-level keys: JWT claim names and the language's name. */
 const POLICY_KEY_ALIASES: ReadonlyMap<string, string> = new Map([
@@ -125,6 +126,7 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
   const name = readName(root, file, doc, report, issues);
   const description = readOptional(root, 'description', 'string', report);
   const effect = readEffect(root, report);
+  const mode = readMode(root, effect, report);
   const issuer = readIssuer(root, ctx, report);
   const audience = readAudience(root, issuer, ctx, report);
   const allowTokenReuse = readOptional(root, 'allow_token_reuse', 'boolean', report);
@@ -150,7 +152,7 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
 
   const outcome: FileOutcome = { issues };
   if (name !== undefined) outcome.name = name;
-  if (issues.length > 0 || name === undefined || effect === undefined || issuer === undefined || conditions === undefined || condition === null) return outcome;
+  if (issues.length > 0 || name === undefined || effect === undefined || mode === undefined || issuer === undefined || conditions === undefined || condition === null) return outcome;
   if (effect === 'allow' && grant === undefined) return outcome;
 
   outcome.policy = makePolicy({
@@ -162,6 +164,7 @@ function compileFile(file: PolicyFile, ctx: CompileContext): FileOutcome {
       .digest('hex'),
     issuer,
     effect,
+    mode,
     audience,
     allowTokenReuse: allowTokenReuse ?? false,
     conditions,
@@ -293,6 +296,26 @@ function readEffect(root: Json, report: Report): Effect | undefined {
   if (value === 'allow' || value === 'deny') return value;
   report(['effect'], `effect must be allow or deny, not ${describeValue(value)}`, typeof value === 'string' ? suggest(value, ['allow', 'deny']) : undefined);
   return undefined;
+}
+
+/**
+ * `mode` (docs/policies/reference.md): a deny policy in `audit` mode records
+ * its matches instead of denying, so a guardrail can be rolled out and watched
+ * before it is enforced. An allow policy has nothing to roll out that way: an
+ * allow policy that did not allow would just be a policy nobody can use.
+ */
+function readMode(root: Json, effect: Effect | undefined, report: Report): PolicyMode | undefined {
+  if (!has(root, 'mode')) return 'enforce';
+  const value = root.mode;
+  if (value !== 'enforce' && value !== 'audit') {
+    report(['mode'], `mode must be enforce or audit, not ${describeValue(value)}`, typeof value === 'string' ? suggest(value, ['enforce', 'audit']) : undefined);
+    return undefined;
+  }
+  if (value === 'audit' && effect === 'allow') {
+    report(['mode'], 'mode: audit applies only to deny policies', 'remove it: an allow policy always enforces; to try a guardrail first, write it as an effect: deny policy with mode: audit');
+    return undefined;
+  }
+  return value;
 }
 
 function readIssuer(root: Json, ctx: CompileContext, report: Report): string | undefined {

@@ -64,7 +64,10 @@ export function lookupPolicy(set: PolicySet, name: string): CompiledPolicy {
  * match, which includes every one that did), or every deny policy of the
  * issuer with `{ allDenyPolicies: true }` (the offline `policy explain`).
  * Deny policies' `expected` values are replaced by `(hidden)` so nothing
- * built from a Decision can leak them. `evaluations` is empty when the policy is a deny policy or belongs to
+ * built from a Decision can leak them. Audit-mode deny policies
+ * (`mode: audit`) never deny: the ones that would (matched, or could not be
+ * evaluated) are named in `auditMatches`, whatever the decision.
+ * `evaluations` is empty when the policy is a deny policy or belongs to
  * another issuer, since its conditions say nothing then.
  */
 export function evaluate(set: PolicySet, policy: CompiledPolicy, token: EvaluationToken, options: EvaluateOptions = {}): Decision {
@@ -74,6 +77,7 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
       reason: 'not_an_allow_policy',
       message: `Policy '${policy.name}' is a deny policy and grants nothing; name an allow policy.`,
       evaluations: [],
+      auditMatches: [],
     };
   }
   if (policy.issuer !== token.issuerName) {
@@ -82,13 +86,17 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
       reason: 'issuer_mismatch',
       message: `Policy '${policy.name}' does not accept tokens from issuer '${token.issuerName}'.`,
       evaluations: [],
+      auditMatches: [],
     };
   }
 
   const named = evaluationOf(policy, token, false);
   const denyPolicies = options.allDenyPolicies === true ? set.denyByIssuer.get(token.issuerName) : set.denyIndex.get(token.issuerName)?.candidates(token.claims);
-  const denials = (denyPolicies ?? []).map((deny) => evaluationOf(deny, token, true));
-  const evaluations = [named, ...denials];
+  const evaluated = (denyPolicies ?? []).map((deny) => evaluationOf(deny, token, true));
+  const evaluations = [named, ...evaluated];
+  // Audit-mode deny policies only say what they would deny once enforced (docs/policies/reference.md, `mode`).
+  const denials = evaluated.filter((d) => d.mode === 'enforce');
+  const auditMatches = evaluated.filter((d) => d.mode === 'audit' && wouldDeny(d)).map((d) => d.policy);
 
   const matchedDenials = denials.filter((d) => d.matched);
   if (matchedDenials.length > 0) {
@@ -97,6 +105,7 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
       reason: 'denied_by_policy',
       message: `Denied by ${matchedDenials.length === 1 ? 'deny policy' : 'deny policies'} ${listed(matchedDenials.map((d) => `'${d.policy}'`))}.`,
       evaluations,
+      auditMatches,
     };
   }
   // Fail closed: a deny policy that cannot say whether it matches denies (docs/policies/reference.md).
@@ -107,6 +116,7 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
       reason: 'deny_policy_not_evaluable',
       message: `Denied: ${listed(unevaluable.map((d) => `deny policy '${d.policy}' could not be evaluated (${d.error ?? ''})`))}; a deny policy that cannot be evaluated denies.`,
       evaluations,
+      auditMatches,
     };
   }
   if (!named.matched) {
@@ -115,9 +125,15 @@ export function evaluate(set: PolicySet, policy: CompiledPolicy, token: Evaluati
       reason: 'conditions_not_met',
       message: `Policy '${policy.name}' does not match this token: ${describeFailures(named.conditions)}.`,
       evaluations,
+      auditMatches,
     };
   }
-  return { allowed: true, reason: 'allowed', message: `Policy '${policy.name}' allows this token.`, evaluations };
+  return { allowed: true, reason: 'allowed', message: `Policy '${policy.name}' allows this token.`, evaluations, auditMatches };
+}
+
+/** What an enforced deny policy would do with this evaluation: deny when it matched, and when it could not be evaluated (fail closed). */
+function wouldDeny(d: PolicyEvaluation): boolean {
+  return d.matched || d.error !== undefined;
 }
 
 function evaluationOf(policy: CompiledPolicy, token: EvaluationToken, hideExpected: boolean): PolicyEvaluation {
@@ -131,7 +147,7 @@ function evaluationOf(policy: CompiledPolicy, token: EvaluationToken, hideExpect
   // AND of three values: one condition that fails decides; otherwise one that cannot be evaluated leaves the policy undecided.
   const decided = matched || conditions.some((c) => !c.matched && c.error === undefined);
   const undecided = decided ? undefined : conditions.find((c) => c.error !== undefined);
-  return { policy: policy.name, effect: policy.effect, matched, ...(undecided === undefined ? {} : { error: whyNotEvaluable(undecided) }), conditions };
+  return { policy: policy.name, effect: policy.effect, mode: policy.mode, matched, ...(undecided === undefined ? {} : { error: whyNotEvaluable(undecided) }), conditions };
 }
 
 /** `claim 'ref': it is an array, which glob cannot compare`; `condition: a claim it reads is missing`. The reason words never quote a claim value. */

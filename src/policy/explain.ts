@@ -1,6 +1,6 @@
 import { grantRenderRefusal } from '../providers/registry.js';
 import { evaluate, type EvaluationToken } from './evaluate.js';
-import type { CompileContext, CompiledPolicy, ConditionOperator, ConditionResult, Decision, Effect, PolicySet } from './types.js';
+import type { CompileContext, CompiledPolicy, ConditionOperator, ConditionResult, Decision, Effect, PolicyMode, PolicySet } from './types.js';
 
 /**
  * The explain output (openapi.yaml, `POST /v1/explain`; docs/policies/troubleshooting.md,
@@ -20,10 +20,12 @@ export interface ExplainOutput {
   message: string;
   /**
    * The named policy, then the deny policies: over HTTP only those that deny
-   * the token (matched, or could not be evaluated); offline every deny policy
-   * of the token's issuer.
+   * the token (matched, or could not be evaluated), or would deny it once
+   * enforced (audit mode); offline every deny policy of the token's issuer.
    */
   evaluations: ExplainEvaluation[];
+  /** Audit-mode deny policies that would deny this token once enforced; they denied nothing (docs/policies/reference.md, `mode`). */
+  audit_matches: string[];
   /** True when the HTTP answer was cut to its size bound (openapi.yaml): fewer evaluations or conditions, or shortened strings. */
   truncated: boolean;
 }
@@ -31,7 +33,9 @@ export interface ExplainOutput {
 export interface ExplainEvaluation {
   policy: string;
   effect: Effect;
-  /** Every condition held (for a deny policy: it denies the token). */
+  /** `audit`: a deny policy that only records what it would deny. */
+  mode: PolicyMode;
+  /** Every condition held (for a deny policy: it denies the token, or in audit mode would). */
   matched: boolean;
   /** Why the policy could not be evaluated (no condition failed, one could not be evaluated); a deny policy then denies. */
   error?: string;
@@ -92,6 +96,7 @@ export function toExplainOutput(policy: string, decision: Decision, explainId: s
     evaluations: (named === undefined ? [] : [named, ...shownDenials]).map((e) => ({
       policy: e.policy,
       effect: e.effect,
+      mode: e.mode,
       matched: e.matched,
       ...(e.error === undefined ? {} : { error: e.error }),
       conditions: e.conditions.map((c) => {
@@ -100,6 +105,7 @@ export function toExplainOutput(policy: string, decision: Decision, explainId: s
         return { key: c.key, operator: c.operator, expected: shown.expected, ...(actual === undefined ? {} : { actual }), matched: c.matched, ...(c.error === undefined ? {} : { error: c.error }) };
       }),
     })),
+    audit_matches: [...decision.auditMatches],
     truncated: false,
   };
   return reader === 'caller' ? bounded(output) : output;
@@ -226,6 +232,7 @@ export function evaluateOffline(set: PolicySet, ctx: CompileContext, policy: Com
       reason: 'audience_not_accepted',
       message: `A token with ${shown} would be refused before any policy is evaluated: issuer '${token.issuerName}' accepts ${accepted.map((a) => JSON.stringify(a)).join(', ') || 'no audience'}.`,
       evaluations: [],
+      auditMatches: [],
     };
   }
   return withGrantRendered(policy, revealDenyExpected(set, evaluate(set, policy, token, { allDenyPolicies: true }), token), token.claims);
@@ -254,7 +261,8 @@ const CELL_LIMIT = 80;
 
 /**
  * The explain output as a table for a terminal: the decision and its
- * message, then for each evaluated policy one row per condition (✓ or ✗,
+ * message (and the audit-mode deny policies that would deny the token once
+ * enforced), then for each evaluated policy one row per condition (✓ or ✗,
  * key, operator, expected, the token's value). `notes` come first, one per
  * line (e.g. "token not verified").
  */
@@ -263,6 +271,8 @@ export function renderExplainText(output: ExplainOutput, notes: readonly string[
   if (lines.length > 0) lines.push('');
   lines.push(`Decision: ${output.decision.toUpperCase()} (${output.reason})`);
   lines.push(clean(output.message, Infinity));
+  // Not part of the decision, but what it will be once these guardrails are enforced.
+  if (output.audit_matches.length > 0) lines.push(`Would deny (audit mode): ${output.audit_matches.map((name) => `'${name}'`).join(', ')}; not enforced.`);
   if (output.evaluations.length === 0) return `${lines.join('\n')}\n`;
 
   const header = ['', 'KEY', 'OPERATOR', 'EXPECTED', 'ACTUAL'];
@@ -271,7 +281,8 @@ export function renderExplainText(output: ExplainOutput, notes: readonly string[
   const format = (cells: readonly string[]): string => `  ${cells.map((cell, i) => (i === cells.length - 1 ? cell : cell + ' '.repeat(widths[i]! - width(cell)))).join('  ')}`.trimEnd();
 
   output.evaluations.forEach((evaluation, i) => {
-    lines.push('', `${evaluation.effect === 'deny' ? 'deny policy' : 'policy'} ${evaluation.policy}: ${evaluationVerdict(evaluation)}`);
+    const kind = evaluation.effect === 'allow' ? 'policy' : evaluation.mode === 'audit' ? 'deny policy (audit mode)' : 'deny policy';
+    lines.push('', `${kind} ${evaluation.policy}: ${evaluationVerdict(evaluation)}`);
     if (evaluation.conditions.length === 0) return;
     lines.push(format(header));
     for (const row of rows[i]!) lines.push(format(row));
@@ -283,9 +294,10 @@ function evaluationVerdict(e: ExplainEvaluation): string {
   const failed = e.conditions.filter((c) => !c.matched).length;
   const total = e.conditions.length;
   if (e.effect === 'deny') {
-    if (e.error !== undefined) return `could not be evaluated (${e.error}): denies this token`;
-    if (total === 0) return 'matches every token of its issuer: denies this token';
-    return e.matched ? 'matches: denies this token' : `does not match (${failed} of ${total} condition${total === 1 ? '' : 's'} fail${failed === 1 ? 's' : ''})`;
+    const denies = e.mode === 'audit' ? 'would deny this token (audit mode)' : 'denies this token';
+    if (e.error !== undefined) return `could not be evaluated (${e.error}): ${denies}`;
+    if (total === 0) return `matches every token of its issuer: ${denies}`;
+    return e.matched ? `matches: ${denies}` : `does not match (${failed} of ${total} condition${total === 1 ? '' : 's'} fail${failed === 1 ? 's' : ''})`;
   }
   return e.matched ? `every condition holds (${total})` : `${failed} of ${total} condition${total === 1 ? '' : 's'} fail${failed === 1 ? 's' : ''}`;
 }
@@ -299,7 +311,7 @@ export function summarizeDecision(decision: Decision): string {
   const [named, ...denials] = decision.evaluations;
   if (decision.reason === 'denied_by_policy') {
     return denials
-      .filter((d) => d.matched)
+      .filter((d) => d.matched && d.mode === 'enforce')
       .map((d) => `deny policy '${d.policy}' matches${d.conditions.length === 0 ? ' every token of its issuer' : `: ${d.conditions.map(describeCondition).join('; ')}`}`)
       .join('; ');
   }

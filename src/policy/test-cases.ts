@@ -20,6 +20,7 @@ import { isPlainObject } from '../values.js';
  *     audience: https://...   # optional; default: the claims' aud, else the issuer's first configured audience
  *     claims: {repository: acme/api, ref: refs/heads/main}
  *     expect: allow           # allow | deny
+ *     audit_matches: []       # optional: exactly these audit-mode deny policies would deny (any order)
  * ```
  */
 export interface PolicyTestCase {
@@ -36,6 +37,8 @@ export interface PolicyTestCase {
   audience: string[] | undefined;
   claims: Record<string, unknown>;
   expect: 'allow' | 'deny';
+  /** When given, the audit-mode deny policies that must (exactly, in any order) would deny the token; undefined: not checked. */
+  auditMatches: string[] | undefined;
   /** Where `policy` and `issuer` were written, for issues found when the case is run. */
   lines: { policy: number | undefined; issuer: number | undefined };
 }
@@ -57,7 +60,7 @@ export interface PolicyTestRun {
 }
 
 const ROOT_KEYS = ['tests'] as const;
-const CASE_KEYS = ['name', 'policy', 'issuer', 'audience', 'claims', 'expect'] as const;
+const CASE_KEYS = ['name', 'policy', 'issuer', 'audience', 'claims', 'expect', 'audit_matches'] as const;
 const EXPECTATIONS = ['allow', 'deny'] as const;
 
 /** `*.test.yaml` / `*.test.yml`, not hidden: the files the policy loader skips. */
@@ -121,6 +124,7 @@ function readCase(raw: unknown, at: KeyPath, file: string, lineOf: (path: KeyPat
   const audience = readAudience(raw, at, counting);
   const claims = readClaims(raw, at, counting);
   const expect = readExpect(raw, at, counting);
+  const auditMatches = readAuditMatches(raw, at, counting);
   if (problems > 0 || name === undefined || policy === undefined || claims === undefined || expect === undefined) return undefined;
   return {
     file,
@@ -132,6 +136,7 @@ function readCase(raw: unknown, at: KeyPath, file: string, lineOf: (path: KeyPat
     audience,
     claims,
     expect,
+    auditMatches,
     lines: { policy: lineOf([...at, 'policy']), issuer: issuer === undefined ? undefined : lineOf([...at, 'issuer']) },
   };
 }
@@ -192,6 +197,25 @@ function readExpect(obj: Json, at: KeyPath, report: Report): 'allow' | 'deny' | 
   return undefined;
 }
 
+function readAuditMatches(obj: Json, at: KeyPath, report: Report): string[] | undefined {
+  if (!has(obj, 'audit_matches')) return undefined;
+  const value = obj.audit_matches;
+  if (Array.isArray(value) && value.every((name) => typeof name === 'string' && name !== '')) return value as string[];
+  report([...at, 'audit_matches'], `audit_matches must be a list of audit-mode deny policy names ([] for none), not ${describeValue(value)}`);
+  return undefined;
+}
+
+/**
+ * Whether the case's expectations hold: the decision, and, when the case
+ * lists them, exactly the audit-mode deny policies that would deny.
+ */
+export function casePasses(testCase: PolicyTestCase, decision: Decision): boolean {
+  if (decision.allowed !== (testCase.expect === 'allow')) return false;
+  if (testCase.auditMatches === undefined) return true;
+  const sorted = (names: readonly string[]): string => JSON.stringify([...new Set(names)].sort());
+  return sorted(testCase.auditMatches) === sorted(decision.auditMatches);
+}
+
 /**
  * Parses every test file and runs every valid case against `set`, offline:
  * the claims stand for a verified token of the case's issuer (default: the
@@ -230,6 +254,6 @@ function runCase(testCase: PolicyTestCase, set: PolicySet, ctx: CompileContext):
     return issue(testCase.lines.issuer, 'issuer', `issuer '${echo(issuerName)}' is not configured`, suggest(issuerName, configured) ?? `configured issuers: ${configured.join(', ') || '(none)'}`);
   }
   const decision = evaluateOffline(set, ctx, policy, offlineToken(ctx, issuerName, testCase.claims, testCase.audience));
-  return { case: testCase, passed: decision.allowed === (testCase.expect === 'allow'), decision };
+  return { case: testCase, passed: casePasses(testCase, decision), decision };
 }
 

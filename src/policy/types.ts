@@ -6,6 +6,8 @@ import type { SharedIssuerKind } from '../oidc/issuer-defaults.js';
 import type { Grant, ProviderName } from '../providers/registry.js';
 
 export type Effect = 'allow' | 'deny';
+/** `audit`: a deny policy that records its matches on the decision's audit record (`audit_matches`) and never denies (docs/policies/reference.md, `mode`). */
+export type PolicyMode = 'enforce' | 'audit';
 export type ConditionOperator = 'equals' | 'in' | 'glob' | 'regex' | 'exists' | 'audience' | 'cel';
 
 /** The outcome of one condition, as explain shows it. */
@@ -42,6 +44,8 @@ export interface CompiledPolicy {
   /** Config name of the issuer. */
   issuer: string;
   effect: Effect;
+  /** Always `enforce` for allow policies (the compiler refuses `audit` there). */
+  mode: PolicyMode;
   /** Optional narrowing: the token's `aud` must contain it. */
   audience: string | undefined;
   allowTokenReuse: boolean;
@@ -138,6 +142,7 @@ export type CompileResult = { ok: true; set: PolicySet; warnings: PolicyIssue[] 
 export interface PolicyEvaluation {
   policy: string;
   effect: Effect;
+  mode: PolicyMode;
   /** True when every condition held. */
   matched: boolean;
   /**
@@ -157,4 +162,10 @@ export interface Decision {
   message: string;
   /** The named policy's evaluation, then the deny policies evaluated: the deny index's candidates, or every deny policy of the issuer with `allDenyPolicies`. */
   evaluations: PolicyEvaluation[];
+  /**
+   * Names of the audit-mode deny policies that would deny this token if they
+   * were enforced (matched, or could not be evaluated), in file order; they
+   * denied nothing. Empty when none, or when no deny policy was evaluated.
+   */
+  auditMatches: string[];
 }

@@ -30,6 +30,7 @@ export function makeEntry(overrides: Partial<AuditEntry> = {}): AuditEntry {
     duration_seconds: 900,
     client_ip: '127.0.0.1',
     user_agent: 'test',
+    audit_matches: [],
     ...overrides,
   };
 }

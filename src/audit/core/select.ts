@@ -7,7 +7,9 @@
  * claim index on name, value and seq (texts as the dialect indexes them,
  * see textEquals) drives (ordering by its seq is what lets the planner see
  * the index is already in order; further claims are point lookups);
- * otherwise the primary key or a `(column, seq)` index does.
+ * otherwise the primary key or a `(column, seq)` index does (with an
+ * `audit_match` filter, the partial index on the records that have audit
+ * matches, which are few).
  * `upperSeq` and `q.afterSeq`, from the hour ranges, bound a time window's
  * walk to its seq range; the time bounds themselves are filters on the
  * dialect's time expression.
@@ -25,6 +27,12 @@ export interface SelectDialect {
    * exactly, written so that the dialect's index on that column serves it.
    */
   textEquals(column: string, placeholder: string): string;
+  /**
+   * The condition that JSON array text column `column` (NULL when empty)
+   * holds the string parameter `placeholder`, written so that the dialect's
+   * partial index on the rows where it is not NULL serves it.
+   */
+  arrayHolds(column: string, placeholder: string): string;
 }
 
 export function toKeysetSelect(q: CompiledAuditQuery, upperSeq: number | null, dialect: SelectDialect): { text: string; values: (string | number)[] } {
@@ -54,6 +62,7 @@ export function toKeysetSelect(q: CompiledAuditQuery, upperSeq: number | null, d
   eq('issuer', q.issuer);
   eq('subject', q.subject);
   eq('credential_id', q.credentialId);
+  if (q.auditMatch !== null) where.push(dialect.arrayHolds('e.audit_matches', param(q.auditMatch)));
   const columns = RECORD_COLUMNS.map((c) => `e.${c}`).join(', ');
   return { text: `SELECT ${columns} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ${seqColumn} LIMIT ${param(q.limit + 1)}`, values };
 }

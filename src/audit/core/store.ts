@@ -144,6 +144,6 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
 }
 
 function queryHolds(q: CompiledAuditQuery, character: string): boolean {
-  const strings = [q.decision, q.policy, q.issuer, q.subject, q.credentialId, ...q.claims.flat()];
+  const strings = [q.decision, q.policy, q.issuer, q.subject, q.credentialId, q.auditMatch, ...q.claims.flat()];
   return strings.some((s) => s !== null && s.includes(character));
 }

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { inTransaction, queryWithin } from './session.js';
 
 /** The schema version this code writes; `audit_schema_migrations` lists the versions applied. */
-export const POSTGRES_SCHEMA_VERSION = 2;
+export const POSTGRES_SCHEMA_VERSION = 3;
 
 /**
  * Advisory lock keys (the two-int form, so they cannot collide with a
@@ -127,6 +127,15 @@ const MIGRATIONS: readonly string[] = [
   CREATE UNIQUE INDEX audit_claims_name ON audit_claims (seq, audit_sha256(name));
   CREATE INDEX audit_claims_value ON audit_claims (audit_sha256(name), audit_sha256(value), seq);
   ANALYZE audit_events, audit_claims;
+  `,
+  // 2 -> 3: audit_matches (docs/audit.md), JSON text like the other JSON
+  // columns, NULL when the record has none, as every record before it has;
+  // the partial index holds only the records that have some, so an
+  // audit_match query walks those alone. Adding a nullable column without a
+  // default rewrites nothing.
+  `
+  ALTER TABLE audit_events ADD COLUMN audit_matches text;
+  CREATE INDEX audit_events_audit_matches ON audit_events (seq) WHERE audit_matches IS NOT NULL;
   `,
 ];
 

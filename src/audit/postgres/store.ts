@@ -367,5 +367,7 @@ export function toPostgresSelect(q: CompiledAuditQuery, upperSeq: number | null 
     placeholder: (n) => `$${n}`,
     time: (claimDriven) => (claimDriven ? 'c.time' : "(e.time || '')"),
     textEquals: (column, placeholder) => `audit_sha256(${column}) = audit_sha256(${placeholder}) AND ${column} = ${placeholder}`,
+    // Kept as text (see the schema): cast to jsonb for the array's `?` (holds this string).
+    arrayHolds: (column, placeholder) => `${column} IS NOT NULL AND (${column})::jsonb ? ${placeholder}`,
   });
 }

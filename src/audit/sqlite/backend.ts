@@ -331,5 +331,10 @@ function currentHead(c: Connection): ChainPoint {
  * @internal
  */
 export function toSqliteSelect(q: CompiledAuditQuery, upperSeq: number | null = null): { text: string; values: (string | number)[] } {
-  return toKeysetSelect(q, upperSeq, { placeholder: () => '?', time: () => '+e.time', textEquals: (column, placeholder) => `${column} = ${placeholder}` });
+  return toKeysetSelect(q, upperSeq, {
+    placeholder: () => '?',
+    time: () => '+e.time',
+    textEquals: (column, placeholder) => `${column} = ${placeholder}`,
+    arrayHolds: (column, placeholder) => `${column} IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(${column}) m WHERE m.value = ${placeholder})`,
+  });
 }

@@ -4,7 +4,7 @@
 import type Database from 'better-sqlite3';
 
 /** The schema version this code writes; `schema_version` holds the file's. */
-export const SQLITE_SCHEMA_VERSION = 3;
+export const SQLITE_SCHEMA_VERSION = 4;
 
 /**
  * Schema migrations, applied in order inside one transaction at open; entry i
@@ -76,6 +76,13 @@ const MIGRATIONS: readonly string[] = [
     max_seq INTEGER NOT NULL
   ) STRICT, WITHOUT ROWID;
   INSERT INTO audit_hours (hour, min_seq, max_seq) SELECT substr(time, 1, 13), min(seq), max(seq) FROM audit_events GROUP BY 1;
+  `,
+  // 3 -> 4: audit_matches (docs/audit.md), JSON text, NULL when the record
+  // has none, as every record before it has; the partial index holds only
+  // the records that have some, so an audit_match query walks those alone.
+  `
+  ALTER TABLE audit_events ADD COLUMN audit_matches TEXT;
+  CREATE INDEX audit_events_audit_matches ON audit_events (seq) WHERE audit_matches IS NOT NULL;
   `,
 ];
 

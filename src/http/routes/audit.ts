@@ -19,7 +19,7 @@ export interface Auditor {
   tokenSha256: string;
 }
 
-const SCALAR_FILTERS = new Set(['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'limit', 'cursor']);
+const SCALAR_FILTERS = new Set(['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'audit_match', 'limit', 'cursor']);
 
 /** What `GET /v1/audit/events` can answer, in order of preference when the client has none. */
 const EVENT_MEDIA_TYPES = {
@@ -151,10 +151,11 @@ function fileTime(date: Date): string {
 
 /** The query as logged: filters and paging, never anything secret. */
 function describeQuery(query: AuditQuery): Record<string, unknown> {
-  const { claims, credentialId, ...rest } = query;
+  const { claims, credentialId, auditMatch, ...rest } = query;
   return {
     ...rest,
     ...(credentialId !== undefined ? { credential_id: credentialId } : {}),
+    ...(auditMatch !== undefined ? { audit_match: auditMatch } : {}),
     ...(claims !== undefined && Object.keys(claims).length > 0 ? { claims: Object.fromEntries(Object.entries(claims)) } : {}),
   };
 }
@@ -233,6 +234,9 @@ function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
         break;
       case 'credential_id':
         query.credentialId = raw;
+        break;
+      case 'audit_match':
+        query.auditMatch = raw;
         break;
       case 'policy':
       case 'issuer':
