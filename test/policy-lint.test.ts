@@ -331,6 +331,12 @@ describe('privileged-triggers', () => {
     // A deny policy narrowed by another claim guards only part of the issuer's tokens.
     const narrow = 'issuer: github\neffect: deny\nclaims:\n  event_name: [pull_request_target, workflow_run]\n  repository_id: "1"\n';
     assert.equal(warningsOf('privileged-triggers', { 'deny.yaml': narrow, 'p.yaml': unpinned }).length, 1);
+    // A guardrail rolled out in audit mode records its matches and refuses nothing.
+    const audited = 'issuer: github\neffect: deny\nmode: audit\nclaims:\n  event_name: [pull_request_target, workflow_run]\n';
+    assert.deepEqual(
+      warningsOf('privileged-triggers', { 'deny.yaml': audited, 'p.yaml': unpinned }).map((w) => w.message),
+      [message('pull_request_target and workflow_run')],
+    );
   });
 
   test('quiet with event_name, job_workflow_ref, a CEL condition on the event, both guardrails, or another issuer', () => {

@@ -421,8 +421,9 @@ function sharesOne(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
 }
 
 /**
- * The privileged events each issuer's deny policies refuse outright: a deny
- * policy without an audience whose only claim condition is an equality or
+ * The privileged events each issuer's deny policies refuse outright: an
+ * enforced deny policy (one in audit mode refuses nothing) without an
+ * audience whose only claim condition is an equality or
  * `in` on `event_name` (a CEL exemption beside it, as
  * policies/deny-github-workflow-run.yaml documents, keeps it a guardrail).
  */
@@ -430,7 +431,7 @@ function guardedEvents(policies: readonly LintedPolicy[]): Map<string, Set<strin
   const guarded = new Map<string, Set<string>>();
   for (const p of policies) {
     const [only] = p.conditions;
-    if (p.policy.effect !== 'deny' || p.policy.audience !== undefined || p.conditions.length !== 1 || only?.claim !== 'event_name') continue;
+    if (p.policy.effect !== 'deny' || p.policy.mode !== 'enforce' || p.policy.audience !== undefined || p.conditions.length !== 1 || only?.claim !== 'event_name') continue;
     const events = guarded.get(p.policy.issuer) ?? new Set<string>();
     for (const form of exactForms(only.spec) ?? []) events.add(form);
     guarded.set(p.policy.issuer, events);
