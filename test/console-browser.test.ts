@@ -225,13 +225,14 @@ test('hostile claim values render as inert text', async () => {
   const cell = (name: string) => page.locator('table.claims-table tr').filter({ has: page.locator('th', { hasText: new RegExp(`^${name}$`) }) }).locator('td');
   assert.equal(await cell('markup').textContent(), HOSTILE.markup);
   assert.equal(await cell('url').textContent(), HOSTILE.url);
-  assert.equal(await cell('rtl').textContent(), HOSTILE.rtl);
+  // A right-to-left override is shown by its code point, not obeyed: abc\u202Egpj.exe must not read as abcexe.jpg.
+  assert.equal(await cell('rtl').textContent(), 'abcU+202Egpj.exe');
+  assert.equal(await cell('rtl').locator('.control').textContent(), 'U+202E');
   assert.equal(await cell('big').textContent(), HOSTILE.big);
   assert.equal(await page.locator('table.claims-table th', { hasText: HOSTILE.markup }).count(), 1, 'a claim name with markup is text too');
   assert.equal(await page.locator('img').count(), 0, 'no element was made from a value');
   assert.equal(await page.locator('a[href^="javascript:"], [onerror]').count(), 0);
-  // A right-to-left override stays inside its value's <bdi>.
-  assert.equal(await cell('rtl').locator('bdi').count(), 1);
+  assert.equal(await cell('rtl').locator('bdi').count(), 1, 'each value is isolated in its own <bdi>');
   await page.locator('table.claims-table').scrollIntoViewIfNeeded();
   await screenshot('record-hostile');
   assert.deepEqual(dialogs, [], 'no script ran');
