@@ -175,8 +175,14 @@ describe('sign-in', () => {
     }
   });
 
-  test('failed sign-ins count against auditor_failures_per_ip', async () => {
+  test('failed sign-ins count against auditor_failures_per_ip; asking who is signed in without a cookie does not', async () => {
     const app = createApp({ ...fx.broker.deps, limits: createLimits({ refused_per_ip: 100, exchanges_per_subject: 100, explains_per_subject: 100, auditor_failures_per_ip: 1 }) });
+    // The console asks on every load before sign-in.
+    for (let i = 0; i < 3; i += 1) {
+      const probe = await request(app).get('/console/session');
+      assert.equal(probe.status, 401);
+      assert.equal(probe.body.error_description, 'Not signed in to the console.');
+    }
     assert.equal((await withOrigin(request(app).post('/console/session')).send({ token: 'guess' })).status, 401);
     const limited = await withOrigin(request(app).post('/console/session')).send({ token: AUDITOR_TOKEN });
     assert.equal(limited.status, 429);
@@ -303,7 +309,9 @@ describe('the session cookie on the audit API', () => {
     const res = await withOrigin(request(fx.broker.app).delete('/console/session'));
     assert.equal(res.status, 204);
     assert.equal(res.headers['set-cookie']?.[0], `${COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`);
-    assert.equal((await request(fx.broker.app).get('/console/session')).status, 401);
+    const after = await request(fx.broker.app).get('/console/session');
+    assert.equal(after.status, 401);
+    assert.equal(after.body.error_description, 'Not signed in to the console.');
   });
 });
 

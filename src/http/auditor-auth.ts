@@ -42,6 +42,8 @@ export interface AuditorAuth {
    * @throws RateLimitedError, InvalidTokenError
    */
   authenticate(req: Request, res: Response, credential: AuditorCredential): Promise<AuthenticatedAuditor>;
+  /** What the request presents: a Bearer token, else the console's session cookie, else nothing. */
+  credentialOf(req: Request): AuditorCredential;
   /**
    * Middleware for the audit routes: a Bearer token, else the console's
    * session cookie; sets `res.locals.auditor` and `res.locals.sessionExpiresAt`.
@@ -102,18 +104,20 @@ export function createAuditorAuth(deps: AuditorAuthDeps): AuditorAuth {
     }
   };
 
-  const middleware: RequestHandler = (req, res, next) => {
+  const credentialOf = (req: Request): AuditorCredential => {
     const token = bearerToken(req.get('authorization'));
     const session = readCookie(req.get('cookie'), cookie.name);
     // A Bearer header wins over a cookie: scripts and the CLI never send one, a browser tab may send both.
-    const credential: AuditorCredential =
-      typeof token === 'string' ? { kind: 'token', token } : token === undefined && session !== undefined ? { kind: 'session', value: session } : { kind: 'none' };
-    authenticate(req, res, credential).then(({ auditor, expiresAt }) => {
+    return typeof token === 'string' ? { kind: 'token', token } : token === undefined && session !== undefined ? { kind: 'session', value: session } : { kind: 'none' };
+  };
+
+  const middleware: RequestHandler = (req, res, next) => {
+    authenticate(req, res, credentialOf(req)).then(({ auditor, expiresAt }) => {
       res.locals.auditor = auditor;
       res.locals.sessionExpiresAt = expiresAt;
       next();
     }, next);
   };
 
-  return { authenticate, middleware };
+  return { authenticate, credentialOf, middleware };
 }

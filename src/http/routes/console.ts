@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import express, { Router, type Request, type RequestHandler } from 'express';
-import { AccessDeniedError, InvalidRequestError, NotFoundError } from '../../errors.js';
+import { AccessDeniedError, InvalidRequestError, InvalidTokenError, NotFoundError } from '../../errors.js';
 import type { SigningKey } from '../../keys/signing-key.js';
 import type { Logger } from '../../logger.js';
 import { isPlainObject } from '../../values.js';
@@ -65,7 +65,14 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Router {
     });
   }
 
-  router.get('/console/session', deps.auditorAuth.middleware, (_req, res) => {
+  // The console asks on every load, signed in or not: a request with no credential at all is not a failed
+  // authentication, so it is answered without counting against auditor_failures_per_ip.
+  const signedInOnly: RequestHandler = (req, res, next) =>
+    deps.auditorAuth.credentialOf(req).kind === 'none'
+      ? next(new InvalidTokenError('Not signed in to the console.', { reason: 'not_signed_in' }))
+      : deps.auditorAuth.middleware(req, res, next);
+
+  router.get('/console/session', signedInOnly, (_req, res) => {
     res.set('Cache-Control', 'no-store');
     const expiresAt = res.locals.sessionExpiresAt as Date | null;
     res.json({ auditor: res.locals.auditor as string, expires_at: expiresAt?.toISOString() ?? null });
