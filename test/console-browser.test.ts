@@ -136,16 +136,28 @@ test('filtering by decision and subject puts the filters in the URL, and back re
   assert.deepEqual(await page.locator('table.records tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-decision'))), Array(DENIED_OTHER).fill('denied'));
   await screenshot('log-filtered');
 
+  // A time range, typed as UTC, goes to the API as RFC 3339.
+  const last = expected.at(-1)!;
+  await page.getByLabel('Since (UTC)').fill(last.time.slice(0, 19));
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.waitForURL((u) => u.searchParams.get('since') === `${last.time.slice(0, 19)}Z`);
+  const since = await records(`&decision=denied&subject=${encodeURIComponent(OTHER)}&since=${last.time.slice(0, 19)}Z`);
+  await page.locator('table.records caption', { hasText: `${since.length} records` }).waitFor();
+  assert.deepEqual(await shownSeqs(), since.map((r) => r.seq));
+  await page.getByLabel('Since (UTC)').fill('');
+
   // A claim filter, added through the form.
   await page.getByRole('button', { name: 'Add a claim filter' }).click();
   await page.getByLabel('Claim name').fill('run_number');
   await page.getByLabel('Value', { exact: true }).fill('2');
   await page.getByRole('button', { name: 'Apply filters' }).click();
-  await page.waitForURL((u) => u.searchParams.get('claim.run_number') === '2');
+  await page.waitForURL((u) => u.searchParams.get('claim.run_number') === '2' && !u.searchParams.has('since'));
   await page.locator('table.records caption', { hasText: '1 records' }).waitFor();
 
   await page.goBack();
-  await page.waitForURL((u) => u.searchParams.get('claim.run_number') === null && u.searchParams.get('decision') === 'denied');
+  await page.waitForURL((u) => u.searchParams.get('claim.run_number') === null && u.searchParams.has('since'));
+  await page.goBack();
+  await page.waitForURL((u) => !u.searchParams.has('since') && u.searchParams.get('decision') === 'denied');
   await page.locator('table.records caption', { hasText: `${DENIED_OTHER} records` }).waitFor();
   assert.equal(await page.getByLabel('Subject').inputValue(), OTHER, 'the form follows the URL');
 
@@ -236,6 +248,29 @@ test('hostile claim values render as inert text', async () => {
   await page.locator('table.claims-table').scrollIntoViewIfNeeded();
   await screenshot('record-hostile');
   assert.deepEqual(dialogs, [], 'no script ran');
+});
+
+test('a record opens from the keyboard, and dark mode follows the system', async () => {
+  await page.goto(`${server.url}/console/?decision=denied`);
+  await page.locator('table.records tbody tr').first().waitFor();
+  const first = (await records('&decision=denied'))[0]!;
+  let focused = '';
+  for (let i = 0; i < 40 && focused !== `Open record ${first.seq}`; i += 1) {
+    await page.keyboard.press('Tab');
+    focused = await page.evaluate<string>("document.activeElement.getAttribute('aria-label') ?? ''");
+  }
+  assert.equal(focused, `Open record ${first.seq}`, 'Tab reaches the first record');
+  await page.keyboard.press('Enter');
+  await page.getByRole('heading', { name: `Record ${first.seq} denied` }).waitFor();
+
+  const background = () => page.evaluate<string>('getComputedStyle(document.body).backgroundColor');
+  assert.equal(await background(), 'rgb(255, 255, 255)');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  assert.equal(await background(), 'rgb(13, 17, 23)');
+  await page.goBack();
+  await page.locator('table.records tbody tr').first().waitFor();
+  await screenshot('log-dark');
+  await page.emulateMedia({ colorScheme: 'light' });
 });
 
 test('a narrow window shows the log without a page-wide horizontal scroll', async () => {
