@@ -46,6 +46,9 @@ FROM toolchain AS build
 COPY package.json package-lock.json .npmrc tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY bin ./bin
+# The web console (docs/console.md), bundled by the same build into dist/console.
+COPY console ./console
+COPY scripts/build-console.ts ./scripts/build-console.ts
 # `npm ci` runs the `prepare` script, `npm run build`: that is the one build,
 # so the sources are in place before it.
 RUN npm ci

@@ -28,6 +28,8 @@ export interface BrokerConfig {
   /** One entry per registered provider (providers/registry.ts); an optional provider is undefined unless configured. */
   providers: ProviderConfigs;
   auditors: { name: string; tokenSha256: string }[];
+  /** The web console (docs/console.md): how long a sign-in lasts. */
+  console: { sessionSeconds: number };
   /** Requests allowed per key per minute, by limit. */
   limits: LimitsConfig;
 }
@@ -148,6 +150,7 @@ const fileSchema = z.strictObject({
       }),
     )
     .default([]),
+  console: z.strictObject({ session_seconds: z.number().int().min(60).max(3600).default(900) }).default({ session_seconds: 900 }),
   limits: z
     .strictObject({
       refused_per_ip: perMinute.default(DEFAULT_LIMITS.refused_per_ip),
@@ -295,6 +298,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
     replay: { url: file.replay.url },
     providers,
     auditors: file.auditors.map((a) => ({ name: a.name, tokenSha256: a.token_sha256 })),
+    console: { sessionSeconds: file.console.session_seconds },
     limits: file.limits,
   };
 }

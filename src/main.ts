@@ -142,6 +142,9 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     publicJwks: () => keys.current().jwks,
     checkpointKeys: () => keys.current().verificationKeys,
     auditors: config.auditors,
+    activeSigningKey: () => keys.current().active,
+    consoleSessionSeconds: config.console.sessionSeconds,
+    now: options.now ?? (() => new Date()),
     isAccepting: () => accepting,
     // The key is in memory, but a broker whose key file cannot be read would not start again (docs/configuration.md).
     probeSigningKey: () => access(config.providers.jwt.signingKeyFile, constants.R_OK),

@@ -84,7 +84,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
     }),
     auditorAuthFailures: new Counter({
       name: 'broker_auditor_auth_failures_total',
-      help: 'Requests to /v1/audit/* whose auditor token was missing or wrong, by reason.',
+      help: 'Requests to /v1/audit/* and console sign-ins whose auditor token or console session was missing, wrong or expired, by reason.',
       labelNames: ['reason'],
       registers: [registry],
     }),
@@ -107,7 +107,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Broke
     metrics.policyReloads.labels({ outcome }).inc(0);
     metrics.signingKeyReloads.labels({ outcome }).inc(0);
   }
-  for (const reason of ['missing_auditor_token', 'not_an_auditor']) metrics.auditorAuthFailures.labels({ reason }).inc(0);
+  for (const reason of ['missing_auditor_token', 'not_an_auditor', 'bad_session', 'session_expired']) metrics.auditorAuthFailures.labels({ reason }).inc(0);
   return metrics;
 }
 

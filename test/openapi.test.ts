@@ -144,6 +144,32 @@ test('service, well-known and audit responses match the spec', async () => {
   }
 });
 
+test('console session responses, and the session cookie on the audit routes, match the spec', async () => {
+  const session = (method: 'get' | 'post' | 'delete', origin: string | null = AUDIENCE) => {
+    const req = request(fx.broker.app)[method]('/console/session');
+    return origin === null ? req : req.set('Origin', origin);
+  };
+  const signedIn = await session('post').send({ token: AUDITOR_TOKEN });
+  check(signedIn, '/console/session');
+  const cookie = String(signedIn.headers['set-cookie']?.[0]).split(';')[0]!;
+  check(await session('post').send({ token: 'wrong' }), '/console/session');
+  check(await session('post').send({ token: AUDITOR_TOKEN, extra: 1 }), '/console/session');
+  check(await session('post', 'http://evil.example').send({ token: AUDITOR_TOKEN }), '/console/session');
+  check(await session('post').type('json').send(JSON.stringify({ token: 'x'.repeat(8192) })), '/console/session');
+  check(await session('get').set('Cookie', cookie), '/console/session', 'get');
+  check(await session('get'), '/console/session', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Cookie', cookie).query({ format: 'csv' }), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/events').set('Cookie', cookie).query({ format: 'yaml' }), '/v1/audit/events', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/verify').set('Cookie', cookie), '/v1/audit/verify', 'get');
+  check(await session('delete', null), '/console/session', 'delete');
+  // 204 has no body to validate: its status and headers are what the spec says (the cookie's value: test/http-console.test.ts).
+  const signedOut = await session('delete');
+  assert.equal(signedOut.status, 204);
+  assert.deepEqual(Object.keys(responseSpec('/console/session', 'delete', 204).headers ?? {}).sort(), ['Set-Cookie', 'X-Request-Id']);
+  assert.ok(signedOut.headers['set-cookie'] !== undefined && signedOut.headers['x-request-id'] !== undefined);
+  covered.add('delete /console/session');
+});
+
 test('explain responses match the spec in every outcome', async () => {
   const explain = (token: string | undefined, body: object = { policy: 'deploy' }) => {
     const req = request(fx.broker.app).post('/v1/explain');

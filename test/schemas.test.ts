@@ -337,7 +337,7 @@ describe('config.schema.json', () => {
     }
   }
 
-  const CONFIG_KEYS = new Set(['server', 'issuers', 'policies', 'audit', 'replay', 'providers', 'auditors']);
+  const CONFIG_KEYS = new Set(['server', 'issuers', 'policies', 'audit', 'replay', 'providers', 'auditors', 'console']);
 
   /** Every ```yaml block of the docs whose top-level keys are all config keys: a config example. */
   async function configExamples(): Promise<{ where: string; text: string }[]> {
@@ -390,6 +390,7 @@ providers:
 auditors:
   - { name: secops, token_sha256: "\${SECOPS_TOKEN_SHA256}" }
 limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subject: 20, auditor_failures_per_ip: 10 }
+console: { session_seconds: 3600 }
 `,
   };
   for (const [name, text] of Object.entries(valid)) {
@@ -431,6 +432,9 @@ limits: { refused_per_ip: 1, exchanges_per_subject: 1000000, explains_per_subjec
     'a bare providers.aws (null)': 'providers:\n  aws:\n',
     'an audit URL of another scheme': 'audit:\n  url: mysql://db/audit\n',
     'an empty list of audiences': `${issuer}    audiences: []\n`,
+    'a console session under a minute': 'console:\n  session_seconds: 59\n',
+    'a console session over an hour': 'console:\n  session_seconds: 3601\n',
+    'an unknown console key': 'console:\n  enabled: false\n',
   };
   for (const [name, text] of Object.entries(invalid)) {
     test(`refused by both: ${name}`, async () => {

@@ -2,10 +2,13 @@ import express, { type Express, type RequestHandler } from 'express';
 import type { CryptoKey, JWK } from 'jose';
 import { NotFoundError } from '../errors.js';
 import { newUlid } from '../ids.js';
+import type { SigningKey } from '../keys/signing-key.js';
 import type { ExchangeDeps } from '../pipeline/types.js';
 import type { PolicySetStatus } from '../policy/reload.js';
+import { createAuditorAuth, type Auditor } from './auditor-auth.js';
 import { errorMiddleware } from './errors.js';
-import { auditRoutes, type Auditor } from './routes/audit.js';
+import { auditRoutes } from './routes/audit.js';
+import { consoleRoutes } from './routes/console.js';
 import { exchangeRoutes } from './routes/exchange.js';
 import { explainRoutes } from './routes/explain.js';
 import { healthRoutes } from './routes/health.js';
@@ -22,6 +25,14 @@ export interface AppDeps extends ExchangeDeps {
   /** Keys that verify audit checkpoints, by kid, as of now. */
   checkpointKeys: () => ReadonlyMap<string, CryptoKey | Uint8Array>;
   auditors: readonly Auditor[];
+  /** The key that signs now; console session cookies are authenticated with a key derived from it (http/console-session.ts). */
+  activeSigningKey: () => SigningKey;
+  /** How long a console sign-in lasts (docs/configuration.md, `console.session_seconds`). */
+  consoleSessionSeconds: number;
+  /** Where the built console is served from; defaults to the package's dist/console/ (tests point it elsewhere). */
+  consoleAssetsDir?: string;
+  /** The clock for console session expiry. */
+  now: () => Date;
   /** The policy set serving and the last reload, for /readyz. */
   policyStatus: () => PolicySetStatus;
   /** False while starting or shutting down: /readyz answers 503 then. */
@@ -46,7 +57,9 @@ export function createApp(deps: AppDeps): Express {
   app.use(oauthTokenRoutes(deps));
   app.use(wellKnownRoutes(deps));
   app.use(healthRoutes(deps, { admin: false, metrics: !deps.metricsOnAdminPort }));
-  app.use(auditRoutes(deps));
+  const auditorAuth = createAuditorAuth(deps);
+  app.use(auditRoutes({ ...deps, auditorAuth }));
+  app.use(consoleRoutes({ ...deps, auditorAuth }));
   app.use((_req, _res, next) => next(new NotFoundError('No such route.', { reason: 'no_route' })));
   app.use(errorMiddleware(deps.logger));
   return app;

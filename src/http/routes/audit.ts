@@ -1,5 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type { CryptoKey } from 'jose';
 import { verifyAuditLog } from '../../audit/checkpoints.js';
 import { createFormatter, writeRecords } from '../../audit/export.js';
@@ -7,17 +6,9 @@ import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../..
 import { AUDIT_DECISIONS } from '../../audit/record.js';
 import { readAuthenticCheckpoint } from '../../audit/trusted-head.js';
 import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
-import { InvalidRequestError, InvalidTokenError, NotAcceptableError } from '../../errors.js';
-import type { Limits } from '../../limits/rate-limit.js';
+import { InvalidRequestError, NotAcceptableError } from '../../errors.js';
 import { errorSummary, type Logger } from '../../logger.js';
-import type { BrokerMetrics } from '../../metrics.js';
-import { bearerToken, requestContext } from '../request.js';
-
-export interface Auditor {
-  name: string;
-  /** Lowercase hex SHA-256 of the auditor's bearer token. */
-  tokenSha256: string;
-}
+import type { AuditorAuth } from '../auditor-auth.js';
 
 const SCALAR_FILTERS = new Set(['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'audit_match', 'limit', 'cursor']);
 
@@ -35,7 +26,8 @@ const CONTENT_TYPES: Record<'ndjson' | 'csv', string> = {
 };
 
 /**
- * GET /v1/audit/events and /v1/audit/verify: auditors only (openapi.yaml).
+ * GET /v1/audit/events and /v1/audit/verify: auditors only (openapi.yaml), by
+ * Bearer token or the console's session cookie (`auditorAuth`).
  *
  * `/v1/audit/events` negotiates on `Accept`: `application/json` (the default,
  * one page), or `application/x-ndjson` / `text/csv`, which stream every match
@@ -46,19 +38,18 @@ const CONTENT_TYPES: Record<'ndjson' | 'csv', string> = {
  */
 export function auditRoutes(deps: {
   audit: AuditStore;
-  auditors: readonly Auditor[];
   checkpointKeys: () => ReadonlyMap<string, CryptoKey | Uint8Array>;
-  limits: Limits;
-  metrics: BrokerMetrics;
   logger: Logger;
+  auditorAuth: AuditorAuth;
 }): Router {
   const router = Router();
-  const requireAuditor = auditorAuth(deps);
+  const requireAuditor = deps.auditorAuth.middleware;
 
   router.get('/v1/audit/events', requireAuditor, async (req, res) => {
     res.set('Vary', 'Accept');
-    const format = negotiateEvents(req);
-    const query = parseAuditQuery(req.query);
+    const { format: formatParam, ...params } = req.query;
+    const format = formatParam === undefined ? negotiateEvents(req) : parseFormatParam(formatParam);
+    const query = parseAuditQuery(params);
     // Every problem with the query (the cursor included) is a 400 now, before anything is streamed.
     compileAuditQuery(query);
     const context = { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string, filters: describeQuery(query) };
@@ -84,6 +75,17 @@ export function auditRoutes(deps: {
   });
 
   return router;
+}
+
+/**
+ * `format=json|ndjson|csv`: a link cannot set `Accept`, so the console's
+ * export links (docs/console.md) name the format in the query; it wins over
+ * `Accept`. NDJSON is then an attachment too.
+ * @throws InvalidRequestError
+ */
+function parseFormatParam(raw: unknown): 'json' | 'ndjson' | 'csv' {
+  if (raw === 'json' || raw === 'ndjson' || raw === 'csv') return raw;
+  throw new InvalidRequestError(typeof raw === 'string' ? "'format' must be one of json, ndjson, csv." : "Query parameter 'format' must be given once.", { reason: 'bad_query' });
 }
 
 /** The format `Accept` asks for; no header (or an empty one) means JSON. @throws NotAcceptableError */
@@ -123,7 +125,7 @@ async function streamEvents(
 
   res.status(200);
   res.set({ 'Content-Type': CONTENT_TYPES[format], 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' });
-  if (format === 'csv') res.set('Content-Disposition', `attachment; filename="audit-${fileTime(new Date())}.csv"`);
+  if (format === 'csv' || req.query.format !== undefined) res.set('Content-Disposition', `attachment; filename="audit-${fileTime(new Date())}.${format}"`);
   if (req.method === 'HEAD') {
     // Headers only: do not walk the log for a body nobody receives.
     await iterator.return?.();
@@ -157,44 +159,6 @@ function describeQuery(query: AuditQuery): Record<string, unknown> {
     ...(credentialId !== undefined ? { credential_id: credentialId } : {}),
     ...(auditMatch !== undefined ? { audit_match: auditMatch } : {}),
     ...(claims !== undefined && Object.keys(claims).length > 0 ? { claims: Object.fromEntries(Object.entries(claims)) } : {}),
-  };
-}
-
-/**
- * Bearer tokens are compared by SHA-256 in constant time, against every
- * auditor (no early exit), so timing says nothing about which hash is close.
- * A failure is logged (never the token) and counted, and a client address
- * over `auditor_failures_per_ip` (docs/configuration.md) is answered 429
- * before its token is looked at.
- */
-function auditorAuth(deps: { auditors: readonly Auditor[]; limits: Limits; metrics: BrokerMetrics; logger: Logger }): RequestHandler {
-  const hashes = deps.auditors.map((a) => ({ name: a.name, hash: Buffer.from(a.tokenSha256, 'hex') }));
-  const limit = deps.limits.auditor_failures_per_ip;
-  return async (req, res, next) => {
-    const { requestId, clientIp, userAgent } = requestContext(req, res);
-    const fields = { request_id: requestId, client_ip: clientIp, user_agent: userAgent };
-    const limited = clientIp === null ? undefined : await limit.check(clientIp);
-    if (limited) {
-      deps.metrics.rateLimited.inc({ limit: limit.name, audited: 'false' });
-      // One line per client address and window: a flood of guesses cannot flood the log either.
-      if (!limited.limited.dropped) deps.logger.warn('auditor authentication rate limited', { ...fields, limit: limit.name });
-      return next(limited);
-    }
-    const token = bearerToken(req.get('authorization'));
-    const presented = token ? createHash('sha256').update(token).digest() : undefined;
-    let matched: string | undefined;
-    if (presented) for (const { name, hash } of hashes) if (timingSafeEqual(presented, hash) && matched === undefined) matched = name;
-    if (matched !== undefined) {
-      res.locals.auditor = matched;
-      return next();
-    }
-    const failure = presented
-      ? new InvalidTokenError('This token is not an auditor token.', { reason: 'not_an_auditor' })
-      : new InvalidTokenError('An auditor bearer token is required.', { reason: 'missing_auditor_token' });
-    deps.metrics.auditorAuthFailures.inc({ reason: failure.reason });
-    deps.logger.warn('auditor authentication failed', { ...fields, reason: failure.reason });
-    if (clientIp !== null) await limit.count(clientIp);
-    next(failure);
   };
 }
 

@@ -1,0 +1,67 @@
+/** The broker's HTTP API as the console uses it (openapi.yaml); the session cookie authenticates every call. */
+
+/** One audit record (openapi.yaml, AuditRecord). */
+export interface AuditRecord {
+  seq: number;
+  id: string;
+  time: string;
+  decision: string;
+  error: string | null;
+  reason: string | null;
+  issuer: string | null;
+  subject: string | null;
+  policy: string | null;
+  policy_sha256: string | null;
+  credential_id: string | null;
+  claims: Record<string, unknown> | null;
+  prev_hash: string;
+  hash: string;
+  [field: string]: unknown;
+}
+
+export interface EventsPage {
+  events: AuditRecord[];
+  next_cursor: string | null;
+}
+
+export interface Verification {
+  ok: boolean;
+  events: number;
+  last_seq: number;
+  broken?: { seq: number; id: string | null; problem: string };
+  latest_checkpoint: { seq: number; time: string } | null;
+}
+
+export interface Session {
+  auditor: string;
+  expires_at: string | null;
+}
+
+/** An answer other than 2xx: its status and the broker's `error_description`. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const res = await fetch(path, {
+    method,
+    credentials: 'same-origin',
+    headers: body === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  if (res.status === 204) return undefined as T;
+  const answer = (await res.json().catch(() => ({}))) as { error_description?: string };
+  if (!res.ok) throw new ApiError(res.status, answer.error_description ?? `The broker answered ${res.status}.`);
+  return answer as T;
+}
+
+export const getSession = () => call<Session>('GET', '/console/session');
+export const signIn = (token: string) => call<Session>('POST', '/console/session', { token });
+export const signOut = () => call<undefined>('DELETE', '/console/session');
+export const queryEvents = (query: URLSearchParams) => call<EventsPage>('GET', `/v1/audit/events?${query.toString()}`);
+export const verifyChain = () => call<Verification>('GET', '/v1/audit/verify');
