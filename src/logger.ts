@@ -3,13 +3,35 @@ import winston from 'winston';
 
 export type Logger = winston.Logger;
 
+/** winston's levels, most severe first: a logger at one level writes it and those before it (docs/operations.md#logging). */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** A `LOG_LEVEL` that names no level: winston would silently write nothing at all. */
+export class LogLevelError extends Error {
+  override name = 'LogLevelError';
+}
+
+/**
+ * `LOG_LEVEL` as an operator writes it, in any case (`DEBUG`, `Info`);
+ * unset or empty is `info`.
+ * @throws LogLevelError when it names no level.
+ */
+export function parseLogLevel(value: string | undefined): LogLevel {
+  if (value === undefined || value === '') return 'info';
+  const level = LOG_LEVELS.find((name) => name === value.toLowerCase());
+  if (level === undefined) throw new LogLevelError(`environment LOG_LEVEL: expected one of ${LOG_LEVELS.join(', ')} (in any case), got '${value}'`);
+  return level;
+}
+
 /**
  * JSON lines on stdout (or a silent logger for tests). Callers pass structured
  * fields, never a token or a credential: records hold `token_sha256` instead.
+ * The level is `info` unless given: the CLI reads `LOG_LEVEL` (cli/log.ts).
  */
-export function createLogger(options: { level?: string; silent?: boolean; stream?: NodeJS.WritableStream } = {}): Logger {
+export function createLogger(options: { level?: LogLevel; silent?: boolean; stream?: NodeJS.WritableStream } = {}): Logger {
   return winston.createLogger({
-    level: options.level ?? process.env.LOG_LEVEL ?? 'info',
+    level: options.level ?? 'info',
     silent: options.silent ?? false,
     format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), messageAsMsg(), winston.format.json()),
     transports: [options.stream ? new winston.transports.Stream({ stream: options.stream }) : new winston.transports.Console()],

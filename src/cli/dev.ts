@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { startDevIssuer } from '../dev/issuer.js';
-import { createLogger } from '../logger.js';
 import type { CliIo } from './io.js';
+import { commandLogger } from './log.js';
 
 export function registerDevCommands(program: Command, io: CliIo): void {
   const dev = program.command('dev').description('Development helpers. Never expose them beyond loopback.');
@@ -11,7 +11,7 @@ export function registerDevCommands(program: Command, io: CliIo): void {
     .option('-p, --port <port>', 'port', '8081')
     .option('--key-file <file>', 'keep the issuer key here across restarts', './data/dev-issuer-key.jwk')
     .action(async (options: { port: string; keyFile: string }) => {
-      const logger = createLogger({ stream: io.stdout });
+      const logger = commandLogger(io);
       const issuer = await startDevIssuer({ host: '127.0.0.1', port: Number(options.port), keyFile: options.keyFile });
       logger.info('dev issuer listening', { url: issuer.url, mint: `curl -s -X POST ${issuer.url}/token -H 'content-type: application/json' -d '{"sub":"repo:acme/api:ref:refs/heads/main"}'` });
       await new Promise<void>((resolve) => {

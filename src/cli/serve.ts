@@ -1,10 +1,11 @@
 import type { Command } from 'commander';
 import { ConfigError, loadConfig, resolveConfigPath } from '../config.js';
-import { createLogger, errorSummary } from '../logger.js';
+import { errorSummary } from '../logger.js';
 import type { Broker } from '../main.js';
 import { PolicyLoadError } from '../policy/issues.js';
 import { PolicyDirError } from '../policy/load.js';
 import { CliExit, type CliIo } from './io.js';
+import { commandLogger } from './log.js';
 
 export function registerServeCommand(program: Command, io: CliIo): void {
   program
@@ -12,7 +13,7 @@ export function registerServeCommand(program: Command, io: CliIo): void {
     .description('Start the HTTP server.')
     .option('-c, --config <file>', 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)')
     .action(async (options: { config?: string }) => {
-      const logger = createLogger({ stream: io.stdout });
+      const logger = commandLogger(io);
       // SIGHUP re-reads the policy directory and the signing key file (each reloader logs its outcome; a failure keeps the last good set or keys).
       // Installed before anything else and kept while shutting down: without a handler, SIGHUP kills the process.
       let broker: Broker | undefined;

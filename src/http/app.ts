@@ -5,6 +5,7 @@ import { newUlid } from '../ids.js';
 import type { SigningKey } from '../keys/signing-key.js';
 import type { ExchangeDeps } from '../pipeline/types.js';
 import type { PolicySetStatus } from '../policy/reload.js';
+import { accessLog } from './access-log.js';
 import { createAuditorAuth, type Auditor } from './auditor-auth.js';
 import { errorMiddleware } from './errors.js';
 import { auditRoutes } from './routes/audit.js';
@@ -52,6 +53,7 @@ export function createApp(deps: AppDeps): Express {
   // req.ip (audit records, limits) is the first address from the right of X-Forwarded-For that is not a trusted proxy, or the peer's own when it is not one.
   app.set('trust proxy', deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false);
   app.use(requestId());
+  app.use(accessLog(deps.logger));
   app.use(exchangeRoutes(deps));
   app.use(explainRoutes(deps));
   app.use(oauthTokenRoutes(deps));
@@ -74,6 +76,7 @@ export function createAdminApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(requestId());
+  app.use(accessLog(deps.logger));
   app.use(healthRoutes(deps, { admin: true, metrics: true }));
   app.use((_req, _res, next) => next(new NotFoundError('No such route.', { reason: 'no_route' })));
   app.use(errorMiddleware(deps.logger));
