@@ -110,7 +110,7 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     onJwksFetch: (issuer, outcome) => metrics.jwksFetches.inc({ issuer, outcome }),
     logger,
   });
-  const providers = await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey: () => keys.current().active });
+  const providers = await createProviders(config.providers, { publicUrl: config.server.publicUrl, signingKey: () => keys.current().active, logger });
   const summaries = new DropSummaries<DroppedRequest>((window) => recordDropped({ audit, logger }, window));
   for (const limit of LIMIT_NAMES) for (const audited of ['true', 'false']) metrics.rateLimited.labels({ limit, audited }).inc(0);
   // Opened after the last step that can fail: a Redis client keeps reconnecting, and would hold the process open.

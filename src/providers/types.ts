@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { AccessDeniedError } from '../errors.js';
 import type { SigningKey } from '../keys/signing-key.js';
+import type { Logger } from '../logger.js';
 import type { VerifiedToken } from '../oidc/types.js';
 import type { KeyHints, Json, Report } from '../yaml/fields.js';
 import { TemplateError } from '../claims/template.js';
@@ -62,6 +63,8 @@ export interface ProviderContext {
   publicUrl: string;
   /** The broker's active signing key, read at each use: it changes when the key file is reloaded. */
   signingKey: () => SigningKey;
+  /** Where a provider says what its SDK would otherwise print on its own (docs/operations.md#logging). */
+  logger: Logger;
 }
 
 /**

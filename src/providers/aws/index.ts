@@ -34,8 +34,9 @@ export const awsProvider: ProviderModule<'aws', AwsGrant, z.output<typeof config
   checkGrant: (grant, claims) => renderRefusal(() => renderAwsSession(grant, claims)),
   credentialProcess: true,
   tokenExchange: { kind: 'multi_part', credential: 'AWS credentials (three values)' },
-  async create(config) {
-    const { createAwsProvider } = await import('./issuer.js');
+  async create(config, context) {
+    const { createAwsProvider, logSdkNodeNotice } = await import('./issuer.js');
+    logSdkNodeNotice(context.logger);
     return createAwsProvider({ region: config.region, endpoint: config.endpoint, ...callTimeouts(config.timeoutSeconds) });
   },
 };

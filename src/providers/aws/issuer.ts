@@ -1,5 +1,6 @@
 import { AssumeRoleCommand, STSClient, STSServiceException, type AssumeRoleCommandInput } from '@aws-sdk/client-sts';
 import { ProviderError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
 import { clampDurationSeconds, type IssuedCredential, type Provider } from '../types.js';
 import type { AwsGrant } from './grant.js';
 import { renderAwsSession } from './render.js';
@@ -15,6 +16,28 @@ export interface AwsProviderOptions {
   attemptTimeoutMs?: number;
   /** Attempts, with the SDK's backoff; only throttling, 5xx and network errors are retried. */
   maxAttempts?: number;
+}
+
+/** The AWS SDK's own switch for its Node.js version notice (documented by the SDK's maintainers with the notice). */
+const SDK_NODE_NOTICE_SWITCH = 'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED';
+/** The first Node.js major that AWS SDK releases after the first week of January 2027 run on. */
+const SDK_MIN_NODE_MAJOR = 22;
+
+/**
+ * On Node.js 20 the SDK's first client prints a notice (process.emitWarning)
+ * as nine lines of plain text on stderr: at the first AssumeRole, in the
+ * middle of the JSON log. The broker says it instead, once, as one log line at
+ * start, and turns the SDK's own print off with the SDK's switch
+ * (docs/operations.md#logging). An operator who set the switch decides alone.
+ */
+export function logSdkNodeNotice(logger: Logger): void {
+  if (process.env[SDK_NODE_NOTICE_SWITCH] !== undefined) return;
+  process.env[SDK_NODE_NOTICE_SWITCH] = 'true';
+  if (Number(process.versions.node.split('.')[0]) >= SDK_MIN_NODE_MAJOR) return;
+  logger.warn('the AWS SDK will require Node.js 22', {
+    node_version: process.version,
+    notice: `AWS SDK for JavaScript releases after the first week of January 2027 require Node.js >= ${SDK_MIN_NODE_MAJOR}: upgrade Node.js to keep receiving SDK fixes`,
+  });
 }
 
 /** STS floor for DurationSeconds. */
