@@ -6,7 +6,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { startDevIssuer, type DevIssuer } from '../src/dev/issuer.js';
 import { createTokenVerifier } from '../src/oidc/verify.js';
-import { DEV_AUDIENCE, DISCOVERY_PATH, issuerConfigFor, JWKS_PATH } from './helpers/oidc.js';
+import { cli, logLine, REPO, startCli, waitForOutput } from './helpers/cli.js';
+import { DEV_AUDIENCE, DISCOVERY_PATH, decodePayload, issuerConfigFor, JWKS_PATH } from './helpers/oidc.js';
 
 /**
  * One request over raw HTTP to the dev issuer's socket, with the headers given
@@ -75,6 +76,67 @@ describe('dev issuer', () => {
       assert.equal((await fetch(`${issuer.url}/token`, { method: 'POST', headers: json, body: 'x'.repeat(100 * 1024) })).status, 413);
     } finally {
       await issuer.close();
+    }
+  });
+
+  it('POST /token?format=raw answers the bare token as text', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      const res = await fetch(`${issuer.url}/token?format=raw`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"repository":"acme/api"}' });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('content-type'), 'text/plain; charset=utf-8');
+      const token = await res.text();
+      assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+      const verified = await createTokenVerifier([issuerConfigFor(issuer)]).verify(token);
+      assert.equal(verified.claims.repository, 'acme/api');
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it('sub defaults to repo:<repository>:ref:<ref> of the claims given', async () => {
+    const issuer = await startDevIssuer();
+    try {
+      for (const [claims, sub] of [
+        [{ repository: 'acme/api', ref: 'refs/heads/release' }, 'repo:acme/api:ref:refs/heads/release'],
+        [{ repository: 'acme/api' }, 'repo:acme/api:ref:refs/heads/main'],
+        [{ ref: 'refs/tags/v1' }, 'repo:local/dev:ref:refs/tags/v1'],
+        [{}, 'repo:local/dev:ref:refs/heads/main'],
+        // Not strings: the defaults, never "repo:42:..." or "[object Object]".
+        [{ repository: 42, ref: { name: 'main' } }, 'repo:local/dev:ref:refs/heads/main'],
+        // A sub given is kept as given.
+        [{ sub: 'repo:other/repo:environment:prod', repository: 'acme/api' }, 'repo:other/repo:environment:prod'],
+      ] as const) {
+        assert.equal(decodePayload(await issuer.mint(claims)).sub, sub, JSON.stringify(claims));
+        const posted = await fetch(`${issuer.url}/token?format=raw`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(claims) });
+        assert.equal(decodePayload(await posted.text()).sub, sub, `POST /token ${JSON.stringify(claims)}`);
+      }
+    } finally {
+      await issuer.close();
+    }
+  });
+
+  it("`oidc-broker dev issuer`'s start-up hint mints a raw token that the example policy local-dev allows", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'dev-issuer-hint-'));
+    const run = startCli(['dev', 'issuer', '--port', '0', '--key-file', path.join(dir, 'key.jwk')]);
+    try {
+      const { url, mint } = (await waitForOutput(run, logLine('dev issuer listening'))) as { url: string; mint: string };
+      const body = '{"repository":"acme/api","ref":"refs/heads/main"}';
+      assert.equal(mint, `curl -s -X POST '${url}/token?format=raw' -H 'content-type: application/json' -d '${body}'`);
+      // What that curl sends.
+      const res = await fetch(`${url}/token?format=raw`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(res.status, 200);
+      const token = await res.text();
+      const claims = decodePayload(token);
+      assert.equal(claims.sub, 'repo:acme/api:ref:refs/heads/main');
+      assert.equal(claims.aud, DEV_AUDIENCE, 'the development defaults\' audience');
+      const explained = await cli(['policy', 'explain', '--policy', 'local-dev', '--issuer', 'local', '--token', '-', path.join(REPO, 'policies')], { stdin: token });
+      assert.equal(explained.code, 0, `${explained.stdout}${explained.stderr}`);
+      assert.match(explained.stdout, /^Decision: ALLOW \(allowed\)$/m);
+    } finally {
+      run.signal('SIGINT');
+      assert.equal((await run.done).code, 0);
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

@@ -3,6 +3,9 @@ import { startDevIssuer } from '../dev/issuer.js';
 import type { CliIo } from './io.js';
 import { commandLogger } from './log.js';
 
+/** The claims `policies/local-dev.yaml` requires, for the start-up hint; `sub` follows from them (dev/issuer.ts). */
+const EXAMPLE_CLAIMS = { repository: 'acme/api', ref: 'refs/heads/main' };
+
 export function registerDevCommands(program: Command, io: CliIo): void {
   const dev = program.command('dev').description('Development helpers. Never expose them beyond loopback.');
   dev
@@ -13,7 +16,11 @@ export function registerDevCommands(program: Command, io: CliIo): void {
     .action(async (options: { port: string; keyFile: string }) => {
       const logger = commandLogger(io);
       const issuer = await startDevIssuer({ host: '127.0.0.1', port: Number(options.port), keyFile: options.keyFile });
-      logger.info('dev issuer listening', { url: issuer.url, mint: `curl -s -X POST ${issuer.url}/token -H 'content-type: application/json' -d '{"sub":"repo:acme/api:ref:refs/heads/main"}'` });
+      // `?format=raw` answers the bare token, so the hint works in `TOKEN=$(...)` with no JSON tool (README.md#your-first-exchange).
+      logger.info('dev issuer listening', {
+        url: issuer.url,
+        mint: `curl -s -X POST '${issuer.url}/token?format=raw' -H 'content-type: application/json' -d '${JSON.stringify(EXAMPLE_CLAIMS)}'`,
+      });
       await new Promise<void>((resolve) => {
         io.signals.once('SIGTERM', () => resolve());
         io.signals.once('SIGINT', () => resolve());

@@ -77,8 +77,10 @@ export interface DevIssuer {
   /** The JWK Set served at `/.well-known/jwks.json` (current key, and the previous one after a rotation). */
   jwks(): { keys: JWK[] };
   /**
-   * A signed token. Defaults: `iss` = url, `aud` = the default audience, `sub`,
-   * `iat` = now, `exp` = iat + 300, random `jti`; `claims` override them.
+   * A signed token. Defaults: `iss` = url, `aud` = the default audience, `sub`
+   * = `repo:<repository>:ref:<ref>` of the claims given (`local/dev`,
+   * `refs/heads/main` if absent), `iat` = now, `exp` = iat + 300, random
+   * `jti`; `claims` override them.
    */
   mint(claims?: Record<string, unknown>, options?: MintOptions): Promise<string>;
   /** New signing key; the previous key stays published (one generation) so tokens already minted still verify. Returns the new `kid`. */
@@ -121,7 +123,7 @@ const LOOPBACK_NAMES = ['127.0.0.1', '[::1]', 'localhost'];
  * @throws TypeError if `host` is not a loopback address.
  * @example
  * const issuer = await startDevIssuer({ port: 8081, keyFile: './data/dev-issuer.jwk' });
- * // curl -s -X POST http://127.0.0.1:8081/token -H 'content-type: application/json' -d '{"repository":"acme/api"}'
+ * // curl -s -X POST 'http://127.0.0.1:8081/token?format=raw' -H 'content-type: application/json' -d '{"repository":"acme/api","ref":"refs/heads/main"}'
  * const token = await issuer.mint({ repository: 'acme/api', ref: 'refs/heads/main' });
  * await issuer.close();
  */
@@ -147,7 +149,7 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
     const payload: Record<string, unknown> = {
       iss: url,
       aud: defaultAudience,
-      sub: 'repo:local/dev:ref:refs/heads/main',
+      sub: defaultSubject(claims),
       iat,
       exp: iat + (mintOptions.expiresInSeconds ?? 300),
       jti: randomUUID(),
@@ -357,6 +359,17 @@ function signParams(alg: string, key: CryptoKey): Parameters<typeof crypto.subtl
   if (alg.startsWith('PS')) return { name: 'RSA-PSS', saltLength: Number(bits) / 8 };
   if (alg.startsWith('ES')) return { name: 'ECDSA', hash: `SHA-${bits}` };
   return key.algorithm.name === 'HMAC' ? { name: 'HMAC' } : { name: 'RSASSA-PKCS1-v1_5' };
+}
+
+/**
+ * GitHub's `sub` for a push (`repo:OWNER/NAME:ref:REF`), from the token's own
+ * `repository` and `ref` (`local/dev` and `refs/heads/main` when it has none),
+ * so a token minted with only those claims does not name another repository.
+ */
+function defaultSubject(claims: Record<string, unknown>): string {
+  const repository = typeof claims.repository === 'string' ? claims.repository : 'local/dev';
+  const ref = typeof claims.ref === 'string' ? claims.ref : 'refs/heads/main';
+  return `repo:${repository}:ref:${ref}`;
 }
 
 function b64u(input: string | Uint8Array): string {
