@@ -10,6 +10,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
@@ -21,7 +22,6 @@ import { runCli } from '../src/cli/index.js';
 import { listen, type RunningServer } from '../src/http/server.js';
 import { startStsEmulator, type StsEmulator } from '../test/emulators/index.js';
 
-const AUDIENCE = 'http://127.0.0.1:8080';
 const ROLE_ARN = 'arn:aws:iam::123456789012:role/demo-deploy-api';
 /** The broker's own (fake) AWS identity; only the loopback emulator knows it. */
 const BROKER_AWS_KEY = { accessKeyId: 'AKIADEMOBROKER000001', secretAccessKey: `demo/${randomBytes(18).toString('base64url')}` };
@@ -84,6 +84,11 @@ function say(text: string): void {
 }
 function curl(line: string): void {
   out(dim(`  $ ${line}`));
+}
+/** A curl call whose JSON answer is shown as `jq .` prints it (secrets shortened): what the reader would see. */
+function curlJson(line: string, answer: HttpAnswer): void {
+  curl(`${line} | jq .`);
+  json(answer.body);
 }
 
 class DemoError extends Error {}
@@ -155,6 +160,22 @@ claims:
   };
 }
 
+/**
+ * A free loopback port for the broker, known before its config is written:
+ * its public URL (the `iss` of the tokens it signs, and the audience CI
+ * tokens are minted for) names the port it really listens on.
+ */
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = probe.address() as { port: number };
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
 async function main(): Promise<void> {
   let dir: string | undefined;
   let issuer: DevIssuer | undefined;
@@ -165,7 +186,8 @@ async function main(): Promise<void> {
   try {
     // ---- start-up -----------------------------------------------------------
     dir = await mkdtemp(path.join(tmpdir(), 'oidc-broker-demo-'));
-    issuer = await startDevIssuer({ port: 0, audience: AUDIENCE });
+    const base = `http://127.0.0.1:${await freePort()}`;
+    issuer = await startDevIssuer({ port: 0, audience: base });
     sts = await startStsEmulator({ ...BROKER_AWS_KEY, region: 'us-east-1' });
     secrets.add(BROKER_AWS_KEY.secretAccessKey);
     secrets.add(AUDITOR_TOKEN);
@@ -182,12 +204,12 @@ async function main(): Promise<void> {
     for (const [name, text] of Object.entries(policies())) await writeFile(path.join(dir, 'policies', name), text);
     const configText = `server:
   host: 127.0.0.1
-  port: 0
-  public_url: ${AUDIENCE}
+  port: ${new URL(base).port}
+  public_url: ${base}
 issuers:
   - name: local
     issuer: ${issuer.url}
-    audiences: [${AUDIENCE}]
+    audiences: [${base}]
 policies:
   dir: ./policies
 audit:
@@ -208,8 +230,7 @@ auditors:
     const config = await parseConfig(configText, configPath, {});
     const logger = createLogger({ silent: true });
     broker = await createBroker(config, { logger });
-    server = await listen(broker, { host: '127.0.0.1', port: 0, logger, graceMs: 2000 });
-    const base = server.url;
+    server = await listen(broker, { host: '127.0.0.1', port: Number(new URL(base).port), logger, graceMs: 2000 });
 
     out(bold('oidc-broker demo: everything runs on loopback, in a temp directory; no cloud account needed.'));
     say(`CI token issuer (dev issuer):  ${issuer.url}`);
@@ -218,9 +239,15 @@ auditors:
     say(`config and audit log:          ${dir}`);
     say(`policies:                      ${Object.keys(policies()).join(', ')}`);
 
-    const mainClaims = { sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', ref: 'refs/heads/main', actor: 'octocat', run_id: '4242', event_name: 'push' };
+    // No sub: the dev issuer derives it from repository and ref, as GitHub's is (repo:acme/api:ref:refs/heads/main).
+    const mainClaims = { repository: 'acme/api', ref: 'refs/heads/main', actor: 'octocat', run_id: '4242', event_name: 'push' };
+    // Minted as the curl shown mints it: POST /token?format=raw answers the bare token.
     const mint = async (claims: Record<string, unknown>): Promise<string> => {
-      const token = await issuer!.mint(claims);
+      const body = JSON.stringify(claims);
+      curl(`TOKEN=$(curl -s -X POST '${issuer!.url}/token?format=raw' -H 'content-type: application/json' -d '${body}')`);
+      const res = await fetch(`${issuer!.url}/token?format=raw`, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(15_000) });
+      const token = await res.text();
+      check(res.status === 200, `the dev issuer answered ${res.status} to POST /token`);
       secrets.add(token);
       return token;
     };
@@ -228,28 +255,25 @@ auditors:
     // ---- 1 ------------------------------------------------------------------
     step('Mint a CI token for acme/api on refs/heads/main');
     say('Your CI provider does this for every job; here the local dev issuer stands in for it.');
-    curl(`TOKEN=$(curl -s -X POST '${issuer.url}/token?format=raw' -H 'content-type: application/json' -d '${JSON.stringify(mainClaims)}')`);
     const token1 = await mint(mainClaims);
-    say(`TOKEN=${short(token1)}  (${token1.length} characters)`);
+    say(`$TOKEN now holds the raw token, ${token1.length} characters (shortened in everything this demo prints): ${short(token1)}`);
     say('Its claims:');
     json(decodeJwt(token1));
 
     // ---- 2 ------------------------------------------------------------------
     step('Exchange it for AWS credentials (policy demo-aws-deploy)');
-    curl(`curl -s -X POST ${base}/v1/exchange -H "Authorization: Bearer ${short(token1)}" -H 'content-type: application/json' -d '{"policy":"demo-aws-deploy"}'`);
     const aws = await http('POST', `${base}/v1/exchange`, { token: token1, body: { policy: 'demo-aws-deploy' } });
     const stsCall = sts.requests.at(-1);
     if (stsCall?.credentials) {
       secrets.add(stsCall.credentials.SecretAccessKey);
       secrets.add(stsCall.credentials.SessionToken);
     }
-    say(`HTTP ${aws.status}`);
-    json(aws.body);
+    curlJson(`curl -s -X POST ${base}/v1/exchange -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"policy":"demo-aws-deploy"}'`, aws);
     check(aws.status === 200, `AWS exchange answered ${aws.status}: ${JSON.stringify(scrub(aws.body))}`);
     const awsCreds = aws.body?.credentials as Record<string, unknown> | undefined;
     const accessKeyId = String((awsCreds?.access_key_id ?? awsCreds?.AccessKeyId ?? ''));
     check(accessKeyId.startsWith('ASIA'), 'the AWS exchange answered no temporary access key id');
-    say(green(`issued ${accessKeyId} (issuance id ${aws.body.issuance_id})`));
+    say(green(`HTTP ${aws.status}: issued ${accessKeyId} (issuance id ${aws.body.issuance_id})`));
     check(stsCall !== undefined, 'the STS emulator received no AssumeRole call');
     say(`What STS received (the emulator's request log; the call was SigV4-signed with the broker's own key ${BROKER_AWS_KEY.accessKeyId}):`);
     json({
@@ -265,40 +289,33 @@ auditors:
     step('Exchange a fresh token for a broker-signed token (policy demo-broker-token)');
     say('Each CI token is good for one exchange (a second use is 409 token_replayed), so mint another.');
     const token2 = await mint(mainClaims);
-    curl(`curl -s -X POST ${base}/v1/exchange -H "Authorization: Bearer ${short(token2)}" -H 'content-type: application/json' -d '{"policy":"demo-broker-token"}'`);
     const jwt = await http('POST', `${base}/v1/exchange`, { token: token2, body: { policy: 'demo-broker-token' } });
     const brokerToken = String(jwt.body?.credentials?.access_token ?? '');
     if (brokerToken) secrets.add(brokerToken);
-    say(`HTTP ${jwt.status}`);
-    json(jwt.body);
+    curlJson(`curl -s -X POST ${base}/v1/exchange -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"policy":"demo-broker-token"}'`, jwt);
     check(jwt.status === 200 && brokerToken !== '', `broker-token exchange answered ${jwt.status}: ${JSON.stringify(scrub(jwt.body))}`);
+    say(green(`HTTP ${jwt.status}: issued a token signed by the broker, issuer ${base} (its public_url)`));
     say('The broker-signed token\'s claims:');
     json(decodeJwt(brokerToken));
-    curl(`curl -s ${base}/.well-known/jwks.json`);
-    const jwks = await http('GET', `${base}/.well-known/jwks.json`);
-    json(jwks.body);
-    const verified = await jwtVerify(brokerToken, createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`)), { issuer: AUDIENCE, audience: 'https://deploy.example.com' });
+    curlJson(`curl -s ${base}/.well-known/jwks.json`, await http('GET', `${base}/.well-known/jwks.json`));
+    const verified = await jwtVerify(brokerToken, createRemoteJWKSet(new URL(`${base}/.well-known/jwks.json`)), { issuer: base, audience: 'https://deploy.example.com' });
     say(green(`verified with jose against the broker's JWKS: alg ${verified.protectedHeader.alg}, kid ${verified.protectedHeader.kid}, aud ${String(verified.payload.aud)}`));
 
     // ---- 4 ------------------------------------------------------------------
     step('A denial: a token from a feature branch');
-    const featureClaims = { ...mainClaims, sub: 'repo:acme/api:ref:refs/heads/feature/login', ref: 'refs/heads/feature/login' };
+    const featureClaims = { ...mainClaims, ref: 'refs/heads/feature/login' };
     const token3 = await mint(featureClaims);
-    curl(`curl -s -X POST ${base}/v1/exchange -H "Authorization: Bearer ${short(token3)}" -H 'content-type: application/json' -d '{"policy":"demo-aws-deploy"}'`);
     const denied = await http('POST', `${base}/v1/exchange`, { token: token3, body: { policy: 'demo-aws-deploy' } });
-    say(`HTTP ${denied.status}`);
-    json(denied.body);
+    curlJson(`curl -s -X POST ${base}/v1/exchange -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"policy":"demo-aws-deploy"}'`, denied);
     check(denied.status === 403, `the feature-branch exchange answered ${denied.status}, not 403`);
-    say(red(`denied: ${String(denied.body?.error_description ?? denied.body?.error)}`));
+    say(red(`HTTP ${denied.status}: denied: ${String(denied.body?.error_description ?? denied.body?.error)}`));
     out();
     say('Ask the broker why (POST /v1/explain evaluates without issuing; the token stays unused):');
     const token4 = await mint(featureClaims);
-    curl(`curl -s -X POST ${base}/v1/explain -H "Authorization: Bearer ${short(token4)}" -H 'content-type: application/json' -d '{"policy":"demo-aws-deploy"}'`);
     const explained = await http('POST', `${base}/v1/explain`, { token: token4, body: { policy: 'demo-aws-deploy' } });
-    say(`HTTP ${explained.status}`);
-    json(explained.body);
+    curlJson(`curl -s -X POST ${base}/v1/explain -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"policy":"demo-aws-deploy"}'`, explained);
     check(explained.status === 200, `explain answered ${explained.status}`);
-    say('Over HTTP the policy\'s expected values are hidden ("(hidden)"), so a caller cannot probe the policy.');
+    say(`HTTP ${explained.status}. Over HTTP the policy's expected values are hidden ("(hidden)"), so a caller cannot probe the policy.`);
     say('Whoever holds the policy files sees them offline, with nothing verified:');
     const claimsFile = path.join(dir, 'feature-claims.json');
     await writeFile(claimsFile, `${JSON.stringify(decodeJwt(token4), null, 2)}\n`);
@@ -310,21 +327,16 @@ auditors:
 
     // ---- 5 ------------------------------------------------------------------
     step('Query the audit log as an auditor');
-    curl(`curl -s '${base}/v1/audit/events?limit=10' -H "Authorization: Bearer ${short(AUDITOR_TOKEN, 12)}"`);
+    say(`$AUDITOR_TOKEN is the demo auditor's bearer token (the config holds only its SHA-256): ${short(AUDITOR_TOKEN, 12)}`);
+    curl(`curl -s '${base}/v1/audit/events?limit=10' -H "Authorization: Bearer $AUDITOR_TOKEN" | jq -c '.events[] | {time, decision, policy, subject, credential_id}'`);
     const events = await http('GET', `${base}/v1/audit/events?limit=10`, { token: AUDITOR_TOKEN });
     check(events.status === 200, `audit events answered ${events.status}: ${JSON.stringify(scrub(events.body))}`);
-    const rows = ((events.body?.events ?? []) as Record<string, any>[]).map((e) => [
-      String(e.time ?? e.timestamp ?? e.ts ?? ''),
-      String(e.decision ?? e.outcome ?? ''),
-      String(e.policy ?? e.request?.policy ?? ''),
-      String(e.subject ?? e.sub ?? e.token?.sub ?? e.claims?.sub ?? ''),
-      String(e.credential_id ?? e.credential?.id ?? ''),
-    ]);
-    table(['time', 'decision', 'policy', 'subject', 'credential_id'], rows);
+    for (const e of (events.body?.events ?? []) as Record<string, unknown>[]) {
+      out(`    ${JSON.stringify(scrub({ time: e.time, decision: e.decision, policy: e.policy, subject: e.subject, credential_id: e.credential_id }))}`);
+    }
     out();
-    curl(`curl -s ${base}/v1/audit/verify -H "Authorization: Bearer ${short(AUDITOR_TOKEN, 12)}"`);
     const verify = await http('GET', `${base}/v1/audit/verify`, { token: AUDITOR_TOKEN });
-    json(verify.body);
+    curlJson(`curl -s ${base}/v1/audit/verify -H "Authorization: Bearer $AUDITOR_TOKEN"`, verify);
     check(verify.status === 200 && verify.body?.ok === true, `audit verify answered ${verify.status}: ${JSON.stringify(scrub(verify.body))}`);
     say(green('the hash chain verifies.'));
     // For test/demo.test.ts only: the secrets the demo saw, so the test can check none was printed in full.
@@ -340,14 +352,6 @@ auditors:
   }
   out();
   out(green(bold('Demo finished: everything shut down, temp directory removed.')));
-}
-
-function table(headers: string[], rows: string[][]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => `  ${cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`.trimEnd();
-  out(bold(line(headers)));
-  out(line(widths.map((w) => '-'.repeat(w))));
-  for (const r of rows) out(line(r));
 }
 
 main().then(

@@ -64,11 +64,37 @@ test('npm run demo walks through every step and prints no secret in full', { tim
     assert.match(stdout, /"expected": "\(hidden\)"/);
     assert.match(stdout, /npx oidc-broker policy explain --policy demo-aws-deploy/);
     assert.match(stdout, /✗ {2}ref {9}equals {4}refs\/heads\/main/);
-    // Step 5: the audit table and the chain verification.
-    assert.match(stdout, /issued {4}demo-aws-deploy {4}repo:acme\/api:ref:refs\/heads\/main {11}ASIA[A-Z0-9]{16}/);
-    assert.match(stdout, /denied {4}demo-aws-deploy/);
+    // Step 5: the audit events as jq -c prints them, and the chain verification.
+    assert.match(stdout, /^ {4}\{"time":"[^"]+","decision":"issued","policy":"demo-aws-deploy","subject":"repo:acme\/api:ref:refs\/heads\/main","credential_id":"ASIA[A-Z0-9]{16}"\}$/m);
+    assert.match(stdout, /^ {4}\{"time":"[^"]+","decision":"denied","policy":"demo-aws-deploy","subject":"repo:acme\/api:ref:refs\/heads\/feature\/login","credential_id":null\}$/m);
     assert.match(stdout, /"ok": true/);
     assert.match(stdout, /Demo finished/);
+
+    // The broker's real port, in the iss of the tokens it signs and in the aud CI tokens are minted for; never the default 8080.
+    const brokerUrl = /^ {2}broker: +(http:\/\/127\.0\.0\.1:\d+)$/m.exec(stdout)?.[1];
+    assert.ok(brokerUrl !== undefined, 'the broker URL is printed');
+    assert.ok(stdout.includes(`"iss": "${brokerUrl}"`), "the broker-signed token's iss is the broker's URL");
+    assert.ok(stdout.includes(`"aud": "${brokerUrl}"`), "the CI token's aud is the broker's URL");
+    assert.doesNotMatch(stdout, /127\.0\.0\.1:8080/);
+
+    // Under each curl command, what it prints: nothing for TOKEN=$(curl ...), the JSON for | jq ., one JSON object a line for jq -c.
+    const lines = stdout.split('\n');
+    const curls = lines.flatMap((line, i) => (line.startsWith('  $ ') && line.includes('curl ') ? [i] : []));
+    assert.ok(curls.length >= 10, `the curl calls: ${curls.length}`);
+    for (const i of curls) {
+      const command = lines[i]!;
+      const printed: string[] = [];
+      for (let j = i + 1; lines[j]?.startsWith('    ') === true; j++) printed.push(lines[j]!);
+      if (command.startsWith('  $ TOKEN=$(curl ')) assert.deepEqual(printed, [], command);
+      else if (command.endsWith(' | jq .')) assert.doesNotThrow(() => JSON.parse(printed.join('\n')), command);
+      else if (command.endsWith(`| jq -c '.events[] | {time, decision, policy, subject, credential_id}'`)) {
+        assert.ok(printed.length >= 4, command);
+        for (const line of printed) assert.deepEqual(Object.keys(JSON.parse(line) as object), ['time', 'decision', 'policy', 'subject', 'credential_id'], line);
+      } else assert.fail(`a curl line whose output is not shown as curl prints it: ${command}`);
+    }
+    // Nothing but the demo's own lines: no SDK notice in the middle, on either stream.
+    assert.equal(stderr, '');
+    assert.doesNotMatch(stdout, /Warning|NodeVersionSupport|AWS SDK/);
 
     // No secret in full: the emulator's SecretAccessKey/SessionToken, the CI tokens, the broker token, the auditor token.
     const secrets = JSON.parse(await readFile(secretsFile, 'utf8')) as string[];
