@@ -133,6 +133,21 @@ describe('LOG_LEVEL', () => {
       }
     });
 
+    test("AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED set by the operator: the broker leaves the SDK's notice to it and logs none", async () => {
+      const cwd = path.join(dir, 'sdk-switch');
+      await mkdir(path.join(cwd, 'policies'), { recursive: true });
+      // No exchange is made: the endpoint only has to be a loopback URL.
+      await writeFile(path.join(cwd, 'broker.yaml'), 'server: { host: 127.0.0.1, port: 0 }\nproviders:\n  aws: { region: eu-west-1, endpoint: "http://127.0.0.1:9" }\n');
+      const broker = spawnCli(['serve'], { cwd, env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } });
+      await waitForOutput(broker, logLine('listening'));
+      broker.child.kill('SIGTERM');
+      assert.equal(await broker.exited, 0);
+      const lines = jsonLines(broker.stdout());
+      assert.ok(lines.some((line) => line.msg === 'stopped'));
+      assert.deepEqual(lines.filter((line) => line.msg === SDK_NOTICE), []);
+      assert.equal(broker.stderr(), '');
+    });
+
     test('LOG_LEVEL=Info: no debug lines (no probe lines), the other access lines', async () => {
       const cwd = path.join(dir, 'info');
       await mkdir(path.join(cwd, 'policies'), { recursive: true });
