@@ -39,22 +39,17 @@ export function tokenFromEnv(name: string, env: NodeJS.ProcessEnv): TokenSource 
  * fresh token each time. Its stderr goes to ours; its stdout is never shown.
  */
 export function tokenFromCommand(command: string, env: NodeJS.ProcessEnv): TokenSource {
-  return () =>
-    new Promise((resolve, reject) => {
-      const child = execFile('/bin/sh', ['-c', command], { env, maxBuffer: MAX_TOKEN_BYTES, timeout: ID_TOKEN_TIMEOUT_MS }, (err, stdout) => {
-        if (err) {
-          const code = (err as { code?: unknown }).code;
-          reject(new ClientError(`The token command failed (${typeof code === 'number' ? `exit ${code}` : describeCause(err)}); see its output above.`, false));
-          return;
-        }
-        try {
-          resolve(checkToken(stdout.trim(), 'The token command'));
-        } catch (failure) {
-          reject(failure);
-        }
+  return async () => {
+    const stdout = await new Promise<string>((resolve, reject) => {
+      const child = execFile('/bin/sh', ['-c', command], { env, maxBuffer: MAX_TOKEN_BYTES, timeout: ID_TOKEN_TIMEOUT_MS }, (err, out) => {
+        if (!err) return resolve(out);
+        const code = (err as { code?: unknown }).code;
+        reject(new ClientError(`The token command failed (${typeof code === 'number' ? `exit ${code}` : describeCause(err)}); see its output above.`, false));
       });
       child.stderr?.pipe(process.stderr);
     });
+    return checkToken(stdout.trim(), 'The token command');
+  };
 }
 
 /**
