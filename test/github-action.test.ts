@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AUDIENCE, createCapturingLogger, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { ACTION_DIST, assertMaskedFirst, errorLine, inputsEnv, parseFileCommands, runStep, type StepResult } from './helpers/action.js';
+import { ACTION_DIST, assertMaskedFirst, errorLine, inputsEnv, parseFileCommands, runStep, warningLine, type StepResult } from './helpers/action.js';
 import { listen, type RunningServer } from '../src/http/server.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -43,7 +43,10 @@ let claims: Record<string, unknown> = GOOD_CLAIMS;
 let idTokens: string[] = [];
 let idAudiences: string[] = [];
 let exchangeRequests = 0;
+let exchangePaths: string[] = [];
 let failFirst = 0;
+/** The Retry-After header of the proxy's 503s, if any. */
+let retryAfter: string | undefined;
 
 async function listenOn(server: http.Server): Promise<string> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -80,8 +83,9 @@ before(async () => {
     req.on('end', () => {
       void (async () => {
         exchangeRequests++;
+        exchangePaths.push(req.url ?? '');
         if (exchangeRequests <= failFirst) {
-          res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'temporarily_unavailable', error_description: 'Try again.', request_id: 'r-503' }));
+          res.writeHead(503, { 'content-type': 'application/json', ...(retryAfter === undefined ? {} : { 'retry-after': retryAfter }) }).end(JSON.stringify({ error: 'temporarily_unavailable', error_description: 'Try again.', request_id: 'r-503' }));
           return;
         }
         const headers: Record<string, string> = {};
@@ -107,7 +111,9 @@ beforeEach(() => {
   idTokens = [];
   idAudiences = [];
   exchangeRequests = 0;
+  exchangePaths = [];
   failFirst = 0;
+  retryAfter = undefined;
 });
 
 /** Runs the committed main bundle with INPUT_* and the command files, an ID token service and fast retries. */
@@ -123,7 +129,7 @@ async function runAction(inputs: Record<string, string>, extraEnv: Record<string
 
 describe('GitHub Action (action/dist/index.js)', () => {
   test('exchanges the ID token, writes outputs and env in heredoc format, masks every secret first', async () => {
-    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'duration-seconds': '300' });
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'duration-seconds': '300', 'output-credentials': 'true' });
     assert.equal(result.code, 0, result.stdout + result.stderr);
     assert.deepEqual(idAudiences, [AUDIENCE]);
     const outputs = parseFileCommands(result.outputs);
@@ -144,12 +150,77 @@ describe('GitHub Action (action/dist/index.js)', () => {
     assert.equal(result.stderr, '');
   });
 
-  test('export-env: false writes outputs only', async () => {
-    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'export-env': 'false' });
+  test('export-env: false with output-credentials: true writes outputs only', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'export-env': 'false', 'output-credentials': 'true' });
     assert.equal(result.code, 0, result.stdout);
     assert.ok(parseFileCommands(result.outputs).has('access-token'));
     assert.equal(result.env, '');
+    assert.equal(warningLine(result.stdout), '');
   });
+
+  test('by default (output-credentials: false) the credential is exported only, never an output', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE });
+    assert.equal(result.code, 0, result.stdout);
+    assert.deepEqual([...parseFileCommands(result.outputs).keys()], ['issuance-id', 'expires-at']);
+    assert.deepEqual([...parseFileCommands(result.env).keys()], ['OIDC_BROKER_TOKEN']);
+    assert.match(result.stdout, /exported OIDC_BROKER_TOKEN; no credential outputs \(output-credentials is false\)\.$/m);
+  });
+
+  test('export-env and output-credentials both false: issued, and a warning says no step can use it', async () => {
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'export-env': 'false' });
+    assert.equal(result.code, 0, result.stdout);
+    assert.equal(result.env, '');
+    assert.equal(
+      warningLine(result.stdout),
+      '::warning::export-env and output-credentials are both false: the credential was issued but no later step can use it. Set one of them to true.',
+    );
+  });
+
+  test('a trailing slash on broker-url: the default audience and the exchange URL have none; aws-region is exported twice, unmasked', async () => {
+    const result = await runAction({ 'broker-url': `${proxyUrl}/`, policy: 'deploy', 'aws-region': 'eu-west-1' });
+    // The proxy's URL is not the fixture's accepted audience, so the broker refuses: what matters is what was asked and where.
+    assert.deepEqual(idAudiences, [proxyUrl]);
+    assert.deepEqual(exchangePaths, ['/v1/exchange']);
+    assert.equal(result.code, 1);
+    assert.deepEqual([...parseFileCommands(result.env).entries()], [['AWS_REGION', 'eu-west-1'], ['AWS_DEFAULT_REGION', 'eu-west-1']]);
+    assert.ok(!result.stdout.includes('::add-mask::eu-west-1'));
+  });
+
+  test('aws-region and the trailing slash with an accepted audience: exchanged, region and credential exported, no "Bearer" mask', async () => {
+    const result = await runAction({ 'broker-url': `${proxyUrl}/`, policy: 'deploy', audience: AUDIENCE, 'aws-region': 'us-east-2' });
+    assert.equal(result.code, 0, result.stdout);
+    assert.deepEqual([...parseFileCommands(result.env).keys()], ['AWS_REGION', 'AWS_DEFAULT_REGION', 'OIDC_BROKER_TOKEN']);
+    assert.ok(!result.stdout.includes('::add-mask::Bearer'));
+    assert.deepEqual(result.stdout.split('\n').filter((line) => line.startsWith('::add-mask::')).length, 3, 'the request token, the ID token and the credential; nothing else');
+  });
+
+  for (const [value, message] of [
+    ['http://broker.example.com', 'The broker-url input "http://broker.example.com" must be an https:// URL (http:// only for 127.0.0.1, [::1] or localhost): the CI token is sent to it.'],
+    ['broker.example.com', 'The broker-url input "broker.example.com" is not a URL; expected an https:// URL (http:// only for 127.0.0.1, [::1] or localhost), e.g. https://broker.example.com.'],
+    ['https://broker.example.com/?x=1', 'The broker-url input "https://broker.example.com/?x=1" must be a plain base URL, e.g. https://broker.example.com.'],
+  ] as const) {
+    test(`broker-url ${value} is refused before any request, saying what is accepted`, async () => {
+      const result = await runAction({ 'broker-url': value, policy: 'deploy' });
+      assert.equal(result.code, 1);
+      assert.equal(errorLine(result.stdout), `::error::${message}`);
+      assert.equal(idTokens.length, 0);
+    });
+  }
+
+  for (const [input, value, message] of [
+    ['aws-region', 'Europe', 'The aws-region input must be an AWS region such as eu-west-1, not "Europe".'],
+    ['retry-max-attempts', '0', 'The retry-max-attempts input must be a whole number from 1 to 10, not "0".'],
+    ['retry-max-attempts', '11', 'The retry-max-attempts input must be a whole number from 1 to 10, not "11".'],
+    ['output-credentials', 'yes', 'The output-credentials input must be true or false, not "yes".'],
+  ] as const) {
+    test(`${input}: ${value} is refused before any request`, async () => {
+      const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', [input]: value });
+      assert.equal(result.code, 1);
+      assert.equal(errorLine(result.stdout), `::error::${message}`);
+      assert.equal(idTokens.length, 0);
+      assert.equal(result.env, '');
+    });
+  }
 
   test('without id-token: write, says so', async () => {
     const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy' }, { ACTIONS_ID_TOKEN_REQUEST_URL: undefined, ACTIONS_ID_TOKEN_REQUEST_TOKEN: undefined });
@@ -163,7 +234,7 @@ describe('GitHub Action (action/dist/index.js)', () => {
     const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy' });
     assert.equal(result.code, 1);
     assert.deepEqual(idAudiences, [proxyUrl]);
-    assert.match(errorLine(result.stdout), /the audience input must be one of the broker's accepted audiences \(default: broker-url\)/);
+    assert.match(errorLine(result.stdout), /the audience input must be one of the broker's accepted audiences \(default: broker-url without a trailing slash\)/);
     assert.match(errorLine(result.stdout), /broker request id /);
     assert.equal(exchangeRequests, 1, '4xx is never retried');
   });
@@ -195,7 +266,32 @@ describe('GitHub Action (action/dist/index.js)', () => {
     assert.equal(idTokens.length, 2);
     assert.notEqual(idTokens[0], idTokens[1]);
     assert.match(result.stdout, /Attempt 1 of 3 failed: The broker answered HTTP 503/);
-    assertMaskedFirst(result.stdout, [idTokens[0]!, idTokens[1]!, parseFileCommands(result.outputs).get('access-token')!]);
+    assertMaskedFirst(result.stdout, [idTokens[0]!, idTokens[1]!, parseFileCommands(result.env).get('OIDC_BROKER_TOKEN')!]);
+  });
+
+  test("a 503 with Retry-After waits what the broker asked (capped), and a 403 is never retried", async () => {
+    failFirst = 1;
+    retryAfter = '1';
+    const retried = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE });
+    assert.equal(retried.code, 0, retried.stdout);
+    assert.equal(exchangeRequests, 2);
+    assert.match(retried.stdout, /^Attempt 1 of 3 failed: The broker answered HTTP 503 temporarily_unavailable: Try again\. \(broker request id r-503\) Retrying in 1000 ms with a fresh ID token\.$/m);
+
+    exchangeRequests = 0;
+    failFirst = 0;
+    claims = { ...GOOD_CLAIMS, ref: 'refs/heads/feature' };
+    const denied = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'retry-max-attempts': '5' });
+    assert.equal(denied.code, 1);
+    assert.equal(exchangeRequests, 1);
+    assert.ok(!denied.stdout.includes('Attempt 1'));
+  });
+
+  test('retry-max-attempts bounds the attempts', async () => {
+    failFirst = 10;
+    const result = await runAction({ 'broker-url': proxyUrl, policy: 'deploy', audience: AUDIENCE, 'retry-max-attempts': '2' });
+    assert.equal(result.code, 1);
+    assert.equal(exchangeRequests, 2);
+    assert.match(result.stdout, /^Attempt 1 of 2 failed/m);
   });
 
   test('gives up after three 503s', async () => {
