@@ -3628,21 +3628,17 @@ function tokenFromEnv(name, env) {
   return async () => checkToken((env[name] ?? "").trim(), `The environment variable ${name}`);
 }
 function tokenFromCommand(command, env) {
-  return () => new Promise((resolve, reject) => {
-    const child = (0, import_node_child_process.execFile)("/bin/sh", ["-c", command], { env, maxBuffer: MAX_TOKEN_BYTES, timeout: ID_TOKEN_TIMEOUT_MS }, (err, stdout) => {
-      if (err) {
+  return async () => {
+    const stdout = await new Promise((resolve, reject) => {
+      const child = (0, import_node_child_process.execFile)("/bin/sh", ["-c", command], { env, maxBuffer: MAX_TOKEN_BYTES, timeout: ID_TOKEN_TIMEOUT_MS }, (err, out) => {
+        if (!err) return resolve(out);
         const code = err.code;
         reject(new ClientError(`The token command failed (${typeof code === "number" ? `exit ${code}` : describeCause(err)}); see its output above.`, false));
-        return;
-      }
-      try {
-        resolve(checkToken(stdout.trim(), "The token command"));
-      } catch (failure) {
-        reject(failure);
-      }
+      });
+      child.stderr?.pipe(process.stderr);
     });
-    child.stderr?.pipe(process.stderr);
-  });
+    return checkToken(stdout.trim(), "The token command");
+  };
 }
 function tokenFromGitHubActions(audience, env) {
   return async () => {
