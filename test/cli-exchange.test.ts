@@ -4,7 +4,7 @@
 // environment variable, a command and a stand-in for GitHub's ID-token service.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
@@ -85,10 +85,15 @@ describe('oidc-broker exchange: every format, every token source', () => {
 
   test('--github-actions without --audience asks for --url without its trailing slash', async () => {
     const run = await exchange(['--url', `${setup.proxyUrl}/`, '--policy', 'deploy', '--github-actions'], githubEnv());
+    assert.equal(run.code, 0, run.stderr);
     assert.deepEqual(setup.seen.idAudiences, [setup.proxyUrl]);
     assert.deepEqual(setup.seen.exchanges, ['POST /v1/exchange'], 'no double slash');
-    // The fixture's broker accepts only its own audience: an answer, so exit 1 and no retry.
+  });
+
+  test('an audience the broker does not accept is its answer: exit 1, not retried', async () => {
+    const run = await exchange(['--url', setup.proxyUrl, '--policy', 'deploy', '--github-actions', '--audience', 'https://elsewhere.example.com'], githubEnv());
     assert.equal(run.code, 1);
+    assert.deepEqual(setup.seen.exchanges, ['POST /v1/exchange']);
     assert.match(run.stderr, /^oidc-broker: The broker answered HTTP 401 invalid_token: .*audience.* \(broker request id \S+\)\n$/);
     assertNoSecretOnStderr(run, []);
   });
@@ -224,8 +229,7 @@ describe('oidc-broker exchange: bad input', () => {
 describe('the single-file bundle (client/dist/oidc-broker-exchange.cjs)', () => {
   test('runs alone, copied into an empty directory with nothing but node', async () => {
     const copy = path.join(dir, 'bundle', 'oidc-broker-exchange.cjs');
-    await rm(path.dirname(copy), { recursive: true, force: true });
-    await import('node:fs/promises').then((fs) => fs.mkdir(path.dirname(copy)));
+    await mkdir(path.dirname(copy));
     await copyFile(BUNDLE, copy);
     const child = spawn(process.execPath, [copy, '--url', setup.proxyUrl, '--policy', 'aws-deploy', '--token-env', 'CI_TOKEN', '--format', 'env'], {
       cwd: path.dirname(copy),

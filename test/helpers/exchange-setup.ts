@@ -39,7 +39,7 @@ grant:
 export interface ExchangeSetup {
   aws: AwsBroker;
   broker: RunningServer;
-  /** The proxy in front of the broker: what clients are pointed at. */
+  /** The proxy in front of the broker: what clients are pointed at; also an accepted audience. */
   proxyUrl: string;
   /** `ACTIONS_ID_TOKEN_REQUEST_URL` of the ID-token service. */
   idTokenRequestUrl: string;
@@ -59,10 +59,39 @@ async function listenOn(server: http.Server): Promise<string> {
 }
 
 export async function startExchangeSetup(): Promise<ExchangeSetup> {
-  const aws = await startAwsBroker({ policies: POLICIES, brokerKey: { accessKeyId: 'AKIAOIDCBROKERTEST01', secretAccessKey: 'broker/secret/key/for/tests/only/000000000' } });
-  const broker = await listen(aws.fx.broker, { host: '127.0.0.1', port: 0, logger: createCapturingLogger().logger });
   const seen: ExchangeSetup['seen'] = { exchanges: [], idAudiences: [], idTokens: [] };
   const steer: ExchangeSetup['steer'] = { failFirst: 0, retryAfter: undefined, claims: GOOD_CLAIMS };
+  let brokerUrl = '';
+
+  // In front of the broker: records each request's path and answers 503 (with Retry-After if steered) to the first ones.
+  const proxy = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      void (async () => {
+        seen.exchanges.push(`${req.method} ${req.url}`);
+        if (seen.exchanges.length <= steer.failFirst) {
+          const headers = { 'content-type': 'application/json', ...(steer.retryAfter === undefined ? {} : { 'retry-after': steer.retryAfter }) };
+          res.writeHead(503, headers).end(JSON.stringify({ error: 'not_ready', error_description: 'Try again.', request_id: 'r-503' }));
+          return;
+        }
+        const headers: Record<string, string> = {};
+        for (const name of ['authorization', 'content-type', 'accept']) if (typeof req.headers[name] === 'string') headers[name] = req.headers[name];
+        const upstream = await fetch(`${brokerUrl}${req.url}`, { method: req.method, headers, body: Buffer.concat(chunks) });
+        res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await upstream.arrayBuffer()));
+      })();
+    });
+  });
+  const proxyUrl = await listenOn(proxy);
+
+  // The broker's public URL is the proxy's, as behind a load balancer: clients may use it as the audience.
+  const aws = await startAwsBroker({
+    policies: POLICIES,
+    brokerKey: { accessKeyId: 'AKIAOIDCBROKERTEST01', secretAccessKey: 'broker/secret/key/for/tests/only/000000000' },
+    audiences: [AUDIENCE, proxyUrl],
+  });
+  const broker = await listen(aws.fx.broker, { host: '127.0.0.1', port: 0, logger: createCapturingLogger().logger });
+  brokerUrl = broker.url;
   const mint = async (aud: string = AUDIENCE) => {
     const token = await aws.fx.issuer.mint({ ...steer.claims, aud });
     seen.idTokens.push(token);
@@ -81,27 +110,6 @@ export async function startExchangeSetup(): Promise<ExchangeSetup> {
     })();
   });
   const idServiceUrl = await listenOn(idService);
-
-  // In front of the broker: records each request's path and answers 503 (with Retry-After if steered) to the first ones.
-  const proxy = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      void (async () => {
-        seen.exchanges.push(`${req.method} ${req.url}`);
-        if (seen.exchanges.length <= steer.failFirst) {
-          const headers = { 'content-type': 'application/json', ...(steer.retryAfter === undefined ? {} : { 'retry-after': steer.retryAfter }) };
-          res.writeHead(503, headers).end(JSON.stringify({ error: 'not_ready', error_description: 'Try again.', request_id: 'r-503' }));
-          return;
-        }
-        const headers: Record<string, string> = {};
-        for (const name of ['authorization', 'content-type', 'accept']) if (typeof req.headers[name] === 'string') headers[name] = req.headers[name];
-        const upstream = await fetch(`${broker.url}${req.url}`, { method: req.method, headers, body: Buffer.concat(chunks) });
-        res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await upstream.arrayBuffer()));
-      })();
-    });
-  });
-  const proxyUrl = await listenOn(proxy);
 
   return {
     aws,
