@@ -3535,10 +3535,11 @@ function retryDelayMs(attempt, retryAfterSeconds, options, random = Math.random)
   const backoff = Math.min(options.baseDelayMs * 2 ** (attempt - 1), options.maxDelayMs);
   return Math.round(backoff / 2 + backoff / 2 * random());
 }
+var HTTP_DATE = /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
 function parseRetryAfter(value, now = Date.now()) {
-  if (value === null) return void 0;
-  if (/^\d{1,9}$/.test(value.trim())) return Number(value.trim());
-  const date = Date.parse(value);
+  const text = value?.trim() ?? "";
+  if (/^\d{1,9}$/.test(text)) return Number(text);
+  const date = HTTP_DATE.test(text) ? Date.parse(text) : NaN;
   return Number.isNaN(date) ? void 0 : Math.max(0, Math.ceil((date - now) / 1e3));
 }
 

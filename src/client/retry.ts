@@ -25,10 +25,13 @@ export function retryDelayMs(attempt: number, retryAfterSeconds: number | undefi
   return Math.round(backoff / 2 + (backoff / 2) * random());
 }
 
+/** An HTTP date (`Sun, 06 Dec 2026 10:00:30 GMT`); Date.parse alone would read "-1" or "1.5" as dates. */
+const HTTP_DATE = /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
+
 /** `Retry-After` in seconds: the delta-seconds form, or an HTTP date; `undefined` when absent or unreadable. */
 export function parseRetryAfter(value: string | null, now: number = Date.now()): number | undefined {
-  if (value === null) return undefined;
-  if (/^\d{1,9}$/.test(value.trim())) return Number(value.trim());
-  const date = Date.parse(value);
+  const text = value?.trim() ?? '';
+  if (/^\d{1,9}$/.test(text)) return Number(text);
+  const date = HTTP_DATE.test(text) ? Date.parse(text) : NaN;
   return Number.isNaN(date) ? undefined : Math.max(0, Math.ceil((date - now) / 1000));
 }
