@@ -22,6 +22,8 @@ grant:
   provider: jwt
   audience: https://deploy.example.com
   max_duration_seconds: 600
+  claims:
+    repo: \${repository}
 `,
   'aws-deploy.yaml': `
 name: aws-deploy
