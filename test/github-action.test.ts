@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { parse } from 'yaml';
 import { AUDIENCE } from './helpers/broker-fixture.js';
 import { ACTION_DIST, assertMaskedFirst, errorLine, inputsEnv, parseFileCommands, runStep, warningLine, type StepResult } from './helpers/action.js';
 import { GOOD_CLAIMS, REQUEST_TOKEN, startExchangeSetup, type ExchangeSetup } from './helpers/exchange-setup.js';
@@ -224,6 +225,17 @@ describe('GitHub Action (action/dist/index.js)', () => {
     assert.equal(result.code, 1);
     assert.match(errorLine(result.stdout), /duration-seconds input must be a positive whole number/);
     assert.equal(setup.seen.idTokens.length, 0);
+  });
+
+  test('action.yml runs on node24, and its inputs and outputs are exactly those docs/ci/github-actions.md documents', async () => {
+    const action = parse(await readFile(path.join(ROOT, 'action.yml'), 'utf8')) as { inputs: Record<string, unknown>; outputs: Record<string, unknown>; runs: { using: string } };
+    assert.equal(action.runs.using, 'node24');
+    const doc = await readFile(path.join(ROOT, 'docs', 'ci', 'github-actions.md'), 'utf8');
+    const section = (title: string) => doc.slice(doc.indexOf(`## ${title}`), doc.indexOf('\n## ', doc.indexOf(`## ${title}`) + 1));
+    const firstColumn = (text: string) => [...text.matchAll(/^\| `([a-z-]+)` \|/gm)].map((m) => m[1]!);
+    assert.deepEqual(firstColumn(section('Inputs')).sort(), Object.keys(action.inputs).sort());
+    const documentedOutputs = [...section('Outputs and exported variables').matchAll(/`([a-z]+(?:-[a-z]+)+)`/g)].map((m) => m[1]!);
+    for (const output of Object.keys(action.outputs)) assert.ok(documentedOutputs.includes(output), `output ${output} is documented`);
   });
 
   test('the committed bundles are what npm run build:action produces from action/src', async () => {
