@@ -5,7 +5,7 @@ import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
 export default defineConfig(
-  { ignores: ['dist/', 'action/dist/', 'coverage/'] },
+  { ignores: ['dist/', 'action/dist/', 'client/dist/', 'coverage/'] },
   eslint.configs.recommended,
   tseslint.configs.recommendedTypeChecked,
   {

@@ -22,7 +22,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['oidc', 'replay', 'keys', 'limits'],
   ['yaml'],
   ['claims'],
-  ['values', 'errors', 'logger', 'ids', 'metrics'],
+  ['values', 'errors', 'logger', 'ids', 'metrics', 'client'],
 ];
 
 function partOf(file: string): string {

@@ -1,23 +1,7 @@
-// action/src/runner.ts
-import { EOL } from "node:os";
-function addMask(value) {
-  if (value === "") return;
-  const lines = value.split(/\r?\n/).filter((line) => line.trim() !== "");
-  for (const part of /* @__PURE__ */ new Set([value, ...lines])) {
-    if (!/[\r\n]/.test(part)) process.stdout.write(`::add-mask::${escapeData(part)}${EOL}`);
-  }
-}
-function info(message) {
-  process.stdout.write(`${message}${EOL}`);
-}
-function logWarning(message) {
-  process.stdout.write(`::warning::${escapeData(message)}${EOL}`);
-}
-function escapeData(value) {
-  return value.replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
-}
-function getState(name, env = process.env) {
-  return env[`STATE_${name}`] ?? "";
+// src/client/errors.ts
+function describeCause(err) {
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause : err;
+  return cause instanceof Error ? cause.message : String(cause);
 }
 
 // action/src/revoke.ts
@@ -39,9 +23,30 @@ async function revokeGitHubToken(apiUrl, token, timeoutMs = REVOKE_TIMEOUT_MS) {
     await response.body?.cancel();
     return response.status === 204 ? { kind: "revoked" } : { kind: "refused", status: response.status };
   } catch (err) {
-    const cause = err instanceof Error && err.cause instanceof Error ? err.cause : err;
-    return { kind: "unreachable", cause: cause instanceof Error ? cause.message : String(cause) };
+    return { kind: "unreachable", cause: describeCause(err) };
   }
+}
+
+// action/src/runner.ts
+import { EOL } from "node:os";
+function addMask(value) {
+  if (value === "") return;
+  const lines = value.split(/\r?\n/).filter((line) => line.trim() !== "");
+  for (const part of /* @__PURE__ */ new Set([value, ...lines])) {
+    if (!/[\r\n]/.test(part)) process.stdout.write(`::add-mask::${escapeData(part)}${EOL}`);
+  }
+}
+function info(message) {
+  process.stdout.write(`${message}${EOL}`);
+}
+function logWarning(message) {
+  process.stdout.write(`::warning::${escapeData(message)}${EOL}`);
+}
+function escapeData(value) {
+  return value.replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
+}
+function getState(name, env = process.env) {
+  return env[`STATE_${name}`] ?? "";
 }
 
 // action/src/post.ts

@@ -4,7 +4,8 @@
  * sends GitHub's `DELETE /installation/token` with it. See
  * docs/providers.md, "GitHub App tokens: a walkthrough".
  */
-import { ActionError } from './exchange.js';
+import { isSecureUrl } from '../../src/client/broker-url.js';
+import { ClientError, describeCause } from '../../src/client/errors.js';
 
 /** Names of what the main step saves for the post step (`STATE_<name>` there). */
 export const STATE = { token: 'github-token', apiUrl: 'github-api-url', expiresAt: 'github-token-expires-at' } as const;
@@ -12,14 +13,12 @@ export const STATE = { token: 'github-token', apiUrl: 'github-api-url', expiresA
 export const DEFAULT_GITHUB_API_URL = 'https://api.github.com';
 export const REVOKE_TIMEOUT_MS = 10_000;
 
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
-
 /**
  * The GitHub API the token is revoked at: the `github-api-url` input, else the
  * runner's `GITHUB_API_URL` (GitHub Enterprise Server runners set it), else
  * github.com. The token travels in a header, so plain http is refused except
  * on loopback.
- * @throws ActionError when the URL is not https (or loopback http)
+ * @throws ClientError when the URL is not https (or loopback http)
  */
 export function resolveGitHubApiUrl(input: string, env: NodeJS.ProcessEnv): string {
   const value = input || env.GITHUB_API_URL || DEFAULT_GITHUB_API_URL;
@@ -28,13 +27,13 @@ export function resolveGitHubApiUrl(input: string, env: NodeJS.ProcessEnv): stri
   try {
     url = new URL(value);
   } catch {
-    throw new ActionError(`${source} ${JSON.stringify(value)} is not a URL.`, false);
+    throw new ClientError(`${source} ${JSON.stringify(value)} is not a URL.`, false);
   }
   if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    throw new ActionError(`${source} ${JSON.stringify(value)} must be a plain base URL, e.g. https://github.example.com/api/v3.`, false);
+    throw new ClientError(`${source} ${JSON.stringify(value)} must be a plain base URL, e.g. https://github.example.com/api/v3.`, false);
   }
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK_HOSTS.has(url.hostname))) {
-    throw new ActionError(`${source} ${JSON.stringify(value)} must be an https URL: the GitHub token is sent to it to revoke it.`, false);
+  if (!isSecureUrl(url)) {
+    throw new ClientError(`${source} ${JSON.stringify(value)} must be an https URL: the GitHub token is sent to it to revoke it.`, false);
   }
   return value.replace(/\/+$/, '');
 }
@@ -62,7 +61,6 @@ export async function revokeGitHubToken(apiUrl: string, token: string, timeoutMs
     await response.body?.cancel();
     return response.status === 204 ? { kind: 'revoked' } : { kind: 'refused', status: response.status };
   } catch (err) {
-    const cause = err instanceof Error && err.cause instanceof Error ? err.cause : err;
-    return { kind: 'unreachable', cause: cause instanceof Error ? cause.message : String(cause) };
+    return { kind: 'unreachable', cause: describeCause(err) };
   }
 }

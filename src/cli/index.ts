@@ -1,9 +1,11 @@
-import { Command, CommanderError } from 'commander';
+import { Command } from 'commander';
 import { registerAuditCommands } from './audit.js';
 import { registerDevCommands } from './dev.js';
-import { CliExit, PROCESS_IO, type CliIo } from './io.js';
+import { registerExchangeCommand } from './exchange.js';
+import { PROCESS_IO, type CliIo } from './io.js';
 import { registerKeysCommands } from './keys.js';
 import { registerPolicyCommands } from './policy.js';
+import { runProgram } from './run.js';
 import { registerServeCommand } from './serve.js';
 
 /**
@@ -22,16 +24,6 @@ export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<nu
   registerKeysCommands(program, io);
   registerAuditCommands(program, io);
   registerDevCommands(program, io);
-  try {
-    await program.parseAsync(argv);
-    return 0;
-  } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode;
-    if (err instanceof CliExit) {
-      if (err.message !== '') io.stderr.write(`oidc-broker: ${err.message}\n`);
-      return err.exitCode;
-    }
-    io.stderr.write(`oidc-broker: ${err instanceof Error ? err.message : String(err)}\n`);
-    return 1;
-  }
+  registerExchangeCommand(program, io);
+  return runProgram(program, argv, io);
 }

@@ -1,45 +1,7 @@
-import type { Readable, Writable } from 'node:stream';
 import { ConfigError, loadConfig, resolveConfigPath, type BrokerConfig } from '../config.js';
+import { CliExit } from './process-io.js';
 
-/** An output stream of the CLI: process.stdout/stderr, or a stream with the same TTY facts (tests). */
-export type CliStream = Writable & { isTTY?: boolean; columns?: number };
-
-/** Where the long-running commands (serve, dev issuer) hear SIGTERM, SIGINT and SIGHUP: the process, or an emitter a test raises them on. */
-export interface CliSignals {
-  on(signal: NodeJS.Signals, listener: (signal: NodeJS.Signals) => void): unknown;
-  once(signal: NodeJS.Signals, listener: (signal: NodeJS.Signals) => void): unknown;
-  off(signal: NodeJS.Signals, listener: (signal: NodeJS.Signals) => void): unknown;
-}
-
-/**
- * The streams and signals of a CLI run. Every command reads and writes through
- * it and ends through {@link CliExit} (never `process.exitCode`), so any
- * command can run in-process with streams and signals a test controls.
- */
-export interface CliIo {
-  stdout: CliStream;
-  stderr: CliStream;
-  /** What `-` arguments read (`policy explain --claims -`). */
-  stdin: Readable;
-  signals: CliSignals;
-}
-
-export const PROCESS_IO: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, signals: process };
-
-/**
- * Ends a command with `exitCode`; runCli prints `message` (if any) to stderr
- * as `oidc-broker: <message>` and returns the code. For expected outcomes
- * (a broken chain, bad input) that are not bugs.
- */
-export class CliExit extends Error {
-  override name = 'CliExit';
-  constructor(
-    readonly exitCode: number,
-    message = '',
-  ) {
-    super(message);
-  }
-}
+export { CliExit, PROCESS_IO, type CliIo, type CliSignals, type CliStream } from './process-io.js';
 
 /** The config a command runs against (`-c FILE`, $BROKER_CONFIG, ./broker.yaml or the dev defaults); a bad one ends the command with exit 1. */
 export async function readConfig(file: string | undefined): Promise<BrokerConfig> {

@@ -12,14 +12,14 @@ export interface AwsBroker {
   close(): Promise<void>;
 }
 
-export async function startAwsBroker(options: { policies: Record<string, string>; brokerKey: { accessKeyId: string; secretAccessKey: string } }): Promise<AwsBroker> {
+export async function startAwsBroker(options: { policies: Record<string, string>; brokerKey: { accessKeyId: string; secretAccessKey: string }; audiences?: string[] }): Promise<AwsBroker> {
   const savedEnv = { ...process.env };
   const sts = await startStsEmulator({ ...options.brokerKey, region: 'eu-west-1' });
   process.env.AWS_ACCESS_KEY_ID = options.brokerKey.accessKeyId;
   process.env.AWS_SECRET_ACCESS_KEY = options.brokerKey.secretAccessKey;
   delete process.env.AWS_SESSION_TOKEN;
   delete process.env.AWS_PROFILE;
-  const fx = await startBrokerFixture({ policies: options.policies, providerConfig: `  aws:\n    region: eu-west-1\n    endpoint: ${sts.url}\n    timeout_seconds: 3\n` });
+  const fx = await startBrokerFixture({ policies: options.policies, ...(options.audiences ? { audiences: options.audiences } : {}), providerConfig: `  aws:\n    region: eu-west-1\n    endpoint: ${sts.url}\n    timeout_seconds: 3\n` });
   return {
     fx,
     sts,

@@ -34,6 +34,8 @@ export interface BrokerFixture {
  */
 export async function startBrokerFixture(options: {
   policies: Record<string, string>;
+  /** The `local` issuer's accepted audiences (default: AUDIENCE). */
+  audiences?: string[];
   /** YAML lines under `providers:` (indented two spaces), e.g. an aws or gcp block. */
   providerConfig?: string;
   extraConfig?: string;
@@ -66,7 +68,7 @@ server:
 ${options.exchangeTimeoutSeconds === undefined ? '' : `  exchange_timeout_seconds: ${options.exchangeTimeoutSeconds}\n`}issuers:
   - name: local
     issuer: ${issuer.url}
-    audiences: [${AUDIENCE}]
+    audiences: ${JSON.stringify(options.audiences ?? [AUDIENCE])}
     clock_skew_seconds: 30
 ${options.extraIssuers ?? ''}
 policies:

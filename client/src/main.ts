@@ -1,0 +1,19 @@
+/**
+ * `oidc-broker-exchange`: the `exchange` command alone, as one file that needs
+ * only Node.js 20+ (docs/ci/exchange.md#the-single-file-bundle). Bundled to
+ * client/dist/oidc-broker-exchange.cjs by `npm run build:client`: CommonJS, so it
+ * runs wherever it is copied, whatever `type` a package.json nearby declares.
+ */
+import { Command } from 'commander';
+import { registerExchangeCommand } from '../../src/cli/exchange.js';
+import { PROCESS_IO } from '../../src/cli/process-io.js';
+import { runProgram } from '../../src/cli/run.js';
+
+const program = new Command('oidc-broker-exchange')
+  .exitOverride()
+  .configureOutput({ writeOut: (text) => process.stdout.write(text), writeErr: (text) => process.stderr.write(text) });
+registerExchangeCommand(program, PROCESS_IO);
+
+void runProgram(program, ['node', 'oidc-broker-exchange', 'exchange', ...process.argv.slice(2)], PROCESS_IO).then((code) => {
+  process.exitCode = code;
+});
