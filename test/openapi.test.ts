@@ -130,6 +130,9 @@ test('service, well-known and audit responses match the spec', async () => {
   check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'text/html'), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'text/csv').query({ limit: '0' }), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', auth), '/v1/audit/verify', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/stats').set('Authorization', auth).query({ bucket: 'day', top: '3' }), '/v1/audit/stats', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/stats').set('Authorization', auth).query({ since: '2026-01-01T00:00:00Z', until: '2026-03-01T00:00:00Z' }), '/v1/audit/stats', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/stats'), '/v1/audit/stats', 'get');
   check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', 'Bearer nope'), '/v1/audit/verify', 'get');
 
   // A broken chain (and a truncated one, whose break has no id) match the spec too.
