@@ -32,6 +32,19 @@ export interface Verification {
   latest_checkpoint: { seq: number; time: string } | null;
 }
 
+/** `GET /v1/audit/stats` (openapi.yaml, AuditStats). */
+export interface Stats {
+  since: string;
+  until: string;
+  bucket: 'hour' | 'day';
+  buckets: string[];
+  total: number;
+  by_decision: Record<'issued' | 'denied' | 'error' | 'explain', number[]>;
+  by_policy: { policy: string | null; total: number; counts: number[] }[];
+  top_denial_reasons: { error: string | null; reason: string | null; count: number }[];
+  top_subjects: { subject: string; count: number; denied: number }[];
+}
+
 export interface Session {
   auditor: string;
   expires_at: string | null;
@@ -64,4 +77,5 @@ export const getSession = () => call<Session>('GET', '/console/session');
 export const signIn = (token: string) => call<Session>('POST', '/console/session', { token });
 export const signOut = () => call<undefined>('DELETE', '/console/session');
 export const queryEvents = (query: URLSearchParams) => call<EventsPage>('GET', `/v1/audit/events?${query.toString()}`);
+export const auditStats = (query: URLSearchParams) => call<Stats>('GET', `/v1/audit/stats?${query.toString()}`);
 export const verifyChain = () => call<Verification>('GET', '/v1/audit/verify');
