@@ -45,6 +45,25 @@ export interface Stats {
   top_subjects: { subject: string; count: number; denied: number }[];
 }
 
+/** `POST /v1/policies/evaluate` (openapi.yaml, PolicyEvaluateResponse). */
+export interface Evaluation {
+  policy: string;
+  decision: 'allow' | 'deny';
+  reason: string;
+  message: string;
+  issuer: string;
+  notes: string[];
+  evaluations: {
+    policy: string;
+    effect: 'allow' | 'deny';
+    matched: boolean;
+    error?: string;
+    conditions: { key: string; operator: string; expected: string; actual?: unknown; matched: boolean; error?: string }[];
+  }[];
+}
+
+export type EvaluateInput = { policy: string; claims: Record<string, unknown>; issuer?: string } | { policy: string; token: string };
+
 export interface Session {
   auditor: string;
   expires_at: string | null;
@@ -78,4 +97,6 @@ export const signIn = (token: string) => call<Session>('POST', '/console/session
 export const signOut = () => call<undefined>('DELETE', '/console/session');
 export const queryEvents = (query: URLSearchParams) => call<EventsPage>('GET', `/v1/audit/events?${query.toString()}`);
 export const auditStats = (query: URLSearchParams) => call<Stats>('GET', `/v1/audit/stats?${query.toString()}`);
+/** The token, if any, goes in the body of a POST: never in a URL, never stored. */
+export const evaluatePolicy = (input: EvaluateInput) => call<Evaluation>('POST', '/v1/policies/evaluate', input);
 export const verifyChain = () => call<Verification>('GET', '/v1/audit/verify');

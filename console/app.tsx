@@ -4,17 +4,20 @@ import { readState, viewUrl, type View, type ViewState } from './url-state.js';
 import { ChainBadge } from './views/chain-badge.js';
 import { DashboardView } from './views/dashboard.js';
 import { LogView } from './views/log.js';
+import { PlaygroundView } from './views/playground.js';
 import { RecordView } from './views/record.js';
 import { SignIn } from './views/sign-in.js';
 
 const VIEW_LINKS: [View, string][] = [
   ['log', 'Log'],
   ['dashboard', 'Dashboard'],
+  ['playground', 'Playground'],
 ];
 
 function page(state: ViewState, navigate: (state: ViewState) => void, onError: (err: unknown) => void) {
   if (state.record !== null) return <RecordView state={state} navigate={navigate} onError={onError} />;
   if (state.view === 'dashboard') return <DashboardView state={state} navigate={navigate} onError={onError} />;
+  if (state.view === 'playground') return <PlaygroundView onError={onError} />;
   return <LogView state={state} navigate={navigate} onError={onError} />;
 }
 

@@ -24,7 +24,9 @@ let page: Page;
 
 before(async () => {
   assertConsoleTestable();
-  fx = await startBrokerFixture({ policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com') } });
+  fx = await startBrokerFixture({
+    policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com'), 'no-prt.yaml': 'issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n' },
+  });
   stops.push(() => fx.close());
   server = await listen(fx.broker, { host: '127.0.0.1', port: 0, logger: createCapturingLogger().logger });
   stops.push(() => server.shutdown());
@@ -109,4 +111,46 @@ test('a filter and a day bucket change the pictures; a window too wide shows the
   await page.getByLabel('Until (UTC)').fill('2026-01-01T00:00:00');
   await page.getByRole('button', { name: 'Apply filters' }).click();
   assert.equal(await page.getByRole('alert').textContent(), "The window from 'since' to 'until' spans 2192 day buckets; at most 1000 are allowed.");
+});
+
+test('the playground decides a pasted claim set condition by condition, hostile values inert', async () => {
+  await page.getByRole('link', { name: 'Playground' }).click();
+  await page.getByLabel('Policy', { exact: true }).fill('deploy');
+  const input = page.getByLabel('Claim set (JSON)', { exact: true });
+  await input.fill('{"repository": "acme/api", "event_name": ');
+  await page.getByRole('button', { name: 'Evaluate' }).click();
+  assert.match((await page.getByRole('alert').textContent()) ?? '', /^The claim set is not JSON: /);
+
+  const claims = { aud: AUDIENCE, repository: 'acme/api', event_name: MARKUP, note: 'abc\u202Egpj.exe' };
+  await input.fill(JSON.stringify(claims, null, 2));
+  await page.getByRole('button', { name: 'Evaluate' }).click();
+  await page.locator('#verdict').waitFor();
+  assert.equal(await page.locator('#verdict').textContent(), "allow (allowed): Policy 'deploy' allows this token.");
+  assert.deepEqual(await rows('table[data-policy="deploy"]'), [['✓ yes', 'repository', 'equals', 'acme/api', 'acme/api']]);
+  assert.deepEqual(await rows('table[data-policy="no-prt"]'), [['✗ no', 'event_name', 'equals', 'pull_request_target', MARKUP]]);
+  assert.equal(await page.locator('img').count(), 0);
+  assert.deepEqual(browser.dialogs, []);
+  await page.getByRole('button', { name: 'Evaluate' }).evaluate((element) => element.scrollIntoView());
+  await browser.screenshot('playground');
+
+  await input.fill(JSON.stringify({ ...claims, event_name: 'pull_request_target' }));
+  await page.getByRole('button', { name: 'Evaluate' }).click();
+  await page.locator('#verdict', { hasText: 'deny' }).waitFor();
+  assert.equal(await page.locator('#verdict').textContent(), "deny (denied_by_policy): Denied by deny policy 'no-prt'.");
+  assert.deepEqual(await rows('table[data-policy="no-prt"]'), [['✓ yes', 'event_name', 'equals', 'pull_request_target', 'pull_request_target']]);
+});
+
+test('the playground verifies a pasted token and keeps it out of the URL and of storage', async () => {
+  const token = await fx.issuer.mint({ aud: AUDIENCE, sub: OTHER, repository: 'acme/other' });
+  await page.getByLabel('a token', { exact: true }).check();
+  await page.getByLabel('Token (compact JWT)', { exact: true }).fill(token);
+  await page.getByRole('button', { name: 'Evaluate' }).click();
+  await page.locator('#verdict', { hasText: 'conditions_not_met' }).waitFor();
+  assert.deepEqual(await rows('table[data-policy="deploy"]'), [['✗ no', 'repository', 'equals', 'acme/api', 'acme/other']]);
+  assert.ok(!page.url().includes(token.slice(0, 20)));
+  assert.equal(await page.evaluate('localStorage.length + sessionStorage.length'), 0);
+
+  await page.getByLabel('Token (compact JWT)', { exact: true }).fill(`${token.slice(0, -4)}AAAA`);
+  await page.getByRole('button', { name: 'Evaluate' }).click();
+  assert.match((await page.getByRole('alert').textContent()) ?? '', /^The token does not verify: /);
 });
