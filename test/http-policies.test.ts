@@ -1,6 +1,9 @@
 // POST /v1/policies/evaluate (the console's playground) against the real app.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import request from 'supertest';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import { localJwtPolicy } from './helpers/oidc.js';
@@ -8,6 +11,20 @@ import { localJwtPolicy } from './helpers/oidc.js';
 const POLICIES = {
   'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
   'no-prt.yaml': `issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n`,
+  'deploy.test.yaml': `tests:
+  - name: acme/api deploys
+    policy: deploy
+    claims: {repository: acme/api}
+    expect: allow
+  - name: acme/web deploys too (wrong on purpose)
+    policy: deploy
+    claims: {repository: acme/web}
+    expect: allow
+  - name: names a policy that does not exist
+    policy: nope
+    claims: {}
+    expect: deny
+`,
 };
 const AUTH = `Bearer ${AUDITOR_TOKEN}`;
 const ALLOWED = { aud: AUDIENCE, sub: 'repo:acme/api:ref:refs/heads/main', repository: 'acme/api', event_name: 'push' };
@@ -107,5 +124,51 @@ describe('POST /v1/policies/evaluate', () => {
       const res = await (origin === undefined ? req : req.set('Origin', origin)).send({ policy: 'deploy', claims: ALLOWED });
       assert.deepEqual([res.status, res.body.error, res.body.error_description], [403, 'access_denied', 'The console accepts this request only from its own origin.'], String(origin));
     }
+  });
+});
+
+describe('GET /v1/policies', () => {
+  const list = () => request(fx.broker.app).get('/v1/policies').set('Authorization', AUTH);
+
+  test('lists the loaded set with each source, and runs the test files against it', async () => {
+    const res = await list();
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.headers['cache-control'], 'no-store');
+    assert.deepEqual(Object.keys(res.body.set), ['count', 'loaded_at', 'sha256', 'last_reload']);
+    assert.equal(res.body.set.count, 2);
+    const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+    assert.deepEqual(res.body.policies, [
+      { name: 'deploy', description: null, issuer: 'local', effect: 'allow', file: 'deploy.yaml', sha256: sha(POLICIES['deploy.yaml']), source_status: 'loaded', source: POLICIES['deploy.yaml'] },
+      { name: 'no-prt', description: null, issuer: 'local', effect: 'deny', file: 'no-prt.yaml', sha256: sha(POLICIES['no-prt.yaml']), source_status: 'loaded', source: POLICIES['no-prt.yaml'] },
+    ]);
+    assert.deepEqual(res.body.tests.files, ['deploy.test.yaml']);
+    assert.deepEqual(
+      res.body.tests.results.map((r: Record<string, unknown>) => [r.file, r.line, r.name, r.policy, r.expect, r.decision, r.passed, r.reason]),
+      [
+        ['deploy.test.yaml', 2, 'acme/api deploys', 'deploy', 'allow', 'allow', true, 'allowed'],
+        ['deploy.test.yaml', 6, 'acme/web deploys too (wrong on purpose)', 'deploy', 'allow', 'deny', false, 'conditions_not_met'],
+      ],
+    );
+    assert.deepEqual(res.body.tests.problems, [`deploy.test.yaml:11: tests[2].policy: test 'names a policy that does not exist': no policy named 'nope' in the policy directory`]);
+  });
+
+  test('a source changed on disk since the set loaded is not shown as the loaded one', async () => {
+    // It does not compile, so the loaded set stays serving whenever the watcher reloads.
+    await writeFile(path.join(fx.dir, 'policies', 'no-prt.yaml'), 'issuer: local\neffect: maybe\n');
+    const res = await list();
+    assert.deepEqual(
+      res.body.policies.map((p: Record<string, unknown>) => [p.name, p.source_status, p.source === null]),
+      [
+        ['deploy', 'loaded', false],
+        ['no-prt', 'changed', true],
+      ],
+    );
+  });
+
+  test('answers auditors only, and takes no parameter', async () => {
+    const none = await request(fx.broker.app).get('/v1/policies');
+    assert.deepEqual([none.status, none.body.error], [401, 'invalid_token']);
+    const param = await request(fx.broker.app).get('/v1/policies?name=deploy').set('Authorization', AUTH);
+    assert.deepEqual([param.status, param.body.error_description], [400, "Unknown query parameter 'name'."]);
   });
 });

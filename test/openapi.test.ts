@@ -178,6 +178,9 @@ test('console session responses, and the session cookie on the audit routes, mat
   check(await evaluate({ policy: 'deploy', claims }, 'none'), '/v1/policies/evaluate');
   check(await evaluate({ policy: 'deploy', claims }, 'cookie', 'http://evil.example'), '/v1/policies/evaluate');
   check(await evaluate({ policy: 'deploy', claims: { big: 'x'.repeat(70_000) } }, 'token'), '/v1/policies/evaluate');
+  check(await request(fx.broker.app).get('/v1/policies').set('Cookie', cookie), '/v1/policies', 'get');
+  check(await request(fx.broker.app).get('/v1/policies?x=1').set('Cookie', cookie), '/v1/policies', 'get');
+  check(await request(fx.broker.app).get('/v1/policies'), '/v1/policies', 'get');
   check(await session('delete', null), '/console/session', 'delete');
   // 204 has no body to validate: its status and headers are what the spec says (the cookie's value: test/http-console.test.ts).
   const signedOut = await session('delete');

@@ -37,6 +37,8 @@ export interface AppDeps extends ExchangeDeps {
   now: () => Date;
   /** The configured issuers and providers, for evaluating a claim set as `policy explain` does (POST /v1/policies/evaluate). */
   policyContext: CompileContext;
+  /** `policies.dir`: the console's policy view reads the sources and test files from it (GET /v1/policies). */
+  policyDir: string;
   /** The policy set serving and the last reload, for /readyz. */
   policyStatus: () => PolicySetStatus;
   /** False while starting or shutting down: /readyz answers 503 then. */

@@ -1,10 +1,16 @@
+import { createHash } from 'node:crypto';
+import path from 'node:path';
 import express, { Router, type Request, type RequestHandler } from 'express';
 import { InvalidRequestError, InvalidTokenError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
 import type { TokenVerifier } from '../../oidc/types.js';
 import { lookupPolicy } from '../../policy/evaluate.js';
 import { evaluateOffline, offlineToken, toExplainOutput } from '../../policy/explain.js';
-import type { CompileContext, PolicySet } from '../../policy/types.js';
+import { formatPolicyIssue } from '../../policy/issues.js';
+import { loadPolicyDir, loadPolicyTestFiles } from '../../policy/load.js';
+import type { PolicySetStatus } from '../../policy/reload.js';
+import { runPolicyTests } from '../../policy/test-cases.js';
+import type { CompileContext, PolicyFile, PolicySet } from '../../policy/types.js';
 import { isPlainObject } from '../../values.js';
 import type { AuditorAuth } from '../auditor-auth.js';
 import { MAX_BODY_BYTES, requestContext } from '../request.js';
@@ -13,6 +19,14 @@ const evaluateBody = express.json({ limit: MAX_BODY_BYTES, strict: true, inflate
 const FIELDS = new Set(['policy', 'claims', 'token', 'issuer']);
 
 /**
+ * GET /v1/policies (openapi.yaml, docs/console.md "Policies"): auditors
+ * only. The loaded set (its /readyz status and every policy), each policy's
+ * source as read from `policyDir` now (only if its SHA-256 is still the
+ * loaded one: a file changed since is `source_status: changed`), and every
+ * case of the directory's test files run against the loaded set, as
+ * `oidc-broker policy test` runs them. Read and run on each request: a few
+ * ms for the example policies (docs/console.md, "Policies").
+ *
  * POST /v1/policies/evaluate (openapi.yaml, docs/console.md "The playground"):
  * auditors only, by Bearer token or the console's session cookie (then only
  * from the console's own origin, `sameOrigin`). What the loaded policy set
@@ -27,7 +41,9 @@ const FIELDS = new Set(['policy', 'claims', 'token', 'issuer']);
  */
 export function policyRoutes(deps: {
   policies: () => PolicySet;
+  policyStatus: () => PolicySetStatus;
   policyContext: CompileContext;
+  policyDir: string;
   verifier: Pick<TokenVerifier, 'verify'>;
   auditorAuth: AuditorAuth;
   sameOrigin: RequestHandler;
@@ -36,6 +52,55 @@ export function policyRoutes(deps: {
   const router = Router();
   // A browser sends the cookie only with the console's own requests (SameSite=Strict); the Origin check is the first line.
   const sameOriginForSessions: RequestHandler = (req, res, next) => (deps.auditorAuth.credentialOf(req).kind === 'session' ? deps.sameOrigin(req, res, next) : next());
+
+  router.get('/v1/policies', deps.auditorAuth.middleware, async (req, res) => {
+    const name = Object.keys(req.query)[0];
+    if (name !== undefined) throw new InvalidRequestError(`Unknown query parameter '${name.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?')}'.`, { reason: 'bad_query' });
+    const set = deps.policies();
+    const status = deps.policyStatus();
+    const problems: string[] = [];
+    const read = (load: (dir: string) => Promise<PolicyFile[]>) =>
+      load(deps.policyDir).catch((err: unknown) => {
+        problems.push(err instanceof Error ? err.message : String(err));
+        return [];
+      });
+    const [files, testFiles] = [await read(loadPolicyDir), await read(loadPolicyTestFiles)];
+    const byPath = new Map(files.map((file) => [file.path, file]));
+    const run = runPolicyTests(testFiles, set, deps.policyContext);
+    res.set('Cache-Control', 'no-store');
+    res.json({
+      set: status,
+      policies: [...set.byName.values()].map((policy) => {
+        const file = byPath.get(policy.file);
+        const sourceStatus = file === undefined ? 'unreadable' : sha256(file) === policy.sha256 ? 'loaded' : 'changed';
+        return {
+          name: policy.name,
+          description: policy.description ?? null,
+          issuer: policy.issuer,
+          effect: policy.effect,
+          file: path.basename(policy.file),
+          sha256: policy.sha256,
+          source_status: sourceStatus,
+          source: sourceStatus === 'loaded' ? file!.text : null,
+        };
+      }),
+      tests: {
+        files: testFiles.map((file) => path.basename(file.path)),
+        results: run.results.map((result) => ({
+          file: path.basename(result.case.file),
+          line: result.case.line ?? null,
+          name: result.case.name,
+          policy: result.case.policy,
+          expect: result.case.expect,
+          decision: result.decision.allowed ? 'allow' : 'deny',
+          passed: result.passed,
+          reason: result.decision.reason,
+          message: result.decision.message,
+        })),
+        problems: [...problems, ...run.issues.map((issue) => formatPolicyIssue({ ...issue, file: path.basename(issue.file) }))],
+      },
+    });
+  });
 
   router.post('/v1/policies/evaluate', sameOriginForSessions, deps.auditorAuth.middleware, evaluateBody, async (req, res) => {
     const body = readBody(req);
@@ -104,4 +169,11 @@ function readBody(req: Request): EvaluateBody {
     throw bad(typeof body.issuer !== 'string' ? 'The "issuer" field must be a configured issuer name.' : 'A token names its own issuer: give "issuer" only with "claims".');
   }
   return body as unknown as EvaluateBody;
+}
+
+/** A file's SHA-256 as the compiler takes it (its bytes, else its UTF-8 text). */
+function sha256(file: PolicyFile): string {
+  return createHash('sha256')
+    .update(file.bytes ?? file.text)
+    .digest('hex');
 }
