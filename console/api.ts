@@ -62,6 +62,17 @@ export interface Evaluation {
   }[];
 }
 
+/** `GET /v1/policies` (openapi.yaml, PolicyList). */
+export interface PolicyList {
+  set: { count: number; loaded_at: string; sha256: string; last_reload: { at: string; ok: boolean; outcome: string; trigger: string; errors?: string[] } | null };
+  policies: { name: string; description: string | null; issuer: string; effect: 'allow' | 'deny'; file: string; sha256: string; source_status: 'loaded' | 'changed' | 'unreadable'; source: string | null }[];
+  tests: {
+    files: string[];
+    results: { file: string; line: number | null; name: string; policy: string; expect: 'allow' | 'deny'; decision: 'allow' | 'deny'; passed: boolean; reason: string; message: string }[];
+    problems: string[];
+  };
+}
+
 export type EvaluateInput = { policy: string; claims: Record<string, unknown>; issuer?: string } | { policy: string; token: string };
 
 export interface Session {
@@ -99,4 +110,5 @@ export const queryEvents = (query: URLSearchParams) => call<EventsPage>('GET', `
 export const auditStats = (query: URLSearchParams) => call<Stats>('GET', `/v1/audit/stats?${query.toString()}`);
 /** The token, if any, goes in the body of a POST: never in a URL, never stored. */
 export const evaluatePolicy = (input: EvaluateInput) => call<Evaluation>('POST', '/v1/policies/evaluate', input);
+export const listPolicies = () => call<PolicyList>('GET', '/v1/policies');
 export const verifyChain = () => call<Verification>('GET', '/v1/audit/verify');

@@ -5,18 +5,21 @@ import { ChainBadge } from './views/chain-badge.js';
 import { DashboardView } from './views/dashboard.js';
 import { LogView } from './views/log.js';
 import { PlaygroundView } from './views/playground.js';
+import { PoliciesView } from './views/policies.js';
 import { RecordView } from './views/record.js';
 import { SignIn } from './views/sign-in.js';
 
 const VIEW_LINKS: [View, string][] = [
   ['log', 'Log'],
   ['dashboard', 'Dashboard'],
+  ['policies', 'Policies'],
   ['playground', 'Playground'],
 ];
 
 function page(state: ViewState, navigate: (state: ViewState) => void, onError: (err: unknown) => void) {
   if (state.record !== null) return <RecordView state={state} navigate={navigate} onError={onError} />;
   if (state.view === 'dashboard') return <DashboardView state={state} navigate={navigate} onError={onError} />;
+  if (state.view === 'policies') return <PoliciesView state={state} navigate={navigate} onError={onError} />;
   if (state.view === 'playground') return <PlaygroundView onError={onError} />;
   return <LogView state={state} navigate={navigate} onError={onError} />;
 }
@@ -65,7 +68,7 @@ export function App() {
       </header>
       <nav class="views" aria-label="Views">
         {VIEW_LINKS.map(([view, label]) => {
-          const target: ViewState = { ...state, view, cursor: null, record: null };
+          const target: ViewState = { ...state, view, open: null, cursor: null, record: null };
           return (
             <a href={viewUrl(target)} aria-current={state.view === view && state.record === null ? 'page' : undefined} onClick={(e) => (e.preventDefault(), navigate(target))}>
               {label}

@@ -17,7 +17,7 @@ export interface Filters {
 }
 
 /** The pages besides the log (the default) and a record. */
-export const VIEWS = ['log', 'dashboard', 'playground'] as const;
+export const VIEWS = ['log', 'dashboard', 'policies', 'playground'] as const;
 export type View = (typeof VIEWS)[number];
 
 export interface ViewState {
@@ -25,6 +25,8 @@ export interface ViewState {
   /** The dashboard's bucket (`GET /v1/audit/stats`). */
   bucket: 'hour' | 'day';
   filters: Filters;
+  /** The policy open in the policy view (`open=<name>`). */
+  open: string | null;
   cursor: string | null;
   record: string | null;
 }
@@ -42,7 +44,7 @@ export function readState(search: string): ViewState {
   for (const [name, value] of params) if (name.startsWith('claim.') && name.length > 'claim.'.length) claims.push([name.slice('claim.'.length), value]);
   const view = VIEWS.find((v) => v === params.get('view')) ?? 'log';
   const bucket = params.get('bucket') === 'day' ? 'day' : 'hour';
-  return { view, bucket, filters: { scalars, claims, limit: params.get('limit') ?? DEFAULT_LIMIT }, cursor: params.get('cursor'), record: params.get('record') };
+  return { view, bucket, open: view === 'policies' ? params.get('open') : null, filters: { scalars, claims, limit: params.get('limit') ?? DEFAULT_LIMIT }, cursor: params.get('cursor'), record: params.get('record') };
 }
 
 /** The audit API's query for the filters (and a page, when `cursor` is given). */
@@ -64,6 +66,7 @@ export function viewUrl(state: ViewState): string {
   if (state.record !== null) params.set('record', state.record);
   if (state.view !== 'log') params.set('view', state.view);
   if (state.view === 'dashboard' && state.bucket !== 'hour') params.set('bucket', state.bucket);
+  if (state.view === 'policies' && state.open !== null) params.set('open', state.open);
   return `/console/?${params.toString()}`;
 }
 

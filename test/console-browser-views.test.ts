@@ -4,6 +4,7 @@
 // screenshots in docs/console/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import type { Page } from 'playwright-core';
 import type { AuditStats } from '../src/audit/types.js';
 import { listen, type RunningServer } from '../src/http/server.js';
@@ -15,6 +16,20 @@ const MAIN = 'repo:acme/api:ref:refs/heads/main';
 const OTHER = 'repo:acme/other:ref:refs/heads/main';
 const MARKUP = '<img src=x onerror="alert(document.cookie)">';
 const [ISSUED, DENIED_OTHER] = [7, 4];
+const POLICIES = {
+  'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
+  'no-prt.yaml': 'issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n',
+  'deploy.test.yaml': `tests:
+  - name: acme/api deploys
+    policy: deploy
+    claims: {repository: acme/api}
+    expect: allow
+  - name: acme/web deploys too (wrong on purpose)
+    policy: deploy
+    claims: {repository: acme/web}
+    expect: allow
+`,
+};
 
 const stops: (() => Promise<unknown>)[] = [];
 let fx: BrokerFixture;
@@ -24,9 +39,7 @@ let page: Page;
 
 before(async () => {
   assertConsoleTestable();
-  fx = await startBrokerFixture({
-    policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com'), 'no-prt.yaml': 'issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n' },
-  });
+  fx = await startBrokerFixture({ policies: POLICIES });
   stops.push(() => fx.close());
   server = await listen(fx.broker, { host: '127.0.0.1', port: 0, logger: createCapturingLogger().logger });
   stops.push(() => server.shutdown());
@@ -153,4 +166,31 @@ test('the playground verifies a pasted token and keeps it out of the URL and of 
   await page.getByLabel('Token (compact JWT)', { exact: true }).fill(`${token.slice(0, -4)}AAAA`);
   await page.getByRole('button', { name: 'Evaluate' }).click();
   assert.match((await page.getByRole('alert').textContent()) ?? '', /^The token does not verify: /);
+});
+
+test('the policy view lists the loaded set with its test status, and a policy shows its source and a failing case as failing', async () => {
+  await page.getByRole('link', { name: 'Policies' }).click();
+  await page.locator('table.policy-list tbody tr').first().waitFor();
+  const sha = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 12);
+  assert.deepEqual(await rows('table.policy-list'), [
+    ['deploy', 'allow', 'local', 'deploy.yaml', sha(POLICIES['deploy.yaml']), '1 of 2 fail'],
+    ['no-prt', 'deny', 'local', 'no-prt.yaml', sha(POLICIES['no-prt.yaml']), 'none'],
+  ]);
+  assert.equal(await page.locator('table.policy-list caption').textContent(), '1 of 2 test cases pass (1 test files)');
+  const failing = await rows('table.tests');
+  assert.deepEqual(failing.map((r) => r.slice(0, 4)), [['✗ FAIL', 'deploy.test.yaml:6: acme/web deploys too (wrong on purpose)', 'allow', 'deny']]);
+  assert.match(failing[0]![4]!, /^Policy 'deploy' does not match this token: claim 'repository' is "acme\/web"/);
+  await browser.screenshot('policies');
+
+  await page.getByRole('link', { name: 'deploy', exact: true }).click();
+  await page.waitForURL((url) => url.searchParams.get('open') === 'deploy' && url.searchParams.get('view') === 'policies');
+  await page.locator('pre.source').waitFor();
+  assert.equal(await page.locator('pre.source').textContent(), POLICIES['deploy.yaml']);
+  assert.deepEqual((await rows('table.tests')).map((r) => [r[0], r[1]]), [
+    ['✓ pass', 'deploy.test.yaml:2: acme/api deploys'],
+    ['✗ FAIL', 'deploy.test.yaml:6: acme/web deploys too (wrong on purpose)'],
+  ]);
+  await browser.screenshot('policy');
+  await page.goBack();
+  await page.locator('table.policy-list').waitFor();
 });
