@@ -152,6 +152,15 @@ describe('GET /v1/policies', () => {
     assert.deepEqual(res.body.tests.problems, [`deploy.test.yaml:11: tests[2].policy: test 'names a policy that does not exist': no policy named 'nope' in the policy directory`]);
   });
 
+  test('a test file added or changed is run again', async () => {
+    const file = path.join(fx.dir, 'policies', 'more.test.yaml');
+    const names = async () => ((await list()).body.tests.results as { name: string; passed: boolean }[]).map((r) => [r.name, r.passed]);
+    await writeFile(file, 'tests:\n  - name: web is denied\n    policy: deploy\n    claims: {repository: acme/web}\n    expect: deny\n');
+    assert.deepEqual((await names()).slice(2), [['web is denied', true]]);
+    await writeFile(file, 'tests:\n  - name: web is denied\n    policy: deploy\n    claims: {repository: acme/web}\n    expect: allow\n');
+    assert.deepEqual((await names()).slice(2), [['web is denied', false]]);
+  });
+
   test('a source changed on disk since the set loaded is not shown as the loaded one', async () => {
     // It does not compile, so the loaded set stays serving whenever the watcher reloads.
     await writeFile(path.join(fx.dir, 'policies', 'no-prt.yaml'), 'issuer: local\neffect: maybe\n');

@@ -8,8 +8,8 @@ import { lookupPolicy } from '../../policy/evaluate.js';
 import { evaluateOffline, offlineToken, toExplainOutput } from '../../policy/explain.js';
 import { formatPolicyIssue } from '../../policy/issues.js';
 import { loadPolicyDir, loadPolicyTestFiles } from '../../policy/load.js';
-import type { PolicySetStatus } from '../../policy/reload.js';
-import { runPolicyTests } from '../../policy/test-cases.js';
+import { policySetDigest, type PolicySetStatus } from '../../policy/reload.js';
+import { runPolicyTests, type PolicyTestRun } from '../../policy/test-cases.js';
 import type { CompileContext, PolicyFile, PolicySet } from '../../policy/types.js';
 import { isPlainObject } from '../../values.js';
 import type { AuditorAuth } from '../auditor-auth.js';
@@ -24,8 +24,10 @@ const FIELDS = new Set(['policy', 'claims', 'token', 'issuer']);
  * source as read from `policyDir` now (only if its SHA-256 is still the
  * loaded one: a file changed since is `source_status: changed`), and every
  * case of the directory's test files run against the loaded set, as
- * `oidc-broker policy test` runs them. Read and run on each request: a few
- * ms for the example policies (docs/console.md, "Policies").
+ * `oidc-broker policy test` runs them. The files are read on each request
+ * (about 2 ms for the 28 example policies and their 14 test files); the
+ * cases (about 35 ms of CPU for their 101) run again only when the loaded
+ * set or a test file changed (docs/console.md, "Policies").
  *
  * POST /v1/policies/evaluate (openapi.yaml, docs/console.md "The playground"):
  * auditors only, by Bearer token or the console's session cookie (then only
@@ -53,6 +55,8 @@ export function policyRoutes(deps: {
   // A browser sends the cookie only with the console's own requests (SameSite=Strict); the Origin check is the first line.
   const sameOriginForSessions: RequestHandler = (req, res, next) => (deps.auditorAuth.credentialOf(req).kind === 'session' ? deps.sameOrigin(req, res, next) : next());
 
+  let lastRun: { key: string; run: PolicyTestRun } | null = null;
+
   router.get('/v1/policies', deps.auditorAuth.middleware, async (req, res) => {
     const name = Object.keys(req.query)[0];
     if (name !== undefined) throw new InvalidRequestError(`Unknown query parameter '${name.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?')}'.`, { reason: 'bad_query' });
@@ -66,7 +70,10 @@ export function policyRoutes(deps: {
       });
     const [files, testFiles] = [await read(loadPolicyDir), await read(loadPolicyTestFiles)];
     const byPath = new Map(files.map((file) => [file.path, file]));
-    const run = runPolicyTests(testFiles, set, deps.policyContext);
+    // The set's SHA-256 names its files; the compile context is fixed for the process.
+    const key = `${status.sha256} ${policySetDigest(testFiles)}`;
+    if (lastRun?.key !== key) lastRun = { key, run: runPolicyTests(testFiles, set, deps.policyContext) };
+    const { run } = lastRun;
     res.set('Cache-Control', 'no-store');
     res.json({
       set: status,
