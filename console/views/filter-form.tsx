@@ -53,14 +53,14 @@ export function FilterForm({ filters, onApply, paging = true }: { filters: Filte
         </div>
       ))}
       {paging && (
-      <div class="field">
-        <label for="f-limit">Per page</label>
-        <select id="f-limit" value={draft.limit} onChange={(e) => setDraft((d) => ({ ...d, limit: (e.currentTarget).value }))}>
-          {['10', '25', '50', '100', '250'].map((n) => (
-            <option value={n}>{n}</option>
-          ))}
-        </select>
-      </div>
+        <div class="field">
+          <label for="f-limit">Per page</label>
+          <select id="f-limit" value={draft.limit} onChange={(e) => setDraft((d) => ({ ...d, limit: (e.currentTarget).value }))}>
+            {['10', '25', '50', '100', '250'].map((n) => (
+              <option value={n}>{n}</option>
+            ))}
+          </select>
+        </div>
       )}
       <fieldset class="claims">
         <legend>Claims (exact value)</legend>

@@ -1,5 +1,5 @@
-import { useState } from 'preact/hooks';
-import { ApiError, evaluatePolicy, type EvaluateInput, type Evaluation } from '../api.js';
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, evaluatePolicy, listPolicies, type EvaluateInput, type Evaluation } from '../api.js';
 import { Text } from './text.js';
 
 /**
@@ -17,6 +17,14 @@ export function PlaygroundView({ onError }: { onError: (err: unknown) => void })
   const [result, setResult] = useState<Evaluation | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [names, setNames] = useState<string[]>([]);
+  // Suggestions only: without them the name is typed, and the evaluation names a missing policy.
+  useEffect(() => {
+    listPolicies().then(
+      (list) => setNames(list.policies.filter((p) => p.effect === 'allow').map((p) => p.name)),
+      () => undefined,
+    );
+  }, []);
   const value = (e: Event) => (e.currentTarget as HTMLInputElement).value;
 
   const submit = async (e: Event) => {
@@ -58,7 +66,12 @@ export function PlaygroundView({ onError }: { onError: (err: unknown) => void })
       <form onSubmit={(e) => void submit(e)}>
         <div class="field">
           <label for="p-policy">Policy</label>
-          <input id="p-policy" type="text" required value={policy} onInput={(e) => setPolicy(value(e))} />
+          <input id="p-policy" type="text" required list="p-policies" autocomplete="off" value={policy} onInput={(e) => setPolicy(value(e))} />
+          <datalist id="p-policies">
+            {names.map((name) => (
+              <option value={name} />
+            ))}
+          </datalist>
         </div>
         <fieldset class="kind">
           <legend>Evaluate</legend>
