@@ -129,8 +129,8 @@ test('a filter and a day bucket change the pictures; a window too wide shows the
 test('the playground decides a pasted claim set condition by condition, hostile values inert', async () => {
   await page.getByRole('link', { name: 'Playground' }).click();
   // The loaded allow policies are suggested.
-  await page.waitForFunction(() => document.querySelectorAll('#p-policies option').length > 0);
-  assert.deepEqual(await page.locator('#p-policies option').evaluateAll((options) => options.map((o) => (o as HTMLOptionElement).value)), ['deploy']);
+  await page.locator('#p-policies option').first().waitFor({ state: 'attached' });
+  assert.deepEqual(await page.locator('#p-policies option').evaluateAll((options) => options.map((o) => o.getAttribute('value'))), ['deploy']);
   await page.getByLabel('Policy', { exact: true }).fill('deploy');
   const input = page.getByLabel('Claim set (JSON)', { exact: true });
   await input.fill('{"repository": "acme/api", "event_name": ');
