@@ -85,6 +85,9 @@ for (const kind of [sqliteKind(), postgresKind()]) {
       assert.deepEqual([days.total, days.by_decision.issued, days.by_decision.denied], [10, [0, 4, 0], [0, 5, 0]]);
       const empty = await stats({ since: '2026-01-01T00:00:00Z', until: '2026-01-01T02:00:00Z' });
       assert.deepEqual([empty.total, empty.by_decision.issued, empty.by_policy, empty.top_subjects], [0, [0, 0], [], []]);
+      // PostgreSQL text cannot hold U+0000 and no stored value does: a filter holding it matches nothing on either store.
+      const nul = await stats({ ...WINDOW, subject: 'repo:acme/api\u0000' });
+      assert.deepEqual([nul.total, nul.buckets.length, nul.top_subjects], [0, 4, []]);
     });
   });
 }
