@@ -197,3 +197,20 @@ test('the policy view lists the loaded set with its test status, and a policy sh
   await page.goBack();
   await page.locator('table.policy-list').waitFor();
 });
+
+test('on a narrow window the dashboard, the policies and the playground have no page-wide horizontal scroll', async () => {
+  await page.setViewportSize({ width: 390, height: 800 });
+  try {
+    for (const [view, ready] of [
+      ['dashboard', '#top-subjects-list tbody tr'],
+      ['policies', 'table.policy-list tbody tr'],
+      ['playground', '#p-input'],
+    ] as const) {
+      await page.goto(`${server.url}/console/?view=${view}`);
+      await page.locator(ready).first().waitFor();
+      assert.ok((await page.evaluate<number>('document.documentElement.scrollWidth')) <= 390, view);
+    }
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 800 });
+  }
+});
