@@ -179,7 +179,7 @@ test('the policy view lists the loaded set with its test status, and a policy sh
     ['deploy', 'allow', 'local', 'deploy.yaml', sha(POLICIES['deploy.yaml']), '1 of 2 fail'],
     ['no-prt', 'deny', 'local', 'no-prt.yaml', sha(POLICIES['no-prt.yaml']), 'none'],
   ]);
-  assert.equal(await page.locator('table.policy-list caption').textContent(), '1 of 2 test cases pass (1 test files)');
+  assert.equal(await page.locator('table.policy-list caption').textContent(), '1 of 2 test cases pass (1 test file)');
   const failing = await rows('table.tests');
   assert.deepEqual(failing.map((r) => r.slice(0, 4)), [['✗ FAIL', 'deploy.test.yaml:6: acme/web deploys too (wrong on purpose)', 'allow', 'deny']]);
   assert.match(failing[0]![4]!, /^Policy 'deploy' does not match this token: claim 'repository' is "acme\/web"/);

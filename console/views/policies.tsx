@@ -93,7 +93,7 @@ export function PoliciesView({ state, navigate, onError }: ViewProps) {
       <div class="table-wrap">
         <table class="policy-list">
           <caption>
-            {list.tests.results.length - failing.length} of {list.tests.results.length} test cases pass ({list.tests.files.length} test files)
+            {list.tests.results.length - failing.length} of {list.tests.results.length} test cases pass ({list.tests.files.length} test file{list.tests.files.length === 1 ? '' : 's'})
           </caption>
           <thead>
             <tr>
