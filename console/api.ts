@@ -32,6 +32,49 @@ export interface Verification {
   latest_checkpoint: { seq: number; time: string } | null;
 }
 
+/** `GET /v1/audit/stats` (openapi.yaml, AuditStats). */
+export interface Stats {
+  since: string;
+  until: string;
+  bucket: 'hour' | 'day';
+  buckets: string[];
+  total: number;
+  by_decision: Record<'issued' | 'denied' | 'error' | 'explain', number[]>;
+  by_policy: { policy: string | null; total: number; counts: number[] }[];
+  top_denial_reasons: { error: string | null; reason: string | null; count: number }[];
+  top_subjects: { subject: string; count: number; denied: number }[];
+}
+
+/** `POST /v1/policies/evaluate` (openapi.yaml, PolicyEvaluateResponse). */
+export interface Evaluation {
+  policy: string;
+  decision: 'allow' | 'deny';
+  reason: string;
+  message: string;
+  issuer: string;
+  notes: string[];
+  evaluations: {
+    policy: string;
+    effect: 'allow' | 'deny';
+    matched: boolean;
+    error?: string;
+    conditions: { key: string; operator: string; expected: string; actual?: unknown; matched: boolean; error?: string }[];
+  }[];
+}
+
+/** `GET /v1/policies` (openapi.yaml, PolicyList). */
+export interface PolicyList {
+  set: { count: number; loaded_at: string; sha256: string; last_reload: { at: string; ok: boolean; outcome: string; trigger: string; errors?: string[] } | null };
+  policies: { name: string; description: string | null; issuer: string; effect: 'allow' | 'deny'; file: string; sha256: string; source_status: 'loaded' | 'changed' | 'unreadable'; source: string | null }[];
+  tests: {
+    files: string[];
+    results: { file: string; line: number | null; name: string; policy: string; expect: 'allow' | 'deny'; decision: 'allow' | 'deny'; passed: boolean; reason: string; message: string }[];
+    problems: string[];
+  };
+}
+
+export type EvaluateInput = { policy: string; claims: Record<string, unknown>; issuer?: string } | { policy: string; token: string };
+
 export interface Session {
   auditor: string;
   expires_at: string | null;
@@ -64,4 +107,8 @@ export const getSession = () => call<Session>('GET', '/console/session');
 export const signIn = (token: string) => call<Session>('POST', '/console/session', { token });
 export const signOut = () => call<undefined>('DELETE', '/console/session');
 export const queryEvents = (query: URLSearchParams) => call<EventsPage>('GET', `/v1/audit/events?${query.toString()}`);
+export const auditStats = (query: URLSearchParams) => call<Stats>('GET', `/v1/audit/stats?${query.toString()}`);
+/** The token, if any, goes in the body of a POST: never in a URL, never stored. */
+export const evaluatePolicy = (input: EvaluateInput) => call<Evaluation>('POST', '/v1/policies/evaluate', input);
+export const listPolicies = () => call<PolicyList>('GET', '/v1/policies');
 export const verifyChain = () => call<Verification>('GET', '/v1/audit/verify');

@@ -1,12 +1,30 @@
 import { useCallback, useEffect, useState } from 'preact/hooks';
 import { ApiError, getSession, signOut, type Session } from './api.js';
-import { readState, viewUrl, type ViewState } from './url-state.js';
+import { readState, viewUrl, type View, type ViewState } from './url-state.js';
 import { ChainBadge } from './views/chain-badge.js';
+import { DashboardView } from './views/dashboard.js';
 import { LogView } from './views/log.js';
+import { PlaygroundView } from './views/playground.js';
+import { PoliciesView } from './views/policies.js';
 import { RecordView } from './views/record.js';
 import { SignIn } from './views/sign-in.js';
 
-/** The console: sign-in until a session exists, then the chain badge and the log or one record, as the URL says. */
+const VIEW_LINKS: [View, string][] = [
+  ['log', 'Log'],
+  ['dashboard', 'Dashboard'],
+  ['policies', 'Policies'],
+  ['playground', 'Playground'],
+];
+
+function page(state: ViewState, navigate: (state: ViewState) => void, onError: (err: unknown) => void) {
+  if (state.record !== null) return <RecordView state={state} navigate={navigate} onError={onError} />;
+  if (state.view === 'dashboard') return <DashboardView state={state} navigate={navigate} onError={onError} />;
+  if (state.view === 'policies') return <PoliciesView state={state} navigate={navigate} onError={onError} />;
+  if (state.view === 'playground') return <PlaygroundView onError={onError} />;
+  return <LogView state={state} navigate={navigate} onError={onError} />;
+}
+
+/** The console: sign-in until a session exists, then the chain badge and the view the URL names. */
 export function App() {
   // undefined: not known yet; null: signed out.
   const [session, setSession] = useState<Session | null | undefined>(undefined);
@@ -48,7 +66,17 @@ export function App() {
           </button>
         </p>
       </header>
-      <main>{state.record === null ? <LogView state={state} navigate={navigate} onError={onError} /> : <RecordView state={state} navigate={navigate} onError={onError} />}</main>
+      <nav class="views" aria-label="Views">
+        {VIEW_LINKS.map(([view, label]) => {
+          const target: ViewState = { ...state, view, open: null, cursor: null, record: null };
+          return (
+            <a href={viewUrl(target)} aria-current={state.view === view && state.record === null ? 'page' : undefined} onClick={(e) => (e.preventDefault(), navigate(target))}>
+              {label}
+            </a>
+          );
+        })}
+      </nav>
+      <main>{page(state, navigate, onError)}</main>
     </>
   );
 }

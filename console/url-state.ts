@@ -1,7 +1,8 @@
 /**
  * The console's state lives in its URL, so a view can be shared and the back
  * button works: the audit API's own query parameters (filters, `limit`,
- * `cursor`) as they are, plus `record=<id>` for the record view.
+ * `cursor`) as they are, plus `record=<id>` for the record view, `view=`
+ * for the other pages and `bucket=` for the dashboard's charts.
  */
 
 /** The scalar filters of `GET /v1/audit/events` (openapi.yaml), in form order. */
@@ -15,8 +16,17 @@ export interface Filters {
   limit: string;
 }
 
+/** The pages besides the log (the default) and a record. */
+export const VIEWS = ['log', 'dashboard', 'policies', 'playground'] as const;
+export type View = (typeof VIEWS)[number];
+
 export interface ViewState {
+  view: View;
+  /** The dashboard's bucket (`GET /v1/audit/stats`). */
+  bucket: 'hour' | 'day';
   filters: Filters;
+  /** The policy open in the policy view (`open=<name>`). */
+  open: string | null;
   cursor: string | null;
   record: string | null;
 }
@@ -32,7 +42,9 @@ export function readState(search: string): ViewState {
   }
   const claims: Filters['claims'] = [];
   for (const [name, value] of params) if (name.startsWith('claim.') && name.length > 'claim.'.length) claims.push([name.slice('claim.'.length), value]);
-  return { filters: { scalars, claims, limit: params.get('limit') ?? DEFAULT_LIMIT }, cursor: params.get('cursor'), record: params.get('record') };
+  const view = VIEWS.find((v) => v === params.get('view')) ?? 'log';
+  const bucket = params.get('bucket') === 'day' ? 'day' : 'hour';
+  return { view, bucket, open: view === 'policies' ? params.get('open') : null, filters: { scalars, claims, limit: params.get('limit') ?? DEFAULT_LIMIT }, cursor: params.get('cursor'), record: params.get('record') };
 }
 
 /** The audit API's query for the filters (and a page, when `cursor` is given). */
@@ -52,13 +64,22 @@ export function apiQuery(filters: Filters, cursor: string | null): URLSearchPara
 export function viewUrl(state: ViewState): string {
   const params = apiQuery(state.filters, state.cursor);
   if (state.record !== null) params.set('record', state.record);
+  if (state.view !== 'log') params.set('view', state.view);
+  if (state.view === 'dashboard' && state.bucket !== 'hour') params.set('bucket', state.bucket);
+  if (state.view === 'policies' && state.open !== null) params.set('open', state.open);
   return `/console/?${params.toString()}`;
+}
+
+/** The filters alone, without paging: for exports and `GET /v1/audit/stats`. */
+export function filterQuery(filters: Filters): URLSearchParams {
+  const params = apiQuery(filters, null);
+  params.delete('limit');
+  return params;
 }
 
 /** A download of every record the filters match (openapi.yaml: `format` instead of `Accept`, for links). */
 export function exportUrl(filters: Filters, format: 'csv' | 'ndjson'): string {
-  const params = apiQuery(filters, null);
-  params.delete('limit');
+  const params = filterQuery(filters);
   params.set('format', format);
   return `/v1/audit/events?${params.toString()}`;
 }

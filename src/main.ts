@@ -150,6 +150,8 @@ async function assemble(config: BrokerConfig, options: BrokerOptions, metrics: B
     probeSigningKey: () => access(config.providers.jwt.signingKeyFile, constants.R_OK),
     metricsOnAdminPort: config.server.adminPort !== undefined,
     policyStatus: () => reloader.status(),
+    policyContext: compileContext(config),
+    policyDir: config.policies.dir,
   };
   const initial = reloader.current();
   logger.info('policies loaded', { dir: config.policies.dir, count: initial.set.size, sha256: initial.sha256 });

@@ -4,21 +4,15 @@
 // screenshots in docs/console/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import type { AuditRecord } from '../src/audit/types.js';
 import { listen, type RunningServer } from '../src/http/server.js';
-import { CONSOLE_ASSETS_DIR } from '../src/http/routes/console.js';
 import { AUDIENCE, AUDITOR_TOKEN, createCapturingLogger, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
+import { assertConsoleTestable, launchConsoleBrowser, type ConsoleBrowser } from './helpers/console-browser.js';
 import { localJwtPolicy } from './helpers/oidc.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const SCREENSHOTS = process.env.UPDATE_CONSOLE_SCREENSHOTS === '1' ? new URL('../docs/console/', import.meta.url).pathname : null;
 
 const MAIN = 'repo:acme/api:ref:refs/heads/main';
 const OTHER = 'repo:acme/other:ref:refs/heads/main';
@@ -36,13 +30,13 @@ const DENIED_WEB = 3;
 const stops: (() => Promise<unknown>)[] = [];
 let fx: BrokerFixture;
 let server: RunningServer;
+let browser: ConsoleBrowser;
 let context: BrowserContext;
 let page: Page;
-const dialogs: string[] = [];
+let dialogs: string[];
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `Chromium is missing at ${CHROMIUM}: apt-get install chromium (the console's browser tests need it)`);
-  assert.ok(existsSync(path.join(CONSOLE_ASSETS_DIR, 'index.html')), `the console is not built in ${CONSOLE_ASSETS_DIR}: run \`npm run build\``);
+  assertConsoleTestable();
   fx = await startBrokerFixture({ policies: { 'deploy.yaml': localJwtPolicy('https://deploy.example.com') } });
   stops.push(() => fx.close());
   server = await listen(fx.broker, { host: '127.0.0.1', port: 0, logger: createCapturingLogger().logger });
@@ -58,15 +52,9 @@ before(async () => {
   for (let i = 0; i < DENIED_OTHER; i += 1) await exchange({ sub: OTHER, repository: 'acme/other', run_number: i }, 403);
   for (let i = 0; i < DENIED_WEB; i += 1) await exchange({ sub: 'repo:acme/web:ref:refs/heads/main', repository: 'acme/web' }, 403);
 
-  const profile = await mkdtemp(path.join(tmpdir(), 'oidc-broker-chromium-'));
-  stops.push(() => rm(profile, { recursive: true, force: true }));
-  context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 800 }, acceptDownloads: true });
-  stops.push(() => context.close());
-  page = context.pages()[0] ?? (await context.newPage());
-  page.on('dialog', (dialog) => {
-    dialogs.push(dialog.message());
-    void dialog.dismiss();
-  });
+  browser = await launchConsoleBrowser();
+  stops.push(() => browser.close());
+  ({ context, page, dialogs } = browser);
 });
 
 after(async () => {
@@ -79,9 +67,7 @@ async function records(query = ''): Promise<AuditRecord[]> {
   return ((await res.json()) as { events: AuditRecord[] }).events;
 }
 
-async function screenshot(name: string): Promise<void> {
-  if (SCREENSHOTS !== null) await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
-}
+const screenshot = (name: string) => browser.screenshot(name);
 
 /** The seq column of the table shown now. */
 async function shownSeqs(): Promise<number[]> {

@@ -130,6 +130,9 @@ test('service, well-known and audit responses match the spec', async () => {
   check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'text/html'), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/events').set('Authorization', auth).set('Accept', 'text/csv').query({ limit: '0' }), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', auth), '/v1/audit/verify', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/stats').set('Authorization', auth).query({ bucket: 'day', top: '3' }), '/v1/audit/stats', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/stats').set('Authorization', auth).query({ since: '2026-01-01T00:00:00Z', until: '2026-03-01T00:00:00Z' }), '/v1/audit/stats', 'get');
+  check(await request(fx.broker.app).get('/v1/audit/stats'), '/v1/audit/stats', 'get');
   check(await request(fx.broker.app).get('/v1/audit/verify').set('Authorization', 'Bearer nope'), '/v1/audit/verify', 'get');
 
   // A broken chain (and a truncated one, whose break has no id) match the spec too.
@@ -161,6 +164,23 @@ test('console session responses, and the session cookie on the audit routes, mat
   check(await request(fx.broker.app).get('/v1/audit/events').set('Cookie', cookie).query({ format: 'csv' }), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/events').set('Cookie', cookie).query({ format: 'yaml' }), '/v1/audit/events', 'get');
   check(await request(fx.broker.app).get('/v1/audit/verify').set('Cookie', cookie), '/v1/audit/verify', 'get');
+  const evaluate = (body: object, credential: 'cookie' | 'token' | 'none' = 'cookie', origin: string | null = AUDIENCE) => {
+    const req = request(fx.broker.app).post('/v1/policies/evaluate');
+    if (credential === 'cookie') req.set('Cookie', cookie);
+    if (credential === 'token') req.set('Authorization', `Bearer ${AUDITOR_TOKEN}`);
+    return (origin === null ? req : req.set('Origin', origin)).send(body);
+  };
+  const claims = { aud: AUDIENCE, repository: 'acme/api', event_name: 'push' };
+  check(await evaluate({ policy: 'deploy', claims }), '/v1/policies/evaluate');
+  check(await evaluate({ policy: 'deploy', claims: { repository: 'evil/api' } }, 'token', null), '/v1/policies/evaluate');
+  check(await evaluate({ policy: 'deploy', token: 'not.a.token' }, 'token'), '/v1/policies/evaluate');
+  check(await evaluate({ policy: 'none-such', claims }), '/v1/policies/evaluate');
+  check(await evaluate({ policy: 'deploy', claims }, 'none'), '/v1/policies/evaluate');
+  check(await evaluate({ policy: 'deploy', claims }, 'cookie', 'http://evil.example'), '/v1/policies/evaluate');
+  check(await evaluate({ policy: 'deploy', claims: { big: 'x'.repeat(70_000) } }, 'token'), '/v1/policies/evaluate');
+  check(await request(fx.broker.app).get('/v1/policies').set('Cookie', cookie), '/v1/policies', 'get');
+  check(await request(fx.broker.app).get('/v1/policies?x=1').set('Cookie', cookie), '/v1/policies', 'get');
+  check(await request(fx.broker.app).get('/v1/policies'), '/v1/policies', 'get');
   check(await session('delete', null), '/console/session', 'delete');
   // 204 has no body to validate: its status and headers are what the spec says (the cookie's value: test/http-console.test.ts).
   const signedOut = await session('delete');

@@ -9,8 +9,8 @@ const TEXT_FILTERS: [ScalarFilter, string][] = [
   ['credential_id', 'Credential id'],
 ];
 
-/** Every filter of `GET /v1/audit/events`; applying it starts again from the first page. */
-export function FilterForm({ filters, onApply }: { filters: Filters; onApply: (filters: Filters) => void }) {
+/** Every filter of `GET /v1/audit/events`; applying it starts again from the first page. `paging` false leaves out the page size (the dashboard). */
+export function FilterForm({ filters, onApply, paging = true }: { filters: Filters; onApply: (filters: Filters) => void; paging?: boolean }) {
   const [draft, setDraft] = useState<Filters>(filters);
   // Back and forward change the filters under the form.
   useEffect(() => setDraft(filters), [filters]);
@@ -52,14 +52,16 @@ export function FilterForm({ filters, onApply }: { filters: Filters; onApply: (f
           <input id={`f-${name}`} type="text" value={draft.scalars[name] ?? ''} onInput={(e) => setScalar(name, input(e))} />
         </div>
       ))}
-      <div class="field">
-        <label for="f-limit">Per page</label>
-        <select id="f-limit" value={draft.limit} onChange={(e) => setDraft((d) => ({ ...d, limit: (e.currentTarget).value }))}>
-          {['10', '25', '50', '100', '250'].map((n) => (
-            <option value={n}>{n}</option>
-          ))}
-        </select>
-      </div>
+      {paging && (
+        <div class="field">
+          <label for="f-limit">Per page</label>
+          <select id="f-limit" value={draft.limit} onChange={(e) => setDraft((d) => ({ ...d, limit: (e.currentTarget).value }))}>
+            {['10', '25', '50', '100', '250'].map((n) => (
+              <option value={n}>{n}</option>
+            ))}
+          </select>
+        </div>
+      )}
       <fieldset class="claims">
         <legend>Claims (exact value)</legend>
         {draft.claims.map(([name, value], i) => (

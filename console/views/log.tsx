@@ -39,7 +39,7 @@ export function LogView({ state, navigate, onError }: ViewProps) {
 
   return (
     <>
-      <FilterForm filters={state.filters} onApply={(filters) => navigate({ filters, cursor: null, record: null })} />
+      <FilterForm filters={state.filters} onApply={(filters) => navigate({ ...state, filters, cursor: null, record: null })} />
       <nav class="exports" aria-label="Export">
         Export every match:{' '}
         <a href={exportUrl(state.filters, 'csv')} download>

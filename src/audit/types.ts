@@ -69,6 +69,36 @@ export interface AuditQuery {
   cursor?: string | undefined;
 }
 
+/** `GET /v1/audit/stats` (docs/audit.md#stats): the filters of AuditQuery, a bucket size and the length of the top lists. */
+export interface AuditStatsQuery extends Omit<AuditQuery, 'limit' | 'cursor'> {
+  /** Default `hour`. */
+  bucket?: 'hour' | 'day' | undefined;
+  /** 1..20, default 10. */
+  top?: number | undefined;
+}
+
+/** The aggregations a backend reads for stats (core/select.ts toStatsSelects); counts as the driver gives them. */
+export interface AuditStatsRows {
+  series: { bucket: string; decision: string; policy: string | null; n: number | string }[];
+  reasons: { error: string | null; reason: string | null; n: number | string }[];
+  subjects: { subject: string; n: number | string; denied: number | string }[];
+}
+
+/** The answer of `GET /v1/audit/stats`; every `counts` array has one number per entry of `buckets`. */
+export interface AuditStats {
+  since: string;
+  until: string;
+  bucket: 'hour' | 'day';
+  /** The start of each bucket, oldest first; the first starts at `since` rounded down to the bucket. */
+  buckets: string[];
+  total: number;
+  by_decision: Record<AuditDecision, number[]>;
+  /** The `top` policies with the most records, most first; `policy` null for records no policy was chosen for. */
+  by_policy: { policy: string | null; total: number; counts: number[] }[];
+  top_denial_reasons: { error: string | null; reason: string | null; count: number }[];
+  top_subjects: { subject: string; count: number; denied: number }[];
+}
+
 export interface AuditPage {
   events: AuditRecord[];
   nextCursor: string | null;
@@ -180,6 +210,8 @@ export interface AuditStore {
    * is the result. @throws AuditUnavailableError when the store cannot be read.
    */
   verify(options?: ChainVerifyOptions): Promise<ChainVerification>;
+  /** @throws InvalidRequestError for a bad query or window; AuditUnavailableError when the store cannot be read. */
+  stats(query: AuditStatsQuery): Promise<AuditStats>;
   /** The last record's seq and hash; seq 0 and GENESIS_HASH for an empty log. */
   head(): Promise<ChainPoint>;
   /**

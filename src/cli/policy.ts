@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { decodeJwt } from 'jose';
@@ -9,8 +9,8 @@ import { compilePolicies } from '../policy/compile.js';
 import { lintPolicies } from '../policy/lint.js';
 import { createImpactTally, isNewlyAllowed, type ImpactRow } from '../policy/impact.js';
 import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../policy/explain.js';
-import { loadPolicyDir } from '../policy/load.js';
-import { isPolicyTestFileName, runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
+import { loadPolicyDir, loadPolicyTestFiles } from '../policy/load.js';
+import { runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
 import type { CompileContext, PolicyFile, PolicyIssue, PolicySet } from '../policy/types.js';
 import { suggest } from '../yaml/fields.js';
 import { openStore, parseTimeArg } from './audit.js';
@@ -238,7 +238,9 @@ async function runTests(dir: string | undefined, options: { config?: string }, i
   const policyDir = dir ?? config.policies.dir;
   const ctx = compileContext(config);
   const set = await compileDir(policyDir, ctx, io);
-  const files = await readTestFiles(policyDir);
+  const files = await loadPolicyTestFiles(policyDir).catch((err: unknown) => {
+    throw new CliExit(1, err instanceof Error ? err.message : String(err));
+  });
   if (files.length === 0) throw new CliExit(1, `no test cases found: ${policyDir} has no *.test.yaml files`);
 
   const run = runPolicyTests(files, set, ctx);
@@ -354,18 +356,6 @@ async function compileDir(dir: string, ctx: CompileContext, io: CliIo): Promise<
 /** A set's warnings on stderr, one `warning: file:line: ...` line each, whatever the command (docs/policies/reference.md, "Tenant binding"). */
 function writeWarnings(warnings: readonly PolicyIssue[], io: CliIo): void {
   for (const warning of warnings) io.stderr.write(`warning: ${formatPolicyIssue(warning)}\n`);
-}
-
-/** The directory's policy test files, sorted by name (code-unit order, as the policy loader sorts). */
-async function readTestFiles(dir: string): Promise<PolicyFile[]> {
-  const names = (await readdir(dir)).filter(isPolicyTestFileName).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  const files: PolicyFile[] = [];
-  for (const name of names) {
-    const file = path.join(dir, name);
-    if (!(await stat(file)).isFile()) continue;
-    files.push({ path: file, text: await readText(file, 'test file') });
-  }
-  return files;
 }
 
 async function readText(file: string, what: string): Promise<string> {

@@ -5,15 +5,17 @@ import { newUlid } from '../ids.js';
 import type { SigningKey } from '../keys/signing-key.js';
 import type { ExchangeDeps } from '../pipeline/types.js';
 import type { PolicySetStatus } from '../policy/reload.js';
+import type { CompileContext } from '../policy/types.js';
 import { accessLog } from './access-log.js';
 import { createAuditorAuth, type Auditor } from './auditor-auth.js';
 import { errorMiddleware } from './errors.js';
 import { auditRoutes } from './routes/audit.js';
-import { consoleRoutes } from './routes/console.js';
+import { consoleRoutes, sameOriginOnly } from './routes/console.js';
 import { exchangeRoutes } from './routes/exchange.js';
 import { explainRoutes } from './routes/explain.js';
 import { healthRoutes } from './routes/health.js';
 import { oauthTokenRoutes } from './routes/oauth-token.js';
+import { policyRoutes } from './routes/policies.js';
 import { wellKnownRoutes } from './routes/well-known.js';
 
 export interface AppDeps extends ExchangeDeps {
@@ -34,6 +36,10 @@ export interface AppDeps extends ExchangeDeps {
   consoleAssetsDir?: string;
   /** The clock for console session expiry. */
   now: () => Date;
+  /** The configured issuers and providers, for evaluating a claim set as `policy explain` does (POST /v1/policies/evaluate). */
+  policyContext: CompileContext;
+  /** `policies.dir`: the console's policy view reads the sources and test files from it (GET /v1/policies). */
+  policyDir: string;
   /** The policy set serving and the last reload, for /readyz. */
   policyStatus: () => PolicySetStatus;
   /** False while starting or shutting down: /readyz answers 503 then. */
@@ -62,6 +68,7 @@ export function createApp(deps: AppDeps): Express {
   const auditorAuth = createAuditorAuth(deps);
   app.use(auditRoutes({ ...deps, auditorAuth }));
   app.use(consoleRoutes({ ...deps, auditorAuth }));
+  app.use(policyRoutes({ ...deps, auditorAuth, sameOrigin: sameOriginOnly(deps.publicUrl) }));
   app.use((_req, _res, next) => next(new NotFoundError('No such route.', { reason: 'no_route' })));
   app.use(errorMiddleware(deps.logger));
   return app;

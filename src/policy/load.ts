@@ -1,6 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { isPolicyTestFileName } from './test-cases.js';
 import type { PolicyFile } from './types.js';
 
 /**
@@ -29,7 +30,16 @@ export class PolicyDirError extends Error {
  * @throws PolicyDirError when the directory is missing or not a directory, or a
  *   policy file is unreadable or not valid UTF-8.
  */
-export async function loadPolicyDir(dir: string): Promise<PolicyFile[]> {
+export function loadPolicyDir(dir: string): Promise<PolicyFile[]> {
+  return loadFiles(dir, isPolicyFileName, 'Policy file');
+}
+
+/** The policy test files of `dir` (`*.test.yaml`, `*.test.yml`; `policy test`, the console's policy view), read as loadPolicyDir reads policies. @throws PolicyDirError */
+export function loadPolicyTestFiles(dir: string): Promise<PolicyFile[]> {
+  return loadFiles(dir, isPolicyTestFileName, 'Policy test file');
+}
+
+async function loadFiles(dir: string, wanted: (name: string) => boolean, what: string): Promise<PolicyFile[]> {
   let names: string[];
   try {
     names = await readdir(dir);
@@ -40,7 +50,7 @@ export async function loadPolicyDir(dir: string): Promise<PolicyFile[]> {
     throw new PolicyDirError(`Cannot read policy directory '${dir}': ${code ?? String(err)}.`, { cause: err });
   }
   // Code-unit order, not locale order: the same on every machine.
-  const candidates = names.filter(isPolicyFileName).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const candidates = names.filter(wanted).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
   const decoder = new TextDecoder('utf-8', { fatal: true });
   const files: PolicyFile[] = [];
@@ -53,14 +63,14 @@ export async function loadPolicyDir(dir: string): Promise<PolicyFile[]> {
       if (!statSync(file).isFile()) continue;
       bytes = readFileSync(file);
     } catch (err) {
-      throw new PolicyDirError(`Cannot read policy file '${file}': ${(err as NodeJS.ErrnoException).code ?? String(err)}.`, { cause: err });
+      throw new PolicyDirError(`Cannot read ${what.toLowerCase()} '${file}': ${(err as NodeJS.ErrnoException).code ?? String(err)}.`, { cause: err });
     }
     let text: string;
     try {
       text = decoder.decode(bytes);
     } catch (err) {
       // Replacing bad bytes would make the text differ from what was reviewed and hashed.
-      throw new PolicyDirError(`Policy file '${file}' is not valid UTF-8.`, { cause: err });
+      throw new PolicyDirError(`${what} '${file}' is not valid UTF-8.`, { cause: err });
     }
     files.push({ path: file, text, bytes: new Uint8Array(bytes) });
   }

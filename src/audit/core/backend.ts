@@ -11,7 +11,7 @@
 import { hourOf, type CompiledAuditQuery } from '../query.js';
 import { hashRecord, toClaimIndex } from '../record.js';
 import type { StoredRow } from '../rows.js';
-import type { AuditCheckpoint, AuditEntry, AuditRecord, ChainPoint, ChainVerification, ChainVerifyOptions } from '../types.js';
+import type { AuditCheckpoint, AuditEntry, AuditRecord, AuditStatsRows, ChainPoint, ChainVerification, ChainVerifyOptions } from '../types.js';
 
 /** One row of the claim index: a scalar top-level claim of the record at `seq`, with its time. */
 export interface ClaimRow {
@@ -80,6 +80,13 @@ export interface AuditBackend {
   hourRanges(): Promise<HourRange[]>;
   /** The rows of one query page: seq above `query.afterSeq` (and at most `upperSeq`), in seq order, at most `query.limit + 1`. */
   readPage(query: CompiledAuditQuery, upperSeq: number | null): Promise<StoredRow[]>;
+  /**
+   * The stats aggregations (toStatsSelects) over the records a page of
+   * `query` would walk (seq above `query.afterSeq`, at most `upperSeq`),
+   * grouped by the first `bucketChars` characters of their time, with top
+   * lists of `top` entries.
+   */
+  readStats(query: CompiledAuditQuery, upperSeq: number | null, bucketChars: number, top: number): Promise<AuditStatsRows>;
   /** Up to `limit` records with afterSeq < seq <= throughSeq, in seq order, each with its claim index rows. */
   readRange(afterSeq: number, throughSeq: number, limit: number): Promise<IndexedRow[]>;
   /**

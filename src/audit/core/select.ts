@@ -36,6 +36,50 @@ export interface SelectDialect {
 }
 
 export function toKeysetSelect(q: CompiledAuditQuery, upperSeq: number | null, dialect: SelectDialect): { text: string; values: (string | number)[] } {
+  const { from, seqColumn, where, values, param } = toFilter(q, upperSeq, dialect);
+  const columns = RECORD_COLUMNS.map((c) => `e.${c}`).join(', ');
+  return { text: `SELECT ${columns} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ${seqColumn} LIMIT ${param(q.limit + 1)}`, values };
+}
+
+/** The three aggregations of `GET /v1/audit/stats` (see AuditBackend.readStats), each over the same filter as a page. */
+export interface StatsSelects {
+  /** bucket, decision, policy, n: the matching records per bucket (the first `bucketChars` characters of `time`), decision and policy. */
+  series: Statement;
+  /** error, reason, n: the most frequent denials, most first. */
+  reasons: Statement;
+  /** subject, n, denied: the most frequent subjects, most first. */
+  subjects: Statement;
+}
+
+export interface Statement {
+  text: string;
+  values: (string | number)[];
+}
+
+/**
+ * The stats statements for a query's filter (its afterSeq and the seq range
+ * from the hour ranges bound the scan like a page's; its limit is ignored).
+ * Ties in the top lists are broken by value, so the answer is stable.
+ */
+export function toStatsSelects(q: CompiledAuditQuery, upperSeq: number | null, bucketChars: number, top: number, dialect: SelectDialect): StatsSelects {
+  const select = (columns: string, extra: string | null, rest: (param: (value: string | number) => string) => string): Statement => {
+    const { from, where, values, param } = toFilter(q, upperSeq, dialect);
+    if (extra !== null) where.push(extra);
+    return { text: `SELECT ${columns} FROM ${from} WHERE ${where.join(' AND ')} ${rest(param)}`, values };
+  };
+  return {
+    series: select(`substr(e.time, 1, ${bucketChars}) AS bucket, e.decision AS decision, e.policy AS policy, count(*) AS n`, null, () => 'GROUP BY 1, 2, 3'),
+    reasons: select("e.error AS error, e.reason AS reason, count(*) AS n", "e.decision = 'denied'", (param) => `GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ${param(top)}`),
+    subjects: select(
+      "e.subject AS subject, count(*) AS n, sum(CASE WHEN e.decision = 'denied' THEN 1 ELSE 0 END) AS denied",
+      'e.subject IS NOT NULL',
+      (param) => `GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ${param(top)}`,
+    ),
+  };
+}
+
+/** The FROM and WHERE of a query's filter, and its parameters so far. */
+function toFilter(q: CompiledAuditQuery, upperSeq: number | null, dialect: SelectDialect) {
   const where: string[] = [];
   const values: (string | number)[] = [];
   const param = (value: string | number) => {
@@ -63,6 +107,5 @@ export function toKeysetSelect(q: CompiledAuditQuery, upperSeq: number | null, d
   eq('subject', q.subject);
   eq('credential_id', q.credentialId);
   if (q.auditMatch !== null) where.push(dialect.arrayHolds('e.audit_matches', param(q.auditMatch)));
-  const columns = RECORD_COLUMNS.map((c) => `e.${c}`).join(', ');
-  return { text: `SELECT ${columns} FROM ${from} WHERE ${where.join(' AND ')} ORDER BY ${seqColumn} LIMIT ${param(q.limit + 1)}`, values };
+  return { from, seqColumn, where, values, param };
 }

@@ -7,6 +7,7 @@
 import { toCanonicalEntry } from '../record.js';
 import { compileAuditQuery, hourOf, toCursor, type CompiledAuditQuery } from '../query.js';
 import { fromStoredRow, type StoredRow } from '../rows.js';
+import { compileStatsQuery, shapeStats } from '../stats.js';
 import type { AuditEntry, AuditPage, AuditRecord, AuditStore } from '../types.js';
 import type { AuditBackend } from './backend.js';
 import { readFailed, unwritable, writeFailed } from './errors.js';
@@ -42,6 +43,19 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
     }
   }
 
+  /**
+   * The query with its time window as a seq range from the hour ranges (a
+   * few hundred rows a month): the walk in seq order starts at the window's
+   * first hour and stops after its last, instead of reading every record
+   * before or after the window. Null if no record falls in those hours.
+   */
+  async function toWalk(compiled: CompiledAuditQuery): Promise<{ page: CompiledAuditQuery; upperSeq: number | null } | null> {
+    if (compiled.since === null && compiled.until === null) return { page: compiled, upperSeq: null };
+    const span = await backend.hourSpan(compiled.since === null ? '' : hourOf(compiled.since), compiled.until === null ? '\u{10FFFF}' : hourOf(compiled.until));
+    if (span === null) return null;
+    return { page: { ...compiled, afterSeq: Math.max(compiled.afterSeq, span.lo - 1) }, upperSeq: span.hi };
+  }
+
   return {
     append(entry) {
       let canonical: AuditEntry;
@@ -68,19 +82,9 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
       if (forbidden !== null && queryHolds(compiled, forbidden)) return { events: [], nextCursor: null };
       let rows: StoredRow[];
       try {
-        let page = compiled;
-        let upperSeq: number | null = null;
-        if (compiled.since !== null || compiled.until !== null) {
-          // A time window becomes a seq range from the hour ranges (a few
-          // hundred rows a month), on every page: the walk in seq order starts
-          // at the window's first hour and stops after its last, instead of
-          // reading every record before or after the window.
-          const span = await backend.hourSpan(compiled.since === null ? '' : hourOf(compiled.since), compiled.until === null ? '\u{10FFFF}' : hourOf(compiled.until));
-          if (span === null) return { events: [], nextCursor: null };
-          page = { ...compiled, afterSeq: Math.max(compiled.afterSeq, span.lo - 1) };
-          upperSeq = span.hi;
-        }
-        rows = await backend.readPage(page, upperSeq);
+        const walk = await toWalk(compiled);
+        if (walk === null) return { events: [], nextCursor: null };
+        rows = await backend.readPage(walk.page, walk.upperSeq);
       } catch (err) {
         throw readFailed(err);
       }
@@ -94,6 +98,16 @@ export function createAuditStore(backend: AuditBackend, options: AuditStoreOptio
       }
       const last = events.at(-1);
       return { events, nextCursor: more && last !== undefined ? toCursor(last.seq) : null };
+    },
+
+    async stats(query) {
+      const stats = compileStatsQuery(query, new Date());
+      const compiled = compileAuditQuery(stats.query);
+      if (forbidden !== null && queryHolds(compiled, forbidden)) return shapeStats(stats, null);
+      return read(async () => {
+        const walk = await toWalk(compiled);
+        return shapeStats(stats, walk === null ? null : await backend.readStats(walk.page, walk.upperSeq, stats.bucketChars, stats.top));
+      });
     },
 
     verify: (options) => read(() => (backend.verifyChain === undefined ? verifyWalk(backend, options) : backend.verifyChain(options))),

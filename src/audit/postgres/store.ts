@@ -13,12 +13,12 @@
 import pg from 'pg';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
 import { openFailed, sanitize, urlSecrets } from '../core/errors.js';
-import { toKeysetSelect } from '../core/select.js';
+import { toKeysetSelect, toStatsSelects, type SelectDialect } from '../core/select.js';
 import { createAuditStore, type AuditStoreOptions } from '../core/store.js';
 import { GENESIS_HASH } from '../record.js';
 import { RECORD_COLUMNS, toStoredColumns, type StoredRow } from '../rows.js';
 import type { CompiledAuditQuery } from '../query.js';
-import type { AuditCheckpoint, AuditStore, ChainPoint } from '../types.js';
+import type { AuditCheckpoint, AuditStatsRows, AuditStore, ChainPoint } from '../types.js';
 import { ADVISORY_LOCK, POSTGRES_SCHEMA_VERSION, migrate } from './schema.js';
 import { inTransaction, queryWithin } from './session.js';
 
@@ -228,6 +228,19 @@ async function openPostgresBackend(url: string, options: PostgresAuditStoreOptio
       });
     },
 
+    readStats: (query, upperSeq, bucketChars, top) => {
+      const selects = toStatsSelects(query, upperSeq, bucketChars, top, POSTGRES_DIALECT);
+      // One read-only snapshot, so the top lists count the same records as the series.
+      return withClient(connectTimeoutMs + 3 * queryTimeoutMs, async (client) => {
+        await client.query('BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ');
+        const series = await client.query<AuditStatsRows['series'][number]>(selects.series.text, selects.series.values);
+        const reasons = await client.query<AuditStatsRows['reasons'][number]>(selects.reasons.text, selects.reasons.values);
+        const subjects = await client.query<AuditStatsRows['subjects'][number]>(selects.subjects.text, selects.subjects.values);
+        await client.query('COMMIT');
+        return { series: series.rows, reasons: reasons.rows, subjects: subjects.rows };
+      });
+    },
+
     readRange: async (afterSeq, throughSeq, limit) => {
       // One statement, so the records and their claim rows come from one snapshot.
       const rows = await oneStatement<StoredRow & { claim_rows: string | null }>(
@@ -363,11 +376,13 @@ export function pagePlannerSettings(q: CompiledAuditQuery): string | null {
  * @internal
  */
 export function toPostgresSelect(q: CompiledAuditQuery, upperSeq: number | null = null): { text: string; values: (string | number)[] } {
-  return toKeysetSelect(q, upperSeq, {
-    placeholder: (n) => `$${n}`,
-    time: (claimDriven) => (claimDriven ? 'c.time' : "(e.time || '')"),
-    textEquals: (column, placeholder) => `audit_sha256(${column}) = audit_sha256(${placeholder}) AND ${column} = ${placeholder}`,
-    // Kept as text (see the schema): cast to jsonb for the array's `?` (holds this string).
-    arrayHolds: (column, placeholder) => `${column} IS NOT NULL AND (${column})::jsonb ? ${placeholder}`,
-  });
+  return toKeysetSelect(q, upperSeq, POSTGRES_DIALECT);
 }
+
+const POSTGRES_DIALECT: SelectDialect = {
+  placeholder: (n) => `$${n}`,
+  time: (claimDriven) => (claimDriven ? 'c.time' : "(e.time || '')"),
+  textEquals: (column, placeholder) => `audit_sha256(${column}) = audit_sha256(${placeholder}) AND ${column} = ${placeholder}`,
+  // Kept as text (see the schema): cast to jsonb for the array's `?` (holds this string).
+  arrayHolds: (column, placeholder) => `${column} IS NOT NULL AND (${column})::jsonb ? ${placeholder}`,
+};

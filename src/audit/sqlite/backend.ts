@@ -12,12 +12,12 @@ import { closeSync, constants as fsConstants, mkdirSync, openSync, statSync } fr
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { extendChain, type AuditBackend, type HourRange, type StoredClaim } from '../core/backend.js';
-import { toKeysetSelect } from '../core/select.js';
+import { toKeysetSelect, toStatsSelects, type SelectDialect } from '../core/select.js';
 import { verifyWalk, WORKER_VERIFY_BATCH } from '../core/verify-walk.js';
 import { GENESIS_HASH } from '../record.js';
 import { RECORD_COLUMNS, toStoredColumns, type StoredRow } from '../rows.js';
 import type { CompiledAuditQuery } from '../query.js';
-import type { AuditCheckpoint, ChainPoint } from '../types.js';
+import type { AuditCheckpoint, AuditStatsRows, ChainPoint } from '../types.js';
 import { migrate } from './schema.js';
 
 const SELECT_COLUMNS = RECORD_COLUMNS.join(', ');
@@ -190,6 +190,16 @@ export function openSqliteBackend(options: SqliteBackendOptions): SqliteBackend 
         return c.sql<EventRow>(select.text).all(...select.values);
       }),
 
+    readStats: (query, upperSeq, bucketChars, top) =>
+      withConnection((c) => {
+        const selects = toStatsSelects(query, upperSeq, bucketChars, top, SQLITE_DIALECT);
+        return {
+          series: c.sql<AuditStatsRows['series'][number]>(selects.series.text).all(...selects.series.values),
+          reasons: c.sql<AuditStatsRows['reasons'][number]>(selects.reasons.text).all(...selects.reasons.values),
+          subjects: c.sql<AuditStatsRows['subjects'][number]>(selects.subjects.text).all(...selects.subjects.values),
+        };
+      }),
+
     readRange: (afterSeq, throughSeq, limit) =>
       withConnection((c) => {
         const events = c.sql<EventRow>(`SELECT ${SELECT_COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`).all(afterSeq, throughSeq, limit);
@@ -323,18 +333,19 @@ function currentHead(c: Connection): ChainPoint {
   return c.sql<ChainPoint>(LAST_RECORD_SQL).get() ?? c.sql<ChainPoint>("SELECT seq, hash FROM audit_checkpoints WHERE kind = 'prune' ORDER BY seq DESC LIMIT 1").get() ?? { seq: 0, hash: GENESIS_HASH };
 }
 
+/** `+e.time` keeps the planner off the time index, which is not in seq order. SQLite indexes text of any length, so text is compared as it is. */
+const SQLITE_DIALECT: SelectDialect = {
+  placeholder: () => '?',
+  time: () => '+e.time',
+  textEquals: (column, placeholder) => `${column} = ${placeholder}`,
+  arrayHolds: (column, placeholder) => `${column} IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(${column}) m WHERE m.value = ${placeholder})`,
+};
+
 /**
  * The page query (see toKeysetSelect) in SQLite's words; exported for the
- * query-plan tests only. `+e.time` keeps the planner off the time index,
- * which is not in seq order. SQLite indexes text of any length, so text is
- * compared as it is.
+ * query-plan tests only.
  * @internal
  */
 export function toSqliteSelect(q: CompiledAuditQuery, upperSeq: number | null = null): { text: string; values: (string | number)[] } {
-  return toKeysetSelect(q, upperSeq, {
-    placeholder: () => '?',
-    time: () => '+e.time',
-    textEquals: (column, placeholder) => `${column} = ${placeholder}`,
-    arrayHolds: (column, placeholder) => `${column} IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(${column}) m WHERE m.value = ${placeholder})`,
-  });
+  return toKeysetSelect(q, upperSeq, SQLITE_DIALECT);
 }

@@ -117,6 +117,7 @@ export function startSqliteWorker(data: SqliteWorkerData, batchDeadlineMs: numbe
     hourSpan: (fromHour, toHour) => call('hourSpan', fromHour, toHour),
     hourRanges: () => call('hourRanges'),
     readPage: (query, upperSeq) => call('readPage', query, upperSeq),
+    readStats: (query, upperSeq, bucketChars, top) => call('readStats', query, upperSeq, bucketChars, top),
     readRange: (afterSeq, throughSeq, limit) => call('readRange', afterSeq, throughSeq, limit),
     verifyChain: (options) => call('verifyChain', options),
     pruneBoundary: (before) => call('pruneBoundary', before),

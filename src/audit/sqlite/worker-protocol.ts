@@ -18,7 +18,7 @@ export interface SqliteWorkerData {
 
 export type SqliteMethod = keyof SqliteBackend;
 
-export const SQLITE_METHODS: readonly SqliteMethod[] = ['appendBatch', 'head', 'hourSpan', 'hourRanges', 'readPage', 'readRange', 'verifyChain', 'pruneBoundary', 'deleteThrough', 'saveCheckpoint', 'checkpoints', 'ping', 'close'];
+export const SQLITE_METHODS: readonly SqliteMethod[] = ['appendBatch', 'head', 'hourSpan', 'hourRanges', 'readPage', 'readStats', 'readRange', 'verifyChain', 'pruneBoundary', 'deleteThrough', 'saveCheckpoint', 'checkpoints', 'ping', 'close'];
 
 export interface SqliteCall {
   id: number;

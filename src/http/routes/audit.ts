@@ -5,12 +5,15 @@ import { createFormatter, writeRecords } from '../../audit/export.js';
 import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toTimeBound } from '../../audit/query.js';
 import { AUDIT_DECISIONS } from '../../audit/record.js';
 import { readAuthenticCheckpoint } from '../../audit/trusted-head.js';
-import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore } from '../../audit/types.js';
+import { MAX_STATS_TOP } from '../../audit/stats.js';
+import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStatsQuery, AuditStore } from '../../audit/types.js';
 import { InvalidRequestError, NotAcceptableError } from '../../errors.js';
 import { errorSummary, type Logger } from '../../logger.js';
 import type { AuditorAuth } from '../auditor-auth.js';
 
-const SCALAR_FILTERS = new Set(['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'audit_match', 'limit', 'cursor']);
+const FILTERS = ['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'audit_match'];
+const EVENTS_PARAMETERS = new Set([...FILTERS, 'limit', 'cursor']);
+const STATS_PARAMETERS = new Set([...FILTERS, 'bucket', 'top']);
 
 /** What `GET /v1/audit/events` can answer, in order of preference when the client has none. */
 const EVENT_MEDIA_TYPES = {
@@ -26,7 +29,7 @@ const CONTENT_TYPES: Record<'ndjson' | 'csv', string> = {
 };
 
 /**
- * GET /v1/audit/events and /v1/audit/verify: auditors only (openapi.yaml), by
+ * GET /v1/audit/events, /v1/audit/stats and /v1/audit/verify: auditors only (openapi.yaml), by
  * Bearer token or the console's session cookie (`auditorAuth`).
  *
  * `/v1/audit/events` negotiates on `Accept`: `application/json` (the default,
@@ -49,7 +52,7 @@ export function auditRoutes(deps: {
     res.set('Vary', 'Accept');
     const { format: formatParam, ...params } = req.query;
     const format = formatParam === undefined ? negotiateEvents(req) : parseFormatParam(formatParam);
-    const query = parseAuditQuery(params);
+    const query = parseAuditQuery(params, EVENTS_PARAMETERS);
     // Every problem with the query (the cursor included) is a 400 now, before anything is streamed.
     compileAuditQuery(query);
     const context = { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string, filters: describeQuery(query) };
@@ -64,6 +67,18 @@ export function auditRoutes(deps: {
       return;
     }
     await streamEvents(req, res, deps, query, format, context);
+  });
+
+  router.get('/v1/audit/stats', requireAuditor, async (req, res) => {
+    const query = parseAuditQuery(req.query, STATS_PARAMETERS);
+    const context = { request_id: res.locals.requestId as string, auditor: res.locals.auditor as string, filters: describeQuery(query) };
+    const stats = await deps.audit.stats(query).catch((err: unknown) => {
+      deps.logger.warn('audit stats failed', { ...context, cause: errorSummary(err) });
+      throw err;
+    });
+    deps.logger.info('audit stats', { ...context, total: stats.total });
+    res.set('Cache-Control', 'no-store');
+    res.json(stats);
   });
 
   router.get('/v1/audit/verify', requireAuditor, async (req, res) => {
@@ -163,15 +178,16 @@ function describeQuery(query: AuditQuery): Record<string, unknown> {
 }
 
 /**
- * Validates the query string; every problem is an InvalidRequestError whose
+ * Validates the query string of events (parameters `EVENTS_PARAMETERS`) or
+ * stats (`STATS_PARAMETERS`); every problem is an InvalidRequestError whose
  * message names the parameter. Each parameter may be given once; unknown
  * parameters and empty values are refused, except that a claim filter may
  * match an empty claim (`claim.head_ref=`).
  */
-function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
+function parseAuditQuery(params: Record<string, unknown>, allowed: ReadonlySet<string>): AuditQuery & AuditStatsQuery {
   // A null-prototype map, so `claim.__proto__=x` is a filter like any other instead of a silent no-op.
   const claims = Object.create(null) as Record<string, string>;
-  const query: AuditQuery = { claims };
+  const query: AuditQuery & AuditStatsQuery = { claims };
   const bad = (message: string) => new InvalidRequestError(message, { reason: 'bad_query' });
   for (const [name, raw] of Object.entries(params)) {
     const shown = printable(name);
@@ -181,7 +197,7 @@ function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
       claims[name.slice('claim.'.length)] = raw;
       continue;
     }
-    if (!SCALAR_FILTERS.has(name)) throw bad(`Unknown query parameter '${shown}'.`);
+    if (!allowed.has(name)) throw bad(`Unknown query parameter '${shown}'.`);
     if (raw === '') throw bad(`Query parameter '${name}' must not be empty.`);
     switch (name) {
       case 'since':
@@ -195,6 +211,14 @@ function parseAuditQuery(params: Record<string, unknown>): AuditQuery {
       case 'limit':
         if (!/^[1-9][0-9]{0,3}$/.test(raw) || Number(raw) > MAX_QUERY_LIMIT) throw bad(`'limit' must be an integer from 1 to ${MAX_QUERY_LIMIT}.`);
         query.limit = Number(raw);
+        break;
+      case 'top':
+        if (!/^[1-9][0-9]?$/.test(raw) || Number(raw) > MAX_STATS_TOP) throw bad(`'top' must be an integer from 1 to ${MAX_STATS_TOP}.`);
+        query.top = Number(raw);
+        break;
+      case 'bucket':
+        if (raw !== 'hour' && raw !== 'day') throw bad("'bucket' must be hour or day.");
+        query.bucket = raw;
         break;
       case 'credential_id':
         query.credentialId = raw;

@@ -117,7 +117,7 @@ const securityHeaders: RequestHandler = (_req, res, next) => {
  * request without one is not the console's; the session cookie being
  * SameSite=Strict is the second line (docs/console.md, "CSRF").
  */
-function sameOriginOnly(publicUrl: string): RequestHandler {
+export function sameOriginOnly(publicUrl: string): RequestHandler {
   const publicOrigin = new URL(publicUrl).origin;
   return (req, _res, next) => {
     const origin = req.get('origin');
