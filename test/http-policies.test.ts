@@ -51,9 +51,10 @@ describe('POST /v1/policies/evaluate', () => {
       reason: 'allowed',
       message: "Policy 'deploy' allows this token.",
       evaluations: [
-        { policy: 'deploy', effect: 'allow', matched: true, conditions: [{ key: 'repository', operator: 'equals', expected: 'acme/api', actual: 'acme/api', matched: true }] },
-        { policy: 'no-prt', effect: 'deny', matched: false, conditions: [{ key: 'event_name', operator: 'equals', expected: 'pull_request_target', actual: 'push', matched: false }] },
+        { policy: 'deploy', effect: 'allow', mode: 'enforce', matched: true, conditions: [{ key: 'repository', operator: 'equals', expected: 'acme/api', actual: 'acme/api', matched: true }] },
+        { policy: 'no-prt', effect: 'deny', mode: 'enforce', matched: false, conditions: [{ key: 'event_name', operator: 'equals', expected: 'pull_request_target', actual: 'push', matched: false }] },
       ],
+      audit_matches: [],
       truncated: false,
       issuer: 'local',
       notes: [],
