@@ -56,6 +56,7 @@ export interface Evaluation {
   evaluations: {
     policy: string;
     effect: 'allow' | 'deny';
+    mode: 'enforce' | 'audit';
     matched: boolean;
     error?: string;
     conditions: { key: string; operator: string; expected: string; actual?: unknown; matched: boolean; error?: string }[];
@@ -65,7 +66,7 @@ export interface Evaluation {
 /** `GET /v1/policies` (openapi.yaml, PolicyList). */
 export interface PolicyList {
   set: { count: number; loaded_at: string; sha256: string; last_reload: { at: string; ok: boolean; outcome: string; trigger: string; errors?: string[] } | null };
-  policies: { name: string; description: string | null; issuer: string; effect: 'allow' | 'deny'; file: string; sha256: string; source_status: 'loaded' | 'changed' | 'unreadable'; source: string | null }[];
+  policies: { name: string; description: string | null; issuer: string; effect: 'allow' | 'deny'; mode: 'enforce' | 'audit'; file: string; sha256: string; source_status: 'loaded' | 'changed' | 'unreadable'; source: string | null }[];
   tests: {
     files: string[];
     results: { file: string; line: number | null; name: string; policy: string; expect: 'allow' | 'deny'; decision: 'allow' | 'deny'; passed: boolean; reason: string; message: string }[];

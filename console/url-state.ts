@@ -6,7 +6,7 @@
  */
 
 /** The scalar filters of `GET /v1/audit/events` (openapi.yaml), in form order. */
-export const SCALAR_FILTERS = ['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id'] as const;
+export const SCALAR_FILTERS = ['since', 'until', 'decision', 'policy', 'issuer', 'subject', 'credential_id', 'audit_match'] as const;
 export type ScalarFilter = (typeof SCALAR_FILTERS)[number];
 
 export interface Filters {

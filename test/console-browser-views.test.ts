@@ -19,6 +19,8 @@ const [ISSUED, DENIED_OTHER] = [7, 4];
 const POLICIES = {
   'deploy.yaml': localJwtPolicy('https://deploy.example.com'),
   'no-prt.yaml': 'issuer: local\neffect: deny\nclaims:\n  event_name: pull_request_target\n',
+  // A guardrail rolled out in audit mode: it records the acme/other requests and refuses nothing.
+  'watch-other.yaml': 'issuer: local\neffect: deny\nmode: audit\nclaims:\n  repository: acme/other\n',
   'deploy.test.yaml': `tests:
   - name: acme/api deploys
     policy: deploy
@@ -166,6 +168,12 @@ test('the playground verifies a pasted token and keeps it out of the URL and of 
   assert.ok(!page.url().includes(token.slice(0, 20)));
   assert.equal(await page.evaluate('localStorage.length + sessionStorage.length'), 0);
 
+  // The audit-mode guardrail matches acme/other: shown as what it would do, not as a denial.
+  assert.equal(
+    await page.locator('table[data-policy="watch-other"] caption').textContent(),
+    'watch-other (deny policy): would deny (audit mode: recorded, not denied)',
+  );
+
   await page.getByLabel('Token (compact JWT)', { exact: true }).fill(`${token.slice(0, -4)}AAAA`);
   await page.getByRole('button', { name: 'Evaluate' }).click();
   assert.match((await page.getByRole('alert').textContent()) ?? '', /^The token does not verify: /);
@@ -178,6 +186,7 @@ test('the policy view lists the loaded set with its test status, and a policy sh
   assert.deepEqual(await rows('table.policy-list'), [
     ['deploy', 'allow', 'local', 'deploy.yaml', sha(POLICIES['deploy.yaml']), '1 of 2 fail'],
     ['no-prt', 'deny', 'local', 'no-prt.yaml', sha(POLICIES['no-prt.yaml']), 'none'],
+    ['watch-other', 'deny audit mode', 'local', 'watch-other.yaml', sha(POLICIES['watch-other.yaml']), 'none'],
   ]);
   assert.equal(await page.locator('table.policy-list caption').textContent(), '1 of 2 test cases pass (1 test file)');
   const failing = await rows('table.tests');
@@ -196,6 +205,15 @@ test('the policy view lists the loaded set with its test status, and a policy sh
   await browser.screenshot('policy');
   await page.goBack();
   await page.locator('table.policy-list').waitFor();
+});
+
+test('the log filters on an audit-mode match: the records the guardrail would have denied', async () => {
+  await page.goto(`${server.url}/console/`);
+  await page.getByLabel('Audit-mode match (policy)').fill('watch-other');
+  await page.getByRole('button', { name: 'Apply filters' }).click();
+  await page.waitForURL((url) => url.searchParams.get('audit_match') === 'watch-other');
+  await page.locator('table.records caption', { hasText: `${DENIED_OTHER} records` }).waitFor();
+  assert.deepEqual(await page.locator('table.records tbody tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-decision'))), Array(DENIED_OTHER).fill('denied'));
 });
 
 test('on a narrow window the dashboard, the policies and the playground have no page-wide horizontal scroll', async () => {

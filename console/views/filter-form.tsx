@@ -7,6 +7,7 @@ const TEXT_FILTERS: [ScalarFilter, string][] = [
   ['issuer', 'Issuer'],
   ['subject', 'Subject'],
   ['credential_id', 'Credential id'],
+  ['audit_match', 'Audit-mode match (policy)'],
 ];
 
 /** Every filter of `GET /v1/audit/events`; applying it starts again from the first page. `paging` false leaves out the page size (the dashboard). */

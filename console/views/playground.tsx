@@ -127,7 +127,7 @@ function EvaluationResult({ result }: { result: Evaluation }) {
         <div class="table-wrap">
           <table class="conditions" data-policy={evaluation.policy}>
             <caption>
-              <Text value={evaluation.policy} /> ({evaluation.effect} policy): {evaluation.effect === 'deny' ? (evaluation.matched ? 'denies' : 'does not match') : evaluation.matched ? 'every condition holds' : 'not every condition holds'}
+              <Text value={evaluation.policy} /> ({evaluation.effect} policy): {evaluation.effect === 'deny' ? (evaluation.matched ? (evaluation.mode === 'audit' ? 'would deny (audit mode: recorded, not denied)' : 'denies') : 'does not match') : evaluation.matched ? 'every condition holds' : 'not every condition holds'}
               {evaluation.error !== undefined && <> — <Text value={evaluation.error} /></>}
             </caption>
             <thead>

@@ -55,6 +55,7 @@ export function PoliciesView({ state, navigate, onError }: ViewProps) {
           <>
             <h2 id="policy-title">
               <Text value={policy.name} /> <span class={`effect ${policy.effect}`}>{policy.effect}</span>
+              {policy.mode === 'audit' && <> <span class="effect audit">audit mode</span></>}
             </h2>
             <p class="help">
               Issuer <Text value={policy.issuer} />, file <Text value={policy.file} />, SHA-256 <code>{policy.sha256}</code>
@@ -114,6 +115,12 @@ export function PoliciesView({ state, navigate, onError }: ViewProps) {
                   <td>{link(open(p.name), p.name)}</td>
                   <td>
                     <span class={`effect ${p.effect}`}>{p.effect}</span>
+                    {p.mode === 'audit' && (
+                      <>
+                        {' '}
+                        <span class="effect audit">audit mode</span>
+                      </>
+                    )}
                   </td>
                   <td>
                     <Text value={p.issuer} short />

@@ -85,6 +85,7 @@ export function policyRoutes(deps: {
           description: policy.description ?? null,
           issuer: policy.issuer,
           effect: policy.effect,
+          mode: policy.mode,
           file: path.basename(policy.file),
           sha256: policy.sha256,
           source_status: sourceStatus,
