@@ -229,7 +229,9 @@ describe('audit query', () => {
 
   test('bad arguments exit 1 with a one-line message; a missing audit file is not created', async () => {
     const cases: [string[], RegExp][] = [
-      [['--since', 'yesterday'], /--since: expected an RFC 3339 time/],
+      [['--since', 'yesterday'], /--since: expected a duration back from now such as 24h or 7d \(m, h, d\), an RFC 3339 time/],
+      [['--since', '24'], /--since: expected a duration/],
+      [['--since', '7w'], /--since: expected a duration/],
       [['--until', '2026-02-30'], /--until: expected/],
       [['--limit', '0'], /--limit: expected a positive integer or 'all'/],
       [['--limit', '1.5'], /--limit/],

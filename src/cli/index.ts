@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerAuditCommands } from './audit.js';
 import { registerDevCommands } from './dev.js';
@@ -22,6 +23,7 @@ export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<nu
   registerKeysCommands(program, io);
   registerAuditCommands(program, io);
   registerDevCommands(program, io);
+  addVersion(program, packageVersion());
   try {
     await program.parseAsync(argv);
     return 0;
@@ -34,4 +36,20 @@ export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<nu
     io.stderr.write(`oidc-broker: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
+}
+
+/**
+ * `--version` on the program and on every command under it (README.md#cli):
+ * `oidc-broker policy validate --version` prints the version like
+ * `oidc-broker --version`. Only the program has `-V` too: under a command it
+ * could be the start of a value (`keys retire` takes a kid that may begin with `-`).
+ */
+function addVersion(command: Command, version: string): void {
+  command.version(version, command.parent === null ? '-V, --version' : '--version', 'print the oidc-broker version');
+  for (const sub of command.commands) addVersion(sub, version);
+}
+
+/** The `version` of the package.json beside src/ and dist/. */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }

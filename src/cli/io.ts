@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import { ConfigError, loadConfig, resolveConfigPath, type BrokerConfig } from '../config.js';
+import { ConfigError, loadAuditToolConfig, loadConfig, resolveConfigPath, type AuditToolConfig, type BrokerConfig } from '../config.js';
 
 /** An output stream of the CLI: process.stdout/stderr, or a stream with the same TTY facts (tests). */
 export type CliStream = Writable & { isTTY?: boolean; columns?: number };
@@ -22,9 +22,21 @@ export interface CliIo {
   /** What `-` arguments read (`policy explain --claims -`). */
   stdin: Readable;
   signals: CliSignals;
+  /** The environment the command reads (`NO_COLOR`, `OIDC_BROKER_AUDITOR_TOKEN`). */
+  env: NodeJS.ProcessEnv;
 }
 
-export const PROCESS_IO: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, signals: process };
+export const PROCESS_IO: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, signals: process, env: process.env };
+
+/**
+ * True when output must be plain ASCII text without colour or glyphs (✓ ✗ —):
+ * `NO_COLOR` is set to anything but the empty string, or stdout is not a
+ * terminal (a pipe, a file, a CI log), where glyphs end up in tools that may
+ * not expect them (README.md#cli).
+ */
+export function isPlainOutput(io: CliIo): boolean {
+  return (io.env.NO_COLOR ?? '') !== '' || io.stdout.isTTY !== true;
+}
 
 /**
  * Ends a command with `exitCode`; runCli prints `message` (if any) to stderr
@@ -42,9 +54,18 @@ export class CliExit extends Error {
 }
 
 /** The config a command runs against (`-c FILE`, $BROKER_CONFIG, ./broker.yaml or the dev defaults); a bad one ends the command with exit 1. */
-export async function readConfig(file: string | undefined): Promise<BrokerConfig> {
+export function readConfig(file: string | undefined): Promise<BrokerConfig> {
+  return configOrExit(loadConfig, file);
+}
+
+/** Only the keys of that config the audit commands read (loadAuditToolConfig); a bad one ends the command with exit 1. */
+export function readAuditToolConfig(file: string | undefined): Promise<AuditToolConfig> {
+  return configOrExit(loadAuditToolConfig, file);
+}
+
+async function configOrExit<T>(load: (configPath: string | undefined) => Promise<T>, file: string | undefined): Promise<T> {
   try {
-    return await loadConfig(resolveConfigPath(file));
+    return await load(resolveConfigPath(file));
   } catch (err) {
     if (err instanceof ConfigError) throw new CliExit(1, `cannot load the config:\n${err.message}`);
     throw err;

@@ -224,13 +224,9 @@ function impactLine(row: ImpactRow): string {
   return `${mark}  ${row.subject}  ${row.issuer}/${row.policy}  ${row.before} -> ${row.after}  ${row.requests} request${row.requests === 1 ? '' : 's'}`;
 }
 
-/** --since as a duration back from now (`24h`, `7d`, `90m`), or a time or date; default 30 days. */
+/** --since (a duration back from now, a time or a date: parseTimeArg); default 30 days. */
 function impactSince(value: string | undefined): string {
-  if (value === undefined) return new Date(Date.now() - DEFAULT_IMPACT_DAYS * 86_400_000).toISOString();
-  const duration = /^(\d+)([mhd])$/.exec(value);
-  if (duration === null) return parseTimeArg(value, '--since');
-  const unitMs = { m: 60_000, h: 3_600_000, d: 86_400_000 }[duration[2] as 'm' | 'h' | 'd'];
-  return new Date(Date.now() - Number(duration[1]) * unitMs).toISOString();
+  return value === undefined ? new Date(Date.now() - DEFAULT_IMPACT_DAYS * 86_400_000).toISOString() : parseTimeArg(value, '--since');
 }
 
 async function runTests(dir: string | undefined, options: { config?: string }, io: CliIo): Promise<void> {
