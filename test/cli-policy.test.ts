@@ -7,7 +7,7 @@ import path from 'node:path';
 import request from 'supertest';
 import type { ExplainOutput } from '../src/policy/explain.js';
 import { AUDIENCE, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { cli, REPO } from './helpers/cli.js';
+import { cli, cliProcess, REPO } from './helpers/cli.js';
 
 const BROKER = 'https://broker.example.com';
 
@@ -125,7 +125,7 @@ describe('oidc-broker policy test', () => {
     assert.match(lines[2]!, /^PASS .*b\.test\.yaml: release may deploy$/);
     assert.equal(
       lines[3]!.replace(/^FAIL .*?b\.test\.yaml/, 'FAIL b.test.yaml'),
-      `FAIL b.test.yaml:6: feature may deploy — expected allow, got deny: policy 'deploy' does not match: ref in [refs/heads/main, refs/heads/release] (token: "refs/heads/feature")`,
+      `FAIL b.test.yaml:6: feature may deploy - expected allow, got deny: policy 'deploy' does not match: ref in [refs/heads/main, refs/heads/release] (token: "refs/heads/feature")`,
     );
     assert.equal(lines[4], '3 passed, 1 failed (2 test files)');
   });
@@ -200,7 +200,7 @@ grant:
     const run = await cli(['policy', 'test', '-c', ws.config]);
     assert.equal(run.code, 1, run.stderr);
     const lines = run.stdout.trimEnd().split('\n');
-    assert.ok(lines[0]!.replace(/^FAIL .*?aws-tag\.test\.yaml/, 'FAIL aws-tag.test.yaml').startsWith(`FAIL aws-tag.test.yaml:2: a fix branch may deploy — expected allow, got deny: ${REFUSAL}`), lines[0]);
+    assert.ok(lines[0]!.replace(/^FAIL .*?aws-tag\.test\.yaml/, 'FAIL aws-tag.test.yaml').startsWith(`FAIL aws-tag.test.yaml:2: a fix branch may deploy - expected allow, got deny: ${REFUSAL}`), lines[0]);
     assert.match(lines[1]!, /^PASS .*aws-tag\.test\.yaml: a fix branch with a hash is refused$/);
     assert.match(lines[2]!, /^PASS .*aws-tag\.test\.yaml: main may deploy$/);
     assert.equal(lines[3], '2 passed, 1 failed (1 test file)');
@@ -221,11 +221,11 @@ grant:
 describe('oidc-broker policy explain', () => {
   const failing = { repository: 'acme/api', ref: 'refs/heads/feature', event_name: 'push' };
 
-  test('--claims FILE: the decision and a table with ✗ on the failing condition; exit 3 on deny', async () => {
+  test('--claims FILE: the decision and a table with ✗ on the failing condition (on a terminal); exit 3 on deny', async () => {
     const ws = await workspace('explain', POLICIES);
     const claimsFile = path.join(ws.dir, '..', 'claims.json');
     await writeFile(claimsFile, JSON.stringify({ ...failing, aud: BROKER }));
-    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config]);
+    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config], { tty: { stdout: true }, env: { NO_COLOR: undefined } });
     assert.equal(run.code, 3, run.stderr);
     const lines = run.stdout.split('\n');
     assert.equal(lines[0], 'Decision: DENY (conditions_not_met)');
@@ -237,6 +237,22 @@ describe('oidc-broker policy explain', () => {
     assert.match(run.stdout, /^deny policy deny-prt: does not match \(1 of 1 condition fails\)$/m);
     assert.match(run.stdout, /^ {2}✗ {2}event_name +equals +pull_request_target +"push"$/m);
     assert.equal(run.stderr, '');
+  });
+
+  test('NO_COLOR (any non-empty value) on a terminal, or stdout not a terminal: yes/no instead of ✓/✗, nothing but ASCII', async () => {
+    const ws = await workspace('explain-plain', POLICIES);
+    const claimsFile = path.join(ws.dir, '..', 'claims.json');
+    await writeFile(claimsFile, JSON.stringify({ ...failing, aud: BROKER }));
+    const args = ['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config];
+    const runs = [await cli(args, { tty: { stdout: true }, env: { NO_COLOR: '1' } }), await cli(args, { env: { NO_COLOR: undefined } }), await cliProcess(args, { env: { NO_COLOR: '' } })];
+    for (const run of runs) {
+      assert.equal(run.code, 3, run.stderr);
+      assert.match(run.stdout, /^ {2}yes {2}repository +equals +acme\/api +"acme\/api"$/m);
+      assert.match(run.stdout, /^ {2}no {3}ref +in +\[refs\/heads\/main, refs\/heads\/release\] +"refs\/heads\/feature"$/m);
+      assert.match(run.stdout, /^[\x09\x0a\x20-\x7e]*$/, 'ASCII only, no escape sequence');
+    }
+    const empty = await cli(args, { tty: { stdout: true }, env: { NO_COLOR: '' } });
+    assert.match(empty.stdout, /^ {2}✓ {2}repository/m, 'an empty NO_COLOR is as if unset');
   });
 
   test('--claims - reads stdin; an allowed decision exits 0; a missing aud is noted', async () => {
