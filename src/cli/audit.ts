@@ -165,7 +165,7 @@ Examples:
   audit
     .command('prune')
     .description('Delete the records older than a date, leaving a signed prune checkpoint the chain is verified from.')
-    .requiredOption('--before <date>', 'delete records before this time (RFC 3339, or YYYY-MM-DD for midnight UTC)')
+    .requiredOption('--before <date>', 'delete records before this time: a duration back from now (400d), RFC 3339, or YYYY-MM-DD for midnight UTC')
     .option('--yes', 'really delete; without it, only print what would be deleted')
     .option('-c, --config <file>', CONFIG_HELP)
     .addHelpText(
