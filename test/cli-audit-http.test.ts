@@ -187,6 +187,43 @@ describe('audit query --url', () => {
     assert.equal(run.stderr, `oidc-broker: GET /v1/audit/events: cannot reach the broker at http://127.0.0.1:${port}: ECONNREFUSED\n`);
   });
 
+  test('behind a proxy: a 503 on the first page exits 5 with nothing printed; a 429 on a later page exits 5 saying the output is incomplete', async () => {
+    // Forwards to the real broker, except what `answer` decides to refuse.
+    let answer: (search: URLSearchParams) => { status: number; headers?: Record<string, string>; body: unknown } | null = () => null;
+    const proxy = http.createServer((req, res) => {
+      const target = new URL(req.url!, url);
+      const refusal = answer(target.searchParams);
+      if (refusal !== null) {
+        res.writeHead(refusal.status, { 'content-type': 'application/json', ...refusal.headers });
+        res.end(JSON.stringify(refusal.body));
+        return;
+      }
+      void fetch(target, { headers: { authorization: req.headers.authorization! } }).then(async (upstream) => {
+        res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type')! });
+        res.end(Buffer.from(await upstream.arrayBuffer()));
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const proxied = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    try {
+      answer = () => ({ status: 503, body: { error: 'audit_unavailable', error_description: 'The audit log cannot be read now.', request_id: 'req-1' } });
+      const down = await cli(['audit', 'query', '--url', proxied, '--format', 'csv'], WITH_TOKEN);
+      assert.deepEqual(down, { code: 5, stdout: '', stderr: 'oidc-broker: GET /v1/audit/events: the broker answered 503 audit_unavailable: The audit log cannot be read now. (request_id req-1)\n' });
+
+      answer = (search) => (search.has('cursor') ? { status: 429, headers: { 'retry-after': '7' }, body: { error: 'rate_limited', error_description: 'Too many requests.', request_id: 'req-2' } } : null);
+      const cut = await cli(['audit', 'query', '--url', proxied, '--format', 'ndjson'], WITH_TOKEN);
+      assert.equal(cut.code, 5);
+      const written = ndjson(cut.stdout).length;
+      assert.ok(written > 0 && written <= 1000, `records of the first page were written: ${written}`);
+      assert.equal(
+        cut.stderr,
+        `oidc-broker: reading the audit log failed after ${written} records; the output is incomplete: GET /v1/audit/events: the broker answered 429 rate_limited: Too many requests. (retry after 7 s) (request_id req-2)\n`,
+      );
+    } finally {
+      await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    }
+  });
+
   test('bad arguments exit 1 before any request: no token, a token on several lines, a clear-text URL, a mode mix', async () => {
     const multiline = path.join(fx.dir, 'two-lines.token');
     await writeFile(multiline, 'abc\ndef\n');
