@@ -8,6 +8,7 @@ import type { LimitsConfig } from './limits/rate-limit.js';
 import { DEFAULT_JWKS_STALE_IF_ERROR_SECONDS, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, defaultTenantClaims, sharedIssuerKind } from './oidc/issuer-defaults.js';
 import type { IssuerConfig } from './oidc/types.js';
 import type { CompileContext } from './policy/types.js';
+import { jwtProvider } from './providers/jwt/index.js';
 import { PROVIDERS, providersConfigSchema, toProviderConfigs, type ProviderConfigs } from './providers/registry.js';
 import { formatKeyPath, isPlainObject } from './values.js';
 import type { YamlDocument } from './yaml/document.js';
@@ -223,34 +224,84 @@ export function resolveConfigPath(explicit: string | undefined, env: NodeJS.Proc
  */
 export async function loadConfig(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
   if (!configPath) return normalise(fileSchema.parse(DEVELOPMENT_DEFAULTS), 'built-in defaults', process.cwd(), env);
-  let text: string;
-  try {
-    text = await readFile(configPath, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`${configPath}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  return parseConfig(text, configPath, env);
+  return parseConfig(await readConfigText(configPath), configPath, env);
 }
 
 /** Validates config text; relative paths in it resolve against the file's directory. */
 export async function parseConfig(text: string, configPath: string, env: NodeJS.ProcessEnv = process.env): Promise<BrokerConfig> {
+  const doc = parseConfigYaml(text, configPath);
+  const raw = substituteEnv(doc.value ?? {}, [], configPath, env, doc);
+  return normalise(validate(fileSchema, raw, configPath, doc), configPath, path.dirname(path.resolve(configPath)), env);
+}
+
+/** What the audit commands read of a config (docs/audit.md, "From the command line"): a subset of BrokerConfig. */
+export interface AuditToolConfig {
+  source: string;
+  audit: { url: string };
+  providers: { jwt: { signingKeyFile: string } };
+}
+
+// Not strict: the keys of the config these commands do not read are left to `serve` to check.
+const auditToolSchema = z.object({
+  audit: fileSchema.shape.audit,
+  providers: z.object({ jwt: jwtProvider.configSchema }).prefault({ jwt: undefined }),
+});
+
+/**
+ * Reads only `audit` and `providers.jwt` of the config: a `${VAR}` or a
+ * mistake elsewhere (a provider's credentials, an issuer) does not stop
+ * `audit query` or `audit verify` from reading the log.
+ * @throws ConfigError for those keys, as loadConfig words it.
+ */
+export async function loadAuditToolConfig(configPath: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<AuditToolConfig> {
+  if (!configPath) return toAuditToolConfig(auditToolSchema.parse({}), 'built-in defaults', process.cwd());
+  const doc = parseConfigYaml(await readConfigText(configPath), configPath);
+  const value = doc.value ?? {};
+  let raw = value;
+  if (isPlainObject(value)) {
+    const { audit, providers } = value;
+    const only = (sub: unknown, keyPath: string[]) => substituteEnv(sub, keyPath, configPath, env, doc);
+    raw = { audit: only(audit, ['audit']), providers: isPlainObject(providers) ? { jwt: only(providers.jwt, ['providers', 'jwt']) } : providers };
+  }
+  return toAuditToolConfig(validate(auditToolSchema, raw, configPath, doc), configPath, path.dirname(path.resolve(configPath)));
+}
+
+function toAuditToolConfig(file: z.output<typeof auditToolSchema>, source: string, baseDir: string): AuditToolConfig {
+  return { source, audit: { url: resolveAuditUrl(file.audit.url, baseDir) }, providers: { jwt: jwtProvider.toConfig(file.providers.jwt, (f) => path.resolve(baseDir, f)) } };
+}
+
+async function readConfigText(configPath: string): Promise<string> {
+  try {
+    return await readFile(configPath, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${configPath}: cannot read the config file (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+function parseConfigYaml(text: string, configPath: string): YamlDocument {
   const yaml = parseYaml(text);
   if (!yaml.ok) {
     throw new ConfigError(yaml.problems.map((p) => `${configPath}${atLine(p.line)}: invalid YAML: ${p.message.split('\n')[0]}`).join('\n'));
   }
-  const { doc } = yaml;
-  const raw = substituteEnv(doc.value ?? {}, [], configPath, env, doc);
-  const parsed = fileSchema.safeParse(raw, { reportInput: true });
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => {
-      // An unknown key is reported at its own line, not its parent's.
-      const at = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path;
-      const keyPath = formatKeyPath(issue.path);
-      return `${configPath}${atLine(doc.lineOf(at))}: ${keyPath || '(top level)'}: ${describeIssue(issue)}`;
-    });
-    throw new ConfigError(problems.join('\n'));
-  }
-  return normalise(parsed.data, configPath, path.dirname(path.resolve(configPath)), env);
+  return yaml.doc;
+}
+
+/** `raw` validated by `schema`; every problem names the file, its line and the key path. */
+function validate<S extends z.ZodType>(schema: S, raw: unknown, configPath: string, doc: YamlDocument): z.output<S> {
+  const parsed = schema.safeParse(raw, { reportInput: true });
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    // An unknown key is reported at its own line, not its parent's.
+    const at = issue.code === 'unrecognized_keys' && issue.keys.length === 1 ? [...issue.path, issue.keys[0]!] : issue.path;
+    const keyPath = formatKeyPath(issue.path);
+    return `${configPath}${atLine(doc.lineOf(at))}: ${keyPath || '(top level)'}: ${describeIssue(issue)}`;
+  });
+  throw new ConfigError(problems.join('\n'));
+}
+
+/** `sqlite:<path>` with the path made absolute against `baseDir`; other URLs as they are. */
+function resolveAuditUrl(url: string, baseDir: string): string {
+  return url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, url.slice('sqlite:'.length))}` : url;
 }
 
 async function normalise(file: FileConfig, source: string, baseDir: string, env: NodeJS.ProcessEnv): Promise<BrokerConfig> {
@@ -282,7 +333,7 @@ async function normalise(file: FileConfig, source: string, baseDir: string, env:
       tenantClaims: issuer.tenant_claims ?? defaultTenantClaims(issuer.issuer),
     });
   }
-  const auditUrl = file.audit.url.startsWith('sqlite:') ? `sqlite:${path.resolve(baseDir, file.audit.url.slice('sqlite:'.length))}` : file.audit.url;
+  const auditUrl = resolveAuditUrl(file.audit.url, baseDir);
   const providers = toProviderConfigs(file.providers, (file) => path.resolve(baseDir, file));
   // By default on the broker's own disk: beside the SQLite file, else beside the signing key (docs/audit.md, "Trusted head").
   const auditHeadFile =

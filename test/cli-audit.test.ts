@@ -229,7 +229,9 @@ describe('audit query', () => {
 
   test('bad arguments exit 1 with a one-line message; a missing audit file is not created', async () => {
     const cases: [string[], RegExp][] = [
-      [['--since', 'yesterday'], /--since: expected an RFC 3339 time/],
+      [['--since', 'yesterday'], /--since: expected a duration back from now such as 24h or 7d \(m, h, d\), an RFC 3339 time/],
+      [['--since', '24'], /--since: expected a duration/],
+      [['--since', '7w'], /--since: expected a duration/],
       [['--until', '2026-02-30'], /--until: expected/],
       [['--limit', '0'], /--limit: expected a positive integer or 'all'/],
       [['--limit', '1.5'], /--limit/],
@@ -404,6 +406,12 @@ describe('audit prune', () => {
     assert.match(run.stdout, new RegExp(`start at seq ${OLD + 1}`));
     assert.match(run.stdout, /run again with --yes/);
     assert.equal(countRows(pruned), OLD + RECENT);
+
+    // A retention period in days, ending 30 days before the records of 2026: the records of 2020 are older.
+    const days = Math.floor((Date.now() - T0) / 86_400_000) + 30;
+    const retention = await cli(['audit', 'prune', '-c', pruned.config, '--before', `${days}d`]);
+    assert.equal(retention.code, 0, retention.stderr);
+    assert.match(retention.stdout, new RegExp(`dry run: would delete ${OLD} records older than \\d{4}-\\d{2}-\\d{2}T[\\d:.]+Z \\(seq 1 to ${OLD},`));
   });
 
   test('with --yes: deletes, prints the anchor, and verify still passes', async () => {

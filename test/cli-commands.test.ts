@@ -1,10 +1,11 @@
 // oidc-broker serve, dev issuer and keys generate in-process through runCli: output on the given streams, signals from the given emitter.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { cli, githubServeConfig, logLine, startCli, waitForOutput } from './helpers/cli.js';
+import { cli, cliProcess, githubServeConfig, logLine, REPO, startCli, waitForOutput } from './helpers/cli.js';
 
 const POLICY = (name: string) => `name: ${name}\nissuer: github\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audience: https://deploy.example.com\n`;
 
@@ -73,6 +74,16 @@ describe('keys generate', () => {
     assert.equal(typeof jwk.kid, 'string');
   });
 
+  test("'--out -' writes the key alone to stdout; what is said about it goes to stderr", async () => {
+    const run = await cli(['keys', 'generate', '--out', '-']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stdout.split('\n').length, 2, 'one line of JSON');
+    const jwk = JSON.parse(run.stdout) as { kid: string; d: string };
+    assert.equal(typeof jwk.d, 'string');
+    assert.equal(run.stderr, `generated signing key ${jwk.kid} on stdout: a private key, keep it out of logs and store it with mode 0600\n`);
+    assert.equal(existsSync(path.join(REPO, '-')), false, "no file named '-'");
+  });
+
   test('--out writes a 0600 file and never overwrites one: exit 1, the file unchanged', async () => {
     const out = path.join(root, 'new-key.jwk');
     const first = await cli(['keys', 'generate', '--out', out]);
@@ -86,5 +97,22 @@ describe('keys generate', () => {
     assert.equal(second.code, 1);
     assert.match(second.stderr, /^oidc-broker: .*new-key\.jwk already exists; move it away first/);
     assert.equal(await readFile(out, 'utf8'), written);
+  });
+});
+
+describe('--version', () => {
+  const { version } = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
+
+  test("every command and subcommand prints the package's version and exits 0, doing nothing else", async () => {
+    const commands = [[], ['serve'], ['policy'], ['policy', 'validate'], ['policy', 'test'], ['policy', 'impact'], ['keys', 'generate'], ['keys', 'retire'], ['audit', 'query'], ['audit', 'verify'], ['dev', 'issuer']];
+    for (const command of commands) {
+      const run = await cli([...command, '--version']);
+      assert.deepEqual(run, { code: 0, stdout: `${version}\n`, stderr: '' }, command.join(' '));
+    }
+    assert.deepEqual(await cli(['-V']), { code: 0, stdout: `${version}\n`, stderr: '' });
+  });
+
+  test('as a real process too', async () => {
+    assert.deepEqual(await cliProcess(['audit', 'query', '--version']), { code: 0, stdout: `${version}\n`, stderr: '' });
   });
 });

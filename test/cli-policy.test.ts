@@ -7,7 +7,8 @@ import path from 'node:path';
 import request from 'supertest';
 import type { ExplainOutput } from '../src/policy/explain.js';
 import { AUDIENCE, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
-import { cli, REPO } from './helpers/cli.js';
+import { cli, cliProcess, REPO } from './helpers/cli.js';
+import { parseXml } from './helpers/xml.js';
 
 const BROKER = 'https://broker.example.com';
 
@@ -125,7 +126,7 @@ describe('oidc-broker policy test', () => {
     assert.match(lines[2]!, /^PASS .*b\.test\.yaml: release may deploy$/);
     assert.equal(
       lines[3]!.replace(/^FAIL .*?b\.test\.yaml/, 'FAIL b.test.yaml'),
-      `FAIL b.test.yaml:6: feature may deploy — expected allow, got deny: policy 'deploy' does not match: ref in [refs/heads/main, refs/heads/release] (token: "refs/heads/feature")`,
+      `FAIL b.test.yaml:6: feature may deploy - expected allow, got deny: policy 'deploy' does not match: ref in [refs/heads/main, refs/heads/release] (token: "refs/heads/feature")`,
     );
     assert.equal(lines[4], '3 passed, 1 failed (2 test files)');
   });
@@ -200,7 +201,7 @@ grant:
     const run = await cli(['policy', 'test', '-c', ws.config]);
     assert.equal(run.code, 1, run.stderr);
     const lines = run.stdout.trimEnd().split('\n');
-    assert.ok(lines[0]!.replace(/^FAIL .*?aws-tag\.test\.yaml/, 'FAIL aws-tag.test.yaml').startsWith(`FAIL aws-tag.test.yaml:2: a fix branch may deploy — expected allow, got deny: ${REFUSAL}`), lines[0]);
+    assert.ok(lines[0]!.replace(/^FAIL .*?aws-tag\.test\.yaml/, 'FAIL aws-tag.test.yaml').startsWith(`FAIL aws-tag.test.yaml:2: a fix branch may deploy - expected allow, got deny: ${REFUSAL}`), lines[0]);
     assert.match(lines[1]!, /^PASS .*aws-tag\.test\.yaml: a fix branch with a hash is refused$/);
     assert.match(lines[2]!, /^PASS .*aws-tag\.test\.yaml: main may deploy$/);
     assert.equal(lines[3], '2 passed, 1 failed (1 test file)');
@@ -221,11 +222,11 @@ grant:
 describe('oidc-broker policy explain', () => {
   const failing = { repository: 'acme/api', ref: 'refs/heads/feature', event_name: 'push' };
 
-  test('--claims FILE: the decision and a table with ✗ on the failing condition; exit 3 on deny', async () => {
+  test('--claims FILE: the decision and a table with ✗ on the failing condition (on a terminal); exit 3 on deny', async () => {
     const ws = await workspace('explain', POLICIES);
     const claimsFile = path.join(ws.dir, '..', 'claims.json');
     await writeFile(claimsFile, JSON.stringify({ ...failing, aud: BROKER }));
-    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config]);
+    const run = await cli(['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config], { tty: { stdout: true }, env: { NO_COLOR: undefined } });
     assert.equal(run.code, 3, run.stderr);
     const lines = run.stdout.split('\n');
     assert.equal(lines[0], 'Decision: DENY (conditions_not_met)');
@@ -237,6 +238,22 @@ describe('oidc-broker policy explain', () => {
     assert.match(run.stdout, /^deny policy deny-prt: does not match \(1 of 1 condition fails\)$/m);
     assert.match(run.stdout, /^ {2}✗ {2}event_name +equals +pull_request_target +"push"$/m);
     assert.equal(run.stderr, '');
+  });
+
+  test('NO_COLOR (any non-empty value) on a terminal, or stdout not a terminal: yes/no instead of ✓/✗, nothing but ASCII', async () => {
+    const ws = await workspace('explain-plain', POLICIES);
+    const claimsFile = path.join(ws.dir, '..', 'claims.json');
+    await writeFile(claimsFile, JSON.stringify({ ...failing, aud: BROKER }));
+    const args = ['policy', 'explain', '--policy', 'deploy', '--claims', claimsFile, '-c', ws.config];
+    const runs = [await cli(args, { tty: { stdout: true }, env: { NO_COLOR: '1' } }), await cli(args, { env: { NO_COLOR: undefined } }), await cliProcess(args, { env: { NO_COLOR: '' } })];
+    for (const run of runs) {
+      assert.equal(run.code, 3, run.stderr);
+      assert.match(run.stdout, /^ {2}yes {2}repository +equals +acme\/api +"acme\/api"$/m);
+      assert.match(run.stdout, /^ {2}no {3}ref +in +\[refs\/heads\/main, refs\/heads\/release\] +"refs\/heads\/feature"$/m);
+      assert.match(run.stdout, /^[\x09\x0a\x20-\x7e]*$/, 'ASCII only, no escape sequence');
+    }
+    const empty = await cli(args, { tty: { stdout: true }, env: { NO_COLOR: '' } });
+    assert.match(empty.stdout, /^ {2}✓ {2}repository/m, 'an empty NO_COLOR is as if unset');
   });
 
   test('--claims - reads stdin; an allowed decision exits 0; a missing aud is noted', async () => {
@@ -337,4 +354,161 @@ describe('policy explain --json is the HTTP explain object', () => {
       assert.equal(offlineDeny?.conditions[0]?.expected, 'glob bot-*');
     });
   }
+});
+
+describe('policy validate and policy test take files as well as directories', () => {
+  test('validate: policy files alone or with their directory (each file once); a test file, a missing path or another file is refused (exit 1)', async () => {
+    const ws = await workspace('validate-files', { ...POLICIES, 'deploy.test.yaml': PASSING, 'notes.txt': 'not a policy\n' });
+    const deploy = path.join(ws.dir, 'deploy.yaml');
+    const one = await cli(['policy', 'validate', '-c', ws.config, deploy]);
+    assert.equal(one.code, 0, one.stderr);
+    assert.equal(one.stdout, 'ok: 1 policy in 1 file, 2 warnings\n');
+    assert.match(one.stderr, /deploy\.yaml:3: \[privileged-triggers\]/, 'linted alone: the deny policy of its directory is not there');
+    const both = await cli(['policy', 'validate', '-c', ws.config, deploy, path.join(ws.dir, 'deny-prt.yaml'), ws.dir, deploy]);
+    assert.equal(both.code, 0, both.stderr);
+    assert.match(both.stdout, /^ok: 2 policies in 2 files/);
+
+    const broken = await workspace('validate-broken-file', { 'typo.yaml': 'issuer: github\nclaims:\n  repository: acme/api\ngrant:\n  provider: jwt\n  audeince: x\n' });
+    const typo = await cli(['policy', 'validate', '-c', broken.config, path.join(broken.dir, 'typo.yaml')]);
+    assert.equal(typo.code, 1);
+    assert.match(typo.stderr, /typo\.yaml:6: grant\.audeince: unknown key 'audeince'/);
+    assert.match(typo.stderr, /^2 problems in 1 file$/m);
+
+    const refused: [string, string][] = [
+      [path.join(ws.dir, 'deploy.test.yaml'), `${path.join(ws.dir, 'deploy.test.yaml')} is a policy test file: run 'oidc-broker policy test ${path.join(ws.dir, 'deploy.test.yaml')}'`],
+      [path.join(ws.dir, 'missing.yaml'), `${path.join(ws.dir, 'missing.yaml')} does not exist`],
+      [
+        path.join(ws.dir, 'notes.txt'),
+        `${path.join(ws.dir, 'notes.txt')} is not a policy file: expected a policy directory, a policy file (*.yaml, *.yml) or a policy test file (*.test.yaml, *.test.yml)`,
+      ],
+    ];
+    for (const [arg, message] of refused) {
+      const run = await cli(['policy', 'validate', '-c', ws.config, deploy, arg]);
+      assert.deepEqual(run, { code: 1, stdout: '', stderr: `oidc-broker: ${message}\n` }, arg);
+    }
+  });
+
+  test('test: a policy file runs its own test file, a test file runs alone, several paths run together against their directory', async () => {
+    const ws = await workspace('test-files', { ...POLICIES, 'deploy.test.yaml': PASSING, 'other.test.yml': FAILING, 'deny-prt.yaml': POLICIES['deny-prt.yaml']! });
+    const summary = (run: { stdout: string }) => run.stdout.trimEnd().split('\n').at(-1);
+
+    const policy = await cli(['policy', 'test', '-c', ws.config, path.join(ws.dir, 'deploy.yaml')]);
+    assert.equal(policy.code, 0, policy.stderr);
+    assert.equal(summary(policy), '2 passed, 0 failed (1 test file)');
+    assert.ok(!policy.stdout.includes('other.test.yml'));
+
+    const testFile = await cli(['policy', 'test', '-c', ws.config, path.join(ws.dir, 'other.test.yml')]);
+    assert.equal(testFile.code, 1);
+    assert.equal(summary(testFile), '1 passed, 1 failed (1 test file)');
+
+    const several = await cli(['policy', 'test', '-c', ws.config, path.join(ws.dir, 'deploy.test.yaml'), path.join(ws.dir, 'other.test.yml'), path.join(ws.dir, 'deploy.yaml')]);
+    assert.equal(several.code, 1);
+    assert.equal(summary(several), '3 passed, 1 failed (2 test files)');
+
+    const noTests = await cli(['policy', 'test', '-c', ws.config, path.join(ws.dir, 'deny-prt.yaml')]);
+    assert.deepEqual(noTests, {
+      code: 1,
+      stdout: '',
+      stderr: `oidc-broker: no test cases for ${path.join(ws.dir, 'deny-prt.yaml')}: neither ${path.join(ws.dir, 'deny-prt.test.yaml')} nor ${path.join(ws.dir, 'deny-prt.test.yml')} exists\n`,
+    });
+    const missing = await cli(['policy', 'test', '-c', ws.config, path.join(ws.dir, 'nope.test.yaml')]);
+    assert.deepEqual(missing, { code: 1, stdout: '', stderr: `oidc-broker: ${path.join(ws.dir, 'nope.test.yaml')} does not exist\n` });
+  });
+});
+
+describe('policy test --format', () => {
+  const HOSTILE = `tests:
+  - name: "fails & <breaks> \\"quotes\\" 'apos' \\u0001 ]]>"
+    policy: deploy
+    claims: {repository: acme/api, ref: "refs/heads/<feature>&"}
+    expect: allow
+`;
+
+  test('json: one object with the summary, every case (its failure) and every problem; exit 1 when one fails', async () => {
+    const ws = await workspace('format-json', { ...POLICIES, 'a.test.yaml': PASSING, 'b.test.yaml': FAILING, 'bad.test.yaml': 'tests:\n  - name: x\n    policy: deploy\n    claims: {}\n' });
+    const run = await cli(['policy', 'test', '-c', ws.config, '--format', 'json', ws.dir]);
+    assert.equal(run.code, 1);
+    const report = JSON.parse(run.stdout) as { summary: unknown; cases: Record<string, unknown>[]; problems: Record<string, unknown>[] };
+    assert.deepEqual(report.summary, { passed: 3, failed: 1, problems: 1, test_files: 3 });
+    assert.equal(report.cases.length, 4);
+    assert.deepEqual(
+      { ...report.cases[3], file: path.basename(report.cases[3]!.file as string) },
+      {
+        file: 'b.test.yaml',
+        line: 6,
+        name: 'feature may deploy',
+        policy: 'deploy',
+        expect: 'allow',
+        decision: 'deny',
+        audit_matches: [],
+        passed: false,
+        failure: `expected allow, got deny: policy 'deploy' does not match: ref in [refs/heads/main, refs/heads/release] (token: "refs/heads/feature")`,
+      },
+    );
+    assert.equal(report.cases[0]!.failure, null);
+    assert.deepEqual({ ...report.problems[0], file: path.basename(report.problems[0]!.file as string) }, { file: 'bad.test.yaml', line: 2, key: 'tests[0]', message: 'expect is required: allow or deny', hint: null });
+    assert.match(run.stderr, /bad\.test\.yaml:2: tests\[0\]: expect is required/, 'problems on stderr too');
+  });
+
+  test('junit: well-formed XML, one testsuite per test file, a testcase per case with its failure, problems as errors, text escaped', async () => {
+    const ws = await workspace('format-junit', { ...POLICIES, 'a.test.yaml': PASSING, 'b.test.yaml': FAILING, 'c.test.yaml': HOSTILE, 'bad.test.yaml': 'tests:\n  - name: x\n    policy: nope\n    claims: {}\n    expect: deny\n' });
+    const run = await cli(['policy', 'test', '-c', ws.config, '--format', 'junit', ws.dir]);
+    assert.equal(run.code, 1);
+    assert.ok(run.stdout.startsWith('<?xml version="1.0" encoding="UTF-8"?>\n'));
+    const root = parseXml(run.stdout);
+    assert.equal(root.name, 'testsuites');
+    assert.deepEqual(root.attributes, { name: 'oidc-broker policy test', tests: '6', failures: '2', errors: '1' });
+    assert.deepEqual(
+      root.children.map((s) => [s.name, path.basename(s.attributes.name!), s.attributes.tests, s.attributes.failures, s.attributes.errors]),
+      [
+        ['testsuite', 'a.test.yaml', '2', '0', '0'],
+        ['testsuite', 'b.test.yaml', '2', '1', '0'],
+        ['testsuite', 'bad.test.yaml', '1', '0', '1'],
+        ['testsuite', 'c.test.yaml', '1', '1', '0'],
+      ],
+    );
+    const [a, b, bad, c] = root.children;
+    assert.deepEqual(
+      a!.children.map((t) => [t.name, t.attributes.name, t.children.length]),
+      [
+        ['testcase', 'main may deploy', 0],
+        ['testcase', 'pull_request_target may not', 0],
+      ],
+    );
+    const failed = b!.children[1]!;
+    assert.equal(failed.attributes.name, 'feature may deploy');
+    assert.equal(failed.attributes.line, '6');
+    assert.equal(failed.children[0]!.name, 'failure');
+    assert.equal(failed.children[0]!.attributes.message, `expected allow, got deny: policy 'deploy' does not match: ref in [refs/heads/main, refs/heads/release] (token: "refs/heads/feature")`);
+    assert.equal(failed.children[0]!.attributes.type, 'expected_allow');
+    assert.match(bad!.children[0]!.children[0]!.attributes.message!, /bad\.test\.yaml:3: tests\[0\]\.policy: .*nope/);
+    assert.equal(bad!.children[0]!.children[0]!.name, 'error');
+    const hostile = c!.children[0]!;
+    assert.equal(hostile.attributes.name, `fails & <breaks> "quotes" 'apos' \ufffd ]]>`, 'markup escaped; a control character XML cannot hold replaced');
+    assert.match(hostile.children[0]!.attributes.message!, /\(token: "refs\/heads\/<feature>&"\)$/);
+    assert.match(hostile.children[0]!.text, /^policy deploy: expected allow, got deny: /);
+  });
+
+  test('an unknown format is refused (exit 1) naming the choices', async () => {
+    const ws = await workspace('format-bad', { ...POLICIES, 'a.test.yaml': PASSING });
+    const run = await cli(['policy', 'test', '-c', ws.config, '--format', 'tap']);
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /option '--format <format>' argument 'tap' is invalid\. Allowed choices are text, json, junit\./);
+  });
+});
+
+describe('colour and glyphs in policy test', () => {
+  test('on a terminal PASS and FAIL are coloured; NO_COLOR or a pipe: plain text with no escape sequence', async () => {
+    const ws = await workspace('colour', { ...POLICIES, 'b.test.yaml': FAILING });
+    const args = ['policy', 'test', '-c', ws.config];
+    const terminal = await cli(args, { tty: { stdout: true }, env: { NO_COLOR: undefined } });
+    assert.match(terminal.stdout, /^\u001b\[32mPASS\u001b\[0m .*: release may deploy$/m);
+    assert.match(terminal.stdout, /^\u001b\[31mFAIL\u001b\[0m .*: feature may deploy — expected allow/m);
+    for (const run of [await cli(args, { tty: { stdout: true }, env: { NO_COLOR: 'true' } }), await cliProcess(args)]) {
+      assert.equal(run.code, 1);
+      assert.match(run.stdout, /^PASS .*: release may deploy$/m);
+      assert.match(run.stdout, /^FAIL .*: feature may deploy - expected allow/m);
+      assert.match(run.stdout, /^[\x09\x0a\x20-\x7e]*$/, 'ASCII only, no escape sequence');
+    }
+  });
 });

@@ -63,7 +63,7 @@ test('npm run demo walks through every step and prints no secret in full', { tim
     assert.match(stdout, /"reason": "conditions_not_met"/);
     assert.match(stdout, /"expected": "\(hidden\)"/);
     assert.match(stdout, /npx oidc-broker policy explain --policy demo-aws-deploy/);
-    assert.match(stdout, /✗ {2}ref {9}equals {4}refs\/heads\/main/);
+    assert.match(stdout, /no {3}ref {9}equals {4}refs\/heads\/main/, 'stdout is not a terminal: no glyphs');
     // Step 5: the audit events as jq -c prints them, and the chain verification.
     assert.match(stdout, /^ {4}\{"time":"[^"]+","decision":"issued","policy":"demo-aws-deploy","subject":"repo:acme\/api:ref:refs\/heads\/main","credential_id":"ASIA[A-Z0-9]{16}"\}$/m);
     assert.match(stdout, /^ {4}\{"time":"[^"]+","decision":"denied","policy":"demo-aws-deploy","subject":"repo:acme\/api:ref:refs\/heads\/feature\/login","credential_id":null\}$/m);

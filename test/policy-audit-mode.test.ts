@@ -280,7 +280,7 @@ describe('mode: the policy commands', () => {
     assert.deepEqual(lines, [
       'PASS policies/guardrails.test.yaml: recorded, not refused (would deny (audit mode): deny-self-hosted)',
       'PASS policies/guardrails.test.yaml: nothing recorded',
-      'FAIL policies/guardrails.test.yaml:11: the wrong guardrail expected — expected audit_matches [deny-self-hosted], got [deny-bots]',
+      'FAIL policies/guardrails.test.yaml:11: the wrong guardrail expected - expected audit_matches [deny-self-hosted], got [deny-bots]',
       '2 passed, 1 failed (1 test file)',
     ]);
   });

@@ -10,10 +10,11 @@ import { compileAuditQuery, MAX_QUERY_LIMIT, queryAll, toCursor, toTimeBound } f
 import { AUDIT_DECISIONS } from '../audit/record.js';
 import { readAuthenticCheckpoint, readTrustedHeadFile } from '../audit/trusted-head.js';
 import type { AuditCheckpoint, AuditDecision, AuditQuery, AuditRecord, AuditStore, ChainProblem } from '../audit/types.js';
-import type { BrokerConfig } from '../config.js';
+import type { AuditToolConfig } from '../config.js';
 import { importPublicKeys } from '../keys/signing-key.js';
 import { errorSummary } from '../logger.js';
-import { CliExit, readConfig, type CliIo } from './io.js';
+import { AUDITOR_TOKEN_ENV, connectBroker, EXIT_NOT_AUDITOR, EXIT_UNAVAILABLE, openRemoteRecords, readTrustedHeadJws, remoteVerification, type AuditBroker } from './audit-remote.js';
+import { CliExit, readAuditToolConfig, type CliIo } from './io.js';
 import { readKeySet } from './keys.js';
 
 const FORMATS: readonly ExportFormat[] = ['table', 'json', 'ndjson', 'csv'];
@@ -21,7 +22,12 @@ const FORMATS: readonly ExportFormat[] = ['table', 'json', 'ndjson', 'csv'];
 const DEFAULT_LIMIT: Record<ExportFormat, number> = { table: 100, json: 100, ndjson: Infinity, csv: Infinity };
 const PROGRESS_INTERVAL_MS = 250;
 
-const CONFIG_HELP = 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
+const CONFIG_HELP = 'config file (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults); only audit and providers.jwt are read';
+const URL_HELP = "read the log through this broker's audit API instead of the store (https://, or http:// to localhost)";
+const TOKEN_FILE_HELP = `with --url: a file holding the auditor token (default: $${AUDITOR_TOKEN_ENV})`;
+const REMOTE_HELP = `Over HTTP (--url), the auditor token comes from --token-file or from
+$${AUDITOR_TOKEN_ENV}, never from an option's value (shell history and
+process lists would show it). No config is read then.`;
 const KEY_NEEDED = '; it is needed to check and sign checkpoints';
 
 /** What each chain problem means, in plain words (see ChainProblem in src/audit/types.ts). */
@@ -53,17 +59,28 @@ interface QueryOptions {
   limit?: string;
   format: ExportFormat;
   config?: string;
+  url?: string;
+  tokenFile?: string;
+}
+
+interface VerifyOptions {
+  json?: boolean;
+  jwks?: string;
+  trustedHead?: string;
+  config?: string;
+  url?: string;
+  tokenFile?: string;
 }
 
 /** `oidc-broker audit query|verify|prune` (README.md#cli), against the configured audit store. */
 export function registerAuditCommands(program: Command, io: CliIo): void {
-  const audit = program.command('audit').description('Query, verify and prune the audit log named by audit.url in the config.');
+  const audit = program.command('audit').description("Query, verify and prune the audit log named by audit.url in the config, or query and verify it through a broker's audit API (--url).");
 
   audit
     .command('query')
     .description('Print the audit records that match every given filter, oldest first.')
-    .option('--since <time>', 'records at or after this time (RFC 3339, or YYYY-MM-DD for midnight UTC)')
-    .option('--until <time>', 'records before this time (RFC 3339, or YYYY-MM-DD)')
+    .option('--since <time>', 'records at or after this time: a duration back from now (90m, 24h, 7d), RFC 3339, or YYYY-MM-DD for midnight UTC')
+    .option('--until <time>', 'records before this time (same forms as --since)')
     .addOption(new Option('--decision <decision>', 'only this decision').choices(AUDIT_DECISIONS))
     .option('--policy <name>', 'exact policy name')
     .option('--issuer <name>', 'exact issuer config name (e.g. github)')
@@ -74,6 +91,8 @@ export function registerAuditCommands(program: Command, io: CliIo): void {
     .option('--limit <n>', "print at most n records, or 'all' (default: 100 for table and json, all for ndjson and csv)")
     .addOption(new Option('--format <format>', 'output format').choices(FORMATS).default('table'))
     .option('-c, --config <file>', CONFIG_HELP)
+    .option('--url <broker>', URL_HELP)
+    .option('--token-file <file>', TOKEN_FILE_HELP)
     .addHelpText(
       'after',
       `
@@ -88,11 +107,16 @@ Output is streamed. When stdout is not a terminal but stderr is, a count of the
 records written is shown on stderr. When --limit stops the output while more
 records match, stderr says so.
 
+${REMOTE_HELP}
+
 Exit codes: 0 done; 1 bad arguments, config or store error (a store failure
-mid-way leaves the output incomplete).
+mid-way leaves the output incomplete); with --url also ${EXIT_NOT_AUDITOR} the broker refused
+the auditor token (401, 403) and ${EXIT_UNAVAILABLE} the broker cannot answer now (unreachable,
+429, 5xx); the broker's error code is on stderr.
 
 Examples:
   oidc-broker audit query --decision denied --since 2026-11-01
+  oidc-broker audit query --url https://broker.example.com --token-file auditor.token --since 24h --decision denied
   oidc-broker audit query --claim repository=acme/api --format csv > audit.csv
   oidc-broker audit query --audit-match deny-github-self-hosted-runners --since 2026-11-01`,
     )
@@ -105,6 +129,8 @@ Examples:
     .option('--jwks <file>', "verify checkpoints with the public keys in this JWKS file (such as 'oidc-broker keys list --jwks --include-retired') instead of the signing key file")
     .option('--trusted-head <file-or-jws>', "a checkpoint known to be genuine: the broker's audit.head_file, a file holding a checkpoint JWS, or the JWS itself (from an 'audit checkpoint' log line or an earlier verify)")
     .option('-c, --config <file>', CONFIG_HELP)
+    .option('--url <broker>', URL_HELP)
+    .option('--token-file <file>', TOKEN_FILE_HELP)
     .addHelpText(
       'after',
       `
@@ -120,20 +146,26 @@ With it, the store must still hold that checkpoint, else the problem is
 rolled_back. Keep the newest checkpoint JWS this command prints as the
 trusted head for the next run (docs/audit.md, "Trusted head").
 
+With --url, the broker verifies its log with its own keys (GET
+/v1/audit/verify); --trusted-head is sent to it, --jwks does not apply.
+${REMOTE_HELP}
+
 Exit codes: 0 the log verifies; 2 the chain is broken or rolled back (the
 first broken record and the problem are printed); 1 error (config, keys,
-store, a trusted head that is not a checkpoint the keys verify).
+store, a trusted head that is not a checkpoint the keys verify); with --url
+also ${EXIT_NOT_AUDITOR} the auditor token was refused and ${EXIT_UNAVAILABLE} the broker cannot answer now.
 
 Examples:
   oidc-broker audit verify --trusted-head /app/data/audit-head.jws
+  OIDC_BROKER_AUDITOR_TOKEN=$(cat auditor.token) oidc-broker audit verify --url https://broker.example.com
   oidc-broker audit verify --json --trusted-head eyJhbGciOiJFUzI1NiIs...`,
     )
-    .action(async (options: { json?: boolean; jwks?: string; trustedHead?: string; config?: string }) => runVerify(options, io));
+    .action(async (options: VerifyOptions) => runVerify(options, io));
 
   audit
     .command('prune')
     .description('Delete the records older than a date, leaving a signed prune checkpoint the chain is verified from.')
-    .requiredOption('--before <date>', 'delete records before this time (RFC 3339, or YYYY-MM-DD for midnight UTC)')
+    .requiredOption('--before <date>', 'delete records before this time: a duration back from now (400d), RFC 3339, or YYYY-MM-DD for midnight UTC')
     .option('--yes', 'really delete; without it, only print what would be deleted')
     .option('-c, --config <file>', CONFIG_HELP)
     .addHelpText(
@@ -153,24 +185,48 @@ Exit codes: 0 pruned, nothing to prune, or dry run; 2 the log does not verify
 async function runQuery(options: QueryOptions, io: CliIo): Promise<void> {
   const limit = parseLimit(options.limit, options.format);
   const query = toQuery(options, limit);
-  const config = await readConfig(options.config);
-  const store = await openStore(config);
+  const broker = await remoteBroker(options, io);
+  if (broker !== null) {
+    await printRecords(await openRemoteRecords(broker, query), query, limit, options.format, io);
+    return;
+  }
+  const store = await openStore(await readAuditToolConfig(options.config));
+  try {
+    await printRecords(queryAll(store, query), query, limit, options.format, io);
+  } finally {
+    await store.close();
+  }
+}
+
+/** The broker of --url with its auditor token, or null for the database mode; --config and --token-file each belong to one mode. */
+async function remoteBroker(options: { url?: string; tokenFile?: string; config?: string }, io: CliIo): Promise<AuditBroker | null> {
+  if (options.url === undefined) {
+    if (options.tokenFile !== undefined) throw new CliExit(1, '--token-file applies only with --url');
+    return null;
+  }
+  if (options.config !== undefined) throw new CliExit(1, '--url and --config exclude each other: over HTTP the broker reads its own config');
+  return connectBroker(options.url, options.tokenFile, io);
+}
+
+/** Writes `records` to stdout in `format`, up to `limit`, with the progress count and the "more match" note on stderr. */
+async function printRecords(records: AsyncIterable<AuditRecord>, query: AuditQuery, limit: number, format: ExportFormat, io: CliIo): Promise<void> {
   const progress = startProgress(io);
   // A closed pipe (`| head`) is the reader's choice: stop quietly, never crash on EPIPE.
   const ignore = () => {};
   io.stdout.on('error', ignore);
   try {
-    const formatter = createFormatter(options.format, {
+    const formatter = createFormatter(format, {
       claimColumns: Object.keys(query.claims ?? {}),
       width: io.stdout.isTTY === true ? io.stdout.columns : undefined,
       terminal: io.stdout.isTTY === true,
     });
     let result;
     try {
-      result = await writeRecords(io.stdout, queryAll(store, query), formatter, { limit, onProgress: progress.update });
+      result = await writeRecords(io.stdout, records, formatter, { limit, onProgress: progress.update });
     } catch (err) {
       progress.stop();
-      throw new CliExit(1, `reading the audit log failed after ${progress.count()} records; the output is incomplete: ${describeError(err)}`);
+      const cause = err instanceof CliExit ? err.message : describeError(err);
+      throw new CliExit(err instanceof CliExit ? err.exitCode : 1, `reading the audit log failed after ${progress.count()} records; the output is incomplete: ${cause}`);
     }
     progress.stop(result.count);
     if (result.more) {
@@ -179,24 +235,32 @@ async function runQuery(options: QueryOptions, io: CliIo): Promise<void> {
   } finally {
     progress.stop();
     io.stdout.off('error', ignore);
-    await store.close();
   }
 }
 
-async function runVerify(options: { json?: boolean; jwks?: string; trustedHead?: string; config?: string }, io: CliIo): Promise<void> {
-  const config = await readConfig(options.config);
-  const keys = options.jwks !== undefined ? await readJwksKeys(options.jwks) : (await readKeySet(config, KEY_NEEDED)).verificationKeys;
-  const trustedHead = options.trustedHead === undefined ? undefined : await readTrustedHead(options.trustedHead, keys);
-  const store = await openStore(config);
+async function runVerify(options: VerifyOptions, io: CliIo): Promise<void> {
+  const broker = await remoteBroker(options, io);
   let result: AuditVerification;
-  try {
-    result = await verifyAuditLog(store, keys, { trustedHead });
-  } catch (err) {
-    throw new CliExit(1, `cannot read the audit log: ${describeError(err)}`);
-  } finally {
-    await store.close();
+  let where: string;
+  if (broker !== null) {
+    if (options.jwks !== undefined) throw new CliExit(1, '--jwks does not apply with --url: the broker verifies with its own keys');
+    result = await remoteVerification(broker, options.trustedHead === undefined ? undefined : await readTrustedHeadJws(options.trustedHead));
+    where = broker.base.href;
+  } else {
+    const config = await readAuditToolConfig(options.config);
+    const keys = options.jwks !== undefined ? await readJwksKeys(options.jwks) : (await readKeySet(config, KEY_NEEDED)).verificationKeys;
+    const trustedHead = options.trustedHead === undefined ? undefined : await readTrustedHead(options.trustedHead, keys);
+    const store = await openStore(config);
+    try {
+      result = await verifyAuditLog(store, keys, { trustedHead });
+    } catch (err) {
+      throw new CliExit(1, `cannot read the audit log: ${describeError(err)}`);
+    } finally {
+      await store.close();
+    }
+    where = describeStoreUrl(config.audit.url);
   }
-  io.stdout.write(options.json === true ? `${JSON.stringify(result)}\n` : formatVerification(result, describeStoreUrl(config.audit.url)));
+  io.stdout.write(options.json === true ? `${JSON.stringify(result)}\n` : formatVerification(result, where));
   if (!result.ok) throw new CliExit(2);
 }
 
@@ -246,7 +310,7 @@ async function readTrustedHead(value: string, keys: ReadonlyMap<string, CryptoKe
 
 async function runPrune(options: { before: string; yes?: boolean; config?: string }, io: CliIo): Promise<void> {
   const before = new Date(parseTimeArg(options.before, '--before'));
-  const config = await readConfig(options.config);
+  const config = await readAuditToolConfig(options.config);
   const keys = await readKeySet(config, KEY_NEEDED);
   const store = await openStore(config);
   try {
@@ -345,18 +409,25 @@ function toQuery(options: QueryOptions, limit: number): AuditQuery {
   return query;
 }
 
-/** RFC 3339, or YYYY-MM-DD for midnight UTC, as toISOString() text. */
+const DURATION_UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/**
+ * A time argument as toISOString() text: a duration back from now (`90m`,
+ * `24h`, `7d`), an RFC 3339 time, or YYYY-MM-DD for midnight UTC.
+ */
 export function parseTimeArg(value: string, flag: string): string {
+  const duration = /^(\d{1,5})([mhd])$/.exec(value);
+  if (duration !== null) return new Date(Date.now() - Number(duration[1]) * DURATION_UNIT_MS[duration[2] as keyof typeof DURATION_UNIT_MS]).toISOString();
   const text = /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00Z` : value;
   try {
     return toTimeBound(text, flag);
   } catch {
-    throw new CliExit(1, `${flag}: expected an RFC 3339 time such as 2026-11-25T19:00:00Z or a date such as 2026-11-25, got '${value}'`);
+    throw new CliExit(1, `${flag}: expected a duration back from now such as 24h or 7d (m, h, d), an RFC 3339 time such as 2026-11-25T19:00:00Z or a date such as 2026-11-25, got '${value}'`);
   }
 }
 
 /** Opens audit.url; a SQLite file must exist already (opening would create an empty log). */
-export async function openStore(config: BrokerConfig): Promise<AuditStore> {
+export async function openStore(config: AuditToolConfig): Promise<AuditStore> {
   const url = config.audit.url;
   if (url.startsWith('sqlite:') && !existsSync(url.slice('sqlite:'.length))) {
     throw new CliExit(1, `the audit log ${url.slice('sqlite:'.length)} does not exist (audit.url of ${config.source})`);

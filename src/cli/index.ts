@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { registerAuditCommands } from './audit.js';
 import { registerDevCommands } from './dev.js';
@@ -25,5 +26,22 @@ export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<nu
   registerAuditCommands(program, io);
   registerDevCommands(program, io);
   registerExchangeCommand(program, io);
+  addVersion(program, packageVersion());
   return runProgram(program, argv, io);
+}
+
+/**
+ * `--version` on the program and on every command under it (README.md#cli):
+ * `oidc-broker policy validate --version` prints the version like
+ * `oidc-broker --version`. Only the program has `-V` too: under a command it
+ * could be the start of a value (`keys retire` takes a kid that may begin with `-`).
+ */
+function addVersion(command: Command, version: string): void {
+  command.version(version, command.parent === null ? '-V, --version' : '--version', 'print the oidc-broker version');
+  for (const sub of command.commands) addVersion(sub, version);
+}
+
+/** The `version` of the package.json beside src/ and dist/. */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }

@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { BrokerConfig } from '../config.js';
+import type { AuditToolConfig } from '../config.js';
 import {
   generateSigningJwk,
   KeyChangeRefusedError,
@@ -21,13 +21,24 @@ export function registerKeysCommands(program: Command, io: CliIo): void {
   const keys = program.command('keys').description('Manage the broker signing keys (providers.jwt.signing_key_file).');
   keys
     .command('generate')
-    .description('Generate a new ES256 signing key (a private JWK). Without --out it is printed to stdout.')
-    .option('-o, --out <file>', 'write it to this file (mode 0600; refuses to overwrite)')
+    .description("Generate a new ES256 signing key (a private JWK). Without --out, or with '--out -', it is printed to stdout.")
+    .option('-o, --out <file>', "write it to this file (mode 0600; refuses to overwrite); '-' is stdout")
+    .addHelpText(
+      'after',
+      `
+On stdout the key is the only output (one line of JSON), so it can be piped
+into a secret store; what is said about it goes to stderr.
+
+Examples:
+  oidc-broker keys generate --out /app/data/signing-key.jwk
+  oidc-broker keys generate --out - | kubectl create secret generic broker-signing-key --from-file=signing-key.jwk=/dev/stdin`,
+    )
     .action(async (options: { out?: string }) => {
       const jwk = await generateSigningJwk();
       const text = `${JSON.stringify(jwk)}\n`;
-      if (!options.out) {
+      if (!options.out || options.out === '-') {
         io.stdout.write(text);
+        io.stderr.write(`generated signing key ${jwk.kid} on stdout: a private key, keep it out of logs and store it with mode 0600\n`);
         return;
       }
       try {
@@ -107,12 +118,12 @@ unknown kid, config, key file missing, invalid or not writable).`,
 }
 
 /** Reads providers.jwt.signing_key_file read-only (never creates it), for the keys and audit commands. */
-export function readKeySet(config: BrokerConfig, why = ''): Promise<SigningKeySet> {
+export function readKeySet(config: AuditToolConfig, why = ''): Promise<SigningKeySet> {
   return onKeyFile(config, loadSigningKeySet, why);
 }
 
 /** Runs `action` on the configured key file; its failures end the command with exit 1 and a message that names the file. */
-async function onKeyFile<T>(config: BrokerConfig, action: (file: string) => Promise<T>, why = ''): Promise<T> {
+async function onKeyFile<T>(config: AuditToolConfig, action: (file: string) => Promise<T>, why = ''): Promise<T> {
   const file = config.providers.jwt.signingKeyFile;
   try {
     return await action(file);

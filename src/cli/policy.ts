@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { decodeJwt } from 'jose';
 import { queryAll } from '../audit/query.js';
 import { compileContext, type BrokerConfig } from '../config.js';
@@ -8,16 +7,21 @@ import { formatPolicyIssue } from '../policy/issues.js';
 import { compilePolicies } from '../policy/compile.js';
 import { lintPolicies } from '../policy/lint.js';
 import { createImpactTally, isNewlyAllowed, type ImpactRow } from '../policy/impact.js';
-import { evaluateOffline, offlineToken, renderExplainText, summarizeDecision, toExplainOutput } from '../policy/explain.js';
-import { loadPolicyDir, loadPolicyTestFiles } from '../policy/load.js';
+import { evaluateOffline, offlineToken, renderExplainText, toExplainOutput } from '../policy/explain.js';
+import { loadPolicyTestFiles, readPolicyFile } from '../policy/load.js';
 import { runPolicyTests, type TestCaseResult } from '../policy/test-cases.js';
 import type { CompileContext, PolicyFile, PolicyIssue, PolicySet } from '../policy/types.js';
 import { suggest } from '../yaml/fields.js';
 import { openStore, parseTimeArg } from './audit.js';
 import { CliExit, readConfig, type CliIo } from './io.js';
+import { readPolicyDir, readPolicyPaths, toPolicyTestTargets, type PolicyTestTarget } from './policy-paths.js';
+import { POLICY_TEST_FORMATS, resultLine, toJsonReport, toJunitReport, type PolicyTestFormat } from './policy-test-report.js';
+import { glyphsFor } from './style.js';
 
 const CONFIG_HELP = 'config file naming the issuers and providers policies may use (default: $BROKER_CONFIG, else ./broker.yaml, else built-in development defaults)';
 const DIR_HELP = 'policy directory (default: the configured policies.dir)';
+const PATHS_HELP = 'policy directories and policy files (default: the configured policies.dir)';
+const TEST_PATHS_HELP = 'policy directories, policy test files, or policy files whose test file to run (default: the configured policies.dir)';
 /** `policy explain`'s exit code when the policy would deny, so scripts can branch on it. */
 export const EXIT_DENY = 3;
 /** `policy impact`'s exit code when the change newly allows something (same value: "look before this ships"). */
@@ -41,10 +45,10 @@ export function registerPolicyCommands(program: Command, io: CliIo): void {
   const policy = program.command('policy').description('Work with trust policies offline.');
   policy
     .command('validate')
-    .argument('[dir]', DIR_HELP)
+    .argument('[paths...]', PATHS_HELP)
     .option('-c, --config <file>', CONFIG_HELP)
     .option('--strict', 'treat every warning (lint rules, allow_any_tenant) as an error: exit 1 if there is any')
-    .description('Compile every policy with the server\'s compiler and lint it; exit 1 with file:line errors.')
+    .description('Compile every policy of the directories and files given with the server\'s compiler and lint it; exit 1 with file:line errors.')
     .addHelpText(
       'after',
       `
@@ -58,17 +62,23 @@ privileged-triggers (docs/policies/reference.md, "Lint"), and policies that
 trust every tenant (allow_any_tenant). Warnings never stop the broker from
 loading the directory.
 
+A policy file given on its own is compiled and linted without the rest of
+its directory (so names used twice across files, and overlaps with policies
+in other files, are only seen when the directory is given).
+
 Exit codes: 0 the directory loads (warnings or not, without --strict);
-1 it does not, or --strict and there is a warning.
+1 it does not, or --strict and there is a warning, or a path is missing or
+not a policy directory or file.
 
 Examples:
   oidc-broker policy validate -c broker.yaml policies/
+  oidc-broker policy validate -c broker.yaml policies/api-deploy-prod.yaml policies/deny-forks.yaml
   oidc-broker policy validate --strict -c broker.yaml policies/     # in CI: no warning either
   oidc-broker policy validate policies/ 2>&1 | grep -F '[name-without-id]'`,
     )
-    .action(async (dir: string | undefined, options: { config?: string; strict?: boolean }) => {
+    .action(async (paths: string[], options: { config?: string; strict?: boolean }) => {
       const config = await readConfig(options.config);
-      const files = await loadPolicyDir(dir ?? config.policies.dir);
+      const files = await readPolicyPaths(paths.length > 0 ? paths : [config.policies.dir]);
       const ctx = compileContext(config);
       const result = compilePolicies(files, ctx);
       const fileCount = `${files.length} file${files.length === 1 ? '' : 's'}`;
@@ -88,9 +98,10 @@ Examples:
 
   policy
     .command('test')
-    .argument('[dir]', DIR_HELP)
+    .argument('[paths...]', TEST_PATHS_HELP)
     .option('-c, --config <file>', CONFIG_HELP)
-    .description('Run the policy test files (*.test.yaml) of a policy directory against its policies; one PASS or FAIL line per case.')
+    .addOption(new Option('--format <format>', 'text: one PASS or FAIL line per case; json: one JSON report; junit: JUnit XML for CI test reports').choices(POLICY_TEST_FORMATS).default('text'))
+    .description('Run policy test files (*.test.yaml) against the policies of their directory; one PASS or FAIL line per case.')
     .addHelpText(
       'after',
       `
@@ -108,15 +119,31 @@ verified token (the named policy, then every deny policy of the issuer):
       claims: {repository: acme/api, ref: refs/heads/main}
       expect: allow               # allow | deny
 
+Paths: a directory runs all its test files; a test file runs against the
+policies of its directory; a policy file (deploy.yaml) runs its own test
+file beside it (deploy.test.yaml). Several paths may be given.
+
 The policies are compiled with the server's compiler and the config's issuers
 and providers (-c). Problems in test files (unknown keys, missing fields, an
-unknown policy or issuer) are printed as file:line errors on stderr.
+unknown policy or issuer) are printed as file:line errors on stderr, and are
+in the json and junit reports too.
+
+Formats (stdout): text (the default); json, one object with "summary",
+"cases" and "problems"; junit, JUnit XML with one testsuite per test file,
+one testcase per case (a failure with the reason) and each problem as an
+error.
 
 Exit codes: 0 every case passed; 1 a case failed, a test file is invalid, the
-policies do not compile, or there are no test cases at all (so a CI step
-pointed at the wrong directory fails instead of passing vacuously).`,
+policies do not compile, a path is missing or not a policy file, or a
+directory has no test cases (so a CI step pointed at the wrong directory
+fails instead of passing vacuously), whatever the format.
+
+Examples:
+  oidc-broker policy test -c broker.yaml policies/
+  oidc-broker policy test -c broker.yaml policies/api-deploy-prod.yaml
+  oidc-broker policy test -c broker.yaml --format junit policies/ > policy-tests.xml`,
     )
-    .action(async (dir: string | undefined, options: { config?: string }) => runTests(dir, options, io));
+    .action(async (paths: string[], options: { config?: string; format: PolicyTestFormat }) => runTests(paths, options, io));
 
   policy
     .command('explain')
@@ -224,49 +251,48 @@ function impactLine(row: ImpactRow): string {
   return `${mark}  ${row.subject}  ${row.issuer}/${row.policy}  ${row.before} -> ${row.after}  ${row.requests} request${row.requests === 1 ? '' : 's'}`;
 }
 
-/** --since as a duration back from now (`24h`, `7d`, `90m`), or a time or date; default 30 days. */
+/** --since (a duration back from now, a time or a date: parseTimeArg); default 30 days. */
 function impactSince(value: string | undefined): string {
-  if (value === undefined) return new Date(Date.now() - DEFAULT_IMPACT_DAYS * 86_400_000).toISOString();
-  const duration = /^(\d+)([mhd])$/.exec(value);
-  if (duration === null) return parseTimeArg(value, '--since');
-  const unitMs = { m: 60_000, h: 3_600_000, d: 86_400_000 }[duration[2] as 'm' | 'h' | 'd'];
-  return new Date(Date.now() - Number(duration[1]) * unitMs).toISOString();
+  return value === undefined ? new Date(Date.now() - DEFAULT_IMPACT_DAYS * 86_400_000).toISOString() : parseTimeArg(value, '--since');
 }
 
-async function runTests(dir: string | undefined, options: { config?: string }, io: CliIo): Promise<void> {
+async function runTests(paths: string[], options: { config?: string; format: PolicyTestFormat }, io: CliIo): Promise<void> {
   const config = await readConfig(options.config);
-  const policyDir = dir ?? config.policies.dir;
   const ctx = compileContext(config);
-  const set = await compileDir(policyDir, ctx, io);
-  const files = await loadPolicyTestFiles(policyDir).catch((err: unknown) => {
-    throw new CliExit(1, err instanceof Error ? err.message : String(err));
-  });
-  if (files.length === 0) throw new CliExit(1, `no test cases found: ${policyDir} has no *.test.yaml files`);
+  const targets = await toPolicyTestTargets(paths.length > 0 ? paths : [config.policies.dir]);
+  const results: TestCaseResult[] = [];
+  const issues: PolicyIssue[] = [];
+  const testFiles: string[] = [];
+  for (const target of targets) {
+    const set = await compileDir(target.dir, ctx, io);
+    const files = await readTestFiles(target);
+    if (files.length === 0) throw new CliExit(1, `no test cases found: ${target.dir} has no *.test.yaml files`);
+    const run = runPolicyTests(files, set, ctx);
+    results.push(...run.results);
+    issues.push(...run.issues);
+    testFiles.push(...files.map((f) => f.path));
+  }
 
-  const run = runPolicyTests(files, set, ctx);
-  for (const result of run.results) io.stdout.write(`${resultLine(result)}\n`);
-  if (run.issues.length > 0) io.stderr.write(`${run.issues.map(formatPolicyIssue).join('\n')}\n`);
-
-  const passed = run.results.filter((r) => r.passed).length;
-  const failed = run.results.length - passed;
-  const parts = [`${passed} passed`, `${failed} failed`];
-  if (run.issues.length > 0) parts.push(`${run.issues.length} problem${run.issues.length === 1 ? '' : 's'} in test files`);
-  io.stdout.write(`${parts.join(', ')} (${files.length} test file${files.length === 1 ? '' : 's'})\n`);
-  if (failed > 0 || run.issues.length > 0) throw new CliExit(1);
-}
-
-/** `PASS file: name`, or `FAIL file:line: name — expected allow, got deny: why`; audit-mode matches in parentheses. */
-function resultLine(result: TestCaseResult): string {
-  const { case: c, decision } = result;
-  const file = displayPath(c.file);
-  // Audit-mode matches are what the case will decide once they are enforced: worth a look even when it passes.
-  const audited = decision.auditMatches.length === 0 ? '' : ` (would deny (audit mode): ${decision.auditMatches.join(', ')})`;
-  if (result.passed) return `PASS ${file}: ${c.name}${audited}`;
-  const got = decision.allowed ? 'allow' : 'deny';
-  const where = `FAIL ${file}${c.line ? `:${c.line}` : ''}: ${c.name} — `;
-  if (got !== c.expect) return `${where}expected ${c.expect}, got ${got}: ${summarizeDecision(decision)}`;
-  const names = (list: readonly string[]): string => `[${list.join(', ')}]`;
-  return `${where}expected audit_matches ${names(c.auditMatches ?? [])}, got ${names(decision.auditMatches)}`;
+  if (issues.length > 0) io.stderr.write(`${issues.map(formatPolicyIssue).join('\n')}\n`);
+  const passed = results.filter((r) => r.passed).length;
+  const failed = results.length - passed;
+  switch (options.format) {
+    case 'json':
+      io.stdout.write(toJsonReport({ results, issues, testFiles }));
+      break;
+    case 'junit':
+      io.stdout.write(toJunitReport({ results, issues, testFiles }, formatPolicyIssue));
+      break;
+    case 'text': {
+      const glyphs = glyphsFor(io);
+      for (const result of results) io.stdout.write(`${resultLine(result, glyphs)}\n`);
+      const parts = [`${passed} passed`, `${failed} failed`];
+      if (issues.length > 0) parts.push(`${issues.length} problem${issues.length === 1 ? '' : 's'} in test files`);
+      io.stdout.write(`${parts.join(', ')} (${testFiles.length} test file${testFiles.length === 1 ? '' : 's'})\n`);
+      break;
+    }
+  }
+  if (failed > 0 || issues.length > 0) throw new CliExit(1);
 }
 
 async function runExplain(dir: string | undefined, options: ExplainOptions, io: CliIo): Promise<void> {
@@ -303,7 +329,7 @@ async function runExplain(dir: string | undefined, options: ExplainOptions, io: 
     for (const note of notes) io.stderr.write(`oidc-broker: note: ${note}\n`);
     io.stdout.write(`${JSON.stringify(output, null, 2)}\n`);
   } else {
-    io.stdout.write(renderExplainText(output, notes));
+    io.stdout.write(renderExplainText(output, notes, glyphsFor(io)));
   }
   if (output.decision !== 'allow') throw new CliExit(EXIT_DENY);
 }
@@ -338,12 +364,7 @@ function parseClaims(text: string, source: string): Record<string, unknown> {
 
 /** Compiles the directory with the server's compiler; on failure prints every issue and exits 1. */
 async function compileDir(dir: string, ctx: CompileContext, io: CliIo): Promise<PolicySet> {
-  let files: PolicyFile[];
-  try {
-    files = await loadPolicyDir(dir);
-  } catch (err) {
-    throw new CliExit(1, err instanceof Error ? err.message : String(err));
-  }
+  const files = await readPolicyDir(dir);
   const result = compilePolicies(files, ctx);
   if (result.ok) {
     writeWarnings(result.warnings, io);
@@ -356,6 +377,20 @@ async function compileDir(dir: string, ctx: CompileContext, io: CliIo): Promise<
 /** A set's warnings on stderr, one `warning: file:line: ...` line each, whatever the command (docs/policies/reference.md, "Tenant binding"). */
 function writeWarnings(warnings: readonly PolicyIssue[], io: CliIo): void {
   for (const warning of warnings) io.stderr.write(`warning: ${formatPolicyIssue(warning)}\n`);
+}
+
+/**
+ * The target's policy test files: all of its directory's (loadPolicyTestFiles,
+ * in the loader's order), or the ones named. A file that cannot be read ends
+ * the command with exit 1.
+ */
+async function readTestFiles(target: PolicyTestTarget): Promise<PolicyFile[]> {
+  try {
+    if (target.tests === 'all') return await loadPolicyTestFiles(target.dir);
+    return target.tests.map((file) => readPolicyFile(file, 'Policy test file')).filter((file): file is PolicyFile => file !== null);
+  } catch (err) {
+    throw new CliExit(1, err instanceof Error ? err.message : String(err));
+  }
 }
 
 async function readText(file: string, what: string): Promise<string> {
@@ -376,8 +411,4 @@ async function readStdin(io: CliIo): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of io.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
-}
-
-function displayPath(file: string): string {
-  return path.relative(process.cwd(), file) || file;
 }

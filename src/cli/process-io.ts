@@ -22,9 +22,11 @@ export interface CliIo {
   /** What `-` arguments read (`policy explain --claims -`). */
   stdin: Readable;
   signals: CliSignals;
+  /** The environment the command reads (`NO_COLOR`, `OIDC_BROKER_AUDITOR_TOKEN`). */
+  env: NodeJS.ProcessEnv;
 }
 
-export const PROCESS_IO: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, signals: process };
+export const PROCESS_IO: CliIo = { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, signals: process, env: process.env };
 
 /**
  * Ends a command with `exitCode`; runCli prints `message` (if any) to stderr

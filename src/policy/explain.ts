@@ -263,10 +263,11 @@ const CELL_LIMIT = 80;
  * The explain output as a table for a terminal: the decision and its
  * message (and the audit-mode deny policies that would deny the token once
  * enforced), then for each evaluated policy one row per condition (✓ or ✗,
- * key, operator, expected, the token's value). `notes` come first, one per
- * line (e.g. "token not verified").
+ * or the `marks` given for output that must stay ASCII; key, operator,
+ * expected, the token's value). `notes` come first, one per line (e.g.
+ * "token not verified").
  */
-export function renderExplainText(output: ExplainOutput, notes: readonly string[] = []): string {
+export function renderExplainText(output: ExplainOutput, notes: readonly string[] = [], marks: { holds: string; fails: string } = { holds: '✓', fails: '✗' }): string {
   const lines: string[] = notes.map((n) => `note: ${n}`);
   if (lines.length > 0) lines.push('');
   lines.push(`Decision: ${output.decision.toUpperCase()} (${output.reason})`);
@@ -276,7 +277,7 @@ export function renderExplainText(output: ExplainOutput, notes: readonly string[
   if (output.evaluations.length === 0) return `${lines.join('\n')}\n`;
 
   const header = ['', 'KEY', 'OPERATOR', 'EXPECTED', 'ACTUAL'];
-  const rows = output.evaluations.map((e) => e.conditions.map((c) => [c.matched ? '✓' : '✗', clean(c.key, CELL_LIMIT), c.operator, clean(c.expected, CELL_LIMIT), clean(showActual(c.actual), CELL_LIMIT)]));
+  const rows = output.evaluations.map((e) => e.conditions.map((c) => [c.matched ? marks.holds : marks.fails, clean(c.key, CELL_LIMIT), c.operator, clean(c.expected, CELL_LIMIT), clean(showActual(c.actual), CELL_LIMIT)]));
   const widths = header.map((h, i) => Math.max(width(h), ...rows.flat().map((r) => width(r[i]!))));
   const format = (cells: readonly string[]): string => `  ${cells.map((cell, i) => (i === cells.length - 1 ? cell : cell + ' '.repeat(widths[i]! - width(cell)))).join('  ')}`.trimEnd();
 

@@ -52,32 +52,41 @@ async function loadFiles(dir: string, wanted: (name: string) => boolean, what: s
   // Code-unit order, not locale order: the same on every machine.
   const candidates = names.filter(wanted).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
-  const decoder = new TextDecoder('utf-8', { fatal: true });
   const files: PolicyFile[] = [];
   for (const [index, name] of candidates.entries()) {
     if (index > 0 && index % READ_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
-    const file = path.join(dir, name);
-    let bytes: Buffer;
-    try {
-      // stat follows symlinks: a directory named `x.yaml` is skipped, a dangling link is an error.
-      if (!statSync(file).isFile()) continue;
-      bytes = readFileSync(file);
-    } catch (err) {
-      throw new PolicyDirError(`Cannot read ${what.toLowerCase()} '${file}': ${(err as NodeJS.ErrnoException).code ?? String(err)}.`, { cause: err });
-    }
-    let text: string;
-    try {
-      text = decoder.decode(bytes);
-    } catch (err) {
-      // Replacing bad bytes would make the text differ from what was reviewed and hashed.
-      throw new PolicyDirError(`${what} '${file}' is not valid UTF-8.`, { cause: err });
-    }
-    files.push({ path: file, text, bytes: new Uint8Array(bytes) });
+    const file = readPolicyFile(path.join(dir, name), what);
+    if (file !== null) files.push(file);
   }
   return files;
 }
 
-function isPolicyFileName(name: string): boolean {
+/**
+ * Reads one policy file, as loadPolicyDir reads each of a directory's
+ * (`policy validate FILE`); null when the path is not a file (a directory).
+ * @throws PolicyDirError when it is missing, unreadable or not valid UTF-8.
+ */
+export function readPolicyFile(file: string, what = 'Policy file'): PolicyFile | null {
+  let bytes: Buffer;
+  try {
+    // stat follows symlinks: a directory named `x.yaml` is skipped, a dangling link is an error.
+    if (!statSync(file).isFile()) return null;
+    bytes = readFileSync(file);
+  } catch (err) {
+    throw new PolicyDirError(`Cannot read ${what.toLowerCase()} '${file}': ${(err as NodeJS.ErrnoException).code ?? String(err)}.`, { cause: err });
+  }
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch (err) {
+    // Replacing bad bytes would make the text differ from what was reviewed and hashed.
+    throw new PolicyDirError(`${what} '${file}' is not valid UTF-8.`, { cause: err });
+  }
+  return { path: file, text, bytes: new Uint8Array(bytes) };
+}
+
+/** `*.yaml` / `*.yml`, not hidden, not a policy test file: the files loadPolicyDir reads. */
+export function isPolicyFileName(name: string): boolean {
   if (name.startsWith('.')) return false;
   if (!/\.ya?ml$/.test(name)) return false;
   return !/\.test\.ya?ml$/.test(name);

@@ -20,6 +20,8 @@ export interface CliOptions {
   stdin?: string;
   /** Which output streams claim to be terminals, and stdout's width. */
   tty?: { stdout?: boolean; stderr?: boolean; columns?: number };
+  /** Variables added to (or, when undefined, removed from) this process's environment for the run. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Output of a run so far; `changes` emits 'output' whenever more arrives. */
@@ -63,7 +65,8 @@ export function startCli(args: string[], options: CliOptions = {}): CliSession {
   const signals = new EventEmitter();
   const stdin = new PassThrough();
   stdin.end(options.stdin ?? '');
-  const io: CliIo = { stdout: out, stderr: err, stdin, signals };
+  const env = Object.fromEntries(Object.entries({ ...process.env, ...options.env }).filter(([, value]) => value !== undefined));
+  const io: CliIo = { stdout: out, stderr: err, stdin, signals, env };
   const done = runCli(['node', 'oidc-broker', ...args], io).then(async (code) => {
     // A PassThrough may hand the last chunks on in a later tick.
     await new Promise((resolve) => setImmediate(resolve));
