@@ -139,8 +139,8 @@ describe('GET /v1/policies', () => {
     assert.equal(res.body.set.count, 2);
     const sha = (text: string) => createHash('sha256').update(text).digest('hex');
     assert.deepEqual(res.body.policies, [
-      { name: 'deploy', description: null, issuer: 'local', effect: 'allow', file: 'deploy.yaml', sha256: sha(POLICIES['deploy.yaml']), source_status: 'loaded', source: POLICIES['deploy.yaml'] },
-      { name: 'no-prt', description: null, issuer: 'local', effect: 'deny', file: 'no-prt.yaml', sha256: sha(POLICIES['no-prt.yaml']), source_status: 'loaded', source: POLICIES['no-prt.yaml'] },
+      { name: 'deploy', description: null, issuer: 'local', effect: 'allow', mode: 'enforce', file: 'deploy.yaml', sha256: sha(POLICIES['deploy.yaml']), source_status: 'loaded', source: POLICIES['deploy.yaml'] },
+      { name: 'no-prt', description: null, issuer: 'local', effect: 'deny', mode: 'enforce', file: 'no-prt.yaml', sha256: sha(POLICIES['no-prt.yaml']), source_status: 'loaded', source: POLICIES['no-prt.yaml'] },
     ]);
     assert.deepEqual(res.body.tests.files, ['deploy.test.yaml']);
     assert.deepEqual(
