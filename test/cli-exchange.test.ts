@@ -245,6 +245,16 @@ describe('the single-file bundle (client/dist/oidc-broker-exchange.cjs)', () => 
     assert.equal(stderr, '');
   });
 
+  test('--version prints the package version, which the bundle carries in itself', async () => {
+    const { version } = JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as { version: string };
+    const copy = path.join(dir, 'bundle', 'oidc-broker-exchange.cjs');
+    const child = spawn(process.execPath, [copy, '--version'], { cwd: path.dirname(copy), env: {}, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+    assert.equal(await new Promise((resolve) => child.on('close', resolve)), 0);
+    assert.equal(stdout, `${version}\n`);
+  });
+
   test('is what npm run build:client produces from client/src and src/', async () => {
     const pkg = JSON.parse(await readFile(path.join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
     const script = pkg.scripts['build:client']!;

@@ -3472,6 +3472,89 @@ var {
   Help
 } = import_index.default;
 
+// package.json
+var package_default = {
+  name: "oidc-broker",
+  version: "0.1.0",
+  description: "OIDC token broker: exchange a CI job's OIDC ID token for short-lived, tightly scoped credentials, with every decision audited.",
+  license: "Apache-2.0",
+  type: "module",
+  bin: {
+    "oidc-broker": "bin/oidc-broker.js"
+  },
+  engines: {
+    node: "^20.19.0 || ^22.12.0 || >=24.0.0"
+  },
+  scripts: {
+    build: "tsc -p tsconfig.build.json && node --import tsx scripts/build-console.ts",
+    "build:action": "esbuild index=action/src/main.ts post=action/src/post.ts --bundle --platform=node --target=node24 --format=esm --outdir=action/dist",
+    "build:client": "esbuild client/src/main.ts --bundle --platform=node --target=node20 --format=cjs --outfile=client/dist/oidc-broker-exchange.cjs",
+    prepare: "npm run build",
+    start: "npm run build && node bin/oidc-broker.js serve",
+    typecheck: "tsc -p tsconfig.json --noEmit",
+    lint: "eslint .",
+    demo: "node --import tsx scripts/demo.ts",
+    test: "npm run build && bash scripts/check.sh && node --import tsx --test --test-concurrency=6 test/*.test.ts",
+    bench: "npm run build && node --import tsx bench/run.ts && node --import tsx bench/audit.ts && node --import tsx bench/policies.ts && node --import tsx bench/cel-conformance.ts && node --import tsx bench/replicas.ts",
+    "bench:soak": "npm run build && node --import tsx bench/soak.ts"
+  },
+  dependencies: {
+    "@aws-sdk/client-sts": "3.1174.0",
+    "@bufbuild/cel": "0.6.1",
+    "@bufbuild/protobuf": "2.17.0",
+    "@google-cloud/iam-credentials": "4.2.2",
+    "@octokit/auth-app": "8.3.1",
+    "@octokit/core": "7.0.8",
+    "@octokit/request-error": "7.1.2",
+    "better-sqlite3": "12.6.2",
+    canonicalize: "2.1.0",
+    commander: "14.0.3",
+    express: "5.3.0",
+    ioredis: "6.0.0",
+    jose: "6.2.18",
+    pg: "8.23.1",
+    "prom-client": "15.1.3",
+    "rate-limiter-flexible": "11.4.0",
+    re2js: "2.10.0",
+    ulid: "3.0.2",
+    winston: "3.19.0",
+    yaml: "2.9.1",
+    zod: "4.6.7"
+  },
+  devDependencies: {
+    "@bufbuild/cel-spec": "0.6.1",
+    "@eslint/js": "9.39.5",
+    "@octokit/openapi-types": "29.0.1",
+    "@types/autocannon": "7.12.7",
+    "@types/better-sqlite3": "7.6.13",
+    "@types/express": "5.0.6",
+    "@types/node": "20.19.43",
+    "@types/pg": "8.23.1",
+    "@types/supertest": "7.2.1",
+    ajv: "8.20.0",
+    "ajv-formats": "3.0.1",
+    autocannon: "9.0.0",
+    esbuild: "0.28.2",
+    eslint: "9.39.5",
+    "fast-check": "4.11.0",
+    "openid-client": "6.9.0",
+    "playwright-core": "1.65.2",
+    preact: "11.2.0",
+    supertest: "7.3.2",
+    tsx: "4.23.15",
+    typescript: "5.9.3",
+    "typescript-eslint": "8.74.0"
+  },
+  allowScripts: {
+    "better-sqlite3": true,
+    esbuild: true,
+    protobufjs: false
+  },
+  overrides: {
+    "@octokit/request": "10.0.14"
+  }
+};
+
 // src/client/errors.ts
 var ClientError = class extends Error {
   constructor(message, retryable) {
@@ -3777,9 +3860,16 @@ async function runProgram(program3, argv, io) {
   }
 }
 
+// src/cli/version.ts
+function addVersion(command, version) {
+  command.version(version, command.parent === null ? "-V, --version" : "--version", "print the oidc-broker version");
+  for (const sub of command.commands) addVersion(sub, version);
+}
+
 // client/src/main.ts
 var program2 = new Command("oidc-broker-exchange").exitOverride().configureOutput({ writeOut: (text) => process.stdout.write(text), writeErr: (text) => process.stderr.write(text) });
 registerExchangeCommand(program2, PROCESS_IO);
+addVersion(program2, package_default.version);
 void runProgram(program2, ["node", "oidc-broker-exchange", "exchange", ...process.argv.slice(2)], PROCESS_IO).then((code) => {
   process.exitCode = code;
 });

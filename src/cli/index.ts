@@ -7,6 +7,7 @@ import { PROCESS_IO, type CliIo } from './io.js';
 import { registerKeysCommands } from './keys.js';
 import { registerPolicyCommands } from './policy.js';
 import { runProgram } from './run.js';
+import { addVersion } from './version.js';
 import { registerServeCommand } from './serve.js';
 
 /**
@@ -28,17 +29,6 @@ export async function runCli(argv: string[], io: CliIo = PROCESS_IO): Promise<nu
   registerExchangeCommand(program, io);
   addVersion(program, packageVersion());
   return runProgram(program, argv, io);
-}
-
-/**
- * `--version` on the program and on every command under it (README.md#cli):
- * `oidc-broker policy validate --version` prints the version like
- * `oidc-broker --version`. Only the program has `-V` too: under a command it
- * could be the start of a value (`keys retire` takes a kid that may begin with `-`).
- */
-function addVersion(command: Command, version: string): void {
-  command.version(version, command.parent === null ? '-V, --version' : '--version', 'print the oidc-broker version');
-  for (const sub of command.commands) addVersion(sub, version);
 }
 
 /** The `version` of the package.json beside src/ and dist/. */
