@@ -39,6 +39,25 @@ describe('serve', () => {
     assert.equal(run.stderr, '');
     await assert.rejects(fetch(`${url}/healthz`), 'no longer listening');
   });
+
+  test('SIGTERM while starting stops the broker as soon as it has started, gracefully: exit 0', async () => {
+    const dir = path.join(root, 'serve-early-stop');
+    await mkdir(path.join(dir, 'policies'), { recursive: true });
+    await writeFile(path.join(dir, 'policies', 'deploy.yaml'), POLICY('deploy'));
+    await writeFile(path.join(dir, 'broker.yaml'), githubServeConfig('./data/signing-key.jwk'));
+    const serve = startCli(['serve', '-c', path.join(dir, 'broker.yaml')]);
+    // Logged once the config is read, before the broker is built and listens.
+    await waitForOutput(serve, logLine('config loaded'));
+    serve.signal('SIGTERM');
+    serve.signal('SIGINT');
+    const run = await serve.done;
+    assert.equal(run.code, 0, run.stderr);
+    const messages = run.stdout.trim().split('\n').map((line) => JSON.parse(line) as { msg: string; signal?: string; action?: string });
+    const said = messages.filter((m) => m.msg === 'signal received').map((m) => `${m.signal}: ${m.action}`);
+    assert.deepEqual(said, ['SIGTERM: stop once started', 'SIGINT: ignored: already stopping once started']);
+    const order = ['signal received', 'listening', 'stopped'].map((msg) => messages.findIndex((m) => m.msg === msg));
+    assert.ok(order.every((index, i) => index >= 0 && (i === 0 || index > order[i - 1]!)), JSON.stringify(order));
+  });
 });
 
 describe('dev issuer', () => {

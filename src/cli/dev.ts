@@ -15,16 +15,18 @@ export function registerDevCommands(program: Command, io: CliIo): void {
     .option('--key-file <file>', 'keep the issuer key here across restarts', './data/dev-issuer-key.jwk')
     .action(async (options: { port: string; keyFile: string }) => {
       const logger = commandLogger(io);
+      // Listened for before the "listening" line: a process without a handler is killed outright by the signal.
+      const stopped = new Promise<void>((resolve) => {
+        io.signals.once('SIGTERM', () => resolve());
+        io.signals.once('SIGINT', () => resolve());
+      });
       const issuer = await startDevIssuer({ host: '127.0.0.1', port: Number(options.port), keyFile: options.keyFile });
       // `?format=raw` answers the bare token, so the hint works in `TOKEN=$(...)` with no JSON tool (README.md#your-first-exchange).
       logger.info('dev issuer listening', {
         url: issuer.url,
         mint: `curl -s -X POST '${issuer.url}/token?format=raw' -H 'content-type: application/json' -d '${JSON.stringify(EXAMPLE_CLAIMS)}'`,
       });
-      await new Promise<void>((resolve) => {
-        io.signals.once('SIGTERM', () => resolve());
-        io.signals.once('SIGINT', () => resolve());
-      });
+      await stopped;
       await issuer.close();
     });
 }

@@ -27,6 +27,18 @@ export function registerServeCommand(program: Command, io: CliIo): void {
         else sighupWhileStarting = true;
       };
       io.signals.on('SIGHUP', onSighup);
+      // SIGTERM and SIGINT too, before anything else: a process without a handler is killed outright by the
+      // signal, so one sent just after the "listening" line, before a later handler exists, would skip the
+      // graceful shutdown. A signal while starting stops the broker as soon as it has started.
+      let onStop = (signal: NodeJS.Signals) => {
+        if (stopWhenStarted !== undefined) return logger.info('signal received', { signal, action: 'ignored: already stopping once started' });
+        logger.info('signal received', { signal, action: 'stop once started' });
+        stopWhenStarted = signal;
+      };
+      let stopWhenStarted: NodeJS.Signals | undefined;
+      const stopSignal = (signal: NodeJS.Signals) => onStop(signal);
+      io.signals.on('SIGTERM', stopSignal);
+      io.signals.on('SIGINT', stopSignal);
       let running;
       try {
         const config = await loadConfig(resolveConfigPath(options.config));
@@ -38,6 +50,8 @@ export function registerServeCommand(program: Command, io: CliIo): void {
         running = await listen(broker, { host: config.server.host, port: config.server.port, adminPort: config.server.adminPort, logger });
       } catch (err) {
         io.signals.off('SIGHUP', onSighup);
+        io.signals.off('SIGTERM', stopSignal);
+        io.signals.off('SIGINT', stopSignal);
         if (err instanceof ConfigError || err instanceof PolicyLoadError || err instanceof PolicyDirError) {
           logger.error('cannot start', { error: err.message });
           throw new CliExit(1, `cannot start:\n${err.message}`);
@@ -52,9 +66,9 @@ export function registerServeCommand(program: Command, io: CliIo): void {
       const stopped = await new Promise<boolean>((resolve) => {
         // Kept for every later SIGTERM or SIGINT too: without a handler the next one would kill the process
         // before the exchanges in flight are recorded (docs/architecture.md, "Shutdown").
-        const stop = (signal: NodeJS.Signals) => {
+        const stop = (signal: NodeJS.Signals, announced = false) => {
           if (stopping) return logger.info('signal received', { signal, action: 'ignored: already shutting down' });
-          logger.info('signal received', { signal });
+          if (!announced) logger.info('signal received', { signal });
           stopping = true;
           server.shutdown().then(
             () => resolve(true),
@@ -64,8 +78,8 @@ export function registerServeCommand(program: Command, io: CliIo): void {
             },
           );
         };
-        io.signals.on('SIGTERM', stop);
-        io.signals.on('SIGINT', stop);
+        onStop = stop;
+        if (stopWhenStarted !== undefined) stop(stopWhenStarted, true);
       });
       if (!stopped) throw new CliExit(1);
     });
