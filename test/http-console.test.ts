@@ -10,12 +10,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import request from 'supertest';
 import { createApp } from '../src/http/app.js';
-import { issueConsoleSession } from '../src/http/console-session.js';
+import { createHash } from 'node:crypto';
+import { issueConsoleSession, sessionTokenBinding } from '../src/http/console-session.js';
 import { CONSOLE_ASSETS_DIR, CONSOLE_CSP } from '../src/http/routes/console.js';
 import { generateSigningJwk, loadSigningKey } from '../src/keys/signing-key.js';
 import { createLimits } from '../src/limits/rate-limit.js';
 import { AUDIENCE, AUDITOR_TOKEN, startBrokerFixture, type BrokerFixture } from './helpers/broker-fixture.js';
 import { localJwtPolicy } from './helpers/oidc.js';
+
+const sha256Hex = (text: string) => createHash('sha256').update(text).digest('hex');
+const BINDING = sessionTokenBinding(sha256Hex(AUDITOR_TOKEN));
 
 const EXPECTED_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 const COOKIE = 'oidc-broker-console';
@@ -104,8 +108,10 @@ describe('sign-in', () => {
     const expires = Date.parse(String(body.expires_at));
     assert.ok(Math.abs(expires - (Date.now() + 900_000)) < 60_000, 'expires in 15 minutes');
     const payload = JSON.parse(Buffer.from(pair.split('=')[1]!.split('.')[0]!, 'base64url').toString('utf8'));
-    assert.deepEqual(Object.keys(payload).sort(), ['a', 'exp']);
+    assert.deepEqual(Object.keys(payload).sort(), ['a', 'exp', 't']);
     assert.equal(payload.a, 'secops');
+    // 64 bits of the token's SHA-256 (the config holds all of it), never the token.
+    assert.equal(payload.t, sha256Hex(AUDITOR_TOKEN).slice(0, 16));
 
     const session = await request(fx.broker.app).get('/console/session').set('Cookie', pair);
     assert.equal(session.status, 200);
@@ -267,8 +273,10 @@ describe('the session cookie on the audit API', () => {
       `${payload}`,
       `${payload}.${signature}.x`,
       'x'.repeat(2000),
-      issueConsoleSession(otherKey, 'secops', new Date(Date.now() + 600_000)),
-      issueConsoleSession(fx.broker.deps.activeSigningKey(), 'not-an-auditor', new Date(Date.now() + 600_000)),
+      issueConsoleSession(otherKey, { auditor: 'secops', tokenBinding: BINDING, expiresAt: new Date(Date.now() + 600_000) }),
+      issueConsoleSession(fx.broker.deps.activeSigningKey(), { auditor: 'not-an-auditor', tokenBinding: BINDING, expiresAt: new Date(Date.now() + 600_000) }),
+      // The auditor's name with another token's binding: the token it signed in with was replaced.
+      issueConsoleSession(fx.broker.deps.activeSigningKey(), { auditor: 'secops', tokenBinding: sessionTokenBinding(sha256Hex('an older token')), expiresAt: new Date(Date.now() + 600_000) }),
     ];
     for (const value of forged) {
       const res = await request(fx.broker.app).get('/v1/audit/events').set('Cookie', `${COOKIE}=${value}`);
@@ -294,8 +302,18 @@ describe('the session cookie on the audit API', () => {
       assert.equal(res.body.error_description, 'The console session has expired; sign in again.');
       assert.match(String(res.headers['www-authenticate']), /^Bearer error="invalid_token"/);
     }
-    const expired = issueConsoleSession(fx.broker.deps.activeSigningKey(), 'secops', new Date(Date.now() - 1000));
+    const expired = issueConsoleSession(fx.broker.deps.activeSigningKey(), { auditor: 'secops', tokenBinding: BINDING, expiresAt: new Date(Date.now() - 1000) });
     assert.equal((await request(fx.broker.app).get('/console/session').set('Cookie', `${COOKIE}=${expired}`)).status, 401);
+  });
+
+  test("replacing an auditor's token in the config ends the sessions made with the old one", async () => {
+    const { pair } = await signIn();
+    assert.equal((await request(fx.broker.app).get('/v1/audit/verify').set('Cookie', pair)).status, 200);
+    // The same auditor name with a new token: another broker start (or replica) with the changed config.
+    const rotated = createApp({ ...fx.broker.deps, auditors: [{ name: 'secops', tokenSha256: sha256Hex('the new auditor token') }] });
+    const res = await request(rotated).get('/v1/audit/verify').set('Cookie', pair);
+    assert.equal(res.status, 401);
+    assert.equal(res.body.error_description, 'The console session is not valid; sign in again.');
   });
 
   test('a Bearer header wins over the cookie', async () => {

@@ -5,7 +5,7 @@ import type { SigningKey } from '../keys/signing-key.js';
 import type { Limits } from '../limits/rate-limit.js';
 import type { Logger } from '../logger.js';
 import type { BrokerMetrics } from '../metrics.js';
-import { consoleCookie, readCookie, verifyConsoleSession } from './console-session.js';
+import { consoleCookie, readCookie, sessionTokenBinding, verifyConsoleSession } from './console-session.js';
 import { bearerToken, requestContext } from './request.js';
 
 export interface Auditor {
@@ -30,6 +30,8 @@ export type AuditorCredential = { kind: 'token'; token: string } | { kind: 'sess
 /** `expiresAt`: the session's end when a session cookie signed the request in, else null. */
 export interface AuthenticatedAuditor {
   auditor: string;
+  /** What a console session made from this sign-in is bound to (ConsoleSession.tokenBinding). */
+  tokenBinding: string;
   expiresAt: Date | null;
 }
 
@@ -53,7 +55,7 @@ export interface AuditorAuth {
 
 export function createAuditorAuth(deps: AuditorAuthDeps): AuditorAuth {
   const hashes = deps.auditors.map((a) => ({ name: a.name, hash: Buffer.from(a.tokenSha256, 'hex') }));
-  const names = new Set(deps.auditors.map((a) => a.name));
+  const bindings = new Map(deps.auditors.map((a) => [a.name, sessionTokenBinding(a.tokenSha256)]));
   const limit = deps.limits.auditor_failures_per_ip;
   const cookie = consoleCookie(deps.publicUrl);
 
@@ -70,13 +72,13 @@ export function createAuditorAuth(deps: AuditorAuthDeps): AuditorAuth {
       case 'token': {
         const matched = matchToken(credential.token);
         if (matched === undefined) throw new InvalidTokenError('This token is not an auditor token.', { reason: 'not_an_auditor' });
-        return { auditor: matched, expiresAt: null };
+        return { auditor: matched, tokenBinding: bindings.get(matched)!, expiresAt: null };
       }
       case 'session': {
-        const { auditor, expiresAt } = verifyConsoleSession(deps.activeSigningKey(), credential.value, deps.now());
-        // An auditor removed from the config loses its sessions with its token.
-        if (!names.has(auditor)) throw new InvalidTokenError('The console session is not valid; sign in again.', { reason: 'bad_session' });
-        return { auditor, expiresAt };
+        const { auditor, tokenBinding, expiresAt } = verifyConsoleSession(deps.activeSigningKey(), credential.value, deps.now());
+        // An auditor removed from the config, or given another token, loses its sessions with its old token.
+        if (bindings.get(auditor) !== tokenBinding) throw new InvalidTokenError('The console session is not valid; sign in again.', { reason: 'bad_session' });
+        return { auditor, tokenBinding, expiresAt };
       }
       case 'none':
         throw new InvalidTokenError('An auditor bearer token is required.', { reason: 'missing_auditor_token' });

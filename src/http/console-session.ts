@@ -5,7 +5,18 @@ import type { SigningKey } from '../keys/signing-key.js';
 /** What a console session cookie vouches for (docs/console.md, "Security model"). */
 export interface ConsoleSession {
   auditor: string;
+  /**
+   * The first 16 hex digits of the SHA-256 of the token the auditor signed in
+   * with: a session ends when the auditor's token is replaced in the config,
+   * not only when the auditor is removed.
+   */
+  tokenBinding: string;
   expiresAt: Date;
+}
+
+/** The part of an auditor's token hash a session carries (ConsoleSession.tokenBinding). */
+export function sessionTokenBinding(tokenSha256: string): string {
+  return tokenSha256.slice(0, 16);
 }
 
 /** Longer values are refused before any parsing: a cookie is a few hundred bytes. */
@@ -36,11 +47,11 @@ function mac(key: SigningKey, payload: string): Buffer {
 }
 
 /**
- * The cookie value for `auditor`: `<base64url JSON {a, exp}>.<base64url HMAC>`.
- * It holds the auditor's name and the expiry, never the auditor's token.
+ * The cookie value for `auditor`: `<base64url JSON {a, t, exp}>.<base64url HMAC>`.
+ * It holds the auditor's name, the token binding and the expiry, never the auditor's token.
  */
-export function issueConsoleSession(key: SigningKey, auditor: string, expiresAt: Date): string {
-  const payload = Buffer.from(JSON.stringify({ a: auditor, exp: Math.floor(expiresAt.getTime() / 1000) })).toString('base64url');
+export function issueConsoleSession(key: SigningKey, session: ConsoleSession): string {
+  const payload = Buffer.from(JSON.stringify({ a: session.auditor, t: session.tokenBinding, exp: Math.floor(session.expiresAt.getTime() / 1000) })).toString('base64url');
   return `${payload}.${mac(key, payload).toString('base64url')}`;
 }
 
@@ -56,9 +67,11 @@ export function verifyConsoleSession(key: SigningKey, value: string, now: Date):
   const expected = mac(key, payload);
   if (presented.length !== expected.length || !timingSafeEqual(presented, expected)) throw bad();
   // Signed by this broker's key, so the payload is the one issueConsoleSession wrote.
-  const { a, exp } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { a: string; exp: number };
+  const { a, t, exp } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { a: string; t?: string; exp: number };
   if (exp * 1000 <= now.getTime()) throw new InvalidTokenError('The console session has expired; sign in again.', { reason: 'session_expired' });
-  return { auditor: a, expiresAt: new Date(exp * 1000) };
+  // A cookie from before sessions carried a binding has none: it is refused like any other stale one.
+  if (typeof t !== 'string') throw bad();
+  return { auditor: a, tokenBinding: t, expiresAt: new Date(exp * 1000) };
 }
 
 /**

@@ -80,9 +80,9 @@ export function consoleRoutes(deps: ConsoleRouteDeps): Router {
 
   router.post('/console/session', sameOrigin, signInBody, async (req, res) => {
     const token = signInToken(req);
-    const { auditor } = await deps.auditorAuth.authenticate(req, res, token === undefined ? { kind: 'none' } : { kind: 'token', token });
+    const { auditor, tokenBinding } = await deps.auditorAuth.authenticate(req, res, token === undefined ? { kind: 'none' } : { kind: 'token', token });
     const expiresAt = new Date(deps.now().getTime() + deps.consoleSessionSeconds * 1000);
-    const value = issueConsoleSession(deps.activeSigningKey(), auditor, expiresAt);
+    const value = issueConsoleSession(deps.activeSigningKey(), { auditor, tokenBinding, expiresAt });
     const { requestId, clientIp } = requestContext(req, res);
     deps.logger.info('console sign-in', { request_id: requestId, client_ip: clientIp, auditor, expires_at: expiresAt.toISOString() });
     res.set('Cache-Control', 'no-store');
