@@ -1,8 +1,9 @@
 import { readFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
 import type { AuditVerification } from '../audit/checkpoints.js';
 import { parseCheckpointJws, readTrustedHeadFile } from '../audit/trusted-head.js';
 import type { AuditQuery, AuditRecord } from '../audit/types.js';
+import { isSecureUrl } from '../client/broker-url.js';
+import { parseRetryAfter } from '../client/retry.js';
 import { CliExit, type CliIo } from './io.js';
 
 /** Where the audit commands read the auditor token when there is no --token-file (docs/audit.md, "Over HTTP"). */
@@ -36,8 +37,8 @@ export async function connectBroker(url: string, tokenFile: string | undefined, 
   } catch {
     throw new CliExit(1, `--url: expected the broker's URL, such as https://broker.example.com, got '${url}'`);
   }
-  const loopback = base.hostname === 'localhost' || isLoopback(base.hostname.replace(/^\[|\]$/g, ''));
-  if (!(base.protocol === 'https:' || (base.protocol === 'http:' && loopback))) {
+  // The rule `oidc-broker exchange` applies to the broker it sends a CI token to.
+  if (!isSecureUrl(base)) {
     throw new CliExit(1, `--url: expected an https:// URL (http:// only to localhost, 127.0.0.1 or [::1]), got '${base.protocol}//${base.host}': the auditor token must not travel in clear text`);
   }
   if (base.username !== '' || base.password !== '' || base.search !== '' || base.hash !== '') {
@@ -67,11 +68,6 @@ async function readAuditorToken(tokenFile: string | undefined, io: CliIo): Promi
   token = token.trim();
   if (token === '' || /[\s\u0000-\u001f\u007f]/.test(token)) throw new CliExit(1, `the auditor token from ${source} must be one line without spaces or control characters`);
   return token;
-}
-
-function isLoopback(host: string): boolean {
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
 }
 
 /**
@@ -177,7 +173,8 @@ async function getJson(broker: AuditBroker, route: string, params: URLSearchPara
   const { error, error_description: description, request_id: requestId } = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
   const code = typeof error === 'string' ? ` ${error}` : '';
   const sentence = typeof description === 'string' ? `: ${description}` : '';
-  const retry = response.status === 429 && response.headers.get('retry-after') !== null ? ` (retry after ${response.headers.get('retry-after')} s)` : '';
+  const retryAfter = response.status === 429 ? parseRetryAfter(response.headers.get('retry-after')) : undefined;
+  const retry = retryAfter === undefined ? '' : ` (retry after ${retryAfter} s)`;
   const id = typeof requestId === 'string' ? ` (request_id ${requestId})` : '';
   throw new CliExit(exitCodeFor(response.status), `${where}: the broker answered ${response.status}${code}${sentence}${retry}${id}`);
 }
